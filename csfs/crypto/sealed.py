@@ -1,0 +1,130 @@
+"""Joins envelopes and payloads: encrypt a stream to recipients, decrypt it back.
+
+The public functions choose their randomness and call private functions that
+take it as arguments, so that test vectors can be generated reproducibly
+(scripts/make_vectors.py). HPKE's ephemeral keys are the exception: the
+library draws them itself.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import BinaryIO
+
+from cryptography.hazmat.primitives.asymmetric import ed25519
+
+from csfs.crypto.envelope import Context, Envelope, new_content_key, parse_envelope, seal_envelope
+from csfs.crypto.keys import Identity, Recipient
+from csfs.crypto.stream import (
+    DEFAULT_CHUNK_SHIFT,
+    HEADER_SIZE,
+    ChunkCipher,
+    PayloadHeader,
+    PayloadKeys,
+    decrypt_payload,
+    encrypt_payload,
+)
+from csfs.errors import AuthenticationError
+
+
+def encrypt_stream(
+    src: BinaryIO,
+    dst: BinaryIO,
+    recipients: list[Recipient],
+    signer: Identity | None = None,
+    *,
+    context: Context | None = None,
+    chunk_shift: int = DEFAULT_CHUNK_SHIFT,
+) -> Envelope:
+    """Encrypt ``src`` into ``dst`` (the payload) and return the signed envelope.
+
+    Without ``context`` the envelope is bound to this payload alone (an
+    offline file). Without ``signer`` a throwaway Ed25519 key signs.
+    """
+    if not recipients:
+        raise ValueError("at least one recipient is needed")
+    header = PayloadHeader.new(chunk_shift)
+    return _encrypt_stream(
+        src, dst, recipients, signer or ed25519.Ed25519PrivateKey.generate(),
+        new_content_key(), header, context or Context.offline(header.payload_id),
+    )
+
+
+def _encrypt_stream(
+    src: BinaryIO,
+    dst: BinaryIO,
+    recipients: list[Recipient],
+    signer: Identity | ed25519.Ed25519PrivateKey,
+    content_key: bytes,
+    header: PayloadHeader,
+    context: Context,
+) -> Envelope:
+    keys = PayloadKeys(content_key, header)
+    length = encrypt_payload(src, dst, keys)
+    return seal_envelope(
+        content_key, recipients, context, keys.header_hash, length, keys.commitment, signer
+    )
+
+
+def open_envelope(
+    envelope: bytes | Envelope,
+    header_bytes: bytes,
+    identity: Identity,
+    *,
+    context: Context | None = None,
+    allowed_signers: set[bytes] | None = None,
+) -> tuple[Envelope, ChunkCipher]:
+    """Check an envelope against a payload header and unwrap it (format.md 3.6).
+
+    Returns the envelope and a cipher for random access to the payload's
+    chunks. ``context`` defaults to the offline context of the header.
+    """
+    env = parse_envelope(envelope) if isinstance(envelope, bytes | bytearray) else envelope
+    env.verify(allowed_signers)
+    header = PayloadHeader.decode(header_bytes)
+    env.check_binding(context or Context.offline(header.payload_id), header.hash)
+    keys = PayloadKeys(env.open(identity), header)
+    keys.check_commitment(env.commitment)
+    return env, ChunkCipher(keys, env.length)
+
+
+def decrypt_stream(
+    src: BinaryIO,
+    envelope: bytes | Envelope,
+    dst: BinaryIO,
+    identity: Identity,
+    *,
+    context: Context | None = None,
+    allowed_signers: set[bytes] | None = None,
+) -> Envelope:
+    """Decrypt the payload in ``src`` into ``dst``; return the verified envelope.
+
+    Plaintext reaches ``dst`` one authenticated chunk at a time. On an error
+    ``dst`` may hold a verified prefix: callers that must not release partial
+    output write to a temporary file (see csfs.offline).
+    """
+    header_bytes = src.read(HEADER_SIZE)
+    env, cipher = open_envelope(
+        envelope, header_bytes, identity, context=context, allowed_signers=allowed_signers
+    )
+    size = _remaining_size(src)
+    if size is not None and size != cipher.size - HEADER_SIZE:
+        # Known before any plaintext is released: truncation or trailing data.
+        raise AuthenticationError(
+            f"payload is {size + HEADER_SIZE} bytes but its envelope says {cipher.size}: "
+            "truncated or extended"
+        )
+    decrypt_payload(src, dst, cipher)
+    return env
+
+
+def _remaining_size(src: BinaryIO) -> int | None:
+    try:
+        if not src.seekable():
+            return None
+        pos = src.tell()
+        end = src.seek(0, os.SEEK_END)
+        src.seek(pos)
+        return end - pos
+    except (OSError, ValueError, AttributeError):
+        return None

@@ -1,0 +1,265 @@
+"""The payload: chunked AES-256-GCM in the STREAM construction (docs/format.md 2).
+
+Protects against: truncation (the last chunk is flagged in its nonce and the
+size is fixed by the signed length), reordering and swapping chunks (the
+counter is in the nonce), moving chunks between payloads (each payload has a
+fresh key and its header hash is in every chunk's AAD), and trailing data.
+Sizes leak only up to Padmé rounding. This module sees keys and bytes only;
+it knows nothing of envelopes, recipients or stores.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import os
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import BinaryIO
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+from csfs.errors import AuthenticationError, FormatError
+
+PAYLOAD_MAGIC = b"csfs-pl1"
+HEADER_SIZE = 32
+TAG_SIZE = 16
+KEY_SIZE = 32
+DEFAULT_CHUNK_SHIFT = 16
+MIN_CHUNK_SHIFT, MAX_CHUNK_SHIFT = 12, 20
+MAX_PLAINTEXT = 1 << 48
+
+CHUNK_FAILURE = "failed to decrypt and authenticate payload chunk {}: the data is corrupted or tampered with"
+
+
+def padme(length: int) -> int:
+    """Padmé padded length (PURBs paper): leaks O(log log L) bits, at most ~12% overhead."""
+    if length < 2:
+        return length
+    e = length.bit_length() - 1
+    s = e.bit_length()
+    mask = (1 << (e - s)) - 1
+    return (length + mask) & ~mask
+
+
+def chunk_count(padded: int, chunk_size: int) -> int:
+    return max(1, -(-padded // chunk_size))
+
+
+def payload_size(length: int, chunk_shift: int = DEFAULT_CHUNK_SHIFT) -> int:
+    """Exact size of the payload of a plaintext of ``length`` bytes."""
+    padded = padme(length)
+    return HEADER_SIZE + padded + TAG_SIZE * chunk_count(padded, 1 << chunk_shift)
+
+
+def nonce(index: int, last: bool) -> bytes:
+    return index.to_bytes(11, "big") + (b"\x01" if last else b"\x00")
+
+
+def _hkdf(key: bytes, salt: bytes, info: bytes) -> bytes:
+    return HKDF(hashes.SHA256(), 32, salt, info).derive(key)
+
+
+@dataclass(frozen=True)
+class PayloadHeader:
+    chunk_shift: int
+    payload_id: bytes
+
+    @property
+    def chunk_size(self) -> int:
+        return 1 << self.chunk_shift
+
+    def encode(self) -> bytes:
+        return PAYLOAD_MAGIC + bytes([self.chunk_shift]) + bytes(7) + self.payload_id
+
+    @property
+    def hash(self) -> bytes:
+        return hashlib.sha256(self.encode()).digest()
+
+    @classmethod
+    def decode(cls, data: bytes) -> PayloadHeader:
+        if len(data) < HEADER_SIZE:
+            raise FormatError("payload is shorter than its 32-byte header")
+        if data[:8] != PAYLOAD_MAGIC:
+            raise FormatError("not a csfs payload (bad magic)")
+        shift = data[8]
+        if not MIN_CHUNK_SHIFT <= shift <= MAX_CHUNK_SHIFT:
+            raise FormatError(f"payload chunk size 2^{shift} is out of range")
+        if any(data[9:16]):
+            raise FormatError("payload header has non-zero reserved bytes")
+        return cls(shift, bytes(data[16:32]))
+
+    @classmethod
+    def new(cls, chunk_shift: int = DEFAULT_CHUNK_SHIFT) -> PayloadHeader:
+        return cls(chunk_shift, os.urandom(16))
+
+
+class PayloadKeys:
+    """The keys derived from one content key for one payload (format.md 2.2)."""
+
+    def __init__(self, content_key: bytes, header: PayloadHeader) -> None:
+        if len(content_key) != KEY_SIZE:
+            raise ValueError("content key must be 32 bytes")
+        self.header = header
+        self.header_hash = header.hash
+        self.commitment = _hkdf(content_key, header.payload_id, b"csfs v1 commitment")
+        self.aead = AESGCM(_hkdf(content_key, header.payload_id, b"csfs v1 payload"))
+
+    def check_commitment(self, commitment: bytes) -> None:
+        if not hmac.compare_digest(self.commitment, commitment):
+            raise AuthenticationError(
+                "key commitment mismatch: the envelope does not match its content key"
+            )
+
+
+class ChunkCipher:
+    """Random-access encryption and decryption of single chunks of one payload."""
+
+    def __init__(self, keys: PayloadKeys, length: int) -> None:
+        if not 0 <= length <= MAX_PLAINTEXT:
+            raise FormatError("plaintext length out of range")
+        self.keys = keys
+        self.length = length
+        self.padded = padme(length)
+        self.chunk_size = keys.header.chunk_size
+        self.count = chunk_count(self.padded, self.chunk_size)
+        self.size = HEADER_SIZE + self.padded + TAG_SIZE * self.count
+
+    def plain_len(self, index: int) -> int:
+        if index < self.count - 1:
+            return self.chunk_size
+        return self.padded - (self.count - 1) * self.chunk_size
+
+    def offset(self, index: int) -> int:
+        """Offset of chunk ``index`` in the payload."""
+        return HEADER_SIZE + index * (self.chunk_size + TAG_SIZE)
+
+    def decrypt(self, index: int, data: bytes | memoryview) -> bytes:
+        """Authenticate and decrypt chunk ``index``; return its unpadded plaintext."""
+        if not 0 <= index < self.count:
+            raise AuthenticationError(f"chunk {index} does not exist in this payload")
+        want = self.plain_len(index) + TAG_SIZE
+        if len(data) != want:
+            raise AuthenticationError(
+                f"payload chunk {index} is {len(data)} bytes, expected {want}: truncated or tampered"
+            )
+        try:
+            plain = self.keys.aead.decrypt(
+                nonce(index, index == self.count - 1), data, self.keys.header_hash
+            )
+        except InvalidTag:
+            raise AuthenticationError(CHUNK_FAILURE.format(index)) from None
+        start = index * self.chunk_size
+        keep = max(0, min(len(plain), self.length - start))
+        if any(memoryview(plain)[keep:]):
+            raise AuthenticationError("payload padding is not zero")
+        return plain[:keep]
+
+    def encrypt(self, index: int, plain: bytes) -> bytes:
+        """Encrypt chunk ``index`` from its unpadded plaintext (padding added here)."""
+        want = self.plain_len(index)
+        if len(plain) > want:
+            raise ValueError("chunk plaintext too long")
+        if len(plain) < want:
+            plain = plain + bytes(want - len(plain))
+        return self.keys.aead.encrypt(nonce(index, index == self.count - 1), plain, self.keys.header_hash)
+
+
+def encrypt_payload(src: BinaryIO, dst: BinaryIO, keys: PayloadKeys) -> int:
+    """Stream-encrypt ``src`` to ``dst`` in constant memory; return the plaintext length.
+
+    The length is unknown until EOF (stdin works), so each chunk is written
+    only once the next read shows whether it is the last one.
+    """
+    header = keys.header
+    c = header.chunk_size
+    aead, aad = keys.aead, keys.header_hash
+    dst.write(header.encode())
+    cur, nxt = bytearray(c), bytearray(c)
+    out = bytearray(c + TAG_SIZE)
+    cur_len = _read_full(src, cur)
+    total = 0
+    index = 0
+    while True:
+        nxt_len = _read_full(src, nxt) if cur_len == c else 0
+        if nxt_len == 0:
+            break  # cur is the final chunk of real data
+        aead.encrypt_into(nonce(index, False), cur, aad, out)
+        dst.write(out)
+        total += c
+        index += 1
+        cur, nxt, cur_len = nxt, cur, nxt_len
+    total += cur_len
+    if total > MAX_PLAINTEXT:
+        raise FormatError("plaintext longer than 2^48 bytes")
+    # Padding: the rest of the padded stream is zeros, possibly spanning chunks.
+    padded = padme(total)
+    remaining = padded - (index * c)  # bytes of the padded stream still to emit
+    first = True
+    while first or remaining > 0:
+        take = min(c, remaining)
+        buf = memoryview(cur)[:take] if first else memoryview(bytearray(take))
+        if first and take > cur_len:
+            buf[cur_len:take] = bytes(take - cur_len)
+        last = remaining - take == 0
+        dst.write(aead.encrypt(nonce(index, last), buf, aad))
+        remaining -= take
+        index += 1
+        first = False
+    return total
+
+
+def decrypt_payload(src: BinaryIO, dst: BinaryIO, cipher: ChunkCipher) -> None:
+    """Stream-decrypt chunks 0..n-1 from ``src`` (positioned after the header)."""
+    c = cipher.chunk_size
+    aead, aad = cipher.keys.aead, cipher.keys.header_hash
+    full = bytearray(c + TAG_SIZE)
+    plain = bytearray(c)
+    for index in range(cipher.count):
+        want = cipher.plain_len(index) + TAG_SIZE
+        if index < cipher.count - 1 and want == len(full):
+            got = _read_full(src, full)
+            if got != want:
+                raise AuthenticationError(f"payload truncated in chunk {index}")
+            try:
+                aead.decrypt_into(nonce(index, False), full, aad, plain)
+            except InvalidTag:
+                raise AuthenticationError(CHUNK_FAILURE.format(index)) from None
+            keep = max(0, min(c, cipher.length - index * c))
+            if keep < c and any(memoryview(plain)[keep:]):
+                raise AuthenticationError("payload padding is not zero")
+            dst.write(memoryview(plain)[:keep])
+        else:
+            data = src.read(want)
+            if len(data) != want:
+                raise AuthenticationError(f"payload truncated in chunk {index}")
+            dst.write(cipher.decrypt(index, data))
+    if src.read(1):
+        raise AuthenticationError("unexpected data after the last payload chunk")
+
+
+def iter_chunks(cipher: ChunkCipher, first: int, last: int) -> Iterator[tuple[int, int, int]]:
+    """(index, offset, length) of the ciphertext chunks first..last inclusive."""
+    for i in range(first, last + 1):
+        yield i, cipher.offset(i), cipher.plain_len(i) + TAG_SIZE
+
+
+def _read_full(src: BinaryIO, buf: bytearray) -> int:
+    """Fill ``buf`` from ``src`` unless EOF comes first; return the count read."""
+    view = memoryview(buf)
+    got = 0
+    readinto = getattr(src, "readinto", None)
+    while got < len(buf):
+        if readinto is not None:
+            n = readinto(view[got:])
+        else:
+            data = src.read(len(buf) - got)
+            n = len(data)
+            view[got : got + n] = data
+        if not n:
+            break
+        got += n
+    return got
