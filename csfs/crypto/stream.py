@@ -13,7 +13,9 @@ from __future__ import annotations
 import hashlib
 import hmac
 import os
-from collections.abc import Iterator
+from collections import deque
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import BinaryIO
 
@@ -137,6 +139,12 @@ class ChunkCipher:
         """Offset of chunk ``index`` in the payload."""
         return HEADER_SIZE + index * (self.chunk_size + TAG_SIZE)
 
+    def aad(self, index: int) -> bytes:
+        """The header hash; the last chunk also binds the plaintext length (format.md 2.4)."""
+        if index == self.count - 1:
+            return self.keys.header_hash + self.length.to_bytes(8, "big")
+        return self.keys.header_hash
+
     def decrypt(self, index: int, data: bytes | memoryview) -> bytes:
         """Authenticate and decrypt chunk ``index``; return its unpadded plaintext."""
         if not 0 <= index < self.count:
@@ -147,9 +155,7 @@ class ChunkCipher:
                 f"payload chunk {index} is {len(data)} bytes, expected {want}: truncated or tampered"
             )
         try:
-            plain = self.keys.aead.decrypt(
-                nonce(index, index == self.count - 1), data, self.keys.header_hash
-            )
+            plain = self.keys.aead.decrypt(nonce(index, index == self.count - 1), data, self.aad(index))
         except InvalidTag:
             raise AuthenticationError(CHUNK_FAILURE.format(index)) from None
         start = index * self.chunk_size
@@ -165,80 +171,134 @@ class ChunkCipher:
             raise ValueError("chunk plaintext too long")
         if len(plain) < want:
             plain = plain + bytes(want - len(plain))
-        return self.keys.aead.encrypt(nonce(index, index == self.count - 1), plain, self.keys.header_hash)
+        return self.keys.aead.encrypt(nonce(index, index == self.count - 1), plain, self.aad(index))
+
+
+BATCH_CHUNKS = 16  # chunks per unit of work: 1 MiB at the default chunk size
+PIPELINE_DEPTH = 4  # batches in flight; bounds memory at a few MiB whatever the file size
+
+
+class _OrderedPool:
+    """Runs batch jobs on two threads (AES-GCM releases the GIL) and writes results in order."""
+
+    def __init__(self, dst: BinaryIO) -> None:
+        self.dst = dst
+        self.pool = ThreadPoolExecutor(max_workers=2, thread_name_prefix="csfs-aead")
+        self.pending: deque[Future[bytearray]] = deque()
+
+    def submit(self, fn: Callable[..., bytearray], *args: object) -> None:
+        self.pending.append(self.pool.submit(fn, *args))
+        while len(self.pending) >= PIPELINE_DEPTH:
+            self.dst.write(self.pending.popleft().result())
+
+    def drain(self) -> None:
+        while self.pending:
+            self.dst.write(self.pending.popleft().result())
+
+    def close(self) -> None:
+        for f in self.pending:
+            f.cancel()
+        self.pool.shutdown(wait=True)
 
 
 def encrypt_payload(src: BinaryIO, dst: BinaryIO, keys: PayloadKeys) -> int:
     """Stream-encrypt ``src`` to ``dst`` in constant memory; return the plaintext length.
 
-    The length is unknown until EOF (stdin works), so each chunk is written
-    only once the next read shows whether it is the last one.
+    The length is unknown until EOF (stdin works), so a batch is encrypted
+    only once the next read shows that more data follows it.
     """
-    header = keys.header
-    c = header.chunk_size
+    c = keys.header.chunk_size
     aead, aad = keys.aead, keys.header_hash
-    dst.write(header.encode())
-    cur, nxt = bytearray(c), bytearray(c)
-    out = bytearray(c + TAG_SIZE)
-    cur_len = _read_full(src, cur)
-    total = 0
-    index = 0
-    while True:
-        nxt_len = _read_full(src, nxt) if cur_len == c else 0
-        if nxt_len == 0:
-            break  # cur is the final chunk of real data
-        aead.encrypt_into(nonce(index, False), cur, aad, out)
-        dst.write(out)
-        total += c
-        index += 1
-        cur, nxt, cur_len = nxt, cur, nxt_len
-    total += cur_len
+    batch_size = BATCH_CHUNKS * c
+
+    def seal(buf: bytearray, first: int) -> bytearray:
+        out = bytearray(BATCH_CHUNKS * (c + TAG_SIZE))
+        src_view, out_view = memoryview(buf), memoryview(out)
+        for j in range(BATCH_CHUNKS):
+            o = j * (c + TAG_SIZE)
+            aead.encrypt_into(nonce(first + j, False), src_view[j * c : (j + 1) * c], aad,
+                              out_view[o : o + c + TAG_SIZE])
+        return out
+
+    dst.write(keys.header.encode())
+    pool = _OrderedPool(dst)
+    try:
+        cur = bytearray(batch_size)
+        cur_len = _read_full(src, cur)
+        index = 0
+        while cur_len == batch_size:
+            nxt = bytearray(batch_size)
+            nxt_len = _read_full(src, nxt)
+            if nxt_len == 0:
+                break
+            pool.submit(seal, cur, index)
+            index += BATCH_CHUNKS
+            cur, cur_len = nxt, nxt_len
+        pool.drain()
+    finally:
+        pool.close()
+    total = index * c + cur_len
     if total > MAX_PLAINTEXT:
         raise FormatError("plaintext longer than 2^48 bytes")
-    # Padding: the rest of the padded stream is zeros, possibly spanning chunks.
-    padded = padme(total)
-    remaining = padded - (index * c)  # bytes of the padded stream still to emit
-    first = True
-    while first or remaining > 0:
-        take = min(c, remaining)
-        buf = memoryview(cur)[:take] if first else memoryview(bytearray(take))
-        if first and take > cur_len:
-            buf[cur_len:take] = bytes(take - cur_len)
-        last = remaining - take == 0
-        dst.write(aead.encrypt(nonce(index, last), buf, aad))
-        remaining -= take
-        index += 1
-        first = False
+    # The tail: the data left in ``cur`` then Padmé's zeros, possibly many chunks.
+    cur[cur_len:] = bytes(batch_size - cur_len)
+    remaining = padme(total) - index * c
+    tail_chunks = chunk_count(remaining, c)
+    for j in range(tail_chunks):
+        take = min(c, remaining - j * c)
+        seg = memoryview(cur)[j * c : j * c + take] if j < BATCH_CHUNKS else bytes(take)
+        last = j == tail_chunks - 1
+        chunk_aad = aad + total.to_bytes(8, "big") if last else aad
+        dst.write(aead.encrypt(nonce(index + j, last), seg, chunk_aad))
     return total
 
 
 def decrypt_payload(src: BinaryIO, dst: BinaryIO, cipher: ChunkCipher) -> None:
-    """Stream-decrypt chunks 0..n-1 from ``src`` (positioned after the header)."""
+    """Stream-decrypt chunks 0..n-1 from ``src`` (positioned after the header).
+
+    A batch of plaintext is written only after every chunk in it verified.
+    """
     c = cipher.chunk_size
     aead, aad = cipher.keys.aead, cipher.keys.header_hash
-    full = bytearray(c + TAG_SIZE)
-    plain = bytearray(c)
-    for index in range(cipher.count):
-        want = cipher.plain_len(index) + TAG_SIZE
-        if index < cipher.count - 1 and want == len(full):
-            got = _read_full(src, full)
-            if got != want:
-                raise AuthenticationError(f"payload truncated in chunk {index}")
+
+    def unseal(buf: bytearray, first: int, count: int) -> bytearray:
+        out = bytearray(count * c)
+        src_view, out_view = memoryview(buf), memoryview(out)
+        for j in range(count):
+            o = j * (c + TAG_SIZE)
             try:
-                aead.decrypt_into(nonce(index, False), full, aad, plain)
+                aead.decrypt_into(nonce(first + j, False), src_view[o : o + c + TAG_SIZE], aad,
+                                  out_view[j * c : (j + 1) * c])
             except InvalidTag:
-                raise AuthenticationError(CHUNK_FAILURE.format(index)) from None
-            keep = max(0, min(c, cipher.length - index * c))
-            if keep < c and any(memoryview(plain)[keep:]):
+                raise AuthenticationError(CHUNK_FAILURE.format(first + j)) from None
+        keep = max(0, min(count * c, cipher.length - first * c))
+        if keep < len(out):
+            if any(out_view[keep:]):
                 raise AuthenticationError("payload padding is not zero")
-            dst.write(memoryview(plain)[:keep])
-        else:
-            data = src.read(want)
-            if len(data) != want:
-                raise AuthenticationError(f"payload truncated in chunk {index}")
-            dst.write(cipher.decrypt(index, data))
+            del out[keep:]
+        return out
+
+    pool = _OrderedPool(dst)
+    try:
+        index = 0
+        while index < cipher.count - 1:
+            count = min(BATCH_CHUNKS, cipher.count - 1 - index)
+            buf = bytearray(count * (c + TAG_SIZE))
+            if _read_full(src, buf) != len(buf):
+                raise AuthenticationError(f"payload truncated near chunk {index}")
+            pool.submit(unseal, buf, index, count)
+            index += count
+        pool.drain()
+    finally:
+        pool.close()
+    last = cipher.count - 1
+    want = cipher.plain_len(last) + TAG_SIZE
+    data = src.read(want)
+    if len(data) != want:
+        raise AuthenticationError(f"payload truncated in its last chunk ({last})")
     if src.read(1):
         raise AuthenticationError("unexpected data after the last payload chunk")
+    dst.write(cipher.decrypt(last, data))
 
 
 def iter_chunks(cipher: ChunkCipher, first: int, last: int) -> Iterator[tuple[int, int, int]]:

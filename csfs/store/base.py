@@ -66,7 +66,7 @@ class Store(Protocol):
         ...
 
     def get(self, key: str, start: int = 0, end: int | None = None) -> bytes:
-        """Bytes ``[start, end)`` clamped to the object, like a slice; ``end=None`` reads to the end."""
+        """Bytes ``[start, end)`` clamped to the object like a slice; ``end=None``: to the end."""
         ...
 
     def get_with_etag(self, key: str) -> tuple[bytes, str]:
@@ -74,7 +74,7 @@ class Store(Protocol):
         ...
 
     def get_to_file(self, key: str, path: str) -> ObjectInfo:
-        """Download to ``path`` (written to a temp file, then renamed) and describe what was read."""
+        """Download to ``path`` (via a temp file and a rename); describe the version read."""
         ...
 
     def head(self, key: str) -> ObjectInfo:

@@ -154,7 +154,7 @@ class LocalStore:
     def put_file(self, key: str, path: str, *, if_none_match: bool = False) -> str:
         validate_key(key)
         try:
-            src = open(path, "rb")  # noqa: SIM115 - closed below
+            src = open(path, "rb")
         except OSError as exc:
             raise StoreError(f"cannot read {path}: {exc.strerror}") from None
 
@@ -225,7 +225,10 @@ class LocalStore:
         return ObjectInfo(key=key, size=st.st_size, etag=_etag(st))
 
     def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
-        validate_prefix(prefix)
+        validate_prefix(prefix)  # eagerly, not on the first next()
+        return self._list(prefix)
+
+    def _list(self, prefix: str) -> Iterator[ObjectInfo]:
         # Start at the deepest folder the prefix names in full.
         base = prefix.rpartition("/")[0]
         start_dir = os.path.join(self.root, *base.split("/")) if base else self.root
@@ -243,7 +246,8 @@ class LocalStore:
                 entries = [
                     (e.name + "/" if e.is_dir(follow_symlinks=False) else e.name, e)
                     for e in it
-                    if not e.name.startswith(TEMP_PREFIX) and not (rel == "" and e.name == LOCK_NAME)
+                    if not e.name.startswith(TEMP_PREFIX)
+                    and not (rel == "" and e.name == LOCK_NAME)
                 ]
         except (FileNotFoundError, NotADirectoryError):
             return
@@ -281,4 +285,3 @@ class LocalStore:
                     break
                 folder = os.path.dirname(folder)
         _fsync_dir(parent if os.path.isdir(parent) else folder)
-

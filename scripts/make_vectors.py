@@ -1,0 +1,243 @@
+#!/usr/bin/env python3
+"""Generate tests/vectors/*.vec (docs/format.md section 6).
+
+Run: .venv/bin/python scripts/make_vectors.py [OUTDIR]
+
+Content keys, payload ids, signing keys and identities are fixed here and
+passed to the library's private hooks, so each case is easy to reason about.
+HPKE draws its own ephemeral keys, so regenerating changes the stanza bytes
+but never the expected outcome.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import sys
+from collections.abc import Callable
+
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, mlkem, x25519
+
+from csfs.crypto.envelope import Context, Stanza, parse_envelope, seal_envelope_stanzas
+from csfs.crypto.keys import Identity
+from csfs.crypto.sealed import _encrypt_stream
+from csfs.crypto.stream import HEADER_SIZE, TAG_SIZE, ChunkCipher, PayloadHeader, PayloadKeys, nonce
+
+OUT = sys.argv[1] if len(sys.argv) > 1 else os.path.join(os.path.dirname(__file__), "..", "tests", "vectors")
+
+
+def seed(label: str, n: int = 32) -> bytes:
+    return hashlib.sha256(b"csfs test vector " + label.encode()).digest()[:n]
+
+
+def x25519_identity(label: str) -> Identity:
+    return Identity(
+        "x25519",
+        (x25519.X25519PrivateKey.from_private_bytes(seed(label + " kem")),),
+        ed25519.Ed25519PrivateKey.from_private_bytes(seed(label + " sig")),
+    )
+
+
+def p256_identity(label: str) -> Identity:
+    scalar = int.from_bytes(seed(label + " kem"), "big") % (2**255)
+    return Identity(
+        "p256",
+        (ec.derive_private_key(scalar, ec.SECP256R1()),),
+        ed25519.Ed25519PrivateKey.from_private_bytes(seed(label + " sig")),
+    )
+
+
+def pq_identity(label: str) -> Identity:
+    mk = mlkem.MLKEM768PrivateKey.from_seed_bytes(seed(label + " mlkem", 32) * 2)
+    return Identity(
+        "mlkem768x25519",
+        (mk, x25519.X25519PrivateKey.from_private_bytes(seed(label + " kem"))),
+        ed25519.Ed25519PrivateKey.from_private_bytes(seed(label + " sig")),
+    )
+
+
+IDENTITIES = {
+    "alice": x25519_identity("alice"),
+    "bob": x25519_identity("bob"),
+    "carol-p256": p256_identity("carol"),
+    "dave-pq": pq_identity("dave"),
+}
+WRITER = ed25519.Ed25519PrivateKey.from_private_bytes(seed("writer"))
+
+
+def plaintext(n: int) -> bytes:
+    out = bytearray()
+    counter = 0
+    while len(out) < n:
+        out += hashlib.sha256(counter.to_bytes(8, "big")).digest()
+        counter += 1
+    return bytes(out[:n])
+
+
+def encrypt(data: bytes, to: list[str], label: str, shift: int = 12) -> tuple[bytes, bytes]:
+    """(envelope, payload) of ``data`` with fixed content key and payload id."""
+    header = PayloadHeader(shift, seed(label + " payload id", 16))
+    dst = io.BytesIO()
+    env = _encrypt_stream(
+        io.BytesIO(data), dst, [IDENTITIES[n].recipient for n in to], WRITER,
+        seed(label + " content key"), header, Context.offline(header.payload_id),
+    )
+    return env.encode(), dst.getvalue()
+
+
+def flip(data: bytes, offset: int, bit: int = 0) -> bytes:
+    b = bytearray(data)
+    b[offset] ^= 1 << bit
+    return bytes(b)
+
+
+def write(name: str, expect: str, description: str, identity: str, envelope: bytes,
+          payload: bytes, plain: bytes | None = None) -> None:
+    lines = [
+        f"expect: {expect}",
+        f"description: {description}",
+        f"identity: {identity}",
+        f"envelope-length: {len(envelope)}",
+        f"payload-length: {len(payload)}",
+    ]
+    if plain is not None:
+        lines.append(f"plaintext-sha256: {hashlib.sha256(plain).hexdigest()}")
+    with open(os.path.join(OUT, name + ".vec"), "wb") as f:
+        f.write(("\n".join(lines) + "\n\n").encode() + envelope + payload)
+
+
+def resign(envelope: bytes, edit: Callable[[bytearray], None]) -> bytes:
+    """Apply ``edit`` to the signed part and sign again with the writer key (valid signature)."""
+    env = parse_envelope(envelope)
+    body = bytearray(env.signed_part())
+    edit(body)
+    body_bytes = bytes(body)
+    return body_bytes + WRITER.sign(b"csfs v1 envelope\0" + body_bytes)
+
+
+def main() -> None:
+    os.makedirs(os.path.join(OUT, "keys"), exist_ok=True)
+    for old in os.listdir(OUT):
+        if old.endswith(".vec"):
+            os.unlink(os.path.join(OUT, old))
+    for name, ident in IDENTITIES.items():
+        with open(os.path.join(OUT, "keys", name + ".pem"), "wb") as f:
+            f.write(ident.to_pem(None))
+
+    c = 1 << 12
+    small = plaintext(100)
+    multi = plaintext(3 * c + 500)  # 4 chunks of 4 KiB after Padmé
+    env, pay = encrypt(multi, ["alice"], "multi")
+    write("success_multichunk", "success", "four 4 KiB chunks, X25519", "alice", env, pay, multi)
+    e, p = encrypt(b"", ["alice"], "empty")
+    write("success_empty", "success", "empty plaintext: one empty last chunk", "alice", e, p, b"")
+    e, p = encrypt(small, ["alice"], "small", shift=16)
+    write("success_small", "success", "100 bytes, 64 KiB chunks", "alice", e, p, small)
+    e, p = encrypt(small, ["alice", "bob", "carol-p256", "dave-pq"], "all")
+    for who in ("bob", "carol-p256", "dave-pq"):
+        write(f"success_recipient_{who}", "success", f"four recipients, opened by {who}", who, e, p, small)
+    e, p = encrypt(small, ["bob"], "bob only")
+    write("no_match", "no match", "encrypted to bob only, opened by alice", "alice", e, p)
+    e, p = encrypt(small, ["carol-p256"], "carol only")
+    write("no_match_other_kem", "no match", "only a P-256 stanza, opened by X25519", "alice", e, p)
+
+    # Bit flips, region by region.
+    write("flip_payload_magic", "format", "bit flipped in payload magic", "alice", env, flip(pay, 0))
+    write("flip_payload_chunk_shift", "format", "chunk_shift out of range", "alice", env, flip(pay, 8, 6))
+    write("flip_payload_reserved", "format", "non-zero reserved header byte", "alice", env, flip(pay, 12))
+    write("flip_payload_id", "authentication", "bit flipped in payload id", "alice", env, flip(pay, 20))
+    ct_size = c + TAG_SIZE
+    for i in range(4):
+        start = HEADER_SIZE + i * ct_size
+        write(f"flip_chunk_{i}", "authentication", f"bit flipped in chunk {i} body", "alice", env,
+              flip(pay, start + 7))
+        end = min(start + ct_size, len(pay))
+        write(f"flip_chunk_{i}_tag", "authentication", f"bit flipped in chunk {i} tag", "alice",
+              env, flip(pay, end - 3))
+    env_regions = {
+        "magic": 2, "context": 8 + 20, "header_hash": 55, "length": 88, "commitment": 100,
+        "stanza": 130, "signer": len(env) - 80, "signature": len(env) - 10,
+    }
+    for region, off in env_regions.items():
+        write(f"flip_envelope_{region}", "format" if region == "magic" else "authentication",
+              f"bit flipped in envelope {region}", "alice", flip(env, off), pay)
+
+    # Structure attacks.
+    write("truncated_last_chunk", "authentication", "last chunk dropped at a chunk boundary",
+          "alice", env, pay[: HEADER_SIZE + 3 * ct_size])
+    write("truncated_mid_chunk", "authentication", "payload cut inside chunk 1", "alice", env,
+          pay[: HEADER_SIZE + ct_size + 100])
+    swapped = (pay[:HEADER_SIZE] + pay[HEADER_SIZE + ct_size : HEADER_SIZE + 2 * ct_size]
+               + pay[HEADER_SIZE : HEADER_SIZE + ct_size] + pay[HEADER_SIZE + 2 * ct_size :])
+    write("chunks_swapped", "authentication", "chunks 0 and 1 swapped", "alice", env, swapped)
+    write("trailing_data", "authentication", "one byte after the last chunk", "alice", env, pay + b"\0")
+    write("trailing_chunk", "authentication", "a copy of the last chunk appended", "alice", env,
+          pay + pay[HEADER_SIZE + 3 * ct_size :])
+    other_env, other_pay = encrypt(multi, ["alice"], "other file")
+    write("envelope_moved", "authentication", "envelope of another file with this payload",
+          "alice", other_env, pay)
+    write("payload_swapped", "authentication", "payload of another file under this envelope "
+          "(context and header hash differ)", "alice", env, other_pay)
+    write("envelope_truncated", "format", "envelope cut in its stanza", "alice", env[:140], pay)
+    write("envelope_trailing", "format", "one byte after the envelope signature", "alice",
+          env + b"\0", pay)
+
+    # Oversized and malformed length fields (parsed before the signature is checked).
+    def set_bytes(data: bytes, off: int, value: bytes) -> bytes:
+        return data[:off] + value + data[off + len(value):]
+
+    write("oversized_stanza_count", "format", "stanza count 65535", "alice",
+          set_bytes(env, 121, b"\xff\xff"), pay)
+    write("zero_stanza_count", "format", "stanza count 0", "alice", set_bytes(env, 121, b"\0\0"), pay)
+    write("oversized_sealed_len", "format", "stanza length 65535", "alice",
+          set_bytes(env, 125, b"\xff\xff"), pay)
+    write("oversized_plaintext_length", "format", "plaintext length 2^63", "alice",
+          set_bytes(env, 81, (1 << 63).to_bytes(8, "big")), pay)
+    write("unknown_kem", "format", "stanza KEM id 0x9999", "alice", set_bytes(env, 123, b"\x99\x99"), pay)
+    write("unknown_context_kind", "format", "context kind 9", "alice", set_bytes(env, 8, b"\x09"), pay)
+
+    # Validly signed but lying envelopes: only the later checks can catch these.
+    write("signed_bad_commitment", "authentication", "re-signed envelope with a wrong commitment",
+          "alice", resign(env, lambda b: b.__setitem__(slice(89, 121), bytes(32))), pay)
+    write("signed_wrong_length", "authentication",
+          "re-signed envelope claiming one byte less, same padded size", "alice",
+          resign(env, lambda b: b.__setitem__(slice(81, 89), (len(multi) - 1).to_bytes(8, "big"))), pay)
+    write("signed_longer_length", "authentication",
+          "re-signed envelope claiming 10 more bytes, same padded size", "alice",
+          resign(env, lambda b: b.__setitem__(slice(81, 89), (len(multi) + 10).to_bytes(8, "big"))), pay)
+
+    # Crafted payloads with the right key: only the stream rules can catch these.
+    ckey = seed("multi content key")
+    header = PayloadHeader.decode(pay[:HEADER_SIZE])
+    keys = PayloadKeys(ckey, header)
+    cipher = ChunkCipher(keys, len(multi))
+    last = cipher.count - 1
+    last_plain = multi[last * c :] + bytes(cipher.plain_len(last) - (len(multi) - last * c))
+    no_flag = keys.aead.encrypt(nonce(last, False), last_plain, cipher.aad(last))
+    write("last_flag_missing", "authentication", "final chunk encrypted without the last flag",
+          "alice", env, pay[: cipher.offset(last)] + no_flag)
+    dirty = last_plain[:-1] + b"\x01"
+    dirty_pad = keys.aead.encrypt(nonce(last, True), dirty, cipher.aad(last))
+    write("nonzero_padding", "authentication", "padding byte is 0x01", "alice", env,
+          pay[: cipher.offset(last)] + dirty_pad)
+    early = keys.aead.encrypt(nonce(0, True), multi[:c], keys.header_hash)
+    write("early_last_flag", "authentication", "chunk 0 flagged last", "alice", env,
+          pay[:HEADER_SIZE] + early + pay[HEADER_SIZE + ct_size :])
+
+    # A stanza wrapped to alice under another context: valid signature, HPKE info differs.
+    def moved_stanza() -> bytes:
+        e = parse_envelope(env)
+        other = parse_envelope(other_env)
+        stanzas: tuple[Stanza, ...] = other.stanzas
+        return seal_envelope_stanzas(e.context, e.header_hash, e.length, e.commitment, stanzas,
+                                     WRITER).encode()
+
+    write("stanza_from_other_file", "no match",
+          "re-signed envelope holding a stanza wrapped for another file", "alice", moved_stanza(), pay)
+    print(f"wrote {len([n for n in os.listdir(OUT) if n.endswith('.vec')])} vectors to {OUT}",
+          file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,25 @@
+"""Fixtures shared by every test package."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+
+import pytest
+from servers import DUMMY_ENV, MotoServer, make_bucket, start_moto_server
+
+
+@pytest.fixture(scope="session")
+def moto_server() -> Iterator[MotoServer]:
+    """One moto S3 server for the session; dummy AWS credentials are set in os.environ."""
+    with pytest.MonkeyPatch.context() as mp:
+        for name, value in DUMMY_ENV.items():
+            mp.setenv(name, value)
+        with start_moto_server() as server:
+            yield server
+
+
+@pytest.fixture
+def s3_bucket(moto_server: MotoServer) -> str:
+    """A fresh, empty bucket on the moto server."""
+    return make_bucket(moto_server.endpoint_url, f"csfs-test-{uuid.uuid4().hex[:16]}")

@@ -1,0 +1,78 @@
+"""Every vector behaves as its `expect:` header says, through the file API and the stream API."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+
+import pytest
+
+from csfs.crypto.keys import load_identity_pem
+from csfs.crypto.sealed import decrypt_stream
+from csfs.errors import AuthenticationError, FormatError, NoMatchingKeyError
+from csfs.offline import decrypt_file
+from tests.crypto.vectors import Vector, all_vectors
+
+EXPECT = {
+    "format": FormatError,
+    "authentication": AuthenticationError,
+    "no match": NoMatchingKeyError,
+}
+VECTORS = all_vectors()
+
+
+def test_vector_set_covers_every_outcome() -> None:
+    outcomes = {v.expect for v in VECTORS}
+    assert outcomes == {"success", "format", "authentication", "no match"}
+    assert len(VECTORS) >= 40
+
+
+@pytest.mark.parametrize("vec", VECTORS, ids=lambda v: v.name)
+def test_vector_file_api(vec: Vector, tmp_path: str) -> None:
+    payload = os.path.join(tmp_path, "f.enc")
+    with open(payload, "wb") as f:
+        f.write(vec.payload)
+    with open(os.path.join(tmp_path, "f.key.enc"), "wb") as f:
+        f.write(vec.envelope)
+    out = os.path.join(tmp_path, "f")
+    identity = load_identity_pem(vec.identity_pem, None)
+    if vec.expect == "success":
+        decrypt_file(payload, identity, out=out)
+        with open(out, "rb") as f:
+            assert hashlib.sha256(f.read()).hexdigest() == vec.plaintext_sha256
+    else:
+        with pytest.raises(EXPECT[vec.expect]) as info:
+            decrypt_file(payload, identity, out=out)
+        # Exactly the expected class: an authentication failure must not pose as a format one.
+        assert not (vec.expect == "format" and isinstance(info.value, AuthenticationError))
+        assert sorted(os.listdir(tmp_path)) == ["f.enc", "f.key.enc"], "output left behind"
+
+
+class NonSeekable(io.RawIOBase):
+    """A pipe-like source: no size check up front, so the stream rules alone must hold."""
+
+    def __init__(self, data: bytes) -> None:
+        self._buf = io.BytesIO(data)
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, b) -> int:  # type: ignore[no-untyped-def]
+        return self._buf.readinto(b)
+
+
+@pytest.mark.parametrize("vec", VECTORS, ids=lambda v: v.name)
+def test_vector_stream_api_unseekable(vec: Vector) -> None:
+    identity = load_identity_pem(vec.identity_pem, None)
+    out = io.BytesIO()
+    src = io.BufferedReader(NonSeekable(vec.payload))
+    if vec.expect == "success":
+        decrypt_stream(src, vec.envelope, out, identity)
+        assert hashlib.sha256(out.getvalue()).hexdigest() == vec.plaintext_sha256
+    else:
+        with pytest.raises(EXPECT[vec.expect]):
+            decrypt_stream(src, vec.envelope, out, identity)
+        # Streaming may release verified chunks, never a failed one: whatever came
+        # out must be a prefix of the real plaintext of a 4 KiB-chunk vector.
+        assert len(out.getvalue()) % 4096 == 0

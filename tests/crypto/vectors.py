@@ -1,0 +1,39 @@
+"""Reads tests/vectors/*.vec (docs/format.md section 6)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+VECTOR_DIR = os.path.join(os.path.dirname(__file__), "..", "vectors")
+
+
+@dataclass
+class Vector:
+    name: str
+    expect: str
+    description: str
+    identity_pem: bytes
+    envelope: bytes
+    payload: bytes
+    plaintext_sha256: str | None
+
+
+def load(path: str) -> Vector:
+    with open(path, "rb") as f:
+        data = f.read()
+    head, _, body = data.partition(b"\n\n")
+    fields = dict(line.split(": ", 1) for line in head.decode().splitlines())
+    env_len, pay_len = int(fields["envelope-length"]), int(fields["payload-length"])
+    assert len(body) == env_len + pay_len, path
+    with open(os.path.join(VECTOR_DIR, "keys", fields["identity"] + ".pem"), "rb") as f:
+        identity = f.read()
+    return Vector(
+        os.path.basename(path)[: -len(".vec")], fields["expect"], fields["description"],
+        identity, body[:env_len], body[env_len:], fields.get("plaintext-sha256"),
+    )
+
+
+def all_vectors() -> list[Vector]:
+    names = sorted(n for n in os.listdir(VECTOR_DIR) if n.endswith(".vec"))
+    return [load(os.path.join(VECTOR_DIR, n)) for n in names]
