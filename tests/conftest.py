@@ -6,7 +6,8 @@ import uuid
 from collections.abc import Iterator
 
 import pytest
-from servers import DUMMY_ENV, MotoServer, make_bucket, start_moto_server
+
+from tests.servers import DUMMY_ENV, MotoServer, make_bucket, start_moto_server
 
 
 @pytest.fixture(scope="session")

@@ -275,6 +275,7 @@ def decrypt_payload(src: BinaryIO, dst: BinaryIO, cipher: ChunkCipher) -> None:
         if keep < len(out):
             if any(out_view[keep:]):
                 raise AuthenticationError("payload padding is not zero")
+            out_view.release()
             del out[keep:]
         return out
 

@@ -100,7 +100,7 @@ class LocalStore:
                     current = self._current_etag(path)
                     if if_none_match and current is not None:
                         raise PreconditionFailed(f"{key} already exists")
-                    if if_match is not None and current != if_match:
+                    if if_match is not None and current != if_match.strip('"'):
                         raise PreconditionFailed(f"{key} changed (or is gone) since it was read")
                 os.makedirs(parent, mode=0o700, exist_ok=True)
                 os.replace(tmp, path)

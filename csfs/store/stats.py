@@ -108,8 +108,9 @@ class StatsStore:
         return self.inner.head(key)
 
     def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
+        listing = self.inner.list(prefix)  # a bad prefix raises here, uncounted
         self._count("list")
-        return self.inner.list(prefix)
+        return listing
 
     def delete(self, key: str) -> None:
         self._count("delete")

@@ -6,12 +6,13 @@ import contextlib
 import os
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
-from servers import make_bucket
 
 from csfs.store.base import Store
 from csfs.store.local import LocalStore
+from tests.servers import make_bucket
 
 RGW_SKIP = (
     "Ceph RGW not running: start it with scripts/ceph-rgw start "
@@ -51,7 +52,7 @@ def _rgw_store() -> Iterator[Store]:
 
 
 @pytest.fixture(params=["local", "moto", pytest.param("rgw", marks=pytest.mark.rgw)])
-def store(request: pytest.FixtureRequest, tmp_path: str) -> Iterator[Store]:
+def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
     """A fresh, empty store of each backend kind."""
     if request.param == "local":
         yield LocalStore(os.path.join(tmp_path, "store"))

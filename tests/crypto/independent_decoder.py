@@ -1,0 +1,201 @@
+"""An independent reader of csfs offline files, written only from docs/format.md.
+
+It deliberately imports nothing from the csfs package: it exists to cross-check
+the implementation against the specification (sections 1-4). Section numbers in
+comments refer to docs/format.md.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import re
+import struct
+
+from cryptography.exceptions import InvalidSignature, InvalidTag
+from cryptography.hazmat.primitives import hashes, hpke, serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, mlkem, x25519
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+
+class FormatFailure(Exception):
+    """Malformed input (vector `expect: format`)."""
+
+
+class AuthFailure(Exception):
+    """Integrity or authenticity failure (vector `expect: authentication`)."""
+
+
+class NoMatch(Exception):
+    """No stanza opens under the given identity (vector `expect: no match`)."""
+
+
+# 1.1: kem_id -> (HPKE KEM, enc length)
+KEMS = {
+    0x0020: (hpke.KEM.X25519, 32),
+    0x0010: (hpke.KEM.P256, 65),
+    0x647A: (hpke.KEM.MLKEM768_X25519, 1120),
+}
+MAX_ENVELOPE = 2 * 1024 * 1024
+PEM_BLOCK = re.compile(rb"-----BEGIN PRIVATE KEY-----.+?-----END PRIVATE KEY-----", re.S)
+
+
+def padme(n: int) -> int:
+    """2.3."""
+    if n < 2:
+        return n
+    e = n.bit_length() - 1  # floor(log2(n))
+    s = e.bit_length()  # floor(log2(e)) + 1
+    mask = (1 << (e - s)) - 1
+    return (n + mask) & ~mask
+
+
+def chunk_count(p: int, c: int) -> int:
+    """2.4: n = max(1, ceil(P / C))."""
+    return max(1, -(-p // c))
+
+
+def payload_size(p: int, c: int) -> int:
+    """2.4: size(P) = 32 + P + 16 n."""
+    return 32 + p + 16 * chunk_count(p, c)
+
+
+def load_identity(pem: bytes) -> tuple[int, object]:
+    """1.2: an unencrypted key file -> (kem_id, HPKE private key)."""
+    keys = [serialization.load_pem_private_key(b, password=None) for b in PEM_BLOCK.findall(pem)]
+    kinds = [type(k) for k in keys]
+    if len(keys) == 2 and isinstance(keys[1], ed25519.Ed25519PrivateKey):
+        if isinstance(keys[0], x25519.X25519PrivateKey):
+            return 0x0020, keys[0]
+        if isinstance(keys[0], ec.EllipticCurvePrivateKey) and keys[0].curve.name == "secp256r1":
+            return 0x0010, keys[0]
+    if (
+        len(keys) == 3
+        and isinstance(keys[0], mlkem.MLKEM768PrivateKey)
+        and isinstance(keys[1], x25519.X25519PrivateKey)
+        and isinstance(keys[2], ed25519.Ed25519PrivateKey)
+    ):
+        return 0x647A, hpke.MLKEM768X25519PrivateKey(keys[0], keys[1])
+    raise ValueError(f"not a csfs identity: {kinds}")
+
+
+def hkdf(k: bytes, salt: bytes, info: bytes) -> bytes:
+    return HKDF(algorithm=hashes.SHA256(), length=32, salt=salt, info=info).derive(k)
+
+
+def parse_envelope(env: bytes) -> dict:
+    """3.1-3.3 (step 1 of 3.6): every failure here is a format error."""
+    if len(env) > MAX_ENVELOPE:
+        raise FormatFailure("envelope larger than 2 MiB")
+    if len(env) < 123 + 96:
+        raise FormatFailure("short envelope")
+    if env[0:8] != b"csfs-ev1":
+        raise FormatFailure("bad envelope magic")
+    context, header_hash = env[8:49], env[49:81]
+    (length,) = struct.unpack(">Q", env[81:89])
+    commitment = env[89:121]
+    (count,) = struct.unpack(">H", env[121:123])
+    if context[0] not in (1, 2, 3):
+        raise FormatFailure("unknown context kind")
+    if length > 2**48:
+        raise FormatFailure("plaintext length above 2^48")
+    if not 1 <= count <= 1024:
+        raise FormatFailure("stanza count out of range")
+    stanzas, pos = [], 123
+    for _ in range(count):
+        if pos + 4 > len(env):
+            raise FormatFailure("short envelope")
+        kem_id, sealed_len = struct.unpack(">HH", env[pos : pos + 4])
+        if kem_id not in KEMS:
+            raise FormatFailure("unknown kem_id")
+        if sealed_len != KEMS[kem_id][1] + 48:
+            raise FormatFailure("wrong sealed_len")
+        sealed = env[pos + 4 : pos + 4 + sealed_len]
+        if len(sealed) != sealed_len:
+            raise FormatFailure("short envelope")
+        stanzas.append((kem_id, sealed))
+        pos += 4 + sealed_len
+    if len(env) - pos < 96:
+        raise FormatFailure("short envelope")
+    if len(env) - pos > 96:
+        raise FormatFailure("trailing bytes after the signature")
+    return dict(context=context, header_hash=header_hash, length=length,
+                commitment=commitment, stanzas=stanzas, signer=env[pos : pos + 32],
+                signed=env[: pos + 32], signature=env[pos + 32 :])
+
+
+def parse_header(payload: bytes) -> tuple[bytes, int, bytes]:
+    """2.1 -> (header, chunk size C, payload_id); failures are format errors."""
+    header = payload[:32]
+    if len(header) != 32 or header[0:8] != b"csfs-pl1":
+        raise FormatFailure("bad payload header")
+    if not 12 <= header[8] <= 20:
+        raise FormatFailure("chunk_shift out of range")
+    if any(header[9:16]):
+        raise FormatFailure("non-zero reserved byte")
+    return header, 1 << header[8], header[16:32]
+
+
+def decrypt(envelope: bytes, payload: bytes, identity_pem: bytes) -> bytes:
+    kem_id, private_key = load_identity(identity_pem)
+    # 3.6 step 1. The payload header is parsed here too: the spec does not say
+    # where its format checks fall, but step 3 needs its fields.
+    env = parse_envelope(envelope)
+    header, c, payload_id = parse_header(payload)
+    h = hashlib.sha256(header).digest()
+
+    # Step 2: the signature (3.5).
+    try:
+        ed25519.Ed25519PublicKey.from_public_bytes(env["signer"]).verify(
+            env["signature"], b"csfs v1 envelope\0" + env["signed"])
+    except (InvalidSignature, ValueError) as exc:
+        raise AuthFailure("bad envelope signature") from exc
+
+    # Step 3: context (3.2, section 4) and header hash.
+    expected = bytes([1]) + bytes(16) + payload_id + bytes(8)
+    if not hmac.compare_digest(env["context"], expected):
+        raise AuthFailure("envelope context does not match this payload")
+    if not hmac.compare_digest(env["header_hash"], h):
+        raise AuthFailure("header_hash does not match this payload")
+
+    # Step 4: open the first stanza that opens (3.3, 3.4), then the commitment.
+    suite = hpke.Suite(KEMS[kem_id][0], hpke.KDF.HKDF_SHA256, hpke.AEAD.AES_256_GCM)
+    info = b"csfs v1 wrap\0" + env["context"] + env["header_hash"]
+    k = None
+    for stanza_kem, sealed in env["stanzas"]:
+        if stanza_kem != kem_id:
+            continue
+        try:
+            k = suite.decrypt(sealed, private_key, info=info)
+            break
+        except (InvalidTag, ValueError):
+            continue
+    if k is None:
+        raise NoMatch("no stanza opens with this identity")
+    if len(k) != 32:
+        raise FormatFailure("wrapped content key is not 32 bytes")
+    if not hmac.compare_digest(hkdf(k, payload_id, b"csfs v1 commitment"), env["commitment"]):
+        raise AuthFailure("commitment mismatch")
+
+    # Step 5: payload size, then chunks in order (2.2-2.4).
+    length = env["length"]
+    p = padme(length)
+    n = chunk_count(p, c)
+    if len(payload) != payload_size(p, c):
+        raise AuthFailure("payload size is not size(padme(L))")
+    aead = AESGCM(hkdf(k, payload_id, b"csfs v1 payload"))
+    out = bytearray()
+    for i in range(n):
+        last = i == n - 1
+        start = 32 + i * (c + 16)
+        end = 32 + 32 + p + 16 * n - 32 if last else start + c + 16
+        nonce = i.to_bytes(11, "big") + (b"\x01" if last else b"\x00")
+        aad = h + length.to_bytes(8, "big") if last else h
+        try:
+            out += aead.decrypt(nonce, payload[start:end], aad)
+        except InvalidTag as exc:
+            raise AuthFailure(f"chunk {i} does not authenticate") from exc
+    if any(out[length:]):
+        raise AuthFailure("non-zero padding")
+    return bytes(out[:length])
