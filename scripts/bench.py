@@ -5,7 +5,8 @@ Subcommands (one function each, registered in build_parser):
   crypto   csfs encrypt/decrypt vs age and cp on one big file in tmpfs.
 
 Each timed command runs as its own subprocess; wall time comes from
-perf_counter around it, peak RSS from os.wait4's rusage (ru_maxrss, KiB).
+perf_counter around it, peak RSS from the command's ru_maxrss (wait4 rusage,
+read through GNU time; see run_timed).
 Exit status: 0 whatever the numbers, 1 if a correctness check or a command
 failed, 130 on Ctrl-C.
 """
@@ -96,13 +97,24 @@ class Series:
 
 _current_child: subprocess.Popen[bytes] | None = None
 
+# Peak RSS: the ru_maxrss that os.wait4 reports for a direct child is floored at
+# this Python's own RSS, because Linux exec records the pre-exec (forked or
+# vforked) address space in the high-water mark. GNU time forks the command from
+# a ~2 MiB process and reports the command's own ru_maxrss (wait4), so use it.
+GNU_TIME = "/usr/bin/time"
+
 
 def run_timed(argv: Sequence[str], log: Path) -> Sample:
     """Run argv to completion; wall time and the child's peak RSS. Raises on failure."""
     global _current_child
+    rss_file = log.with_suffix(".rss")
+    use_time = os.access(GNU_TIME, os.X_OK)
+    full = [GNU_TIME, "-f", "%M", "-o", str(rss_file), *argv] if use_time else list(argv)
     with open(log, "wb") as out:
         start = time.perf_counter()
-        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=out, stderr=out)
+        # Own process group, so that kill_current_child also reaches time's child.
+        proc = subprocess.Popen(full, stdin=subprocess.DEVNULL, stdout=out, stderr=out,
+                                process_group=0)
         _current_child = proc
         _, status, usage = os.wait4(proc.pid, 0)
         elapsed = time.perf_counter() - start
@@ -111,14 +123,15 @@ def run_timed(argv: Sequence[str], log: Path) -> Sample:
     if proc.returncode != 0:
         output = log.read_text(errors="replace").strip()
         raise BenchError(f"exit {proc.returncode}: {' '.join(argv)}\n{output}")
-    return Sample(elapsed, usage.ru_maxrss)
+    maxrss = int(rss_file.read_text().split()[-1]) if use_time else usage.ru_maxrss
+    return Sample(elapsed, maxrss)
 
 
 def kill_current_child() -> None:
     proc = _current_child
     if proc is not None and proc.returncode is None:
         try:
-            proc.kill()
+            os.killpg(proc.pid, signal.SIGKILL)
             os.waitpid(proc.pid, 0)
         except (ProcessLookupError, ChildProcessError):
             pass
@@ -193,21 +206,20 @@ def cmd_crypto(args: argparse.Namespace) -> int:
                                  capture_output=True, text=True).stdout.strip()
 
         # (series, argv, files deleted before the run, (output, expected) to verify after)
-        S = Series
         steps: list[tuple[Series, list[str], tuple[Path, ...], tuple[Path, Path] | None]] = [
-            (S("csfs", "encrypt"),
+            (Series("csfs", "encrypt"),
              [csfs, "encrypt", str(src), "-r", str(pub), "-o", str(c_out), "-f"],
              (c_out, c_env), None),
-            (S("age", "encrypt"),
+            (Series("age", "encrypt"),
              [age, "-r", age_pub, "-o", str(a_out), str(src)],
              (a_out,), None),
-            (S("cp", "copy"),
+            (Series("cp", "copy"),
              ["cp", str(src), str(copy)],
              (copy,), None),
-            (S("csfs", "decrypt"),
+            (Series("csfs", "decrypt"),
              [csfs, "decrypt", str(c_out), "-k", str(priv), "-o", str(c_plain), "-f"],
              (c_plain,), (c_plain, src)),
-            (S("age", "decrypt"),
+            (Series("age", "decrypt"),
              [age, "-d", "-i", str(age_key), "-o", str(a_plain), str(a_out)],
              (a_plain,), (a_plain, src)),
         ]
@@ -232,8 +244,9 @@ def cmd_crypto(args: argparse.Namespace) -> int:
         for _ in range(3):
             startup.samples.append(run_timed([csfs, "--version"], log))
 
-    series = {(s.tool, s.operation): s for s, *_ in steps}
-    print_crypto_report(size, args.repeat, [s for s, *_ in steps], startup, series)
+    rows = [s for s, *_ in steps]
+    by_key = {(s.tool, s.operation): s for s in rows}
+    print_crypto_report(size, args.repeat, rows, startup, by_key)
     return 0
 
 
@@ -241,7 +254,8 @@ def print_crypto_report(size: int, repeat: int, rows: list[Series], startup: Ser
                         by: dict[tuple[str, str], Series]) -> None:
     print(f"\ncsfs bench crypto: {human(size)}, median/min of {repeat} interleaved runs "
           f"after one warm-up round\n")
-    header = f"{'tool':<6} {'operation':<10} {'median s':>9} {'min s':>8} {'MB/s':>8} {'peak RSS MiB':>13}"
+    header = (f"{'tool':<6} {'operation':<10} {'median s':>9} {'min s':>8} {'MB/s':>8} "
+              f"{'peak RSS MiB':>13}")
     print(header)
     print("-" * len(header))
     for s in rows:

@@ -278,9 +278,11 @@ def _race(writers: int, attempt: Callable[[int], object]) -> list[object]:
 def test_if_none_match_race_has_one_winner(store: Store, writers: int) -> None:
     for round_ in range(5):
         key = f"race/{round_}"
-        results = _race(
-            writers, lambda i, key=key: store.put(key, b"writer %d" % i, if_none_match=True)
-        )
+
+        def create(i: int, key: str = key) -> str:
+            return store.put(key, b"writer %d" % i, if_none_match=True)
+
+        results = _race(writers, create)
         winners = [i for i, r in enumerate(results) if isinstance(r, str)]
         assert len(winners) == 1, results
         losers = [r for r in results if isinstance(r, PreconditionFailed)]

@@ -1,0 +1,6 @@
+"""The vault: nodes, directories, versions, over a Store, with crypto from csfs.crypto."""
+
+from csfs.vault.manifest import DirectoryManifest, Entry
+from csfs.vault.vault import Vault, split_path
+
+__all__ = ["DirectoryManifest", "Entry", "Vault", "split_path"]

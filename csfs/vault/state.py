@@ -1,0 +1,83 @@
+"""What this client remembers about a vault between runs: the pinned header and
+the highest manifest version seen per directory.
+
+Protects against: the store swapping the vault header (a different owner or
+root), and replaying an older, validly signed directory manifest (rollback).
+A client that has never seen a vault cannot detect a rollback; docs/design.md
+says so.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+import threading
+
+from csfs.errors import AuthenticationError
+
+
+def default_state_dir() -> str:
+    base = os.environ.get("XDG_STATE_HOME") or os.path.expanduser("~/.local/state")
+    return os.path.join(base, "csfs", "vaults")
+
+
+class VaultState:
+    def __init__(self, directory: str | None, vault_id: str) -> None:
+        self.path = os.path.join(directory, f"{vault_id}.json") if directory else None
+        self.lock = threading.Lock()
+        self.header_digest: str | None = None
+        self.seen: dict[str, int] = {}
+        self.dirty = False
+        if self.path and os.path.exists(self.path):
+            try:
+                with open(self.path) as f:
+                    data = json.load(f)
+                self.header_digest = data.get("header")
+                self.seen = {str(k): int(v) for k, v in data.get("dirs", {}).items()}
+            except (OSError, ValueError):
+                # A damaged state file loses rollback memory, never data.
+                self.seen = {}
+
+    def pin_header(self, digest: str) -> None:
+        with self.lock:
+            if self.header_digest is None:
+                self.header_digest = digest
+                self.dirty = True
+            elif self.header_digest != digest:
+                raise AuthenticationError(
+                    "the vault header changed since this client last saw it",
+                    hint="someone replaced the vault's header object; do not trust this store",
+                )
+
+    def check_version(self, dir_id: str, version: int) -> None:
+        with self.lock:
+            if version < self.seen.get(dir_id, 0):
+                raise AuthenticationError(
+                    "a directory manifest was rolled back to an older version (replay)"
+                )
+            if version > self.seen.get(dir_id, 0):
+                self.seen[dir_id] = version
+                self.dirty = True
+
+    def forget(self, dir_id: str) -> None:
+        with self.lock:
+            if self.seen.pop(dir_id, None) is not None:
+                self.dirty = True
+
+    def save(self) -> None:
+        if not self.path or not self.dirty:
+            return
+        with self.lock:
+            data = json.dumps({"header": self.header_digest, "dirs": self.seen})
+            self.dirty = False
+        os.makedirs(os.path.dirname(self.path), mode=0o700, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=os.path.dirname(self.path), prefix=".state-")
+        try:
+            with os.fdopen(fd, "w") as f:
+                f.write(data)
+            os.replace(tmp, self.path)
+        except OSError:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
