@@ -8,6 +8,7 @@ real AWS credentials can never reach it.
 
 from __future__ import annotations
 
+import functools
 import os
 import socket
 import subprocess
@@ -16,6 +17,7 @@ import time
 import urllib.error
 import urllib.request
 from types import TracebackType
+from typing import Any
 
 DUMMY_ENV = {
     "AWS_ACCESS_KEY_ID": "testing",
@@ -105,10 +107,17 @@ def make_bucket(
     secret_key: str = DUMMY_ENV["AWS_SECRET_ACCESS_KEY"],
 ) -> str:
     """Create bucket ``name`` on the S3 server at ``endpoint`` and return the name."""
+    _admin_client(endpoint, access_key, secret_key).create_bucket(Bucket=name)
+    return name
+
+
+@functools.cache
+def _admin_client(endpoint: str, access_key: str, secret_key: str) -> Any:
+    # Cached: building a boto3 client costs a few hundred milliseconds.
     import boto3
     from botocore.config import Config
 
-    client = boto3.client(
+    return boto3.client(
         "s3",
         endpoint_url=endpoint,
         aws_access_key_id=access_key,
@@ -116,5 +125,3 @@ def make_bucket(
         region_name="us-east-1",
         config=Config(s3={"addressing_style": "path"}),
     )
-    client.create_bucket(Bucket=name)
-    return name

@@ -78,6 +78,11 @@ class CsfsGroup(click.Group):
             sys.exit(2)
         except BrokenPipeError:
             sys.exit(141)
+        except OSError as err:
+            # Local file-system trouble (disk full, permissions): one line, no traceback.
+            where = f": {err.filename}" if err.filename else ""
+            click.echo(f"csfs: error: {err.strerror or err}{where}", err=True)
+            sys.exit(1)
         except KeyboardInterrupt:
             click.echo("csfs: interrupted", err=True)
             sys.exit(130)
@@ -100,6 +105,6 @@ def passphrase_option(f: Callable[..., Any]) -> Callable[..., Any]:
 
 def main() -> None:
     # Importing the command modules registers them on the group.
-    from csfs.cli import keys_cmd, offline_cmd  # noqa: F401
+    from csfs.cli import keys_cmd, offline_cmd, vault_cmd  # noqa: F401
 
     cli(prog_name="csfs")

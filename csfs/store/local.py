@@ -43,7 +43,10 @@ def _etag(st: os.stat_result) -> str:
 
 
 def _fsync_dir(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    except FileNotFoundError:
+        return  # pruned by a concurrent delete: nothing left to make durable
     try:
         os.fsync(fd)
     finally:
@@ -94,6 +97,7 @@ class LocalStore:
         """Check the condition and rename ``tmp`` into place, atomically with respect to others."""
         path = self._path(key)
         parent = os.path.dirname(path)
+        renamed = False
         try:
             with self._locked():
                 if if_none_match or if_match is not None:
@@ -104,6 +108,7 @@ class LocalStore:
                         raise PreconditionFailed(f"{key} changed (or is gone) since it was read")
                 os.makedirs(parent, mode=0o700, exist_ok=True)
                 os.replace(tmp, path)
+                renamed = True
         except (FileExistsError, NotADirectoryError, IsADirectoryError):
             # A folder cannot also be a file: "a" and "a/b" cannot coexist here.
             raise StoreError(
@@ -112,8 +117,9 @@ class LocalStore:
         except OSError as exc:
             raise StoreError(f"cannot store {key}: {exc.strerror}") from None
         finally:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(tmp)  # only still there if the rename did not happen
+            if not renamed:
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(tmp)
         _fsync_dir(parent)
         return etag
 

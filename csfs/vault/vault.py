@@ -350,15 +350,17 @@ class Vault:
         version = version or new_version()
         context = self.file_context(file_id, version)
         recipients = recipients_from.recipients()
-        with tempfile.SpooledTemporaryFile(max_size=SMALL_FILE, dir=self.tmp_dir) as tmp:
-            env = encrypt_stream(src, tmp, recipients, self.identity, context=context)  # type: ignore[arg-type]
-            size = tmp.tell()
-            tmp.seek(0)
-            if size <= SMALL_FILE:
-                self.store.put(content_key(file_id, version), tmp.read(), if_none_match=True)
-            else:
+        ckey = content_key(file_id, version)
+        if _known_size(src) <= SMALL_FILE:
+            buf = io.BytesIO()
+            env = encrypt_stream(src, buf, recipients, self.identity, context=context)
+            self.store.put(ckey, buf.getvalue(), if_none_match=True)
+        else:
+            # Large or of unknown size: a ciphertext-only temp file, uploaded in parts.
+            with tempfile.NamedTemporaryFile(dir=self.tmp_dir, prefix="csfs-up-") as tmp:
+                env = encrypt_stream(src, tmp, recipients, self.identity, context=context)  # type: ignore[arg-type]
                 tmp.flush()
-                self.store.put_file(content_key(file_id, version), tmp.name, if_none_match=True)  # type: ignore[arg-type]
+                self.store.put_file(ckey, tmp.name, if_none_match=True)
         self.store.put(envelope_key(file_id, version), env.encode(), if_none_match=True)
         return version, env.length
 
@@ -486,7 +488,8 @@ class Vault:
                 sub = posixpath.join(vpath, d)
                 if d not in manifest.entries:
                     self.mkdir(sub, mode=stat.S_IMODE(os.stat(os.path.join(root, d)).st_mode))
-            regular = [f for f in sorted(files) if os.path.isfile(os.path.join(root, f))]
+            regular = [f for f in sorted(files) if os.path.isfile(os.path.join(root, f))
+                       and not os.path.islink(os.path.join(root, f))]
             links = [f for f in sorted(files) if os.path.islink(os.path.join(root, f))]
 
             def upload(name: str, root: str = root, manifest: DirectoryManifest = manifest
@@ -575,6 +578,17 @@ def conflict_name(name: str, taken: dict[str, Entry], identity: Identity) -> str
         candidate = f"{stem} (conflict {tag} {when} {n}){ext}"
         n += 1
     return candidate
+
+
+def _known_size(src: BinaryIO) -> int:
+    """Bytes left in ``src`` if that can be known cheaply, else a size that counts as large."""
+    try:
+        pos = src.tell()
+        end = src.seek(0, os.SEEK_END)
+        src.seek(pos)
+        return end - pos
+    except (OSError, ValueError, AttributeError):
+        return SMALL_FILE + 1
 
 
 def _state_dir(state_dir: str | None) -> str:

@@ -1,0 +1,250 @@
+"""Vault commands: init, put, get, ls, mkdir, rm, mv, cat, fsck."""
+
+from __future__ import annotations
+
+import os
+import posixpath
+import stat
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import click
+
+from csfs.cli.main import cli, default_private_key, passphrase_option
+from csfs.cli.offline_cmd import unlock
+from csfs.errors import NotFound, UsageError
+from csfs.store import open_store
+from csfs.vault import Entry, Vault
+from csfs.vault.fsck import fsck
+
+DEFAULT_STORE = os.path.join(
+    os.environ.get("XDG_DATA_HOME") or os.path.expanduser("~/.local/share"), "csfs", "store"
+)
+PROGRESS_MIN = 4 << 20
+
+
+def store_options(f: Callable[..., Any]) -> Callable[..., Any]:
+    f = click.option("--store", envvar="CSFS_STORE", default=DEFAULT_STORE, show_default=True,
+                     help="Where the vault lives: a folder, file:///path or s3://bucket/prefix "
+                     "(env CSFS_STORE).")(f)
+    f = click.option("--endpoint-url", envvar="AWS_ENDPOINT_URL",
+                     help="S3 endpoint for S3-compatible stores (env AWS_ENDPOINT_URL).")(f)
+    f = click.option("--key", "key", envvar="CSFS_KEY", default=default_private_key,
+                     help="Your private key (env CSFS_KEY).")(f)
+    return passphrase_option(f)
+
+
+def open_vault(store: str, endpoint_url: str | None, key: str, passphrase_file: str | None,
+               *, create: bool = False) -> Vault:
+    identity = unlock(key, passphrase_file)
+    backend = open_store(store, endpoint_url=endpoint_url)
+    if create:
+        return Vault.create(backend, identity)
+    return Vault.open(backend, identity)
+
+
+@contextmanager
+def vault_from(opts: dict[str, Any]) -> Iterator[Vault]:
+    vault = open_vault(opts["store"], opts["endpoint_url"], opts["key"], opts["passphrase_file"])
+    try:
+        yield vault
+    finally:
+        vault.close()
+
+
+def pop_store_opts(kwargs: dict[str, Any]) -> dict[str, Any]:
+    return {k: kwargs.pop(k) for k in ("store", "endpoint_url", "key", "passphrase_file")}
+
+
+@contextmanager
+def progress_bar(total: int, label: str) -> Iterator[Callable[[int], None]]:
+    """A byte progress bar on stderr, only on a terminal and for transfers worth it."""
+    if total < PROGRESS_MIN or not sys.stderr.isatty():
+        yield lambda n: None
+        return
+    with click.progressbar(length=total, label=label, file=sys.stderr) as bar:
+        yield bar.update
+
+
+@cli.command()
+@store_options
+def init(**kw: Any) -> None:
+    """Create an empty vault in the store, owned by your key."""
+    opts = pop_store_opts(kw)
+    vault = open_vault(opts["store"], opts["endpoint_url"], opts["key"], opts["passphrase_file"],
+                       create=True)
+    vault.close()
+    click.echo(f"created vault {vault.header.vault_id} at {vault.store.url}", err=True)
+
+
+def local_size(paths: list[str]) -> int:
+    total = 0
+    for p in paths:
+        if os.path.isdir(p):
+            for root, _, files in os.walk(p):
+                total += sum(os.path.getsize(os.path.join(root, f)) for f in files
+                             if os.path.isfile(os.path.join(root, f)))
+        elif os.path.isfile(p):
+            total += os.path.getsize(p)
+    return total
+
+
+@cli.command()
+@click.argument("sources", nargs=-1, required=True)
+@click.argument("dest")
+@click.option("-r", "--recursive", is_flag=True, help="Copy directories recursively.")
+@store_options
+def put(sources: tuple[str, ...], dest: str, recursive: bool, **kw: Any) -> None:
+    """Encrypt local files into the vault at DEST (a vault path such as /docs/)."""
+    opts = pop_store_opts(kw)
+    with vault_from(opts) as vault:
+        dest_is_dir = dest.endswith("/") or (vault.exists(dest) and vault.lookup(dest).type == "d")
+        if len(sources) > 1 and not dest_is_dir:
+            raise UsageError(f"target {dest} is not a directory")
+        with progress_bar(local_size(list(sources)), "uploading") as bar:
+            for src in sources:
+                target = posixpath.join(dest, os.path.basename(src.rstrip("/"))) if dest_is_dir else dest
+                if os.path.isdir(src):
+                    if not recursive:
+                        raise UsageError(f"{src} is a directory", hint="use put -r")
+                    vault.put_tree(src, target, progress=bar)
+                elif os.path.isfile(src):
+                    st = os.stat(src)
+                    with open(src, "rb") as f:
+                        vault.write_file(target, f, mode=stat.S_IMODE(st.st_mode),
+                                         mtime_ns=st.st_mtime_ns)
+                    bar(st.st_size)
+                else:
+                    raise UsageError(f"no such file: {src}")
+
+
+@cli.command()
+@click.argument("source")
+@click.argument("dest")
+@click.option("-r", "--recursive", is_flag=True, help="Copy directories recursively.")
+@store_options
+def get(source: str, dest: str, recursive: bool, **kw: Any) -> None:
+    """Decrypt SOURCE from the vault into the local path DEST."""
+    opts = pop_store_opts(kw)
+    with vault_from(opts) as vault:
+        entry = vault.lookup(source)
+        if os.path.isdir(dest):
+            dest = os.path.join(dest, posixpath.basename(source.rstrip("/")) or "vault")
+        if entry.type == "d":
+            if not recursive:
+                raise UsageError(f"{source} is a directory", hint="use get -r")
+            total = sum(e.size for _, e in vault.walk(source) if e.type == "f")
+            with progress_bar(total, "downloading") as bar:
+                vault.get_tree(source, dest, progress=bar)
+        elif entry.type == "l":
+            os.symlink(entry.target, dest)
+        else:
+            with progress_bar(entry.size, "downloading") as bar:
+                vault.download_to(entry, dest)
+                bar(entry.size)
+
+
+@cli.command()
+@click.argument("path")
+@store_options
+def cat(path: str, **kw: Any) -> None:
+    """Decrypt a vault file to standard output."""
+    opts = pop_store_opts(kw)
+    with vault_from(opts) as vault:
+        vault.read_file(path, sys.stdout.buffer)
+        sys.stdout.buffer.flush()
+
+
+def mode_string(entry: Entry) -> str:
+    kind = {"d": stat.S_IFDIR, "l": stat.S_IFLNK, "f": stat.S_IFREG}[entry.type]
+    return stat.filemode(kind | (entry.mode & 0o7777))
+
+
+@cli.command(name="ls")
+@click.argument("path", default="/")
+@click.option("-l", "long", is_flag=True, help="Long listing: mode, size, time.")
+@store_options
+def ls(path: str, long: bool, **kw: Any) -> None:
+    """List a vault directory (one GET of its manifest)."""
+    opts = pop_store_opts(kw)
+    with vault_from(opts) as vault:
+        entry = vault.lookup(path)
+        items = vault.listdir(path).items() if entry.type == "d" else [(posixpath.basename(path), entry)]
+        for name, e in sorted(items):
+            shown = name + ("/" if e.type == "d" and not long else "")
+            if long:
+                when = time.strftime("%Y-%m-%d %H:%M", time.localtime(e.mtime_ns / 1e9))
+                target = f" -> {e.target}" if e.type == "l" else ""
+                click.echo(f"{mode_string(e)} {e.size:>12} {when} {shown}{target}")
+            else:
+                click.echo(shown)
+
+
+@cli.command()
+@click.argument("paths", nargs=-1, required=True)
+@click.option("-p", "--parents", is_flag=True, help="Make parent directories as needed.")
+@store_options
+def mkdir(paths: tuple[str, ...], parents: bool, **kw: Any) -> None:
+    """Create vault directories."""
+    opts = pop_store_opts(kw)
+    with vault_from(opts) as vault:
+        for p in paths:
+            vault.mkdir(p, parents=parents)
+
+
+@cli.command()
+@click.argument("paths", nargs=-1, required=True)
+@click.option("-r", "--recursive", is_flag=True, help="Remove directories and their contents.")
+@click.option("-f", "--force", is_flag=True, help="Ignore paths that do not exist.")
+@store_options
+def rm(paths: tuple[str, ...], recursive: bool, force: bool, **kw: Any) -> None:
+    """Remove vault files (their objects are collected by `csfs fsck --repair`)."""
+    opts = pop_store_opts(kw)
+    with vault_from(opts) as vault:
+        for p in paths:
+            try:
+                vault.remove(p, recursive=recursive, expect_dir=None if recursive else False)
+            except NotFound:
+                if not force:
+                    raise
+
+
+@cli.command()
+@click.argument("source")
+@click.argument("dest")
+@store_options
+def mv(source: str, dest: str, **kw: Any) -> None:
+    """Move or rename within the vault (rewrites manifests only, never content)."""
+    opts = pop_store_opts(kw)
+    with vault_from(opts) as vault:
+        if dest.endswith("/") or (vault.exists(dest) and vault.lookup(dest).type == "d"):
+            dest = posixpath.join(dest, posixpath.basename(source.rstrip("/")))
+        vault.rename(source, dest)
+
+
+@cli.command(name="fsck")
+@click.option("--repair", is_flag=True, help="Delete orphaned objects (old versions, "
+              "removed files, interrupted uploads). Run it while no one else writes.")
+@store_options
+def fsck_cmd(repair: bool, **kw: Any) -> None:
+    """Verify that every object authenticates; report tampering, loss and orphans."""
+    opts = pop_store_opts(kw)
+    with vault_from(opts) as vault:
+        report = fsck(vault, repair=repair)
+    for problem in report.problems:
+        click.echo(f"csfs: fsck: {problem}", err=True)
+    for key in report.orphans:
+        click.echo(f"orphan {key}" + (" (deleted)" if repair and report.ok else ""))
+    for key in report.unknown:
+        click.echo(f"unknown object {key} (not written by csfs; left alone)")
+    click.echo(f"{report.directories} directories, {report.files} files, "
+               f"{report.bytes_verified} bytes verified, {len(report.problems)} problems, "
+               f"{len(report.orphans)} orphans" + (f", {report.deleted} deleted" if repair else ""),
+               err=True)
+    if repair and not report.ok:
+        click.echo("csfs: hint: nothing was deleted because problems were found", err=True)
+    if not report.ok:
+        sys.exit(4)
