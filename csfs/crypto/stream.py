@@ -324,3 +324,68 @@ def _read_full(src: BinaryIO, buf: bytearray) -> int:
             break
         got += n
     return got
+
+
+class PayloadWriter:
+    """Incremental encryption of a payload whose plaintext arrives sequentially.
+
+    Used by the mount for the common case of a program writing a new file
+    front to back: data is encrypted once, straight into the payload format.
+    One full chunk is held back in memory because only ``finish`` knows
+    which chunk is the last.
+    """
+
+    def __init__(self, dst: BinaryIO, keys: PayloadKeys) -> None:
+        self.dst = dst
+        self.keys = keys
+        self.c = keys.header.chunk_size
+        self.buf = bytearray()
+        self.chunks = 0  # chunks written to dst
+        self.length = 0
+        dst.write(keys.header.encode())
+
+    def write(self, data: bytes | memoryview) -> None:
+        self.buf += data
+        self.length += len(data)
+        c = self.c
+        # Keep at least one byte beyond the chunks we emit: a chunk followed by
+        # nothing might turn out to be the last.
+        n = (len(self.buf) - 1) // c if self.buf else 0
+        if n <= 0:
+            return
+        view = memoryview(self.buf)
+        out = bytearray(n * (c + TAG_SIZE))
+        ov = memoryview(out)
+        for j in range(n):
+            self.keys.aead.encrypt_into(nonce(self.chunks + j, False), view[j * c : (j + 1) * c],
+                                        self.keys.header_hash, ov[j * (c + TAG_SIZE) : (j + 1) * (c + TAG_SIZE)])
+        view.release()
+        ov.release()
+        self.dst.write(out)
+        del self.buf[: n * c]
+        self.chunks += n
+
+    def written_plaintext(self, index: int, data: bytes) -> bytes:
+        """Decrypt a chunk already written (to switch to random-access editing)."""
+        try:
+            return self.keys.aead.decrypt(nonce(index, False), data, self.keys.header_hash)
+        except InvalidTag:
+            raise AuthenticationError(CHUNK_FAILURE.format(index)) from None
+
+    def finish(self) -> int:
+        """Emit the remaining data and padding; return the plaintext length."""
+        c = self.c
+        total = self.length
+        remaining = padme(total) - self.chunks * c
+        count = chunk_count(remaining, c)
+        tail = bytes(self.buf)
+        for j in range(count):
+            take = min(c, remaining - j * c)
+            seg = tail[j * c : j * c + take]
+            seg += bytes(take - len(seg))
+            last = j == count - 1
+            aad = self.keys.header_hash + total.to_bytes(8, "big") if last else self.keys.header_hash
+            self.dst.write(self.keys.aead.encrypt(nonce(self.chunks + j, last), seg, aad))
+        self.chunks += count
+        self.buf = bytearray()
+        return total
