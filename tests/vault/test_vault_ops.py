@@ -101,9 +101,10 @@ def test_rename_over_existing_file(vault: Vault) -> None:
     vault.rename("/b", "/d/x")
     assert read_bytes(vault, "/d/x") == b"AAA"
     assert list(vault.listdir("/")) == ["d"]
-    with pytest.raises(UsageError):
-        vault.rename("/d/x", "/b", replace_existing=False) if False else vault.rename(
-            "/d", "/d/x")  # a dir over a file is refused (also: into itself)
+    vault.mkdir("/e")
+    with pytest.raises(UsageError, match="cannot replace non-directory"):
+        vault.rename("/e", "/d/x")  # a directory never replaces a file
+    assert read_bytes(vault, "/d/x") == b"AAA"
 
 
 def test_rename_refusals(vault: Vault) -> None:
