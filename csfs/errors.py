@@ -88,3 +88,23 @@ class ConflictError(CsfsError):
 
 class IntegrityError(AuthenticationError):
     """The vault's structure is inconsistent (missing or unexpected object)."""
+
+
+class AlreadyExists(UsageError):  # noqa: N818
+    """The target name is taken."""
+
+
+class NotADirectory(UsageError):  # noqa: N818
+    """A path component, or the target, is not a directory."""
+
+
+class IsADirectory(UsageError):  # noqa: N818
+    """A file operation was asked of a directory."""
+
+
+class DirectoryNotEmpty(UsageError):  # noqa: N818
+    """A directory that must be empty is not."""
+
+
+class NotSupported(UsageError):  # noqa: N818
+    """An operation csfs deliberately does not do (hard links, for example)."""

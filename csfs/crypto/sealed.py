@@ -21,6 +21,7 @@ from csfs.crypto.stream import (
     ChunkCipher,
     PayloadHeader,
     PayloadKeys,
+    PayloadWriter,
     decrypt_payload,
     encrypt_payload,
 )
@@ -128,3 +129,38 @@ def _remaining_size(src: BinaryIO) -> int | None:
         return end - pos
     except (OSError, ValueError, AttributeError):
         return None
+
+
+class StreamSealer:
+    """A new payload written incrementally, then sealed with its envelope.
+
+    The mount uses it for files written front to back: each byte is encrypted
+    once, straight into the payload that will be uploaded.
+    """
+
+    def __init__(self, dst: BinaryIO, context: Context, chunk_shift: int = DEFAULT_CHUNK_SHIFT) -> None:
+        self.context = context
+        self.content_key = new_content_key()
+        self.keys = PayloadKeys(self.content_key, PayloadHeader.new(chunk_shift))
+        self.writer = PayloadWriter(dst, self.keys)
+
+    @property
+    def length(self) -> int:
+        return self.writer.length
+
+    def write(self, data: bytes | memoryview) -> None:
+        self.writer.write(data)
+
+    def emitted_chunks(self) -> int:
+        return self.writer.chunks
+
+    def chunk_plaintext(self, index: int, data: bytes) -> bytes:
+        return self.writer.written_plaintext(index, data)
+
+    def pending_tail(self) -> bytes:
+        return bytes(self.writer.buf)
+
+    def finish(self, recipients: list[Recipient], signer: Identity) -> Envelope:
+        length = self.writer.finish()
+        return seal_envelope(self.content_key, recipients, self.context, self.keys.header_hash,
+                             length, self.keys.commitment, signer)

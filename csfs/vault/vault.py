@@ -32,6 +32,10 @@ from csfs.errors import (
     ConflictError,
     IntegrityError,
     NotFound,
+    AlreadyExists,
+    DirectoryNotEmpty,
+    IsADirectory,
+    NotADirectory,
     PreconditionFailed,
     UsageError,
 )
@@ -183,7 +187,7 @@ class Vault:
         entry = self.root_entry()
         for i, name in enumerate(parts):
             if entry.type != "d":
-                raise UsageError(f"not a directory: /{'/'.join(parts[:i])}")
+                raise NotADirectory(f"not a directory: /{'/'.join(parts[:i])}")
             manifest, _ = self.load_dir(entry.id)
             found = manifest.entries.get(name)
             if found is None:
@@ -198,13 +202,13 @@ class Vault:
             raise UsageError("the vault root cannot be changed this way")
         parent = self.lookup("/" + "/".join(parts[:-1]))
         if parent.type != "d":
-            raise UsageError(f"not a directory: /{'/'.join(parts[:-1])}")
+            raise NotADirectory(f"not a directory: /{'/'.join(parts[:-1])}")
         return parent.id, parts[-1]
 
     def listdir(self, path: str = "/") -> dict[str, Entry]:
         entry = self.lookup(path)
         if entry.type != "d":
-            raise UsageError(f"not a directory: {path}")
+            raise NotADirectory(f"not a directory: {path}")
         return dict(self.load_dir(entry.id)[0].entries)
 
     def exists(self, path: str) -> bool:
@@ -228,7 +232,7 @@ class Vault:
         if name in parent.entries:
             if parents and parent.entries[name].type == "d":
                 return parent.entries[name]
-            raise UsageError(f"already exists: {path}")
+            raise AlreadyExists(f"already exists: {path}")
         entry = Entry(self.new_directory(parent, mode), "d", mode=mode, mtime_ns=time.time_ns())
 
         def add(m: DirectoryManifest) -> Entry:
@@ -236,7 +240,7 @@ class Vault:
                 # Another client made it first: keep theirs; ours is an empty orphan.
                 if m.entries[name].type == "d":
                     return m.entries[name]
-                raise UsageError(f"already exists: {path}")
+                raise AlreadyExists(f"already exists: {path}")
             m.entries[name] = entry
             return entry
 
@@ -248,7 +252,7 @@ class Vault:
 
         def add(m: DirectoryManifest) -> Entry:
             if name in m.entries:
-                raise UsageError(f"already exists: {path}")
+                raise AlreadyExists(f"already exists: {path}")
             m.entries[name] = entry
             return entry
 
@@ -276,11 +280,11 @@ class Vault:
             if cur is None:
                 raise NotFound(f"no such file or directory: {path}")
             if expect_dir is True and cur.type != "d":
-                raise UsageError(f"not a directory: {path}")
+                raise NotADirectory(f"not a directory: {path}")
             if expect_dir is False and cur.type == "d":
-                raise UsageError(f"is a directory: {path}", hint="use rm -r")
+                raise IsADirectory(f"is a directory: {path}", hint="use rm -r")
             if cur.type == "d" and not recursive and self.load_dir(cur.id)[0].entries:
-                raise UsageError(f"directory not empty: {path}", hint="use rm -r")
+                raise DirectoryNotEmpty(f"directory not empty: {path}", hint="use rm -r")
             del m.entries[name]
             return cur
 
@@ -301,11 +305,11 @@ class Vault:
             if cur is None or cur.id == entry.id:
                 return
             if not replace_existing:
-                raise UsageError(f"already exists: {dst}")
+                raise AlreadyExists(f"already exists: {dst}")
             if cur.type == "d" and (entry.type != "d" or self.load_dir(cur.id)[0].entries):
-                raise UsageError(f"cannot replace directory {dst}")
+                raise DirectoryNotEmpty(f"cannot replace directory {dst}")
             if cur.type != "d" and entry.type == "d":
-                raise UsageError(f"cannot replace non-directory {dst} with a directory")
+                raise NotADirectory(f"cannot replace non-directory {dst} with a directory")
 
         if src_parent == dst_parent:
             def move(m: DirectoryManifest) -> Entry:
@@ -377,7 +381,7 @@ class Vault:
                 and cur.version == base.version and cur.type == base.type
             )
             if cur is not None and cur.type == "d":
-                raise UsageError(f"is a directory: {name}")
+                raise IsADirectory(f"is a directory: {name}")
             target = name if unchanged else conflict_name(name, m.entries, self.identity)
             m.entries[target] = new
             return new
@@ -391,7 +395,7 @@ class Vault:
         parent, _ = self.load_dir(parent_id)
         base = parent.entries.get(name)
         if base is not None and base.type == "d":
-            raise UsageError(f"is a directory: {path}")
+            raise IsADirectory(f"is a directory: {path}")
         file_id = base.id if base is not None and base.type == "f" else new_id()
         version, length = self.upload_version(file_id, src, parent)
         if mode is None:
@@ -403,7 +407,7 @@ class Vault:
     def open_version(self, entry: Entry) -> tuple[Envelope, ChunkCipher]:
         """Fetch and check a file version's envelope and payload header."""
         if entry.type != "f":
-            raise UsageError("not a regular file")
+            raise IsADirectory("not a regular file")
         try:
             env_raw = self.store.get(envelope_key(entry.id, entry.version))
             header = self.store.get(content_key(entry.id, entry.version), 0, HEADER_SIZE)
@@ -421,7 +425,7 @@ class Vault:
         """Decrypt a whole file into ``dst``, streaming; partial output is the caller's to discard."""
         entry = self.lookup(path_or_entry) if isinstance(path_or_entry, str) else path_or_entry
         if entry.type != "f":
-            raise UsageError("not a regular file")
+            raise IsADirectory("not a regular file")
         if entry.version == 0:
             return entry
         ckey = content_key(entry.id, entry.version)

@@ -130,3 +130,56 @@ def make_tree(root: str, files: dict[str, bytes], *, dirs: tuple[str, ...] = (),
         p = os.path.join(root, rel)
         os.makedirs(os.path.dirname(p), exist_ok=True)
         os.symlink(target, p)
+
+
+# -- the CLI as a user runs it ---------------------------------------------------
+
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+
+CSFS = [sys.executable, "-c", "from csfs.cli.main import main; main()"]
+
+
+def run_csfs(*args: str, env: dict[str, str], cwd: str | None = None,
+             timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*CSFS, *args], env=env, capture_output=True, text=True, cwd=cwd,
+                          timeout=timeout)
+
+
+def assert_one_line_error(r: subprocess.CompletedProcess[str], code: int | None = None) -> None:
+    """Non-zero exit, exactly one `csfs: error:` line, at most a hint, no traceback."""
+    assert r.returncode != 0, (r.returncode, r.stderr)
+    if code is not None:
+        assert r.returncode == code, (r.returncode, r.stderr)
+    lines = r.stderr.strip().splitlines()
+    assert "Traceback" not in r.stderr, r.stderr
+    assert [ln for ln in lines if ln.startswith("csfs: error: ")] and len(
+        [ln for ln in lines if ln.startswith("csfs: error: ")]) == 1, r.stderr
+    assert all(ln.startswith(("csfs: error: ", "csfs: hint: ")) for ln in lines), r.stderr
+
+
+@pytest.fixture
+def key_file(identity: Identity, tmp_path: Path) -> str:
+    """The fixture identity as an unencrypted key file for the CLI."""
+    from csfs.crypto import save_identity
+
+    private, _ = save_identity(identity, str(tmp_path / "keys"), "me", None)
+    return private
+
+
+@pytest.fixture
+def cli_env(key_file: str, tmp_path: Path) -> dict[str, str]:
+    """Environment for a CLI subprocess: our key, a private state dir, no AWS leakage."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "CSFS_"))}
+    env.update({"CSFS_KEY": key_file, "XDG_STATE_HOME": str(tmp_path / "cli-state"),
+                "XDG_DATA_HOME": str(tmp_path / "cli-data"),
+                "XDG_CONFIG_HOME": str(tmp_path / "cli-config")})
+    return env
+
+
+@pytest.fixture
+def moto_cli_env(cli_env: dict[str, str], moto_server: MotoServer, s3_bucket: str) -> dict[str, str]:
+    from tests.servers import DUMMY_ENV
+
+    return {**cli_env, **DUMMY_ENV, "AWS_ENDPOINT_URL": moto_server.endpoint_url,
+            "CSFS_S3_PATH_STYLE": "1", "CSFS_STORE": f"s3://{s3_bucket}"}

@@ -1,0 +1,114 @@
+"""`csfs mount`, `umount`, `sync` and `status`."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import sys
+from typing import Any
+
+import click
+
+from csfs.cli.main import cli
+from csfs.cli.offline_cmd import unlock
+from csfs.cli.vault_cmd import pop_store_opts, store_options
+from csfs.errors import StoreError, UsageError
+
+CACHE_HOME = os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache")
+
+
+def parse_size(text: str) -> int:
+    units = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+    t = text.strip().upper().removesuffix("B").removesuffix("I")
+    num, unit = (t[:-1], t[-1]) if t and t[-1] in units else (t, "")
+    try:
+        value = int(float(num) * units[unit])
+    except ValueError:
+        raise UsageError(f"invalid size {text!r} (examples: 512M, 2G)") from None
+    if value < 16 << 20:
+        raise UsageError("the cache needs at least 16M")
+    return value
+
+
+@cli.command()
+@click.argument("mountpoint", type=click.Path(file_okay=False))
+@click.option("-f", "--foreground", is_flag=True, help="Stay in the foreground.")
+@click.option("--cache-dir", help="Folder for the ciphertext cache and upload queue. "
+              "Default: ~/.cache/csfs/<vault>-<key>.")
+@click.option("--cache-size", default="2G", show_default=True,
+              help="Bound on the cache (dirty files are kept beyond it until uploaded).")
+@click.option("--read-only", is_flag=True, help="Mount read-only.")
+@click.option("--ttl", default=5.0, show_default=True,
+              help="Seconds before other clients' changes are noticed.")
+@click.option("-o", "options", multiple=True, help="FUSE options, e.g. -o allow_other.")
+@store_options
+def mount(mountpoint: str, foreground: bool, cache_dir: str | None, cache_size: str,
+          read_only: bool, ttl: float, options: tuple[str, ...], **kw: Any) -> None:
+    """Mount the vault at MOUNTPOINT; returns once the mount is ready."""
+    from csfs.fuse.mount import lock_cache_dir, run_mount
+    from csfs.store import open_store
+    from csfs.vault import Vault
+    from csfs.vault.filesystem import FileSystem
+
+    opts = pop_store_opts(kw)
+    limit = parse_size(cache_size)
+    identity = unlock(opts["key"], opts["passphrase_file"])  # asked once, before forking
+    store_url = opts["store"]
+    if cache_dir is None:
+        tag = hashlib.sha256(f"{store_url}\0{identity.recipient.fingerprint}".encode()).hexdigest()
+        cache_dir = os.path.join(CACHE_HOME, "csfs", tag[:24])
+    cache_dir = os.path.abspath(cache_dir)
+    lock_fd = lock_cache_dir(cache_dir)
+    os.close(lock_fd)  # checked early for a clear error; the daemon takes it for good
+
+    def make_fs() -> FileSystem:
+        lock_cache_dir(cache_dir)  # held for the daemon's lifetime
+        store = open_store(store_url, endpoint_url=opts["endpoint_url"])
+        vault = Vault.open(store, identity, ttl=ttl, tmp_dir=cache_dir)
+        return FileSystem(vault, cache_dir, limit, read_only=read_only)
+
+    run_mount(make_fs, mountpoint, foreground=foreground, read_only=read_only,
+              options=list(options), log_file=os.path.join(cache_dir, "mount.log"))
+    if not foreground:
+        click.echo(f"mounted at {mountpoint} (log: {os.path.join(cache_dir, 'mount.log')})",
+                   err=True)
+
+
+@cli.command()
+@click.argument("mountpoint", type=click.Path(file_okay=False))
+@click.option("--timeout", default=3600.0, show_default=True,
+              help="Seconds to wait for pending uploads.")
+def umount(mountpoint: str, timeout: float) -> None:
+    """Wait for pending uploads, then unmount."""
+    from csfs.fuse.mount import unmount
+
+    unmount(mountpoint, timeout=timeout)
+
+
+@cli.command()
+@click.argument("mountpoint", type=click.Path(file_okay=False))
+@click.option("--timeout", default=3600.0, show_default=True, help="Seconds to wait.")
+def sync(mountpoint: str, timeout: float) -> None:
+    """Block until every file closed so far is in the store."""
+    from csfs.fuse.control import request
+
+    reply = request(mountpoint, "sync", timeout=timeout + 5, wait=timeout)
+    if not reply.get("ok"):
+        raise StoreError(f"sync did not finish: {reply.get('error')}")
+
+
+@cli.command()
+@click.argument("mountpoint", type=click.Path(file_okay=False))
+def status(mountpoint: str) -> None:
+    """Show pending uploads, cache use and recent errors of a mount."""
+    from csfs.fuse.control import request
+
+    r = request(mountpoint, "status", timeout=30)
+    click.echo(f"pending uploads: {r['pending_files']} files, {r['pending_bytes']} bytes")
+    click.echo(f"cache: {r['cache_bytes']} of {r['cache_limit']} bytes")
+    click.echo(f"open files: {r['open_files']}")
+    errors = r.get("errors") or []
+    click.echo(f"errors: {len(errors)}")
+    for e in errors:
+        click.echo(f"  {e}")
+    sys.stdout.flush()

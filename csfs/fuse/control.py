@@ -1,0 +1,95 @@
+"""A small control channel to a running mount: `csfs sync`, `status`, `umount`.
+
+One Unix socket per mount point (mode 0600, in a private runtime folder),
+one JSON request and one JSON reply per connection.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import socket
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from csfs.errors import UsageError
+
+
+def runtime_dir() -> str:
+    base = os.environ.get("XDG_RUNTIME_DIR") or f"/tmp/csfs-{os.getuid()}"  # noqa: S108 - private 0700
+    path = os.path.join(base, "csfs") if os.environ.get("XDG_RUNTIME_DIR") else base
+    os.makedirs(path, mode=0o700, exist_ok=True)
+    return path
+
+
+def socket_path(mountpoint: str) -> str:
+    digest = hashlib.sha256(os.path.realpath(mountpoint).encode()).hexdigest()[:20]
+    return os.path.join(runtime_dir(), f"{digest}.sock")
+
+
+class ControlServer:
+    def __init__(self, mountpoint: str, handler: Callable[[dict[str, Any]], dict[str, Any]]) -> None:
+        self.path = socket_path(mountpoint)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.path)
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.bind(self.path)
+        os.chmod(self.path, 0o600)
+        self.sock.listen(8)
+        self.handler = handler
+        self.thread = threading.Thread(target=self._serve, name="csfs-control", daemon=True)
+        self.thread.start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._one, args=(conn,), daemon=True).start()
+
+    def _one(self, conn: socket.socket) -> None:
+        with conn:
+            try:
+                data = b""
+                while not data.endswith(b"\n"):
+                    part = conn.recv(65536)
+                    if not part:
+                        break
+                    data += part
+                reply = self.handler(json.loads(data))
+            except Exception as exc:  # noqa: BLE001 - a bad request must not hurt the mount
+                reply = {"ok": False, "error": str(exc)}
+            with contextlib.suppress(OSError):
+                conn.sendall(json.dumps(reply).encode() + b"\n")
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self.sock.close()
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(self.path)
+
+
+def request(mountpoint: str, command: str, timeout: float | None = None, **args: Any) -> dict[str, Any]:
+    path = socket_path(mountpoint)
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    sock.settimeout(timeout)
+    try:
+        sock.connect(path)
+    except OSError:
+        sock.close()
+        raise UsageError(f"no csfs mount at {mountpoint}",
+                         hint="is it mounted? (csfs mount STORE MOUNTPOINT)") from None
+    with sock:
+        sock.sendall(json.dumps({"cmd": command, **args}).encode() + b"\n")
+        data = b""
+        while not data.endswith(b"\n"):
+            part = sock.recv(65536)
+            if not part:
+                break
+            data += part
+    reply: dict[str, Any] = json.loads(data) if data else {"ok": False, "error": "no reply"}
+    return reply

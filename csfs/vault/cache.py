@@ -1,0 +1,276 @@
+"""The local ciphertext cache: immutable store objects, fetched in blocks on demand.
+
+Holds ciphertext only: what it stores is byte-for-byte what the store holds,
+so it needs no revalidation (version objects never change) and leaks nothing
+that the store does not already see. Bounded by a byte limit; clean entries
+are evicted least-recently-used first, pinned ones (pending uploads) never.
+Block maps are kept on disk, so the cache survives a remount.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import threading
+import time
+from collections import OrderedDict
+from concurrent.futures import Future, ThreadPoolExecutor
+
+from csfs.errors import NotFound
+from csfs.store import Store
+
+BLOCK = 1 << 20
+READ_AHEAD = 16  # blocks fetched ahead of a sequential reader
+FETCH_RUN = 4  # blocks per ranged GET when prefetching
+
+
+class _Entry:
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.blocks: set[int] = set()
+        self.size: int | None = None  # object size, once known
+        self.pinned = False
+        self.bytes = 0
+        self.last_block = -1  # for sequential-read detection
+
+
+class ObjectCache:
+    def __init__(self, directory: str, store: Store, limit: int) -> None:
+        self.dir = os.path.join(directory, "objects")
+        os.makedirs(self.dir, mode=0o700, exist_ok=True)
+        self.store = store
+        self.limit = limit
+        self.lock = threading.RLock()
+        self.entries: OrderedDict[str, _Entry] = OrderedDict()
+        self.inflight: dict[tuple[str, int], Future[None]] = {}
+        self.pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="csfs-fetch")
+        self.hits = 0
+        self.misses = 0
+        self._load()
+
+    # -- persistence -------------------------------------------------------------------
+
+    def _file(self, key: str) -> str:
+        return os.path.join(self.dir, hashlib.sha256(key.encode()).hexdigest()[:40])
+
+    def _load(self) -> None:
+        found = []
+        for name in os.listdir(self.dir):
+            if not name.endswith(".map"):
+                continue
+            path = os.path.join(self.dir, name[:-4])
+            try:
+                with open(path + ".map") as f:
+                    key, size, blocks = f.read().split("\n", 2)
+                e = _Entry(path)
+                e.size = int(size) if size != "-" else None
+                e.blocks = {int(b) for b in blocks.split()}
+                e.bytes = os.path.getsize(path)
+                found.append((os.path.getmtime(path + ".map"), key, e))
+            except (OSError, ValueError):
+                self._remove_files(path)
+        for _, key, e in sorted(found, key=lambda t: t[0]):
+            self.entries[key] = e
+
+    def _save_map(self, key: str, e: _Entry) -> None:
+        tmp = e.path + ".map.tmp"
+        with open(tmp, "w") as f:
+            f.write(f"{key}\n{e.size if e.size is not None else '-'}\n"
+                    + " ".join(map(str, sorted(e.blocks))))
+        os.replace(tmp, e.path + ".map")
+
+    @staticmethod
+    def _remove_files(path: str) -> None:
+        for p in (path, path + ".map", path + ".map.tmp"):
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(p)
+
+    # -- reading ------------------------------------------------------------------------
+
+    def _entry(self, key: str) -> _Entry:
+        with self.lock:
+            e = self.entries.get(key)
+            if e is None:
+                e = _Entry(self._file(key))
+                self.entries[key] = e
+            self.entries.move_to_end(key)
+            return e
+
+    def _fetch(self, key: str, first: int, count: int) -> None:
+        """GET blocks first..first+count-1 in one ranged request and store them."""
+        e = self._entry(key)
+        start = first * BLOCK
+        data = self.store.get(key, start, start + count * BLOCK)
+        fd = os.open(e.path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            os.pwrite(fd, data, start)
+        finally:
+            os.close(fd)
+        with self.lock:
+            got = -(-len(data) // BLOCK) if data else 0
+            if len(data) < count * BLOCK:
+                e.size = start + len(data)
+                got = count  # blocks past the end are "present" (empty)
+            e.blocks.update(range(first, first + got))
+            e.bytes = max(e.bytes, start + len(data))
+            self._save_map(key, e)
+        self._evict()
+
+    def _ensure(self, key: str, first: int, last: int) -> None:
+        """Make blocks first..last present, fetching missing runs in parallel."""
+        e = self._entry(key)
+        waits: list[Future[None]] = []
+        with self.lock:
+            missing = [b for b in range(first, last + 1) if b not in e.blocks
+                       and (e.size is None or b * BLOCK < e.size)]
+            run: list[int] = []
+            for b in missing:
+                if (key, b) in self.inflight:
+                    waits.append(self.inflight[(key, b)])
+                    continue
+                if run and (b != run[-1] + 1 or len(run) >= FETCH_RUN):
+                    waits.append(self._submit(key, run))
+                    run = []
+                run.append(b)
+            if run:
+                waits.append(self._submit(key, run))
+            if missing:
+                self.misses += 1
+            else:
+                self.hits += 1
+        for w in waits:
+            w.result()
+
+    def _submit(self, key: str, run: list[int]) -> Future[None]:
+        fut = self.pool.submit(self._fetch, key, run[0], len(run))
+        for b in run:
+            self.inflight[(key, b)] = fut
+
+        def done(_: Future[None]) -> None:
+            with self.lock:
+                for b in run:
+                    self.inflight.pop((key, b), None)
+
+        fut.add_done_callback(done)
+        return fut
+
+    def read(self, key: str, start: int, end: int) -> bytes:
+        """Bytes [start, end) of the immutable object ``key``, from the cache or the store."""
+        if end <= start:
+            return b""
+        first, last = start // BLOCK, (end - 1) // BLOCK
+        e = self._entry(key)
+        self._ensure(key, first, last)
+        self._read_ahead(key, e, first, last)
+        fd = os.open(e.path, os.O_RDONLY)
+        try:
+            data = os.pread(fd, end - start, start)
+        finally:
+            os.close(fd)
+        if e.size is not None and end > e.size:
+            end = e.size
+        if len(data) < end - start and e.size is None:
+            raise NotFound("cached object is shorter than expected")
+        return data
+
+    def _read_ahead(self, key: str, e: _Entry, first: int, last: int) -> None:
+        with self.lock:
+            sequential = first <= e.last_block + 1 and last >= e.last_block
+            e.last_block = last
+            if not sequential:
+                return
+            ahead = [b for b in range(last + 1, last + 1 + READ_AHEAD)
+                     if b not in e.blocks and (key, b) not in self.inflight
+                     and (e.size is None or b * BLOCK < e.size)]
+            run: list[int] = []
+            for b in ahead:
+                if run and (b != run[-1] + 1 or len(run) >= FETCH_RUN):
+                    self._submit(key, run)
+                    run = []
+                run.append(b)
+            if run:
+                self._submit(key, run)
+
+    def get_small(self, key: str) -> bytes:
+        """A whole small object (an envelope), cached like any other."""
+        e = self._entry(key)
+        with self.lock:
+            complete = e.size is not None and all(
+                b in e.blocks for b in range(-(-e.size // BLOCK)))
+        if not complete:
+            data = self.store.get(key)
+            self.put_local(key, data, pinned=False)
+            return data
+        with open(e.path, "rb") as f:
+            return f.read()
+
+    # -- local objects (pending uploads) -------------------------------------------------
+
+    def path_for_new(self, key: str) -> str:
+        """Where to write a new local object before :meth:`adopt`."""
+        return self._file(key) + ".new"
+
+    def adopt(self, key: str, pinned: bool = True) -> None:
+        """Take the file at path_for_new(key) as the complete object ``key``."""
+        e = self._entry(key)
+        with self.lock:
+            os.replace(self.path_for_new(key), e.path)
+            e.size = e.bytes = os.path.getsize(e.path)
+            e.blocks = set(range(-(-e.size // BLOCK)))
+            e.pinned = pinned
+            self._save_map(key, e)
+        self._evict()
+
+    def put_local(self, key: str, data: bytes, pinned: bool = True) -> None:
+        with open(self.path_for_new(key), "wb") as f:
+            f.write(data)
+        self.adopt(key, pinned)
+
+    def local_path(self, key: str) -> str | None:
+        with self.lock:
+            e = self.entries.get(key)
+            if e is None or e.size is None:
+                return None
+            return e.path if len(e.blocks) * BLOCK >= e.size else None
+
+    def set_pinned(self, key: str, pinned: bool) -> None:
+        with self.lock:
+            e = self.entries.get(key)
+            if e is not None:
+                e.pinned = pinned
+        self._evict()
+
+    def drop(self, key: str) -> None:
+        with self.lock:
+            e = self.entries.pop(key, None)
+        if e is not None:
+            self._remove_files(e.path)
+
+    # -- bounds -------------------------------------------------------------------------
+
+    def used(self) -> int:
+        with self.lock:
+            return sum(e.bytes for e in self.entries.values())
+
+    def _evict(self) -> None:
+        with self.lock:
+            total = sum(e.bytes for e in self.entries.values())
+            if total <= self.limit:
+                return
+            busy = {k for k, _ in self.inflight}
+            for key in list(self.entries):
+                if total <= self.limit:
+                    break
+                e = self.entries[key]
+                if e.pinned or key in busy:
+                    continue
+                total -= e.bytes
+                del self.entries[key]
+                self._remove_files(e.path)
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=True, cancel_futures=True)
+
+    def touch(self) -> float:
+        return time.time()

@@ -1,0 +1,563 @@
+"""Path-level file system semantics over a vault, for the FUSE layer.
+
+Open decrypts, close encrypts. Reads decrypt only the chunks asked for, from
+the ciphertext cache. Writes of a new file front to back are encrypted once,
+straight into the payload to upload; any other write goes to an encrypted
+scratch file (key in memory only). `flush` (close) seals a new version into
+the durable upload queue; `fsync` also waits until it is in the store. No
+plaintext is ever written to the local disk.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import stat
+import threading
+import time
+from dataclasses import dataclass, replace
+from typing import Any
+
+from cachetools import LRUCache
+
+from csfs.crypto.envelope import Context
+from csfs.crypto.scratch import SCRATCH_CHUNK, ScratchFile
+from csfs.crypto.sealed import StreamSealer, open_envelope
+from csfs.crypto.stream import HEADER_SIZE, TAG_SIZE, ChunkCipher
+from csfs.errors import (
+    AuthenticationError,
+    IsADirectory,
+    NotFound,
+    NotSupported,
+    UsageError,
+)
+from csfs.vault.cache import ObjectCache
+from csfs.vault.layout import content_key, envelope_key, new_id, new_version
+from csfs.vault.manifest import DirectoryManifest, Entry
+from csfs.vault.upload_queue import Record, UploadQueue
+from csfs.vault.vault import Vault, split_path
+
+C = SCRATCH_CHUNK
+
+
+@dataclass
+class Attr:
+    type: str
+    mode: int
+    size: int
+    mtime_ns: int
+    target: str = ""
+
+
+class OpenFile:
+    """State shared by every handle open on one file."""
+
+    def __init__(self, file_id: str, parent_id: str, name: str, entry: Entry) -> None:
+        self.file_id = file_id
+        self.parent_id = parent_id
+        self.name = name
+        self.mode = entry.mode
+        self.base_version = entry.version  # what the content derives from
+        self.base_size = entry.size
+        self.base_limit = entry.size  # base bytes at or past this offset read as zeros
+        self.size = entry.size
+        self.mtime_ns = entry.mtime_ns
+        self.state = "clean"  # clean | stream | scratch
+        self.sealer: StreamSealer | None = None
+        self.sealer_path = ""
+        self.version = 0
+        self.scratch: ScratchFile | None = None
+        self.dirty = False
+        self.refs = 0
+        self.lock = threading.RLock()
+
+
+class FileSystem:
+    def __init__(self, vault: Vault, cache_dir: str, cache_size: int, *,
+                 read_only: bool = False) -> None:
+        self.vault = vault
+        self.read_only = read_only
+        os.makedirs(cache_dir, mode=0o700, exist_ok=True)
+        self.cache = ObjectCache(cache_dir, vault.store, cache_size)
+        self.scratch_dir = os.path.join(cache_dir, "scratch")
+        shutil.rmtree(self.scratch_dir, ignore_errors=True)  # keys died with the last process
+        os.makedirs(self.scratch_dir, mode=0o700)
+        self.errors: list[str] = []
+        self.queue = UploadQueue(vault, self.cache, cache_dir, on_error=self._note_error)
+        self.lock = threading.RLock()
+        self.open_files: dict[str, OpenFile] = {}
+        self.handles: dict[int, OpenFile] = {}
+        self.next_fh = 1
+        self.ciphers: LRUCache[tuple[str, int], ChunkCipher] = LRUCache(maxsize=1024)
+
+    def _note_error(self, msg: str) -> None:
+        with self.lock:
+            self.errors = [*self.errors[-50:], f"{time.strftime('%H:%M:%S')} {msg}"]
+
+    def _writable(self) -> None:
+        if self.read_only:
+            raise PermissionError("read-only mount")
+
+    # -- lookups -----------------------------------------------------------------------
+
+    def _overlay(self, entry: Entry) -> Entry:
+        if entry.type != "f":
+            return entry
+        with self.lock:
+            of = self.open_files.get(entry.id)
+        if of is not None and (of.dirty or of.base_version != entry.version):
+            return replace(entry, size=of.size, mtime_ns=of.mtime_ns, version=of.base_version,
+                           mode=of.mode)
+        rec = self.queue.pending(entry.id)
+        if rec is not None:
+            return replace(entry, size=rec.size, mtime_ns=rec.mtime_ns, version=rec.version,
+                           mode=rec.mode)
+        return entry
+
+    def lookup(self, path: str) -> Entry:
+        return self._overlay(self.vault.lookup(path))
+
+    def getattr(self, path: str) -> Attr:
+        e = self.lookup(path)
+        if e.type == "d" and not split_path(path):
+            e = self.vault.root_entry()
+        return Attr(e.type, e.mode, e.size, e.mtime_ns, e.target)
+
+    def readdir(self, path: str) -> list[tuple[str, Attr]]:
+        return [(n, self._attr(self._overlay(e))) for n, e in self.vault.listdir(path).items()]
+
+    @staticmethod
+    def _attr(e: Entry) -> Attr:
+        return Attr(e.type, e.mode, e.size, e.mtime_ns, e.target)
+
+    def readlink(self, path: str) -> str:
+        e = self.vault.lookup(path)
+        if e.type != "l":
+            raise UsageError("not a symbolic link")
+        return e.target
+
+    # -- namespace ---------------------------------------------------------------------
+
+    def mkdir(self, path: str, mode: int) -> None:
+        self._writable()
+        self.vault.mkdir(path, mode & 0o7777)
+
+    def rmdir(self, path: str) -> None:
+        self._writable()
+        self.vault.remove(path, expect_dir=True)
+
+    def unlink(self, path: str) -> None:
+        self._writable()
+        removed = self.vault.remove(path, expect_dir=False)
+        self._forget_file(removed)
+
+    def _forget_file(self, removed: Entry) -> None:
+        if removed.type != "f":
+            return
+        # Still-open handles keep working on their own data (POSIX); nothing will be committed.
+        self.queue.update(removed.id, deleted=True)
+        with self.lock:
+            of = self.open_files.get(removed.id)
+            if of is not None:
+                of.name = ""
+
+    def rename(self, old: str, new: str) -> None:
+        self._writable()
+        try:
+            replaced = self.vault.lookup(new)
+        except NotFound:
+            replaced = None
+        entry = self.vault.rename(old, new)
+        if replaced is not None and replaced.id != entry.id:
+            self._forget_file(replaced)
+        parent_id, name = self.vault.parent_of(new)
+        if entry.type == "f":
+            self.queue.update(entry.id, parent_id=parent_id, name=name)
+            with self.lock:
+                of = self.open_files.get(entry.id)
+                if of is not None:
+                    of.parent_id, of.name = parent_id, name
+
+    def symlink(self, target: str, path: str) -> None:
+        self._writable()
+        self.vault.symlink(target, path)
+
+    def link(self, target: str, path: str) -> None:
+        raise NotSupported("hard links are not supported")
+
+    def chmod(self, path: str, mode: int) -> None:
+        self._writable()
+        e = self.vault.setattr(path, mode=mode & 0o7777)
+        self._update_open(e.id, mode=mode & 0o7777)
+
+    def utimens(self, path: str, mtime_ns: int) -> None:
+        self._writable()
+        e = self.vault.setattr(path, mtime_ns=mtime_ns)
+        self._update_open(e.id, mtime_ns=mtime_ns)
+
+    def _update_open(self, file_id: str, **changes: Any) -> None:
+        self.queue.update(file_id, **changes)
+        with self.lock:
+            of = self.open_files.get(file_id)
+        if of is not None:
+            with of.lock:
+                for k, v in changes.items():
+                    setattr(of, k, v)
+
+    # -- handles -----------------------------------------------------------------------
+
+    def _open_file(self, path: str) -> OpenFile:
+        parent_id, name = self.vault.parent_of(path)
+        manifest, _ = self.vault.load_dir(parent_id)
+        raw = manifest.entries.get(name)
+        if raw is None:
+            raise NotFound(f"no such file: {path}")
+        if raw.type != "f":
+            raise IsADirectory(f"is a directory: {path}")
+        with self.lock:
+            of = self.open_files.get(raw.id)
+            if of is None:
+                of = OpenFile(raw.id, parent_id, name, self._overlay(raw))
+                self.open_files[raw.id] = of
+            of.refs += 1
+            fh = self.next_fh
+            self.next_fh += 1
+            self.handles[fh] = of
+        of.fh = fh  # type: ignore[attr-defined]
+        return of
+
+    def _handle(self, fh: int) -> OpenFile:
+        with self.lock:
+            of = self.handles.get(fh)
+        if of is None:
+            raise UsageError("bad file handle")
+        return of
+
+    def create(self, path: str, mode: int) -> int:
+        self._writable()
+        parent_id, name = self.vault.parent_of(path)
+        entry = Entry(new_id(), "f", mode=mode & 0o7777, mtime_ns=time.time_ns())
+
+        def add(m: DirectoryManifest) -> None:
+            cur = m.entries.get(name)
+            if cur is not None and cur.type == "d":
+                raise IsADirectory(f"is a directory: {path}")
+            m.entries[name] = entry  # the kernel checked O_EXCL against what it saw
+
+        self.vault.update_dir(parent_id, add)
+        of = self._open_file(path)
+        with of.lock:
+            self._start_stream(of)
+        return of.fh  # type: ignore[attr-defined,no-any-return]
+
+    def open(self, path: str, flags: int) -> int:
+        writing = flags & (os.O_WRONLY | os.O_RDWR)
+        if writing or flags & os.O_TRUNC:
+            self._writable()
+        of = self._open_file(path)
+        if flags & os.O_TRUNC:
+            with of.lock:
+                if of.size or of.dirty:
+                    self._truncate(of, 0)
+        return of.fh  # type: ignore[attr-defined,no-any-return]
+
+    def release(self, fh: int) -> None:
+        of = self._handle(fh)
+        try:
+            self.flush(fh)
+        finally:
+            with self.lock:
+                self.handles.pop(fh, None)
+                of.refs -= 1
+                last = of.refs == 0
+                if last:
+                    self.open_files.pop(of.file_id, None)
+            if last:
+                with of.lock:
+                    self._discard(of)
+
+    def _discard(self, of: OpenFile) -> None:
+        if of.scratch is not None:
+            of.scratch.close()
+            of.scratch = None
+        if of.sealer is not None:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(of.sealer_path)
+            of.sealer = None
+        of.state = "clean"
+
+    # -- reading -----------------------------------------------------------------------
+
+    def _cipher(self, file_id: str, version: int) -> ChunkCipher:
+        key = (file_id, version)
+        cipher = self.ciphers.get(key)
+        if cipher is None:
+            env = self.cache.get_small(envelope_key(file_id, version))
+            header = self.cache.read(content_key(file_id, version), 0, HEADER_SIZE)
+            _, cipher = open_envelope(env, header, self.vault.identity,
+                                      context=self.vault.file_context(file_id, version),
+                                      allowed_signers=self.vault.writers())
+            self.ciphers[key] = cipher
+        return cipher
+
+    def read_version(self, file_id: str, version: int, offset: int, size: int) -> bytes:
+        """Plaintext [offset, offset+size) of a version, decrypting only those chunks."""
+        if version == 0 or size <= 0:
+            return b""
+        try:
+            return self._read_version(file_id, version, offset, size)
+        except AuthenticationError:
+            # A damaged cache entry must not pass for tampering in the store: refetch once.
+            self.ciphers.pop((file_id, version), None)
+            self.cache.drop(content_key(file_id, version))
+            self.cache.drop(envelope_key(file_id, version))
+            return self._read_version(file_id, version, offset, size)
+
+    def _read_version(self, file_id: str, version: int, offset: int, size: int) -> bytes:
+        cipher = self._cipher(file_id, version)
+        end = min(offset + size, cipher.length)
+        if offset >= end:
+            return b""
+        c = cipher.chunk_size
+        first, last = offset // c, (end - 1) // c
+        start = cipher.offset(first)
+        stop = cipher.offset(last) + cipher.plain_len(last) + TAG_SIZE
+        blob = self.cache.read(content_key(file_id, version), start, stop)
+        out = bytearray()
+        for i in range(first, last + 1):
+            o = cipher.offset(i) - start
+            out += cipher.decrypt(i, blob[o : o + cipher.plain_len(i) + TAG_SIZE])
+        skip = offset - first * c
+        return bytes(out[skip : skip + (end - offset)])
+
+    def read(self, fh: int, offset: int, size: int) -> bytes:
+        of = self._handle(fh)
+        with of.lock:
+            if of.state == "stream":
+                self._to_scratch(of)
+            if of.state == "scratch":
+                return self._scratch_read(of, offset, size)
+            end = min(offset + size, of.size)
+            return self.read_version(of.file_id, of.base_version, offset, end - offset)
+
+    # -- writing -----------------------------------------------------------------------
+
+    def _context(self, of: OpenFile) -> Context:
+        return self.vault.file_context(of.file_id, of.version)
+
+    def _start_stream(self, of: OpenFile) -> None:
+        """Begin a fresh version written front to back (a new or truncated file)."""
+        self._discard(of)
+        of.version = new_version()
+        of.sealer_path = self.cache.path_for_new(content_key(of.file_id, of.version))
+        f = open(of.sealer_path, "wb")  # noqa: SIM115 - owned by the sealer until seal
+        of.sealer = StreamSealer(f, self._context(of))
+        of.sealer.file = f  # type: ignore[attr-defined]
+        of.state = "stream"
+        of.size = 0
+        of.base_limit = 0
+
+    def _to_scratch(self, of: OpenFile) -> None:
+        """Switch to random-access editing; keep what was streamed so far."""
+        scratch = ScratchFile(os.path.join(self.scratch_dir, new_id()))
+        if of.state == "stream" and of.sealer is not None:
+            sealer = of.sealer
+            f = sealer.file  # type: ignore[attr-defined]
+            f.flush()
+            cs = sealer.keys.header.chunk_size
+            with open(of.sealer_path, "rb") as rf:
+                buf = bytearray()
+                index = 0
+                for i in range(sealer.emitted_chunks()):
+                    rf.seek(HEADER_SIZE + i * (cs + TAG_SIZE))
+                    buf += sealer.chunk_plaintext(i, rf.read(cs + TAG_SIZE))
+                    while len(buf) >= C:
+                        scratch.write_chunk(index, bytes(buf[:C]))
+                        index += 1
+                        del buf[:C]
+                buf += sealer.pending_tail()
+                while buf:
+                    piece = bytes(buf[:C])
+                    scratch.write_chunk(index, piece + bytes(C - len(piece)))
+                    index += 1
+                    del buf[:C]
+            f.close()
+            os.unlink(of.sealer_path)
+            of.sealer = None
+            of.base_limit = 0  # everything now lives in the scratch file
+        of.scratch = scratch
+        of.state = "scratch"
+
+    def _chunk(self, of: OpenFile, index: int) -> bytearray:
+        """Current plaintext of scratch chunk ``index``, C bytes (zeros past the data)."""
+        assert of.scratch is not None
+        data = of.scratch.read_chunk(index)
+        if data is not None:
+            return bytearray(data)
+        start = index * C
+        out = bytearray(C)
+        if start < of.base_limit:
+            base = self.read_version(of.file_id, of.base_version, start,
+                                     min(C, of.base_limit - start))
+            out[: len(base)] = base
+        return out
+
+    def _scratch_read(self, of: OpenFile, offset: int, size: int) -> bytes:
+        end = min(offset + size, of.size)
+        if offset >= end:
+            return b""
+        out = bytearray()
+        for i in range(offset // C, (end - 1) // C + 1):
+            out += self._chunk(of, i)
+        skip = offset - (offset // C) * C
+        return bytes(out[skip : skip + end - offset])
+
+    def write(self, fh: int, offset: int, data: bytes) -> int:
+        self._writable()
+        of = self._handle(fh)
+        with of.lock:
+            if of.state == "clean":
+                if of.size == 0 and offset == 0:
+                    self._start_stream(of)
+                else:
+                    self._to_scratch(of)
+            if of.state == "stream" and offset != of.size:
+                self._to_scratch(of)
+            if of.state == "stream":
+                assert of.sealer is not None
+                of.sealer.write(data)
+            else:
+                self._scratch_write(of, offset, data)
+            of.size = max(of.size, offset + len(data))
+            of.mtime_ns = time.time_ns()
+            of.dirty = True
+        return len(data)
+
+    def _scratch_write(self, of: OpenFile, offset: int, data: bytes) -> None:
+        assert of.scratch is not None
+        pos = 0
+        while pos < len(data):
+            at = offset + pos
+            index, inner = divmod(at, C)
+            take = min(C - inner, len(data) - pos)
+            if inner == 0 and take == C:
+                chunk = bytearray(data[pos : pos + C])
+            else:
+                chunk = self._chunk(of, index)
+                chunk[inner : inner + take] = data[pos : pos + take]
+            of.scratch.write_chunk(index, bytes(chunk))
+            pos += take
+
+    def truncate(self, path: str | None, length: int, fh: int | None = None) -> None:
+        self._writable()
+        if fh is not None:
+            of = self._handle(fh)
+            with of.lock:
+                self._truncate(of, length)
+            return
+        assert path is not None
+        fh2 = self._open_file(path).fh  # type: ignore[attr-defined]
+        try:
+            of = self._handle(fh2)
+            with of.lock:
+                self._truncate(of, length)
+        finally:
+            self.release(fh2)
+
+    def _truncate(self, of: OpenFile, length: int) -> None:
+        if length == of.size and of.state != "clean":
+            return
+        if length == 0:
+            self._start_stream(of)
+        else:
+            if of.state != "scratch":
+                self._to_scratch(of)
+            assert of.scratch is not None
+            if length < of.size:
+                index, inner = divmod(length, C)
+                if inner:
+                    chunk = self._chunk(of, index)
+                    chunk[inner:] = bytes(C - inner)
+                    of.scratch.write_chunk(index, bytes(chunk))
+                    of.scratch.drop_from(index + 1)
+                else:
+                    of.scratch.drop_from(index)
+                of.base_limit = min(of.base_limit, length)
+            of.size = length
+        of.mtime_ns = time.time_ns()
+        of.dirty = True
+
+    # -- sealing -----------------------------------------------------------------------
+
+    def flush(self, fh: int) -> None:
+        of = self._handle(fh)
+        with of.lock:
+            if of.dirty:
+                self._seal(of)
+
+    def _seal(self, of: OpenFile) -> None:
+        """Close the current version: payload and envelope into the cache, then queue it."""
+        parent, _ = self.vault.load_dir(of.parent_id)
+        recipients = parent.recipients()
+        if of.state != "stream":
+            if of.state == "clean":
+                self._to_scratch(of)
+            scratch_of = of
+            version = new_version()
+            path = self.cache.path_for_new(content_key(of.file_id, version))
+            with open(path, "wb") as f:
+                sealer = StreamSealer(f, self.vault.file_context(of.file_id, version))
+                for i in range(-(-scratch_of.size // C)):
+                    chunk = self._chunk(scratch_of, i)
+                    sealer.write(memoryview(chunk)[: min(C, scratch_of.size - i * C)])
+                env = sealer.finish(recipients, self.vault.identity)
+                f.flush()
+                os.fsync(f.fileno())
+            of.version = version
+        else:
+            assert of.sealer is not None
+            f = of.sealer.file  # type: ignore[attr-defined]
+            env = of.sealer.finish(recipients, self.vault.identity)
+            f.flush()
+            os.fsync(f.fileno())
+            f.close()
+            of.sealer = None
+        ckey = content_key(of.file_id, of.version)
+        self.cache.adopt(ckey, pinned=True)
+        self.cache.put_local(envelope_key(of.file_id, of.version), env.encode(), pinned=True)
+        rec = Record(0, of.file_id, of.version, of.base_version, of.parent_id, of.name,
+                     of.size, of.mode, of.mtime_ns, deleted=not of.name)
+        self.queue.enqueue(rec)
+        # The new version is the base of whatever comes next on this handle.
+        self._discard(of)
+        of.base_version = of.version
+        of.base_size = of.base_limit = of.size
+        of.dirty = False
+
+    def fsync(self, fh: int) -> None:
+        of = self._handle(fh)
+        self.flush(fh)
+        if not self.queue.wait(of.file_id, timeout=600):
+            raise TimeoutError("the upload did not finish in 10 minutes")
+
+    def sync(self, timeout: float | None = None) -> bool:
+        return self.queue.wait(None, timeout=timeout)
+
+    def status(self) -> dict[str, object]:
+        st = self.queue.status()
+        st["cache_bytes"] = self.cache.used()
+        st["cache_limit"] = self.cache.limit
+        st["errors"] = [*st["errors"], *self.errors[-20:]]  # type: ignore[misc]
+        st["open_files"] = len(self.open_files)
+        return st
+
+    def close(self) -> None:
+        self.queue.stop()
+        self.cache.close()
+        self.vault.close()
+
+
+def mode_bits(attr: Attr) -> int:
+    kind = {"d": stat.S_IFDIR, "l": stat.S_IFLNK, "f": stat.S_IFREG}[attr.type]
+    return kind | (attr.mode & 0o7777)

@@ -1,0 +1,251 @@
+"""The durable upload queue: sealed versions waiting to reach the store.
+
+A record is written (atomically, fsynced) only after its ciphertext and
+envelope are complete in the cache, so after a crash or kill -9 every record
+on disk names a complete version: the next mount re-uploads it (conditional
+PUTs make that idempotent) and then switches the manifest. The manifest is
+switched last, so other clients never see a version whose objects are
+missing.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass
+
+from csfs.errors import CsfsError, NotFound, PreconditionFailed, StoreError
+from csfs.vault.cache import ObjectCache
+from csfs.vault.layout import content_key, envelope_key
+from csfs.vault.manifest import DirectoryManifest, Entry
+from csfs.vault.vault import Vault, conflict_name
+
+
+@dataclass
+class Record:
+    seq: int
+    file_id: str
+    version: int  # 0: an empty file, no objects
+    base_version: int  # the version this one replaces; a mismatch at commit is a conflict
+    parent_id: str
+    name: str
+    size: int
+    mode: int
+    mtime_ns: int
+    deleted: bool = False  # unlinked locally: upload nothing, commit nothing
+
+    @property
+    def keys(self) -> list[str]:
+        if self.version == 0:
+            return []
+        return [content_key(self.file_id, self.version), envelope_key(self.file_id, self.version)]
+
+
+class UploadQueue:
+    def __init__(self, vault: Vault, cache: ObjectCache, directory: str,
+                 on_error: Callable[[str], None] | None = None, workers: int = 8) -> None:
+        self.vault = vault
+        self.cache = cache
+        self.dir = os.path.join(directory, "queue")
+        os.makedirs(self.dir, mode=0o700, exist_ok=True)
+        self.lock = threading.Condition()
+        self.records: dict[str, Record] = {}  # file_id -> newest record
+        self.inflight: set[str] = set()
+        self.seq = 0
+        self.errors: list[str] = []
+        self.on_error = on_error
+        self.stopping = False
+        self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="csfs-upload")
+        self._load()
+        self.thread = threading.Thread(target=self._run, name="csfs-uploader", daemon=True)
+        self.thread.start()
+
+    def _path(self, rec: Record) -> str:
+        return os.path.join(self.dir, f"{rec.file_id}.json")
+
+    def _load(self) -> None:
+        for name in sorted(os.listdir(self.dir)):
+            if not name.endswith(".json"):
+                continue
+            try:
+                with open(os.path.join(self.dir, name)) as f:
+                    rec = Record(**json.load(f))
+            except (OSError, ValueError, TypeError):
+                continue  # a record is written atomically; a bad one is not ours
+            self.records[rec.file_id] = rec
+            self.seq = max(self.seq, rec.seq)
+            for key in rec.keys:
+                self.cache.set_pinned(key, True)
+
+    def _write(self, rec: Record) -> None:
+        path = self._path(rec)
+        tmp = path + ".tmp"
+        with open(tmp, "w") as f:
+            json.dump(asdict(rec), f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+        dfd = os.open(self.dir, os.O_RDONLY)
+        try:
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)
+
+    # -- API used by the file system -----------------------------------------------------
+
+    def pending(self, file_id: str) -> Record | None:
+        with self.lock:
+            rec = self.records.get(file_id)
+            return None if rec is None or rec.deleted else rec
+
+    def enqueue(self, rec: Record) -> None:
+        """Add a sealed version; a newer version of a file not yet uploading replaces the older."""
+        with self.lock:
+            self.seq += 1
+            rec.seq = self.seq
+            old = self.records.get(rec.file_id)
+            if old is not None and old.file_id not in self.inflight:
+                rec.base_version = old.base_version  # the store never saw ``old``
+                for key in old.keys:
+                    if key not in rec.keys:
+                        self.cache.drop(key)
+            self._write(rec)
+            self.records[rec.file_id] = rec
+            self.lock.notify_all()
+
+    def update(self, file_id: str, **changes: object) -> bool:
+        """Change a pending record (rename, chmod, utimens, unlink); False if none pending."""
+        with self.lock:
+            rec = self.records.get(file_id)
+            if rec is None:
+                return False
+            for k, v in changes.items():
+                setattr(rec, k, v)
+            self._write(rec)
+            return True
+
+    def wait(self, file_id: str | None = None, timeout: float | None = None) -> bool:
+        """Block until ``file_id`` (or everything) is in the store; False on timeout."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self.lock:
+            while (file_id in self.records) if file_id else self.records:
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    return False
+                self.lock.wait(timeout=min(remaining or 1.0, 1.0))
+            return True
+
+    def status(self) -> dict[str, object]:
+        with self.lock:
+            recs = [r for r in self.records.values() if not r.deleted]
+            return {"pending_files": len(recs), "pending_bytes": sum(r.size for r in recs),
+                    "errors": list(self.errors[-20:])}
+
+    def stop(self) -> None:
+        with self.lock:
+            self.stopping = True
+            self.lock.notify_all()
+        self.thread.join(timeout=30)
+        self.pool.shutdown(wait=True)
+
+    # -- the uploader ----------------------------------------------------------------------
+
+    def _run(self) -> None:
+        backoff = 0.2
+        while True:
+            with self.lock:
+                while not self.stopping and not (set(self.records) - self.inflight):
+                    self.lock.wait(timeout=1.0)
+                if self.stopping:
+                    return
+                batch = sorted((r for r in self.records.values() if r.file_id not in self.inflight),
+                               key=lambda r: r.seq)[:256]
+                self.inflight.update(r.file_id for r in batch)
+            try:
+                self._process(batch)
+                backoff = 0.2
+            except Exception as exc:  # noqa: BLE001 - the uploader must survive anything
+                msg = exc.message if isinstance(exc, CsfsError) else f"{type(exc).__name__}: {exc}"
+                with self.lock:
+                    self.errors.append(f"{time.strftime('%H:%M:%S')} upload failed: {msg}")
+                if self.on_error:
+                    self.on_error(msg)
+                time.sleep(backoff)
+                backoff = min(backoff * 2, 30.0)
+            finally:
+                with self.lock:
+                    self.inflight.difference_update(r.file_id for r in batch)
+                    self.lock.notify_all()
+
+    def _process(self, batch: list[Record]) -> None:
+        snap = [Record(**asdict(r)) for r in batch]  # records may change while we upload
+        live = [r for r in snap if not r.deleted]
+        list(self.pool.map(self._upload_objects, live))
+        by_parent: dict[str, list[Record]] = {}
+        for r in live:
+            by_parent.setdefault(r.parent_id, []).append(r)
+        for parent_id, recs in by_parent.items():
+            self.vault.update_dir(parent_id, lambda m, recs=recs: self._switch(m, recs))
+        with self.lock:
+            for r in snap:
+                cur = self.records.get(r.file_id)
+                if cur is not None and cur.seq == r.seq and not _changed(cur, r):
+                    del self.records[r.file_id]
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(self._path(r))
+                for key in r.keys:
+                    self.cache.set_pinned(key, cur is not None and cur.seq != r.seq and key in cur.keys)
+
+    def _upload_objects(self, rec: Record) -> None:
+        for key in rec.keys:
+            path = self.cache.local_path(key)
+            if path is None:
+                raise StoreError(f"a pending upload lost its local ciphertext ({key})")
+            try:
+                if os.path.getsize(path) > 8 << 20:
+                    self.vault.store.put_file(key, path, if_none_match=True)
+                else:
+                    with open(path, "rb") as f:
+                        self.vault.store.put(key, f.read(), if_none_match=True)
+            except PreconditionFailed:
+                # Already there: an upload before a crash, or a retry. Same key, same bytes.
+                try:
+                    if self.vault.store.head(key).size != os.path.getsize(path):
+                        raise StoreError(f"object {key} exists with other contents") from None
+                except NotFound:
+                    raise
+        
+    def _switch(self, m: DirectoryManifest, recs: list[Record]) -> None:
+        """Point each record's entry at its new version; conflicts become copies."""
+        for r in recs:
+            with self.lock:
+                cur_rec = self.records.get(r.file_id)
+                if cur_rec is not None and cur_rec.seq == r.seq:
+                    r = Record(**asdict(cur_rec))  # noqa: PLW2901 - latest name/mode/mtime
+            if r.deleted:
+                continue
+            new = Entry(r.file_id, "f", mode=r.mode, size=r.size, mtime_ns=r.mtime_ns,
+                        version=r.version)
+            found = m.entries.get(r.name)
+            if found is not None and found.id == r.file_id and found.version in (
+                    r.base_version, r.version):
+                m.entries[r.name] = new
+                continue
+            by_id = [n for n, e in m.entries.items() if e.id == r.file_id and e.version in (
+                r.base_version, r.version)]
+            if by_id:
+                m.entries[by_id[0]] = new
+            elif found is None:
+                m.entries[r.name] = new  # removed or moved elsewhere meanwhile: keep ours
+            else:
+                m.entries[conflict_name(r.name, m.entries, self.vault.identity)] = new
+
+
+def _changed(a: Record, b: Record) -> bool:
+    return (a.name, a.parent_id, a.mode, a.mtime_ns, a.deleted) != (
+        b.name, b.parent_id, b.mode, b.mtime_ns, b.deleted)
