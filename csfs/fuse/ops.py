@@ -209,7 +209,7 @@ class CsfsOperations(fuse.Operations):
     @translated
     def statfs(self, path: str) -> dict[str, int]:
         # The store has no fixed size: report a large, honest-looking free space.
-        blocks = 1 << 40 // 4096
+        blocks = (1 << 50) // 4096
         return {"f_bsize": 4096, "f_frsize": 4096, "f_blocks": blocks, "f_bfree": blocks,
                 "f_bavail": blocks, "f_files": 1 << 32, "f_ffree": 1 << 32, "f_namemax": 255}
 
