@@ -15,6 +15,7 @@ import click
 
 from csfs.cli.main import cli, default_private_key, passphrase_option
 from csfs.cli.offline_cmd import unlock
+from csfs.crypto import load_recipient
 from csfs.errors import NotFound, UsageError
 from csfs.store import open_store
 from csfs.vault import Entry, Vault
@@ -37,13 +38,9 @@ def store_options(f: Callable[..., Any]) -> Callable[..., Any]:
     return passphrase_option(f)
 
 
-def open_vault(store: str, endpoint_url: str | None, key: str, passphrase_file: str | None,
-               *, create: bool = False) -> Vault:
+def open_vault(store: str, endpoint_url: str | None, key: str, passphrase_file: str | None) -> Vault:
     identity = unlock(key, passphrase_file)
-    backend = open_store(store, endpoint_url=endpoint_url)
-    if create:
-        return Vault.create(backend, identity)
-    return Vault.open(backend, identity)
+    return Vault.open(open_store(store, endpoint_url=endpoint_url), identity)
 
 
 @contextmanager
@@ -70,12 +67,15 @@ def progress_bar(total: int, label: str) -> Iterator[Callable[[int], None]]:
 
 
 @cli.command()
+@click.option("-r", "--reader", "readers", multiple=True, metavar="PUB.pem",
+              help="Another public key that may read the whole vault; repeat for several.")
 @store_options
-def init(**kw: Any) -> None:
+def init(readers: tuple[str, ...], **kw: Any) -> None:
     """Create an empty vault in the store, owned by your key."""
     opts = pop_store_opts(kw)
-    vault = open_vault(opts["store"], opts["endpoint_url"], opts["key"], opts["passphrase_file"],
-                       create=True)
+    identity = unlock(opts["key"], opts["passphrase_file"])
+    backend = open_store(opts["store"], endpoint_url=opts["endpoint_url"])
+    vault = Vault.create(backend, identity, readers=[load_recipient(p) for p in readers])
     vault.close()
     click.echo(f"created vault {vault.header.vault_id} at {vault.store.url}", err=True)
 

@@ -23,7 +23,7 @@ from typing import BinaryIO, TypeVar
 
 from cachetools import TTLCache
 
-from csfs.crypto import Context, Envelope, Identity, decrypt_stream, encrypt_stream, parse_envelope
+from csfs.crypto import Context, Envelope, Identity, Recipient, decrypt_stream, encrypt_stream, parse_envelope
 from csfs.crypto.envelope import KIND_FILE
 from csfs.crypto.sealed import open_envelope
 from csfs.crypto.stream import HEADER_SIZE, ChunkCipher
@@ -89,7 +89,9 @@ class Vault:
     # -- opening -----------------------------------------------------------------
 
     @classmethod
-    def create(cls, store: Store, identity: Identity, *, state_dir: str | None = None) -> Vault:
+    def create(cls, store: Store, identity: Identity, *, state_dir: str | None = None,
+               readers: list[Recipient] | None = None) -> Vault:
+        """A new, empty vault owned by ``identity``; ``readers`` can also read everything."""
         header = VaultHeader.create(identity)
         try:
             store.put(HEADER_KEY, header.raw, if_none_match=True)
@@ -98,8 +100,9 @@ class Vault:
                 f"a vault already exists at {store.url}", hint="use it, or pick another --store"
             ) from None
         vault = cls(store, identity, header, VaultState(_state_dir(state_dir), header.vault_id))
+        everyone = list(dict.fromkeys([identity.recipient, *(readers or [])]))
         root = DirectoryManifest(header.root_id, version=1, readers=[
-            identity.recipient.to_pem().decode()], mtime_ns=time.time_ns())
+            r.to_pem().decode() for r in everyone], mtime_ns=time.time_ns())
         store.put(manifest_key(header.root_id), root.seal(vault.vault_id, identity),
                   if_none_match=True)
         vault.state.save()

@@ -247,8 +247,8 @@ def test_tampering_reported_by_fsck(setup: Setup, name: str, tamper: Callable[[S
         assert not report.ok and report.problems, report
         assert report.deleted == 0  # --repair deletes nothing while problems exist
     after = {o["Key"] for o in setup.s3.list_objects_v2(Bucket=setup.bucket)["Contents"]}
-    if not name.startswith("delete"):
-        assert after == before
+    # nothing the tampering left in place was deleted by --repair
+    assert len(before - after) == (1 if name.startswith("delete") else 0)
 
 
 def test_fresh_client_cannot_detect_manifest_replay(setup: Setup) -> None:
@@ -276,11 +276,34 @@ def test_replay_detected_across_restarts(setup: Setup, tmp_path: Path) -> None:
         again.listdir("/d")
 
 
+def _forged_header(vault_id: str | None) -> bytes:
+    """A header validly signed by someone else (its owner), optionally reusing a vault id."""
+    import json
+
+    from csfs.crypto.signing import sign_blob
+    from csfs.vault.layout import HEADER_DOMAIN, HEADER_FORMAT
+
+    mallory = generate_identity()
+    body = {"format": HEADER_FORMAT, "vault_id": vault_id or new_id(), "root_id": new_id(),
+            "owner": mallory.recipient.verify_key_bytes.hex()}
+    payload = json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
+    return sign_blob(mallory.signing_key, HEADER_DOMAIN, payload)
+
+
 def test_pinned_header_replacement_detected(setup: Setup) -> None:
-    """A client that has seen the vault refuses a different (even validly signed) header."""
-    forged = VaultHeader.create(generate_identity())
-    setup.put(HEADER_KEY, forged.raw)
+    """A client that has seen the vault refuses a different (validly signed) header
+    that keeps the vault id."""
+    setup.put(HEADER_KEY, _forged_header(setup.vault.header.vault_id))
     with pytest.raises(AuthenticationError, match="header changed"):
+        _reader(setup, "forged-header")
+
+
+@pytest.mark.xfail(strict=True, reason="BUG: the header pin is stored under the vault id read "
+                   "from the (untrusted) header itself (state/<vault_id>.json), so a forged "
+                   "header with a new vault id finds no pin and is trusted on first use again")
+def test_pinned_header_replacement_with_new_vault_id_detected(setup: Setup) -> None:
+    setup.put(HEADER_KEY, _forged_header(None))
+    with pytest.raises(AuthenticationError):
         _reader(setup, "forged-header")
 
 
@@ -298,15 +321,18 @@ def test_fresh_client_rejects_substituted_vault(setup: Setup, identity: Identity
         setup.s3.delete_object(Bucket=setup.bucket, Key=key)
     setup.put(HEADER_KEY, header.raw)
     setup.put(manifest_key(header.root_id), root.seal(header.vault_id_bytes, mallory))
-    victim_leaked = False
-    try:
-        victim = Vault.open(setup.vault.store, identity, state_dir=str(tmp_path / "new-machine"))
-        write_bytes(victim, "/diary.txt", b"dear diary")
-        spy = Vault.open(setup.vault.store, mallory, state_dir=str(tmp_path / "mallory"))
-        victim_leaked = read_bytes(spy, "/diary.txt") == b"dear diary"
-    except CsfsError:
-        pass
-    assert not victim_leaked
+    victim = Vault.open(setup.vault.store, identity, state_dir=str(tmp_path / "new-machine"))
+    write_bytes(victim, "/diary.txt", b"dear diary")
+    # Mallory is the store: she reads the one file version with her key, no csfs policy needed
+    from csfs.crypto import decrypt_stream, parse_envelope
+
+    (ckey,) = [o.key for o in setup.vault.store.list("c/")]
+    (kkey,) = [o.key for o in setup.vault.store.list("k/")]
+    env = parse_envelope(setup.get(kkey))
+    out = io.BytesIO()
+    with pytest.raises(CsfsError):  # what should happen: the file is not encrypted to her
+        decrypt_stream(io.BytesIO(setup.get(ckey)), env, out, mallory, context=env.context)
+    assert out.getvalue() != b"dear diary"
 
 
 # -- wrong key ----------------------------------------------------------------------------
