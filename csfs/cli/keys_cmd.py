@@ -12,19 +12,41 @@ CURVES: dict[str, KeyKind] = {"x25519": "x25519", "p256": "p256"}
 
 
 @cli.command()
-@click.option("--dir", "directory", default=DEFAULT_KEY_DIR, show_default=True,
-              help="Folder for the key files.")
-@click.option("--name", default=DEFAULT_NAME, show_default=True,
-              help="Writes NAME_private_key.pem and NAME_public_key.pem.")
-@click.option("--curve", type=click.Choice(sorted(CURVES)), default="x25519", show_default=True,
-              help="Elliptic curve of the key-encapsulation key.")
-@click.option("--pq", is_flag=True,
-              help="Hybrid post-quantum key: ML-KEM-768 + X25519 (overrides --curve).")
-@click.option("--no-passphrase", is_flag=True,
-              help="Store the private key unencrypted (not recommended).")
+@click.option(
+    "--dir",
+    "directory",
+    default=DEFAULT_KEY_DIR,
+    show_default=True,
+    help="Folder for the key files.",
+)
+@click.option(
+    "--name",
+    default=DEFAULT_NAME,
+    show_default=True,
+    help="Writes NAME_private_key.pem and NAME_public_key.pem.",
+)
+@click.option(
+    "--curve",
+    type=click.Choice(sorted(CURVES)),
+    default="x25519",
+    show_default=True,
+    help="Elliptic curve of the key-encapsulation key.",
+)
+@click.option(
+    "--pq", is_flag=True, help="Hybrid post-quantum key: ML-KEM-768 + X25519 (overrides --curve)."
+)
+@click.option(
+    "--no-passphrase", is_flag=True, help="Store the private key unencrypted (not recommended)."
+)
 @passphrase_option
-def keygen(directory: str, name: str, curve: str, pq: bool, no_passphrase: bool,
-           passphrase_file: str | None) -> None:
+def keygen(
+    directory: str,
+    name: str,
+    curve: str,
+    pq: bool,
+    no_passphrase: bool,
+    passphrase_file: str | None,
+) -> None:
     """Generate a key pair and an Ed25519 signing key, and print the fingerprint."""
     kind: KeyKind = "mlkem768x25519" if pq else CURVES[curve]
     passphrase = None if no_passphrase else read_passphrase(passphrase_file, confirm=True)

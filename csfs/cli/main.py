@@ -39,7 +39,9 @@ def read_passphrase(passphrase_file: str | None, *, confirm: bool = False) -> by
             with open(passphrase_file, "rb") as f:
                 value = f.readline().rstrip(b"\r\n")
         except OSError as exc:
-            raise KeyFileError(f"cannot read passphrase file {passphrase_file}: {exc.strerror}") from None
+            raise KeyFileError(
+                f"cannot read passphrase file {passphrase_file}: {exc.strerror}"
+            ) from None
         if not value:
             raise KeyFileError(f"passphrase file {passphrase_file} is empty")
         return value
@@ -48,13 +50,19 @@ def read_passphrase(passphrase_file: str | None, *, confirm: bool = False) -> by
             "a passphrase is needed but there is no terminal to ask on",
             hint="set CSFS_PASSPHRASE or pass --passphrase-file",
         )
-    value = click.prompt(
-        "Passphrase", hide_input=True, confirmation_prompt=confirm, err=True, default="",
+    typed = click.prompt(
+        "Passphrase",
+        hide_input=True,
+        confirmation_prompt=confirm,
+        err=True,
+        default="",
         show_default=False,
     )
-    if not value:
-        raise KeyFileError("empty passphrase", hint="use --no-passphrase to store the key unencrypted")
-    return str(value).encode()
+    if not typed:
+        raise KeyFileError(
+            "empty passphrase", hint="use --no-passphrase to store the key unencrypted"
+        )
+    return str(typed).encode()
 
 
 def fail(err: CsfsError) -> None:

@@ -33,17 +33,35 @@ def parse_size(text: str) -> int:
 @cli.command()
 @click.argument("mountpoint", type=click.Path(file_okay=False))
 @click.option("-f", "--foreground", is_flag=True, help="Stay in the foreground.")
-@click.option("--cache-dir", help="Folder for the ciphertext cache and upload queue. "
-              "Default: ~/.cache/csfs/<vault>-<key>.")
-@click.option("--cache-size", default="2G", show_default=True,
-              help="Bound on the cache (dirty files are kept beyond it until uploaded).")
+@click.option(
+    "--cache-dir",
+    help="Folder for the ciphertext cache and upload queue. Default: ~/.cache/csfs/<vault>-<key>.",
+)
+@click.option(
+    "--cache-size",
+    default="2G",
+    show_default=True,
+    help="Bound on the cache (dirty files are kept beyond it until uploaded).",
+)
 @click.option("--read-only", is_flag=True, help="Mount read-only.")
-@click.option("--ttl", default=5.0, show_default=True,
-              help="Seconds before other clients' changes are noticed.")
+@click.option(
+    "--ttl",
+    default=5.0,
+    show_default=True,
+    help="Seconds before other clients' changes are noticed.",
+)
 @click.option("-o", "options", multiple=True, help="FUSE options, e.g. -o allow_other.")
 @store_options
-def mount(mountpoint: str, foreground: bool, cache_dir: str | None, cache_size: str,
-          read_only: bool, ttl: float, options: tuple[str, ...], **kw: Any) -> None:
+def mount(
+    mountpoint: str,
+    foreground: bool,
+    cache_dir: str | None,
+    cache_size: str,
+    read_only: bool,
+    ttl: float,
+    options: tuple[str, ...],
+    **kw: Any,
+) -> None:
     """Mount the vault at MOUNTPOINT; returns once the mount is ready."""
     from csfs.fuse.mount import lock_cache_dir, run_mount
     from csfs.store import open_store
@@ -67,17 +85,25 @@ def mount(mountpoint: str, foreground: bool, cache_dir: str | None, cache_size: 
         vault = Vault.open(store, identity, ttl=ttl, tmp_dir=cache_dir)
         return FileSystem(vault, cache_dir, limit, read_only=read_only)
 
-    run_mount(make_fs, mountpoint, foreground=foreground, read_only=read_only,
-              options=list(options), log_file=os.path.join(cache_dir, "mount.log"))
+    run_mount(
+        make_fs,
+        mountpoint,
+        foreground=foreground,
+        read_only=read_only,
+        options=list(options),
+        log_file=os.path.join(cache_dir, "mount.log"),
+    )
     if not foreground:
-        click.echo(f"mounted at {mountpoint} (log: {os.path.join(cache_dir, 'mount.log')})",
-                   err=True)
+        click.echo(
+            f"mounted at {mountpoint} (log: {os.path.join(cache_dir, 'mount.log')})", err=True
+        )
 
 
 @cli.command()
 @click.argument("mountpoint", type=click.Path(file_okay=False))
-@click.option("--timeout", default=3600.0, show_default=True,
-              help="Seconds to wait for pending uploads.")
+@click.option(
+    "--timeout", default=3600.0, show_default=True, help="Seconds to wait for pending uploads."
+)
 def umount(mountpoint: str, timeout: float) -> None:
     """Wait for pending uploads, then unmount."""
     from csfs.fuse.mount import unmount

@@ -28,17 +28,32 @@ PROGRESS_MIN = 4 << 20
 
 
 def store_options(f: Callable[..., Any]) -> Callable[..., Any]:
-    f = click.option("--store", envvar="CSFS_STORE", default=DEFAULT_STORE, show_default=True,
-                     help="Where the vault lives: a folder, file:///path or s3://bucket/prefix "
-                     "(env CSFS_STORE).")(f)
-    f = click.option("--endpoint-url", envvar="AWS_ENDPOINT_URL",
-                     help="S3 endpoint for S3-compatible stores (env AWS_ENDPOINT_URL).")(f)
-    f = click.option("--key", "key", envvar="CSFS_KEY", default=default_private_key,
-                     help="Your private key (env CSFS_KEY).")(f)
+    f = click.option(
+        "--store",
+        envvar="CSFS_STORE",
+        default=DEFAULT_STORE,
+        show_default=True,
+        help="Where the vault lives: a folder, file:///path or s3://bucket/prefix "
+        "(env CSFS_STORE).",
+    )(f)
+    f = click.option(
+        "--endpoint-url",
+        envvar="AWS_ENDPOINT_URL",
+        help="S3 endpoint for S3-compatible stores (env AWS_ENDPOINT_URL).",
+    )(f)
+    f = click.option(
+        "--key",
+        "key",
+        envvar="CSFS_KEY",
+        default=default_private_key,
+        help="Your private key (env CSFS_KEY).",
+    )(f)
     return passphrase_option(f)
 
 
-def open_vault(store: str, endpoint_url: str | None, key: str, passphrase_file: str | None) -> Vault:
+def open_vault(
+    store: str, endpoint_url: str | None, key: str, passphrase_file: str | None
+) -> Vault:
     identity = unlock(key, passphrase_file)
     return Vault.open(open_store(store, endpoint_url=endpoint_url), identity)
 
@@ -67,8 +82,14 @@ def progress_bar(total: int, label: str) -> Iterator[Callable[[int], None]]:
 
 
 @cli.command()
-@click.option("-r", "--reader", "readers", multiple=True, metavar="PUB.pem",
-              help="Another public key that may read the whole vault; repeat for several.")
+@click.option(
+    "-r",
+    "--reader",
+    "readers",
+    multiple=True,
+    metavar="PUB.pem",
+    help="Another public key that may read the whole vault; repeat for several.",
+)
 @store_options
 def init(readers: tuple[str, ...], **kw: Any) -> None:
     """Create an empty vault in the store, owned by your key."""
@@ -85,8 +106,11 @@ def local_size(paths: list[str]) -> int:
     for p in paths:
         if os.path.isdir(p):
             for root, _, files in os.walk(p):
-                total += sum(os.path.getsize(os.path.join(root, f)) for f in files
-                             if os.path.isfile(os.path.join(root, f)))
+                total += sum(
+                    os.path.getsize(os.path.join(root, f))
+                    for f in files
+                    if os.path.isfile(os.path.join(root, f))
+                )
         elif os.path.isfile(p):
             total += os.path.getsize(p)
     return total
@@ -106,7 +130,9 @@ def put(sources: tuple[str, ...], dest: str, recursive: bool, **kw: Any) -> None
             raise UsageError(f"target {dest} is not a directory")
         with progress_bar(local_size(list(sources)), "uploading") as bar:
             for src in sources:
-                target = posixpath.join(dest, os.path.basename(src.rstrip("/"))) if dest_is_dir else dest
+                target = (
+                    posixpath.join(dest, os.path.basename(src.rstrip("/"))) if dest_is_dir else dest
+                )
                 if os.path.isdir(src):
                     if not recursive:
                         raise UsageError(f"{src} is a directory", hint="use put -r")
@@ -114,8 +140,9 @@ def put(sources: tuple[str, ...], dest: str, recursive: bool, **kw: Any) -> None
                 elif os.path.isfile(src):
                     st = os.stat(src)
                     with open(src, "rb") as f:
-                        vault.write_file(target, f, mode=stat.S_IMODE(st.st_mode),
-                                         mtime_ns=st.st_mtime_ns)
+                        vault.write_file(
+                            target, f, mode=stat.S_IMODE(st.st_mode), mtime_ns=st.st_mtime_ns
+                        )
                     bar(st.st_size)
                 else:
                     raise UsageError(f"no such file: {src}")
@@ -172,7 +199,11 @@ def ls(path: str, long: bool, **kw: Any) -> None:
     opts = pop_store_opts(kw)
     with vault_from(opts) as vault:
         entry = vault.lookup(path)
-        items = vault.listdir(path).items() if entry.type == "d" else [(posixpath.basename(path), entry)]
+        items = (
+            vault.listdir(path).items()
+            if entry.type == "d"
+            else [(posixpath.basename(path), entry)]
+        )
         for name, e in sorted(items):
             shown = name + ("/" if e.type == "d" and not long else "")
             if long:
@@ -226,8 +257,12 @@ def mv(source: str, dest: str, **kw: Any) -> None:
 
 
 @cli.command(name="fsck")
-@click.option("--repair", is_flag=True, help="Delete orphaned objects (old versions, "
-              "removed files, interrupted uploads). Run it while no one else writes.")
+@click.option(
+    "--repair",
+    is_flag=True,
+    help="Delete orphaned objects (old versions, "
+    "removed files, interrupted uploads). Run it while no one else writes.",
+)
 @store_options
 def fsck_cmd(repair: bool, **kw: Any) -> None:
     """Verify that every object authenticates; report tampering, loss and orphans."""
@@ -240,10 +275,12 @@ def fsck_cmd(repair: bool, **kw: Any) -> None:
         click.echo(f"orphan {key}" + (" (deleted)" if repair and report.ok else ""))
     for key in report.unknown:
         click.echo(f"unknown object {key} (not written by csfs; left alone)")
-    click.echo(f"{report.directories} directories, {report.files} files, "
-               f"{report.bytes_verified} bytes verified, {len(report.problems)} problems, "
-               f"{len(report.orphans)} orphans" + (f", {report.deleted} deleted" if repair else ""),
-               err=True)
+    click.echo(
+        f"{report.directories} directories, {report.files} files, "
+        f"{report.bytes_verified} bytes verified, {len(report.problems)} problems, "
+        f"{len(report.orphans)} orphans" + (f", {report.deleted} deleted" if repair else ""),
+        err=True,
+    )
     if repair and not report.ok:
         click.echo("csfs: hint: nothing was deleted because problems were found", err=True)
     if not report.ok:

@@ -50,15 +50,15 @@ class Context:
             raise ValueError("unknown context kind")
         if len(self.vault_id) != 16 or len(self.node_id) != 16:
             raise ValueError("vault and node ids are 16 bytes")
-        return (
-            bytes([self.kind]) + self.vault_id + self.node_id + self.version.to_bytes(8, "big")
-        )
+        return bytes([self.kind]) + self.vault_id + self.node_id + self.version.to_bytes(8, "big")
 
     @classmethod
     def decode(cls, data: bytes) -> Context:
         if data[0] not in (KIND_OFFLINE, KIND_FILE, KIND_DIRECTORY):
             raise FormatError(f"unknown envelope context kind {data[0]}")
-        return cls(data[0], bytes(data[1:17]), bytes(data[17:33]), int.from_bytes(data[33:41], "big"))
+        return cls(
+            data[0], bytes(data[1:17]), bytes(data[17:33]), int.from_bytes(data[33:41], "big")
+        )
 
     @classmethod
     def offline(cls, payload_id: bytes) -> Context:
@@ -117,17 +117,25 @@ class Envelope:
                 "key envelope signature is invalid: the envelope was tampered with"
             ) from None
         if allowed_signers is not None and self.signer not in allowed_signers:
-            raise AuthenticationError("key envelope is signed by a key that is not an authorised writer")
+            raise AuthenticationError(
+                "key envelope is signed by a key that is not an authorised writer"
+            )
 
     def check_binding(self, context: Context, header_hash: bytes) -> None:
         if self.context != context:
             raise AuthenticationError("key envelope belongs to another file or version")
         if self.header_hash != header_hash:
-            raise AuthenticationError("key envelope does not match the payload (swapped or replaced)")
+            raise AuthenticationError(
+                "key envelope does not match the payload (swapped or replaced)"
+            )
 
-    def add_recipients(self, content_key: bytes, recipients: list[Recipient], signer: Identity) -> Envelope:
+    def add_recipients(
+        self, content_key: bytes, recipients: list[Recipient], signer: Identity
+    ) -> Envelope:
         """A re-signed envelope with extra stanzas for ``recipients`` (sharing)."""
-        stanzas = self.stanzas + tuple(_wrap(content_key, r, self.context, self.header_hash) for r in recipients)
+        stanzas = self.stanzas + tuple(
+            _wrap(content_key, r, self.context, self.header_hash) for r in recipients
+        )
         return seal_envelope_stanzas(
             self.context, self.header_hash, self.length, self.commitment, stanzas, signer
         )
@@ -177,7 +185,12 @@ def seal_envelope_stanzas(
     signer_pub = key.public_key().public_bytes_raw()
     body = _signed_part(context, header_hash, length, commitment, stanzas, signer_pub)
     return Envelope(
-        context, header_hash, length, commitment, stanzas, signer_pub,
+        context,
+        header_hash,
+        length,
+        commitment,
+        stanzas,
+        signer_pub,
         key.sign(SIGNATURE_DOMAIN + body),
     )
 
@@ -232,11 +245,18 @@ def parse_envelope(data: bytes) -> Envelope:
         pos += sealed_len
     if len(data) - pos != 96:
         raise FormatError(
-            "key envelope is truncated" if len(data) - pos < 96 else "trailing data after key envelope"
+            "key envelope is truncated"
+            if len(data) - pos < 96
+            else "trailing data after key envelope"
         )
     return Envelope(
-        context, header_hash, length, commitment, tuple(stanzas),
-        bytes(data[pos : pos + 32]), bytes(data[pos + 32 :]),
+        context,
+        header_hash,
+        length,
+        commitment,
+        tuple(stanzas),
+        bytes(data[pos : pos + 32]),
+        bytes(data[pos + 32 :]),
     )
 
 

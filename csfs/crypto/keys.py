@@ -33,9 +33,7 @@ HPKE_KEMS = {
 }
 PBKDF2_ROUNDS = 300_000
 
-_PEM_BLOCK = re.compile(
-    rb"-----BEGIN ([A-Z ]+)-----\r?\n.*?-----END \1-----\r?\n?", re.DOTALL
-)
+_PEM_BLOCK = re.compile(rb"-----BEGIN ([A-Z ]+)-----\r?\n.*?-----END \1-----\r?\n?", re.DOTALL)
 
 PublicKemKey = x25519.X25519PublicKey | ec.EllipticCurvePublicKey | hpke.MLKEM768X25519PublicKey
 PrivateKemKey = x25519.X25519PrivateKey | ec.EllipticCurvePrivateKey | hpke.MLKEM768X25519PrivateKey
@@ -160,8 +158,11 @@ def _pem(label: str, der: bytes) -> bytes:
     body = base64.encodebytes(der).replace(b"\n", b"")
     lines = [body[i : i + 64] for i in range(0, len(body), 64)]
     return b"".join(
-        [f"-----BEGIN {label}-----\n".encode(), *(ln + b"\n" for ln in lines),
-         f"-----END {label}-----\n".encode()]
+        [
+            f"-----BEGIN {label}-----\n".encode(),
+            *(ln + b"\n" for ln in lines),
+            f"-----END {label}-----\n".encode(),
+        ]
     )
 
 
@@ -331,7 +332,9 @@ def key_paths(directory: str, name: str) -> tuple[str, str]:
     )
 
 
-def save_identity(identity: Identity, directory: str, name: str, passphrase: bytes | None) -> tuple[str, str]:
+def save_identity(
+    identity: Identity, directory: str, name: str, passphrase: bytes | None
+) -> tuple[str, str]:
     """Write NAME_private_key.pem (0600) and NAME_public_key.pem (0644) into directory."""
     if not re.fullmatch(r"[A-Za-z0-9._-]{1,64}", name):
         raise KeyFileError(f"invalid key name {name!r}: use letters, digits, '.', '_' or '-'")

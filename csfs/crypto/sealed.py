@@ -46,8 +46,13 @@ def encrypt_stream(
         raise ValueError("at least one recipient is needed")
     header = PayloadHeader.new(chunk_shift)
     return _encrypt_stream(
-        src, dst, recipients, signer or ed25519.Ed25519PrivateKey.generate(),
-        new_content_key(), header, context or Context.offline(header.payload_id),
+        src,
+        dst,
+        recipients,
+        signer or ed25519.Ed25519PrivateKey.generate(),
+        new_content_key(),
+        header,
+        context or Context.offline(header.payload_id),
     )
 
 
@@ -138,7 +143,9 @@ class StreamSealer:
     once, straight into the payload that will be uploaded.
     """
 
-    def __init__(self, dst: BinaryIO, context: Context, chunk_shift: int = DEFAULT_CHUNK_SHIFT) -> None:
+    def __init__(
+        self, dst: BinaryIO, context: Context, chunk_shift: int = DEFAULT_CHUNK_SHIFT
+    ) -> None:
         self.context = context
         self.content_key = new_content_key()
         self.keys = PayloadKeys(self.content_key, PayloadHeader.new(chunk_shift))
@@ -162,5 +169,12 @@ class StreamSealer:
 
     def finish(self, recipients: list[Recipient], signer: Identity) -> Envelope:
         length = self.writer.finish()
-        return seal_envelope(self.content_key, recipients, self.context, self.keys.header_hash,
-                             length, self.keys.commitment, signer)
+        return seal_envelope(
+            self.content_key,
+            recipients,
+            self.context,
+            self.keys.header_hash,
+            length,
+            self.keys.commitment,
+            signer,
+        )

@@ -34,7 +34,9 @@ DEFAULT_CHUNK_SHIFT = 16
 MIN_CHUNK_SHIFT, MAX_CHUNK_SHIFT = 12, 20
 MAX_PLAINTEXT = 1 << 48
 
-CHUNK_FAILURE = "failed to decrypt and authenticate payload chunk {}: the data is corrupted or tampered with"
+CHUNK_FAILURE = (
+    "failed to decrypt and authenticate payload chunk {}: the data is corrupted or tampered with"
+)
 
 
 def padme(length: int) -> int:
@@ -152,10 +154,13 @@ class ChunkCipher:
         want = self.plain_len(index) + TAG_SIZE
         if len(data) != want:
             raise AuthenticationError(
-                f"payload chunk {index} is {len(data)} bytes, expected {want}: truncated or tampered"
+                f"payload chunk {index} is {len(data)} bytes, expected {want}: "
+                "truncated or tampered"
             )
         try:
-            plain = self.keys.aead.decrypt(nonce(index, index == self.count - 1), data, self.aad(index))
+            plain = self.keys.aead.decrypt(
+                nonce(index, index == self.count - 1), data, self.aad(index)
+            )
         except InvalidTag:
             raise AuthenticationError(CHUNK_FAILURE.format(index)) from None
         start = index * self.chunk_size
@@ -216,8 +221,12 @@ def encrypt_payload(src: BinaryIO, dst: BinaryIO, keys: PayloadKeys) -> int:
         src_view, out_view = memoryview(buf), memoryview(out)
         for j in range(BATCH_CHUNKS):
             o = j * (c + TAG_SIZE)
-            aead.encrypt_into(nonce(first + j, False), src_view[j * c : (j + 1) * c], aad,
-                              out_view[o : o + c + TAG_SIZE])
+            aead.encrypt_into(
+                nonce(first + j, False),
+                src_view[j * c : (j + 1) * c],
+                aad,
+                out_view[o : o + c + TAG_SIZE],
+            )
         return out
 
     dst.write(keys.header.encode())
@@ -267,8 +276,12 @@ def decrypt_payload(src: BinaryIO, dst: BinaryIO, cipher: ChunkCipher) -> None:
         for j in range(count):
             o = j * (c + TAG_SIZE)
             try:
-                aead.decrypt_into(nonce(first + j, False), src_view[o : o + c + TAG_SIZE], aad,
-                                  out_view[j * c : (j + 1) * c])
+                aead.decrypt_into(
+                    nonce(first + j, False),
+                    src_view[o : o + c + TAG_SIZE],
+                    aad,
+                    out_view[j * c : (j + 1) * c],
+                )
             except InvalidTag:
                 raise AuthenticationError(CHUNK_FAILURE.format(first + j)) from None
         keep = max(0, min(count * c, cipher.length - first * c))
@@ -357,8 +370,12 @@ class PayloadWriter:
         out = bytearray(n * (c + TAG_SIZE))
         ov = memoryview(out)
         for j in range(n):
-            self.keys.aead.encrypt_into(nonce(self.chunks + j, False), view[j * c : (j + 1) * c],
-                                        self.keys.header_hash, ov[j * (c + TAG_SIZE) : (j + 1) * (c + TAG_SIZE)])
+            self.keys.aead.encrypt_into(
+                nonce(self.chunks + j, False),
+                view[j * c : (j + 1) * c],
+                self.keys.header_hash,
+                ov[j * (c + TAG_SIZE) : (j + 1) * (c + TAG_SIZE)],
+            )
         view.release()
         ov.release()
         self.dst.write(out)
@@ -384,7 +401,9 @@ class PayloadWriter:
             seg = tail[j * c : j * c + take]
             seg += bytes(take - len(seg))
             last = j == count - 1
-            aad = self.keys.header_hash + total.to_bytes(8, "big") if last else self.keys.header_hash
+            aad = (
+                self.keys.header_hash + total.to_bytes(8, "big") if last else self.keys.header_hash
+            )
             self.dst.write(self.keys.aead.encrypt(nonce(self.chunks + j, last), seg, aad))
         self.chunks += count
         self.buf = bytearray()

@@ -31,7 +31,9 @@ def socket_path(mountpoint: str) -> str:
 
 
 class ControlServer:
-    def __init__(self, mountpoint: str, handler: Callable[[dict[str, Any]], dict[str, Any]]) -> None:
+    def __init__(
+        self, mountpoint: str, handler: Callable[[dict[str, Any]], dict[str, Any]]
+    ) -> None:
         self.path = socket_path(mountpoint)
         with contextlib.suppress(FileNotFoundError):
             os.unlink(self.path)
@@ -61,7 +63,7 @@ class ControlServer:
                         break
                     data += part
                 reply = self.handler(json.loads(data))
-            except Exception as exc:  # noqa: BLE001 - a bad request must not hurt the mount
+            except Exception as exc:
                 reply = {"ok": False, "error": str(exc)}
             with contextlib.suppress(OSError):
                 conn.sendall(json.dumps(reply).encode() + b"\n")
@@ -73,7 +75,9 @@ class ControlServer:
             os.unlink(self.path)
 
 
-def request(mountpoint: str, command: str, timeout: float | None = None, **args: Any) -> dict[str, Any]:
+def request(
+    mountpoint: str, command: str, timeout: float | None = None, **args: Any
+) -> dict[str, Any]:
     path = socket_path(mountpoint)
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     sock.settimeout(timeout)
@@ -81,8 +85,9 @@ def request(mountpoint: str, command: str, timeout: float | None = None, **args:
         sock.connect(path)
     except OSError:
         sock.close()
-        raise UsageError(f"no csfs mount at {mountpoint}",
-                         hint="is it mounted? (csfs mount STORE MOUNTPOINT)") from None
+        raise UsageError(
+            f"no csfs mount at {mountpoint}", hint="is it mounted? (csfs mount STORE MOUNTPOINT)"
+        ) from None
     with sock:
         sock.sendall(json.dumps({"cmd": command, **args}).encode() + b"\n")
         data = b""

@@ -61,13 +61,22 @@ def lock_cache_dir(cache_dir: str) -> int:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         os.close(fd)
-        raise UsageError(f"cache folder {cache_dir} is in use by another mount",
-                         hint="pass --cache-dir to give this mount its own") from None
+        raise UsageError(
+            f"cache folder {cache_dir} is in use by another mount",
+            hint="pass --cache-dir to give this mount its own",
+        ) from None
     return fd
 
 
-def run_mount(make_fs: Callable[[], FileSystem], mountpoint: str, *, foreground: bool,
-              read_only: bool, options: list[str], log_file: str) -> None:
+def run_mount(
+    make_fs: Callable[[], FileSystem],
+    mountpoint: str,
+    *,
+    foreground: bool,
+    read_only: bool,
+    options: list[str],
+    log_file: str,
+) -> None:
     """Mount and serve until unmounted. In the background, return once the mount is ready."""
     if not os.path.isdir(mountpoint):
         raise UsageError(f"mount point {mountpoint} is not a directory")
@@ -84,8 +93,10 @@ def run_mount(make_fs: Callable[[], FileSystem], mountpoint: str, *, foreground:
             msg = pipe.read().decode(errors="replace")
         if msg != "ready":
             os.waitpid(pid, 0)
-            raise StoreError(msg.strip() or "the mount daemon exited before the mount was ready",
-                             hint=f"see {log_file}")
+            raise StoreError(
+                msg.strip() or "the mount daemon exited before the mount was ready",
+                hint=f"see {log_file}",
+            )
         return
     os.close(r)
     os.setsid()
@@ -103,20 +114,29 @@ def run_mount(make_fs: Callable[[], FileSystem], mountpoint: str, *, foreground:
             os.dup2(devnull, fd)
         _serve(make_fs, mountpoint, read_only, options, log_file, report, False)
         status = 0
-    except BaseException as exc:  # noqa: BLE001 - report, then exit the daemon
+    except BaseException as exc:
         report(getattr(exc, "message", None) or str(exc) or type(exc).__name__)
     finally:
         os._exit(status)
 
 
-def _serve(make_fs: Callable[[], FileSystem], mountpoint: str, read_only: bool,
-           options: list[str], log_file: str, report: Callable[[str], None],
-           foreground: bool) -> None:
+def _serve(
+    make_fs: Callable[[], FileSystem],
+    mountpoint: str,
+    read_only: bool,
+    options: list[str],
+    log_file: str,
+    report: Callable[[str], None],
+    foreground: bool,
+) -> None:
     handlers: list[logging.Handler] = [logging.FileHandler(log_file)]
     if foreground:
         handlers.append(logging.StreamHandler(sys.stderr))
-    logging.basicConfig(level=logging.INFO, handlers=handlers,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(
+        level=logging.INFO,
+        handlers=handlers,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
     fs = make_fs()
 
     def control(req: dict[str, Any]) -> dict[str, Any]:
@@ -139,8 +159,13 @@ def _serve(make_fs: Callable[[], FileSystem], mountpoint: str, read_only: bool,
             report("ready")
 
     try:
-        fuse.FUSE(_Ops(fs, ready), mountpoint, foreground=True, nothreads=False,
-                  **fuse_options(read_only, options))
+        fuse.FUSE(
+            _Ops(fs, ready),
+            mountpoint,
+            foreground=True,
+            nothreads=False,
+            **fuse_options(read_only, options),
+        )
     finally:
         server.close()
         log.info("unmounted %s", mountpoint)
@@ -152,14 +177,18 @@ def unmount(mountpoint: str, *, timeout: float = 3600) -> None:
     """Drain the upload queue, then unmount and wait for the daemon to finish."""
     reply = request(mountpoint, "sync", timeout=timeout + 5, wait=timeout)
     if not reply.get("ok"):
-        raise StoreError(f"uploads did not finish: {reply.get('error')}",
-                         hint="run `csfs status` to see what is pending")
+        raise StoreError(
+            f"uploads did not finish: {reply.get('error')}",
+            hint="run `csfs status` to see what is pending",
+        )
     tool = shutil.which("fusermount3") or shutil.which("fusermount")
     cmd = [tool, "-u", mountpoint] if tool else ["umount", mountpoint]
-    result = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    result = subprocess.run(cmd, capture_output=True, text=True, check=False)  # noqa: S603
     if result.returncode != 0:
-        raise UsageError(f"could not unmount {mountpoint}: {result.stderr.strip()}",
-                         hint="close programs using the mount, then retry")
+        raise UsageError(
+            f"could not unmount {mountpoint}: {result.stderr.strip()}",
+            hint="close programs using the mount, then retry",
+        )
     deadline = time.monotonic() + 60
     while os.path.exists(socket_path(mountpoint)) and time.monotonic() < deadline:
         time.sleep(0.05)

@@ -70,12 +70,17 @@ def translated(func: F) -> F:
             return func(self, *args)
         except fuse.FuseOSError:
             raise
-        except Exception as exc:  # noqa: BLE001 - every failure becomes an errno, never a crash
+        except Exception as exc:
             code = errno_for(exc)
             if code == errno.EIO:
                 msg = exc.message if isinstance(exc, CsfsError) else repr(exc)
-                log.error("%s %s: %s", func.__name__, args[:1], msg,
-                          exc_info=not isinstance(exc, CsfsError))
+                log.error(
+                    "%s %s: %s",
+                    func.__name__,
+                    args[:1],
+                    msg,
+                    exc_info=not isinstance(exc, CsfsError),
+                )
                 self.fs._note_error(f"{func.__name__} {args[:1]}: {msg}")
             elif code not in (errno.ENOENT,):
                 log.debug("%s %s: errno %d", func.__name__, args[:1], code)
@@ -210,8 +215,16 @@ class CsfsOperations(fuse.Operations):
     def statfs(self, path: str) -> dict[str, int]:
         # The store has no fixed size: report a large, honest-looking free space.
         blocks = (1 << 50) // 4096
-        return {"f_bsize": 4096, "f_frsize": 4096, "f_blocks": blocks, "f_bfree": blocks,
-                "f_bavail": blocks, "f_files": 1 << 32, "f_ffree": 1 << 32, "f_namemax": 255}
+        return {
+            "f_bsize": 4096,
+            "f_frsize": 4096,
+            "f_blocks": blocks,
+            "f_bfree": blocks,
+            "f_bavail": blocks,
+            "f_files": 1 << 32,
+            "f_ffree": 1 << 32,
+            "f_namemax": 255,
+        }
 
     @translated
     def access(self, path: str, amode: int) -> int:

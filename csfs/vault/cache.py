@@ -76,8 +76,10 @@ class ObjectCache:
     def _save_map(self, key: str, e: _Entry) -> None:
         tmp = e.path + ".map.tmp"
         with open(tmp, "w") as f:
-            f.write(f"{key}\n{e.size if e.size is not None else '-'}\n"
-                    + " ".join(map(str, sorted(e.blocks))))
+            f.write(
+                f"{key}\n{e.size if e.size is not None else '-'}\n"
+                + " ".join(map(str, sorted(e.blocks)))
+            )
         os.replace(tmp, e.path + ".map")
 
     @staticmethod
@@ -122,8 +124,11 @@ class ObjectCache:
         e = self._entry(key)
         waits: list[Future[None]] = []
         with self.lock:
-            missing = [b for b in range(first, last + 1) if b not in e.blocks
-                       and (e.size is None or b * BLOCK < e.size)]
+            missing = [
+                b
+                for b in range(first, last + 1)
+                if b not in e.blocks and (e.size is None or b * BLOCK < e.size)
+            ]
             run: list[int] = []
             for b in missing:
                 if (key, b) in self.inflight:
@@ -180,9 +185,13 @@ class ObjectCache:
             e.last_block = last
             if not sequential:
                 return
-            ahead = [b for b in range(last + 1, last + 1 + READ_AHEAD)
-                     if b not in e.blocks and (key, b) not in self.inflight
-                     and (e.size is None or b * BLOCK < e.size)]
+            ahead = [
+                b
+                for b in range(last + 1, last + 1 + READ_AHEAD)
+                if b not in e.blocks
+                and (key, b) not in self.inflight
+                and (e.size is None or b * BLOCK < e.size)
+            ]
             run: list[int] = []
             for b in ahead:
                 if run and (b != run[-1] + 1 or len(run) >= FETCH_RUN):
@@ -196,8 +205,7 @@ class ObjectCache:
         """A whole small object (an envelope), cached like any other."""
         e = self._entry(key)
         with self.lock:
-            complete = e.size is not None and all(
-                b in e.blocks for b in range(-(-e.size // BLOCK)))
+            complete = e.size is not None and all(b in e.blocks for b in range(-(-e.size // BLOCK)))
         if not complete:
             data = self.store.get(key)
             self.put_local(key, data, pinned=False)

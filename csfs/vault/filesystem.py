@@ -70,12 +70,14 @@ class OpenFile:
         self.scratch: ScratchFile | None = None
         self.dirty = False
         self.refs = 0
+        self.fh = 0  # the handle most recently opened on it
         self.lock = threading.RLock()
 
 
 class FileSystem:
-    def __init__(self, vault: Vault, cache_dir: str, cache_size: int, *,
-                 read_only: bool = False) -> None:
+    def __init__(
+        self, vault: Vault, cache_dir: str, cache_size: int, *, read_only: bool = False
+    ) -> None:
         self.vault = vault
         self.read_only = read_only
         os.makedirs(cache_dir, mode=0o700, exist_ok=True)
@@ -107,12 +109,14 @@ class FileSystem:
         with self.lock:
             of = self.open_files.get(entry.id)
         if of is not None and (of.dirty or of.base_version != entry.version):
-            return replace(entry, size=of.size, mtime_ns=of.mtime_ns, version=of.base_version,
-                           mode=of.mode)
+            return replace(
+                entry, size=of.size, mtime_ns=of.mtime_ns, version=of.base_version, mode=of.mode
+            )
         rec = self.queue.pending(entry.id)
         if rec is not None:
-            return replace(entry, size=rec.size, mtime_ns=rec.mtime_ns, version=rec.version,
-                           mode=rec.mode)
+            return replace(
+                entry, size=rec.size, mtime_ns=rec.mtime_ns, version=rec.version, mode=rec.mode
+            )
         return entry
 
     def lookup(self, path: str) -> Entry:
@@ -249,7 +253,7 @@ class FileSystem:
         of = self._open_file(path)
         with of.lock:
             self._start_stream(of)
-        return of.fh  # type: ignore[attr-defined,no-any-return]
+        return of.fh
 
     def open(self, path: str, flags: int) -> int:
         writing = flags & (os.O_WRONLY | os.O_RDWR)
@@ -260,7 +264,7 @@ class FileSystem:
             with of.lock:
                 if of.size or of.dirty:
                     self._truncate(of, 0)
-        return of.fh  # type: ignore[attr-defined,no-any-return]
+        return of.fh
 
     def release(self, fh: int) -> None:
         of = self._handle(fh)
@@ -295,9 +299,13 @@ class FileSystem:
         if cipher is None:
             env = self.cache.get_small(envelope_key(file_id, version))
             header = self.cache.read(content_key(file_id, version), 0, HEADER_SIZE)
-            _, cipher = open_envelope(env, header, self.vault.identity,
-                                      context=self.vault.file_context(file_id, version),
-                                      allowed_signers=self.vault.writers())
+            _, cipher = open_envelope(
+                env,
+                header,
+                self.vault.identity,
+                context=self.vault.file_context(file_id, version),
+                allowed_signers=self.vault.writers(),
+            )
             self.ciphers[key] = cipher
         return cipher
 
@@ -351,7 +359,7 @@ class FileSystem:
         self._discard(of)
         of.version = new_version()
         of.sealer_path = self.cache.path_for_new(content_key(of.file_id, of.version))
-        f = open(of.sealer_path, "wb")  # noqa: SIM115 - owned by the sealer until seal
+        f = open(of.sealer_path, "wb")
         of.sealer = StreamSealer(f, self._context(of))
         of.sealer.file = f  # type: ignore[attr-defined]
         of.state = "stream"
@@ -398,8 +406,9 @@ class FileSystem:
         start = index * C
         out = bytearray(C)
         if start < of.base_limit:
-            base = self.read_version(of.file_id, of.base_version, start,
-                                     min(C, of.base_limit - start))
+            base = self.read_version(
+                of.file_id, of.base_version, start, min(C, of.base_limit - start)
+            )
             out[: len(base)] = base
         return out
 
@@ -457,7 +466,7 @@ class FileSystem:
                 self._truncate(of, length)
             return
         assert path is not None
-        fh2 = self._open_file(path).fh  # type: ignore[attr-defined]
+        fh2 = self._open_file(path).fh
         try:
             of = self._handle(fh2)
             with of.lock:
@@ -526,8 +535,18 @@ class FileSystem:
         ckey = content_key(of.file_id, of.version)
         self.cache.adopt(ckey, pinned=True)
         self.cache.put_local(envelope_key(of.file_id, of.version), env.encode(), pinned=True)
-        rec = Record(0, of.file_id, of.version, of.base_version, of.parent_id, of.name,
-                     of.size, of.mode, of.mtime_ns, deleted=not of.name)
+        rec = Record(
+            0,
+            of.file_id,
+            of.version,
+            of.base_version,
+            of.parent_id,
+            of.name,
+            of.size,
+            of.mode,
+            of.mtime_ns,
+            deleted=not of.name,
+        )
         self.queue.enqueue(rec)
         # The new version is the base of whatever comes next on this handle.
         self._discard(of)

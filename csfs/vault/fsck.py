@@ -41,8 +41,9 @@ class FsckReport:
         return not self.problems
 
 
-def fsck(vault: Vault, *, repair: bool = False,
-         progress: Callable[[str], None] | None = None) -> FsckReport:
+def fsck(
+    vault: Vault, *, repair: bool = False, progress: Callable[[str], None] | None = None
+) -> FsckReport:
     report = FsckReport()
     reachable = {HEADER_KEY}
     seen_nodes: dict[str, str] = {}
@@ -51,8 +52,9 @@ def fsck(vault: Vault, *, repair: bool = False,
         if progress:
             progress(path)
         if entry.id in seen_nodes and entry.type != "l":
-            report.problems.append(f"{path}: same node as {seen_nodes[entry.id]} "
-                                   "(an interrupted move?)")
+            report.problems.append(
+                f"{path}: same node as {seen_nodes[entry.id]} (an interrupted move?)"
+            )
         seen_nodes[entry.id] = path
         if entry.type == "d":
             reachable.add(manifest_key(entry.id))

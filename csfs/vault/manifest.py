@@ -45,8 +45,12 @@ class Entry:
     target: str = ""  # symlinks only
 
     def to_json(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"id": self.id, "type": self.type, "mode": self.mode,
-                               "mtime_ns": self.mtime_ns}
+        out: dict[str, Any] = {
+            "id": self.id,
+            "type": self.type,
+            "mode": self.mode,
+            "mtime_ns": self.mtime_ns,
+        }
         if self.type == "f":
             out["size"] = self.size
             out["version"] = self.version
@@ -61,9 +65,13 @@ class Entry:
             if kind not in TYPES:
                 raise FormatError(f"unknown directory entry type {kind!r}")
             entry = cls(
-                id=check_id(obj["id"]), type=kind, mode=int(obj["mode"]),
-                size=int(obj.get("size", 0)), mtime_ns=int(obj["mtime_ns"]),
-                version=int(obj.get("version", 0)), target=str(obj.get("target", "")),
+                id=check_id(obj["id"]),
+                type=kind,
+                mode=int(obj["mode"]),
+                size=int(obj.get("size", 0)),
+                mtime_ns=int(obj["mtime_ns"]),
+                version=int(obj.get("version", 0)),
+                target=str(obj.get("target", "")),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise FormatError(f"malformed directory entry: {exc}") from None
@@ -83,8 +91,9 @@ class DirectoryManifest:
     mode: int = 0o755
 
     def copy(self) -> DirectoryManifest:
-        return replace(self, entries=dict(self.entries), readers=list(self.readers),
-                       writers=list(self.writers))
+        return replace(
+            self, entries=dict(self.entries), readers=list(self.readers), writers=list(self.writers)
+        )
 
     def recipients(self) -> list[Recipient]:
         return [load_recipient_pem(p.encode(), "reader key in a manifest") for p in self.readers]
@@ -115,9 +124,15 @@ class DirectoryManifest:
             if body["dir_id"] != dir_id:
                 raise AuthenticationError("directory manifest names another directory")
             entries = {check_name(n): Entry.from_json(e) for n, e in body["entries"].items()}
-            return cls(dir_id, version, entries, [str(r) for r in body["readers"]],
-                       [str(w) for w in body["writers"]], int(body["mtime_ns"]),
-                       int(body.get("mode", 0o755)))
+            return cls(
+                dir_id,
+                version,
+                entries,
+                [str(r) for r in body["readers"]],
+                [str(w) for w in body["writers"]],
+                int(body["mtime_ns"]),
+                int(body.get("mode", 0o755)),
+            )
         except (KeyError, TypeError, ValueError, UsageError) as exc:
             raise FormatError(f"malformed directory manifest: {exc}") from None
 
@@ -125,14 +140,21 @@ class DirectoryManifest:
         """The object stored at m/<dir_id>: envelope length, envelope, payload."""
         context = Context(KIND_DIRECTORY, vault_id, bytes.fromhex(self.dir_id), self.version)
         payload = io.BytesIO()
-        env = encrypt_stream(io.BytesIO(self.encode_plain()), payload, self.recipients(), signer,
-                             context=context)
+        env = encrypt_stream(
+            io.BytesIO(self.encode_plain()), payload, self.recipients(), signer, context=context
+        )
         env_bytes = env.encode()
         return len(env_bytes).to_bytes(4, "big") + env_bytes + payload.getvalue()
 
     @classmethod
-    def open(cls, raw: bytes, vault_id: bytes, dir_id: str, identity: Identity,
-             allowed_signers: set[bytes] | None) -> DirectoryManifest:
+    def open(
+        cls,
+        raw: bytes,
+        vault_id: bytes,
+        dir_id: str,
+        identity: Identity,
+        allowed_signers: set[bytes] | None,
+    ) -> DirectoryManifest:
         if len(raw) < 4:
             raise FormatError("directory manifest object is truncated")
         n = int.from_bytes(raw[:4], "big")
@@ -142,6 +164,12 @@ class DirectoryManifest:
         version = env.context.version
         expected = Context(KIND_DIRECTORY, vault_id, bytes.fromhex(dir_id), version)
         out = io.BytesIO()
-        decrypt_stream(io.BytesIO(raw[4 + n :]), env, out, identity, context=expected,
-                       allowed_signers=allowed_signers)
+        decrypt_stream(
+            io.BytesIO(raw[4 + n :]),
+            env,
+            out,
+            identity,
+            context=expected,
+            allowed_signers=allowed_signers,
+        )
         return cls.decode_plain(out.getvalue(), dir_id, version)

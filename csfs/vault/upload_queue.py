@@ -11,6 +11,7 @@ missing.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import threading
@@ -47,8 +48,14 @@ class Record:
 
 
 class UploadQueue:
-    def __init__(self, vault: Vault, cache: ObjectCache, directory: str,
-                 on_error: Callable[[str], None] | None = None, workers: int = 8) -> None:
+    def __init__(
+        self,
+        vault: Vault,
+        cache: ObjectCache,
+        directory: str,
+        on_error: Callable[[str], None] | None = None,
+        workers: int = 8,
+    ) -> None:
         self.vault = vault
         self.cache = cache
         self.dir = os.path.join(directory, "queue")
@@ -143,8 +150,11 @@ class UploadQueue:
     def status(self) -> dict[str, object]:
         with self.lock:
             recs = [r for r in self.records.values() if not r.deleted]
-            return {"pending_files": len(recs), "pending_bytes": sum(r.size for r in recs),
-                    "errors": list(self.errors[-20:])}
+            return {
+                "pending_files": len(recs),
+                "pending_bytes": sum(r.size for r in recs),
+                "errors": list(self.errors[-20:]),
+            }
 
     def stop(self) -> None:
         with self.lock:
@@ -163,13 +173,15 @@ class UploadQueue:
                     self.lock.wait(timeout=1.0)
                 if self.stopping:
                     return
-                batch = sorted((r for r in self.records.values() if r.file_id not in self.inflight),
-                               key=lambda r: r.seq)[:256]
+                batch = sorted(
+                    (r for r in self.records.values() if r.file_id not in self.inflight),
+                    key=lambda r: r.seq,
+                )[:256]
                 self.inflight.update(r.file_id for r in batch)
             try:
                 self._process(batch)
                 backoff = 0.2
-            except Exception as exc:  # noqa: BLE001 - the uploader must survive anything
+            except Exception as exc:
                 msg = exc.message if isinstance(exc, CsfsError) else f"{type(exc).__name__}: {exc}"
                 with self.lock:
                     self.errors.append(f"{time.strftime('%H:%M:%S')} upload failed: {msg}")
@@ -190,7 +202,7 @@ class UploadQueue:
         for r in live:
             by_parent.setdefault(r.parent_id, []).append(r)
         for parent_id, recs in by_parent.items():
-            self.vault.update_dir(parent_id, lambda m, recs=recs: self._switch(m, recs))
+            self.vault.update_dir(parent_id, functools.partial(self._switch, recs=recs))
         with self.lock:
             for r in snap:
                 cur = self.records.get(r.file_id)
@@ -199,7 +211,9 @@ class UploadQueue:
                     with contextlib.suppress(FileNotFoundError):
                         os.unlink(self._path(r))
                 for key in r.keys:
-                    self.cache.set_pinned(key, cur is not None and cur.seq != r.seq and key in cur.keys)
+                    self.cache.set_pinned(
+                        key, cur is not None and cur.seq != r.seq and key in cur.keys
+                    )
 
     def _upload_objects(self, rec: Record) -> None:
         for key in rec.keys:
@@ -219,25 +233,32 @@ class UploadQueue:
                         raise StoreError(f"object {key} exists with other contents") from None
                 except NotFound:
                     raise
-        
+
     def _switch(self, m: DirectoryManifest, recs: list[Record]) -> None:
         """Point each record's entry at its new version; conflicts become copies."""
         for r in recs:
             with self.lock:
                 cur_rec = self.records.get(r.file_id)
                 if cur_rec is not None and cur_rec.seq == r.seq:
-                    r = Record(**asdict(cur_rec))  # noqa: PLW2901 - latest name/mode/mtime
+                    r = Record(**asdict(cur_rec))
             if r.deleted:
                 continue
-            new = Entry(r.file_id, "f", mode=r.mode, size=r.size, mtime_ns=r.mtime_ns,
-                        version=r.version)
+            new = Entry(
+                r.file_id, "f", mode=r.mode, size=r.size, mtime_ns=r.mtime_ns, version=r.version
+            )
             found = m.entries.get(r.name)
-            if found is not None and found.id == r.file_id and found.version in (
-                    r.base_version, r.version):
+            if (
+                found is not None
+                and found.id == r.file_id
+                and found.version in (r.base_version, r.version)
+            ):
                 m.entries[r.name] = new
                 continue
-            by_id = [n for n, e in m.entries.items() if e.id == r.file_id and e.version in (
-                r.base_version, r.version)]
+            by_id = [
+                n
+                for n, e in m.entries.items()
+                if e.id == r.file_id and e.version in (r.base_version, r.version)
+            ]
             if by_id:
                 m.entries[by_id[0]] = new
             elif found is None:
@@ -248,4 +269,9 @@ class UploadQueue:
 
 def _changed(a: Record, b: Record) -> bool:
     return (a.name, a.parent_id, a.mode, a.mtime_ns, a.deleted) != (
-        b.name, b.parent_id, b.mode, b.mtime_ns, b.deleted)
+        b.name,
+        b.parent_id,
+        b.mode,
+        b.mtime_ns,
+        b.deleted,
+    )

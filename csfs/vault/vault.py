@@ -23,19 +23,27 @@ from typing import BinaryIO, TypeVar
 
 from cachetools import TTLCache
 
-from csfs.crypto import Context, Envelope, Identity, Recipient, decrypt_stream, encrypt_stream, parse_envelope
+from csfs.crypto import (
+    Context,
+    Envelope,
+    Identity,
+    Recipient,
+    decrypt_stream,
+    encrypt_stream,
+    parse_envelope,
+)
 from csfs.crypto.envelope import KIND_FILE
 from csfs.crypto.sealed import open_envelope
 from csfs.crypto.stream import HEADER_SIZE, ChunkCipher
 from csfs.errors import (
+    AlreadyExists,
     AuthenticationError,
     ConflictError,
-    IntegrityError,
-    NotFound,
-    AlreadyExists,
     DirectoryNotEmpty,
+    IntegrityError,
     IsADirectory,
     NotADirectory,
+    NotFound,
     PreconditionFailed,
     UsageError,
 )
@@ -72,8 +80,16 @@ class Stat:
 
 
 class Vault:
-    def __init__(self, store: Store, identity: Identity, header: VaultHeader,
-                 state: VaultState, *, ttl: float = 1.0, tmp_dir: str | None = None) -> None:
+    def __init__(
+        self,
+        store: Store,
+        identity: Identity,
+        header: VaultHeader,
+        state: VaultState,
+        *,
+        ttl: float = 1.0,
+        tmp_dir: str | None = None,
+    ) -> None:
         self.store = store
         self.identity = identity
         self.header = header
@@ -89,8 +105,14 @@ class Vault:
     # -- opening -----------------------------------------------------------------
 
     @classmethod
-    def create(cls, store: Store, identity: Identity, *, state_dir: str | None = None,
-               readers: list[Recipient] | None = None) -> Vault:
+    def create(
+        cls,
+        store: Store,
+        identity: Identity,
+        *,
+        state_dir: str | None = None,
+        readers: list[Recipient] | None = None,
+    ) -> Vault:
         """A new, empty vault owned by ``identity``; ``readers`` can also read everything."""
         header = VaultHeader.create(identity)
         try:
@@ -101,16 +123,28 @@ class Vault:
             ) from None
         vault = cls(store, identity, header, VaultState(_state_dir(state_dir), header.vault_id))
         everyone = list(dict.fromkeys([identity.recipient, *(readers or [])]))
-        root = DirectoryManifest(header.root_id, version=1, readers=[
-            r.to_pem().decode() for r in everyone], mtime_ns=time.time_ns())
-        store.put(manifest_key(header.root_id), root.seal(vault.vault_id, identity),
-                  if_none_match=True)
+        root = DirectoryManifest(
+            header.root_id,
+            version=1,
+            readers=[r.to_pem().decode() for r in everyone],
+            mtime_ns=time.time_ns(),
+        )
+        store.put(
+            manifest_key(header.root_id), root.seal(vault.vault_id, identity), if_none_match=True
+        )
         vault.state.save()
         return vault
 
     @classmethod
-    def open(cls, store: Store, identity: Identity, *, state_dir: str | None = None,
-             ttl: float = 1.0, tmp_dir: str | None = None) -> Vault:
+    def open(
+        cls,
+        store: Store,
+        identity: Identity,
+        *,
+        state_dir: str | None = None,
+        ttl: float = 1.0,
+        tmp_dir: str | None = None,
+    ) -> Vault:
         try:
             raw = store.get(HEADER_KEY)
         except NotFound:
@@ -173,10 +207,12 @@ class Vault:
 
     def new_directory(self, parent: DirectoryManifest, mode: int) -> str:
         dir_id = new_id()
-        child = DirectoryManifest(dir_id, version=1, readers=list(parent.readers),
-                                  mtime_ns=time.time_ns(), mode=mode)
-        self.store.put(manifest_key(dir_id), child.seal(self.vault_id, self.identity),
-                       if_none_match=True)
+        child = DirectoryManifest(
+            dir_id, version=1, readers=list(parent.readers), mtime_ns=time.time_ns(), mode=mode
+        )
+        self.store.put(
+            manifest_key(dir_id), child.seal(self.vault_id, self.identity), if_none_match=True
+        )
         return dir_id
 
     # -- paths --------------------------------------------------------------------
@@ -268,14 +304,19 @@ class Vault:
             cur = m.entries.get(name)
             if cur is None:
                 raise NotFound(f"no such file or directory: {path}")
-            new = replace(cur, mode=cur.mode if mode is None else mode,
-                          mtime_ns=cur.mtime_ns if mtime_ns is None else mtime_ns)
+            new = replace(
+                cur,
+                mode=cur.mode if mode is None else mode,
+                mtime_ns=cur.mtime_ns if mtime_ns is None else mtime_ns,
+            )
             m.entries[name] = new
             return new
 
         return self.update_dir(parent_id, change)
 
-    def remove(self, path: str, *, recursive: bool = False, expect_dir: bool | None = None) -> Entry:
+    def remove(
+        self, path: str, *, recursive: bool = False, expect_dir: bool | None = None
+    ) -> Entry:
         parent_id, name = self.parent_of(path)
 
         def drop(m: DirectoryManifest) -> Entry:
@@ -315,6 +356,7 @@ class Vault:
                 raise NotADirectory(f"cannot replace non-directory {dst} with a directory")
 
         if src_parent == dst_parent:
+
             def move(m: DirectoryManifest) -> Entry:
                 cur = m.entries.get(src_name)
                 if cur is None:
@@ -348,8 +390,13 @@ class Vault:
     def file_context(self, file_id: str, version: int) -> Context:
         return Context(KIND_FILE, self.vault_id, bytes.fromhex(file_id), version)
 
-    def upload_version(self, file_id: str, src: BinaryIO, recipients_from: DirectoryManifest,
-                       version: int | None = None) -> tuple[int, int]:
+    def upload_version(
+        self,
+        file_id: str,
+        src: BinaryIO,
+        recipients_from: DirectoryManifest,
+        version: int | None = None,
+    ) -> tuple[int, int]:
         """Encrypt ``src`` as a new version of ``file_id``; upload ciphertext, then envelope.
 
         Returns (version, plaintext length). The manifest is not touched.
@@ -377,11 +424,15 @@ class Vault:
         A change made meanwhile by another writer is kept, and ours is stored
         next to it as a conflict copy; nothing is lost.
         """
+
         def switch(m: DirectoryManifest) -> Entry:
             cur = m.entries.get(name)
             unchanged = (cur is None and base is None) or (
-                cur is not None and base is not None and cur.id == base.id
-                and cur.version == base.version and cur.type == base.type
+                cur is not None
+                and base is not None
+                and cur.id == base.id
+                and cur.version == base.version
+                and cur.type == base.type
             )
             if cur is not None and cur.type == "d":
                 raise IsADirectory(f"is a directory: {name}")
@@ -391,8 +442,9 @@ class Vault:
 
         return self.update_dir(parent_id, switch)
 
-    def write_file(self, path: str, src: BinaryIO, *, mode: int | None = None,
-                   mtime_ns: int | None = None) -> Entry:
+    def write_file(
+        self, path: str, src: BinaryIO, *, mode: int | None = None, mtime_ns: int | None = None
+    ) -> Entry:
         """Write ``src`` as the new content of ``path`` (created if missing)."""
         parent_id, name = self.parent_of(path)
         parent, _ = self.load_dir(parent_id)
@@ -403,8 +455,14 @@ class Vault:
         version, length = self.upload_version(file_id, src, parent)
         if mode is None:
             mode = base.mode if base is not None and base.type == "f" else 0o644
-        new = Entry(file_id, "f", mode=mode, size=length,
-                    mtime_ns=mtime_ns or time.time_ns(), version=version)
+        new = Entry(
+            file_id,
+            "f",
+            mode=mode,
+            size=length,
+            mtime_ns=mtime_ns or time.time_ns(),
+            version=version,
+        )
         return self.commit_file(parent_id, name, new, base)
 
     def open_version(self, entry: Entry) -> tuple[Envelope, ChunkCipher]:
@@ -415,9 +473,14 @@ class Vault:
             env_raw = self.store.get(envelope_key(entry.id, entry.version))
             header = self.store.get(content_key(entry.id, entry.version), 0, HEADER_SIZE)
         except NotFound:
-            raise IntegrityError("a file's ciphertext or key envelope is missing from the store") from None
+            raise IntegrityError(
+                "a file's ciphertext or key envelope is missing from the store"
+            ) from None
         env, cipher = open_envelope(
-            env_raw, header, self.identity, context=self.file_context(entry.id, entry.version),
+            env_raw,
+            header,
+            self.identity,
+            context=self.file_context(entry.id, entry.version),
             allowed_signers=self.writers(),
         )
         if env.length != entry.size:
@@ -425,7 +488,10 @@ class Vault:
         return env, cipher
 
     def read_file(self, path_or_entry: str | Entry, dst: BinaryIO) -> Entry:
-        """Decrypt a whole file into ``dst``, streaming; partial output is the caller's to discard."""
+        """Decrypt a whole file into ``dst``, streaming.
+
+        On failure ``dst`` may hold a verified prefix: the caller discards it.
+        """
         entry = self.lookup(path_or_entry) if isinstance(path_or_entry, str) else path_or_entry
         if entry.type != "f":
             raise IsADirectory("not a regular file")
@@ -439,17 +505,21 @@ class Vault:
             context = self.file_context(entry.id, entry.version)
             if env.length <= SMALL_FILE:
                 src: BinaryIO = io.BytesIO(self.store.get(ckey))
-                decrypt_stream(src, env, dst, self.identity, context=context,
-                               allowed_signers=self.writers())
+                decrypt_stream(
+                    src, env, dst, self.identity, context=context, allowed_signers=self.writers()
+                )
                 return entry
             with tempfile.TemporaryDirectory(dir=self.tmp_dir) as tmp:
                 local = os.path.join(tmp, "payload")
                 self.store.get_to_file(ckey, local)
                 with open(local, "rb") as f:
-                    decrypt_stream(f, env, dst, self.identity, context=context,
-                                   allowed_signers=self.writers())
+                    decrypt_stream(
+                        f, env, dst, self.identity, context=context, allowed_signers=self.writers()
+                    )
         except NotFound:
-            raise IntegrityError("a file's ciphertext or key envelope is missing from the store") from None
+            raise IntegrityError(
+                "a file's ciphertext or key envelope is missing from the store"
+            ) from None
         return entry
 
     def read_range(self, entry: Entry, cipher: ChunkCipher, offset: int, size: int) -> bytes:
@@ -471,16 +541,22 @@ class Vault:
 
     # -- trees ------------------------------------------------------------------------
 
-    def walk(self, path: str = "/") -> Iterator[tuple[str, Entry]]:
+    def walk(self, path: str = "/", entry: Entry | None = None) -> Iterator[tuple[str, Entry]]:
         """Every (path, entry) under ``path``, depth first, parents before children."""
-        entry = self.lookup(path)
+        entry = entry or self.lookup(path)
         yield path, entry
         if entry.type == "d":
             for name, child in sorted(self.load_dir(entry.id)[0].entries.items()):
-                yield from self.walk(posixpath.join(path, name))
+                yield from self.walk(posixpath.join(path, name), child)
 
-    def put_tree(self, local_dir: str, path: str, *, workers: int = 16,
-                 progress: Callable[[int], None] | None = None) -> int:
+    def put_tree(
+        self,
+        local_dir: str,
+        path: str,
+        *,
+        workers: int = 16,
+        progress: Callable[[int], None] | None = None,
+    ) -> int:
         """Upload a local tree: all file objects in parallel, then one manifest switch
         per directory. Returns the number of files."""
         if not self.exists(path):
@@ -495,12 +571,17 @@ class Vault:
                 sub = posixpath.join(vpath, d)
                 if d not in manifest.entries:
                     self.mkdir(sub, mode=stat.S_IMODE(os.stat(os.path.join(root, d)).st_mode))
-            regular = [f for f in sorted(files) if os.path.isfile(os.path.join(root, f))
-                       and not os.path.islink(os.path.join(root, f))]
+            regular = [
+                f
+                for f in sorted(files)
+                if os.path.isfile(os.path.join(root, f))
+                and not os.path.islink(os.path.join(root, f))
+            ]
             links = [f for f in sorted(files) if os.path.islink(os.path.join(root, f))]
 
-            def upload(name: str, root: str = root, manifest: DirectoryManifest = manifest
-                       ) -> tuple[str, Entry, Entry | None]:
+            def upload(
+                name: str, root: str = root, manifest: DirectoryManifest = manifest
+            ) -> tuple[str, Entry, Entry | None]:
                 local = os.path.join(root, name)
                 st = os.stat(local)
                 base = manifest.entries.get(name)
@@ -509,33 +590,56 @@ class Vault:
                     version, length = self.upload_version(file_id, f, manifest)
                 if progress:
                     progress(length)
-                return name, Entry(file_id, "f", mode=stat.S_IMODE(st.st_mode), size=length,
-                                   mtime_ns=st.st_mtime_ns, version=version), base
+                return (
+                    name,
+                    Entry(
+                        file_id,
+                        "f",
+                        mode=stat.S_IMODE(st.st_mode),
+                        size=length,
+                        mtime_ns=st.st_mtime_ns,
+                        version=version,
+                    ),
+                    base,
+                )
 
             with ThreadPoolExecutor(max_workers=workers) as pool:
                 results = list(pool.map(upload, regular))
             link_entries = [(n, os.readlink(os.path.join(root, n))) for n in links]
 
-            def switch_all(m: DirectoryManifest, results: list[tuple[str, Entry, Entry | None]] = results,
-                           link_entries: list[tuple[str, str]] = link_entries) -> None:
+            def switch_all(
+                m: DirectoryManifest,
+                results: list[tuple[str, Entry, Entry | None]] = results,
+                link_entries: list[tuple[str, str]] = link_entries,
+            ) -> None:
                 for name, new, base in results:
                     cur = m.entries.get(name)
                     same = (cur is None and base is None) or (
-                        cur is not None and base is not None and cur.id == base.id
-                        and cur.version == base.version)
+                        cur is not None
+                        and base is not None
+                        and cur.id == base.id
+                        and cur.version == base.version
+                    )
                     m.entries[name if same else conflict_name(name, m.entries, self.identity)] = new
                 for name, target in link_entries:
                     if name not in m.entries:
-                        m.entries[name] = Entry(new_id(), "l", mode=0o777, mtime_ns=time.time_ns(),
-                                                target=target)
+                        m.entries[name] = Entry(
+                            new_id(), "l", mode=0o777, mtime_ns=time.time_ns(), target=target
+                        )
 
             if results or link_entries:
                 self.update_dir(dir_entry.id, switch_all)
             count += len(results)
         return count
 
-    def get_tree(self, path: str, local_dir: str, *, workers: int = 16,
-                 progress: Callable[[int], None] | None = None) -> int:
+    def get_tree(
+        self,
+        path: str,
+        local_dir: str,
+        *,
+        workers: int = 16,
+        progress: Callable[[int], None] | None = None,
+    ) -> int:
         """Download a tree; each file lands via a temp file and a rename. Returns the file count."""
         jobs: list[tuple[str, Entry]] = []
         for vpath, entry in self.walk(path):
@@ -566,7 +670,7 @@ class Vault:
         try:
             os.fchmod(fd, entry.mode & 0o7777 or 0o600)
             with os.fdopen(fd, "wb") as f:
-                self.read_file(entry, f)  # type: ignore[arg-type]
+                self.read_file(entry, f)
             os.replace(tmp, local)
             os.utime(local, ns=(entry.mtime_ns, entry.mtime_ns))
         except BaseException:
@@ -600,5 +704,3 @@ def _known_size(src: BinaryIO) -> int:
 
 def _state_dir(state_dir: str | None) -> str:
     return state_dir if state_dir is not None else default_state_dir()
-
-
