@@ -228,7 +228,7 @@ class FileSystem:
             fh = self.next_fh
             self.next_fh += 1
             self.handles[fh] = of
-        of.fh = fh  # type: ignore[attr-defined]
+        of.fh = fh
         return of
 
     def _handle(self, fh: int) -> OpenFile:
