@@ -70,7 +70,6 @@ class OpenFile:
         self.scratch: ScratchFile | None = None
         self.dirty = False
         self.refs = 0
-        self.fh = 0  # the handle most recently opened on it
         self.lock = threading.RLock()
 
 
@@ -211,7 +210,7 @@ class FileSystem:
 
     # -- handles -----------------------------------------------------------------------
 
-    def _open_file(self, path: str) -> OpenFile:
+    def _open_file(self, path: str) -> tuple[OpenFile, int]:
         parent_id, name = self.vault.parent_of(path)
         manifest, _ = self.vault.load_dir(parent_id)
         raw = manifest.entries.get(name)
@@ -228,8 +227,7 @@ class FileSystem:
             fh = self.next_fh
             self.next_fh += 1
             self.handles[fh] = of
-        of.fh = fh
-        return of
+        return of, fh
 
     def _handle(self, fh: int) -> OpenFile:
         with self.lock:
@@ -250,21 +248,21 @@ class FileSystem:
             m.entries[name] = entry  # the kernel checked O_EXCL against what it saw
 
         self.vault.update_dir(parent_id, add)
-        of = self._open_file(path)
+        of, fh = self._open_file(path)
         with of.lock:
             self._start_stream(of)
-        return of.fh
+        return fh
 
     def open(self, path: str, flags: int) -> int:
         writing = flags & (os.O_WRONLY | os.O_RDWR)
         if writing or flags & os.O_TRUNC:
             self._writable()
-        of = self._open_file(path)
+        of, fh = self._open_file(path)
         if flags & os.O_TRUNC:
             with of.lock:
                 if of.size or of.dirty:
                     self._truncate(of, 0)
-        return of.fh
+        return fh
 
     def release(self, fh: int) -> None:
         of = self._handle(fh)
@@ -466,7 +464,7 @@ class FileSystem:
                 self._truncate(of, length)
             return
         assert path is not None
-        fh2 = self._open_file(path).fh
+        _, fh2 = self._open_file(path)
         try:
             of = self._handle(fh2)
             with of.lock:
