@@ -142,8 +142,13 @@ CSFS = [sys.executable, "-c", "from csfs.cli.main import main; main()"]
 
 def run_csfs(*args: str, env: dict[str, str], cwd: str | None = None,
              timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([*CSFS, *args], env=env, capture_output=True, text=True, cwd=cwd,
-                          timeout=timeout)
+    import time as _t
+    t0 = _t.time()
+    r = subprocess.run([*CSFS, *args], env=env, capture_output=True, text=True, cwd=cwd,
+                       timeout=timeout)
+    if os.environ.get("CSFS_TEST_TIMING"):
+        print("TIMING", round(_t.time() - t0, 2), args)
+    return r
 
 
 def assert_one_line_error(r: subprocess.CompletedProcess[str], code: int | None = None) -> None:

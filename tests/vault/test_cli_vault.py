@@ -82,6 +82,7 @@ def test_workflow(env: dict[str, str], tmp_path: Path) -> None:
     assert r.returncode == 0 and "0 problems, 0 orphans" in r.stderr and r.stdout == ""
 
 
+@pytest.mark.parametrize("backend", ["local"])  # backend-independent; keep the suite fast
 def test_common_mistakes(env: dict[str, str], tmp_path: Path) -> None:
     ok("init", env=env)
     ok("mkdir", "/d", env=env)
@@ -102,6 +103,7 @@ def test_common_mistakes(env: dict[str, str], tmp_path: Path) -> None:
     assert ok("cat", "/d/f.txt", env=env) == "f"
 
 
+@pytest.mark.parametrize("backend", ["local"])
 def test_passphrase_key(env: dict[str, str], tmp_path: Path) -> None:
     """An encrypted key with CSFS_PASSPHRASE, as the brief's users run it."""
     from csfs.crypto import generate_identity, save_identity
