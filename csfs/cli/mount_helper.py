@@ -2,7 +2,7 @@
 
 With `/sbin/mount.csfs` linked to this command, an fstab line such as
 
-    s3://bucket/vault  /home/me/vault  csfs  noauto,key=/home/me/k.pem,passphrase_file=/home/me/.pw  0 0
+    s3://bucket/vault  /home/me/vault  csfs  noauto,key=/home/me/k.pem,passphrase_file=/p  0 0
 
 mounts with `mount /home/me/vault`. Options csfs knows are translated into
 `csfs mount` flags; mount(8)'s own (noauto, user, rw, ...) are dropped; the
@@ -15,11 +15,35 @@ import sys
 
 from csfs.cli.main import main as csfs_main
 
-FLAGS = {"key": "--key", "passphrase_file": "--passphrase-file", "cache_dir": "--cache-dir",
-         "cache_size": "--cache-size", "ttl": "--ttl", "endpoint_url": "--endpoint-url"}
+FLAGS = {
+    "key": "--key",
+    "passphrase_file": "--passphrase-file",
+    "cache_dir": "--cache-dir",
+    "cache_size": "--cache-size",
+    "ttl": "--ttl",
+    "endpoint_url": "--endpoint-url",
+}
 SWITCHES = {"ro": "--read-only", "read_only": "--read-only", "foreground": "-f"}
-MOUNT_ONLY = {"noauto", "auto", "user", "users", "nouser", "rw", "defaults", "_netdev", "nofail",
-              "exec", "noexec", "suid", "nosuid", "dev", "nodev", "atime", "noatime", "relatime"}
+MOUNT_ONLY = {
+    "noauto",
+    "auto",
+    "user",
+    "users",
+    "nouser",
+    "rw",
+    "defaults",
+    "_netdev",
+    "nofail",
+    "exec",
+    "noexec",
+    "suid",
+    "nosuid",
+    "dev",
+    "nodev",
+    "atime",
+    "noatime",
+    "relatime",
+}
 
 
 def translate(argv: list[str]) -> list[str]:
