@@ -3,6 +3,8 @@
 
 Subcommands (one function each, registered in build_parser):
   crypto   csfs encrypt/decrypt vs age and cp on one big file in tmpfs.
+  s3       csfs put/get/ls vs boto3, one moto S3 server (scripts/bench_fs.py).
+  mount    the csfs mount vs gocryptfs, boto3, rclone crypt and s3fs (scripts/bench_fs.py).
 
 Each timed command runs as its own subprocess; wall time comes from
 perf_counter around it, peak RSS from the command's ru_maxrss (wait4 rusage,
@@ -300,7 +302,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="timed runs of each command (default 3)")
     p.set_defaults(func=cmd_crypto)
 
-    # Add further subcommands (s3, mount) here: one cmd_* function each.
+    # s3 and mount live in scripts/bench_fs.py, which imports the helpers above.
+    sys.modules.setdefault("bench", sys.modules[__name__])
+    import bench_fs
+
+    bench_fs.register(sub, parse_size)
     return parser
 
 

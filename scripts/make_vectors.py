@@ -19,9 +19,17 @@ from collections.abc import Callable
 
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, mlkem, x25519
 
-from csfs.crypto.envelope import Context, Stanza, parse_envelope, seal_envelope_stanzas
+from csfs.crypto.envelope import (
+    KIND_DIRECTORY,
+    KIND_FILE,
+    Context,
+    Stanza,
+    parse_envelope,
+    seal_envelope_stanzas,
+)
 from csfs.crypto.keys import Identity
 from csfs.crypto.sealed import _encrypt_stream
+from csfs.vault.manifest import DirectoryManifest, Entry
 from csfs.crypto.stream import HEADER_SIZE, TAG_SIZE, ChunkCipher, PayloadHeader, PayloadKeys, nonce
 
 OUT = sys.argv[1] if len(sys.argv) > 1 else os.path.join(os.path.dirname(__file__), "..", "tests", "vectors")
@@ -75,13 +83,14 @@ def plaintext(n: int) -> bytes:
     return bytes(out[:n])
 
 
-def encrypt(data: bytes, to: list[str], label: str, shift: int = 12) -> tuple[bytes, bytes]:
+def encrypt(data: bytes, to: list[str], label: str, shift: int = 12,
+            context: Context | None = None) -> tuple[bytes, bytes]:
     """(envelope, payload) of ``data`` with fixed content key and payload id."""
     header = PayloadHeader(shift, seed(label + " payload id", 16))
     dst = io.BytesIO()
     env = _encrypt_stream(
         io.BytesIO(data), dst, [IDENTITIES[n].recipient for n in to], WRITER,
-        seed(label + " content key"), header, Context.offline(header.payload_id),
+        seed(label + " content key"), header, context or Context.offline(header.payload_id),
     )
     return env.encode(), dst.getvalue()
 
@@ -93,7 +102,7 @@ def flip(data: bytes, offset: int, bit: int = 0) -> bytes:
 
 
 def write(name: str, expect: str, description: str, identity: str, envelope: bytes,
-          payload: bytes, plain: bytes | None = None) -> None:
+          payload: bytes, plain: bytes | None = None, context: Context | None = None) -> None:
     lines = [
         f"expect: {expect}",
         f"description: {description}",
@@ -101,6 +110,8 @@ def write(name: str, expect: str, description: str, identity: str, envelope: byt
         f"envelope-length: {len(envelope)}",
         f"payload-length: {len(payload)}",
     ]
+    if context is not None:
+        lines.append(f"context: {context.encode().hex()}")
     if plain is not None:
         lines.append(f"plaintext-sha256: {hashlib.sha256(plain).hexdigest()}")
     with open(os.path.join(OUT, name + ".vec"), "wb") as f:
@@ -235,8 +246,41 @@ def main() -> None:
 
     write("stanza_from_other_file", "no match",
           "re-signed envelope holding a stanza wrapped for another file", "alice", moved_stanza(), pay)
+    vault_vectors()
     print(f"wrote {len([n for n in os.listdir(OUT) if n.endswith('.vec')])} vectors to {OUT}",
           file=sys.stderr)
+
+
+def vault_vectors() -> None:
+    """Vault objects (format.md 5): a file version and a directory manifest."""
+    vault_id, node, version = seed("vault id", 16), seed("file node", 16), 0x1234_5678_9ABC_DEF0
+    ctx = Context(KIND_FILE, vault_id, node, version)
+    data = plaintext(70_000)
+    e, p = encrypt(data, ["alice"], "vault file", shift=16, context=ctx)
+    write("vault_file_version", "success", "file version, context kind 2", "alice", e, p, data, ctx)
+    older = Context(KIND_FILE, vault_id, node, version - 1)
+    write("vault_file_other_version", "authentication",
+          "file version served for another version number (replay)", "alice", e, p, None, older)
+    other_vault = Context(KIND_FILE, seed("other vault", 16), node, version)
+    write("vault_file_other_vault", "authentication", "file version from another vault",
+          "alice", e, p, None, other_vault)
+    dir_id = seed("dir node", 16)
+    manifest = DirectoryManifest(
+        dir_id.hex(), version=7, mtime_ns=1_700_000_000_000_000_000, readers=[
+            IDENTITIES["alice"].recipient.to_pem().decode()],
+        entries={"notes.txt": Entry(node.hex(), "f", 0o644, len(data), 1_700_000_000_000_000_000,
+                                    version),
+                 "sub": Entry(seed("sub dir", 16).hex(), "d", 0o755, 0, 1_700_000_000_000_000_000),
+                 "link": Entry(seed("link", 16).hex(), "l", 0o777, 0, 1_700_000_000_000_000_000,
+                               target="notes.txt")})
+    plain = manifest.encode_plain()
+    mctx = Context(KIND_DIRECTORY, vault_id, dir_id, 7)
+    e, p = encrypt(plain, ["alice"], "manifest", shift=16, context=mctx)
+    write("vault_manifest", "success", "directory manifest (JSON inside), context kind 3",
+          "alice", e, p, plain, mctx)
+    moved = Context(KIND_DIRECTORY, vault_id, seed("another dir", 16), 7)
+    write("vault_manifest_moved", "authentication", "manifest put under another directory id",
+          "alice", e, p, None, moved)
 
 
 if __name__ == "__main__":

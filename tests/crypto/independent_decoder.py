@@ -143,7 +143,8 @@ def parse_header(payload: bytes) -> tuple[bytes, int, bytes]:
     return header, 1 << header[8], header[16:32]
 
 
-def decrypt(envelope: bytes, payload: bytes, identity_pem: bytes) -> bytes:
+def decrypt(envelope: bytes, payload: bytes, identity_pem: bytes,
+            context: bytes | None = None) -> bytes:
     kem_id, private_key = load_identity(identity_pem)
     # 3.6 step 1. The payload header is parsed here too: the spec does not say
     # where its format checks fall, but step 3 needs its fields.
@@ -160,7 +161,7 @@ def decrypt(envelope: bytes, payload: bytes, identity_pem: bytes) -> bytes:
         raise AuthFailure("bad envelope signature") from exc
 
     # Step 3: context (3.2, section 4) and header hash.
-    expected = bytes([1]) + bytes(16) + payload_id + bytes(8)
+    expected = context if context is not None else bytes([1]) + bytes(16) + payload_id + bytes(8)
     if not hmac.compare_digest(env["context"], expected):
         raise AuthFailure("envelope context does not match this payload")
     if not hmac.compare_digest(env["header_hash"], h):

@@ -39,12 +39,13 @@ def test_vector(path: Path) -> None:
     fields, envelope, payload = read_vector(path)
     identity = (VECTORS / "keys" / f"{fields['identity']}.pem").read_bytes()
     expect = fields["expect"]
+    context = bytes.fromhex(fields["context"]) if "context" in fields else None
     if expect == "success":
-        plaintext = decrypt(envelope, payload, identity)
+        plaintext = decrypt(envelope, payload, identity, context)
         assert hashlib.sha256(plaintext).hexdigest() == fields["plaintext-sha256"]
     else:
         with pytest.raises(FAILURES[expect]):
-            decrypt(envelope, payload, identity)
+            decrypt(envelope, payload, identity, context)
 
 
 def test_vectors_present() -> None:

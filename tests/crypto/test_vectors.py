@@ -8,7 +8,9 @@ import os
 
 import pytest
 
+from csfs.crypto.envelope import Context
 from csfs.crypto.keys import load_identity_pem
+from csfs.vault.manifest import DirectoryManifest
 from csfs.crypto.sealed import decrypt_stream
 from csfs.errors import AuthenticationError, FormatError, NoMatchingKeyError
 from csfs.offline import decrypt_file
@@ -28,7 +30,14 @@ def test_vector_set_covers_every_outcome() -> None:
     assert len(VECTORS) >= 40
 
 
-@pytest.mark.parametrize("vec", VECTORS, ids=lambda v: v.name)
+OFFLINE = [v for v in VECTORS if v.context is None]
+
+
+def context_of(vec: Vector) -> Context | None:
+    return Context.decode(vec.context) if vec.context is not None else None
+
+
+@pytest.mark.parametrize("vec", OFFLINE, ids=lambda v: v.name)
 def test_vector_file_api(vec: Vector, tmp_path: str) -> None:
     payload = os.path.join(tmp_path, "f.enc")
     with open(payload, "wb") as f:
@@ -68,11 +77,23 @@ def test_vector_stream_api_unseekable(vec: Vector) -> None:
     out = io.BytesIO()
     src = io.BufferedReader(NonSeekable(vec.payload))
     if vec.expect == "success":
-        decrypt_stream(src, vec.envelope, out, identity)
+        decrypt_stream(src, vec.envelope, out, identity, context=context_of(vec))
         assert hashlib.sha256(out.getvalue()).hexdigest() == vec.plaintext_sha256
     else:
         with pytest.raises(EXPECT[vec.expect]):
-            decrypt_stream(src, vec.envelope, out, identity)
+            decrypt_stream(src, vec.envelope, out, identity, context=context_of(vec))
         # Streaming may release verified chunks, never a failed one: whatever came
-        # out must be a prefix of the real plaintext of a 4 KiB-chunk vector.
+        # out must be a whole number of chunks.
         assert len(out.getvalue()) % 4096 == 0
+
+
+def test_manifest_vector_decodes_as_a_manifest() -> None:
+    vec = next(v for v in VECTORS if v.name == "vault_manifest")
+    out = io.BytesIO()
+    decrypt_stream(io.BytesIO(vec.payload), vec.envelope, out,
+                   load_identity_pem(vec.identity_pem, None), context=context_of(vec))
+    ctx = context_of(vec)
+    assert ctx is not None
+    manifest = DirectoryManifest.decode_plain(out.getvalue(), ctx.node_id.hex(), ctx.version)
+    assert sorted(manifest.entries) == ["link", "notes.txt", "sub"]
+    assert manifest.entries["link"].target == "notes.txt"

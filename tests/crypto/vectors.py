@@ -17,6 +17,7 @@ class Vector:
     envelope: bytes
     payload: bytes
     plaintext_sha256: str | None
+    context: bytes | None = None  # the context a reader expects; None: offline (kind 1)
 
 
 def load(path: str) -> Vector:
@@ -31,6 +32,7 @@ def load(path: str) -> Vector:
     return Vector(
         os.path.basename(path)[: -len(".vec")], fields["expect"], fields["description"],
         identity, body[:env_len], body[env_len:], fields.get("plaintext-sha256"),
+        bytes.fromhex(fields["context"]) if "context" in fields else None,
     )
 
 
