@@ -24,7 +24,7 @@ from csfs.errors import CsfsError, NotFound, PreconditionFailed, StoreError
 from csfs.vault.cache import ObjectCache
 from csfs.vault.layout import content_key, envelope_key
 from csfs.vault.manifest import DirectoryManifest, Entry
-from csfs.vault.vault import Vault, conflict_name
+from csfs.vault.vault import Vault
 
 
 @dataclass
@@ -202,7 +202,9 @@ class UploadQueue:
         for r in live:
             by_parent.setdefault(r.parent_id, []).append(r)
         for parent_id, recs in by_parent.items():
-            self.vault.update_dir(parent_id, functools.partial(self._switch, recs=recs))
+            lost = self.vault.update_dir(parent_id, functools.partial(self._switch, recs=recs))
+            for name, entry in lost:
+                self.vault.conflict_copy(parent_id, name, entry)
         with self.lock:
             for r in snap:
                 cur = self.records.get(r.file_id)
@@ -234,8 +236,9 @@ class UploadQueue:
                 except NotFound:
                     raise
 
-    def _switch(self, m: DirectoryManifest, recs: list[Record]) -> None:
-        """Point each record's entry at its new version; conflicts become copies."""
+    def _switch(self, m: DirectoryManifest, recs: list[Record]) -> list[tuple[str, Entry]]:
+        """Point each record's entry at its new version; return the ones that lost a race."""
+        lost = []
         for r in recs:
             with self.lock:
                 cur_rec = self.records.get(r.file_id)
@@ -246,25 +249,19 @@ class UploadQueue:
             new = Entry(
                 r.file_id, "f", mode=r.mode, size=r.size, mtime_ns=r.mtime_ns, version=r.version
             )
+            ours = (r.base_version, r.version)
             found = m.entries.get(r.name)
-            if (
-                found is not None
-                and found.id == r.file_id
-                and found.version in (r.base_version, r.version)
-            ):
+            if found is not None and found.id == r.file_id and found.version in ours:
                 m.entries[r.name] = new
                 continue
-            by_id = [
-                n
-                for n, e in m.entries.items()
-                if e.id == r.file_id and e.version in (r.base_version, r.version)
-            ]
-            if by_id:
-                m.entries[by_id[0]] = new
-            elif found is None:
+            moved = [n for n, e in m.entries.items() if e.id == r.file_id and e.version in ours]
+            if moved:
+                m.entries[moved[0]] = new
+            elif found is None and not any(e.id == r.file_id for e in m.entries.values()):
                 m.entries[r.name] = new  # removed or moved elsewhere meanwhile: keep ours
             else:
-                m.entries[conflict_name(r.name, m.entries, self.vault.identity)] = new
+                lost.append((r.name, new))
+        return lost
 
 
 def _changed(a: Record, b: Record) -> bool:

@@ -191,6 +191,8 @@ class Vault:
             manifest, etag = self.load_dir(dir_id, fresh=fresh)
             new = manifest.copy()
             result = change(new)
+            if new.encode_plain() == manifest.encode_plain():
+                return result  # nothing to switch
             new.version = manifest.version + 1
             new.mtime_ns = time.time_ns()
             raw = new.seal(self.vault_id, self.identity)
@@ -425,22 +427,38 @@ class Vault:
         next to it as a conflict copy; nothing is lost.
         """
 
-        def switch(m: DirectoryManifest) -> Entry:
+        def switch(m: DirectoryManifest) -> Entry | None:
             cur = m.entries.get(name)
-            unchanged = (cur is None and base is None) or (
-                cur is not None
-                and base is not None
-                and cur.id == base.id
-                and cur.version == base.version
-                and cur.type == base.type
-            )
             if cur is not None and cur.type == "d":
                 raise IsADirectory(f"is a directory: {name}")
-            target = name if unchanged else conflict_name(name, m.entries, self.identity)
-            m.entries[target] = new
-            return new
+            if cur is None or same_version(cur, base):
+                m.entries[name] = new
+                return new
+            return None
 
-        return self.update_dir(parent_id, switch)
+        done = self.update_dir(parent_id, switch)
+        return done if done is not None else self.conflict_copy(parent_id, name, new)
+
+    def conflict_copy(self, parent_id: str, name: str, new: Entry) -> Entry:
+        """Keep a losing version as ``name (conflict ...)`` under a node id of its own.
+
+        The version's objects are bound to their node id, so the copy is
+        re-encrypted under the new one; conflicts are rare, and this keeps every
+        node id unique in the tree.
+        """
+        parent, _ = self.load_dir(parent_id)
+        node = new_id()
+        with tempfile.TemporaryFile(dir=self.tmp_dir) as tmp:
+            self.read_file(new, tmp)
+            tmp.seek(0)
+            version, length = self.upload_version(node, tmp, parent)
+        copy = replace(new, id=node, version=version, size=length)
+
+        def add(m: DirectoryManifest) -> Entry:
+            m.entries[conflict_name(name, m.entries, self.identity)] = copy
+            return copy
+
+        return self.update_dir(parent_id, add)
 
     def write_file(
         self, path: str, src: BinaryIO, *, mode: int | None = None, mtime_ns: int | None = None
@@ -611,24 +629,24 @@ class Vault:
                 m: DirectoryManifest,
                 results: list[tuple[str, Entry, Entry | None]] = results,
                 link_entries: list[tuple[str, str]] = link_entries,
-            ) -> None:
+            ) -> list[tuple[str, Entry]]:
+                lost = []
                 for name, new, base in results:
                     cur = m.entries.get(name)
-                    same = (cur is None and base is None) or (
-                        cur is not None
-                        and base is not None
-                        and cur.id == base.id
-                        and cur.version == base.version
-                    )
-                    m.entries[name if same else conflict_name(name, m.entries, self.identity)] = new
+                    if cur is None or same_version(cur, base):
+                        m.entries[name] = new
+                    else:
+                        lost.append((name, new))
                 for name, target in link_entries:
                     if name not in m.entries:
                         m.entries[name] = Entry(
                             new_id(), "l", mode=0o777, mtime_ns=time.time_ns(), target=target
                         )
+                return lost
 
             if results or link_entries:
-                self.update_dir(dir_entry.id, switch_all)
+                for name, new in self.update_dir(dir_entry.id, switch_all):
+                    self.conflict_copy(dir_entry.id, name, new)
             count += len(results)
         return count
 
@@ -677,6 +695,16 @@ class Vault:
             if os.path.exists(tmp):
                 os.unlink(tmp)
             raise
+
+
+def same_version(cur: Entry, base: Entry | None) -> bool:
+    """Whether ``cur`` is still the file version a writer started from."""
+    return (
+        base is not None
+        and cur.id == base.id
+        and cur.version == base.version
+        and cur.type == base.type
+    )
 
 
 def conflict_name(name: str, taken: dict[str, Entry], identity: Identity) -> str:
