@@ -26,8 +26,8 @@ from pathlib import Path
 from typing import Any
 
 from bench import (
-    MiB,
     BenchError,
+    MiB,
     check_space,
     human,
     kill_current_child,
@@ -79,6 +79,7 @@ class Report:
     ratios: list[Ratio] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
+    failures: list[str] = field(default_factory=list)
 
     def row(self, section: str, tool_: str, op: str, seconds: float, *, nbytes: int = 0,
             files: int = 0, note: str = "") -> Row:
@@ -93,6 +94,11 @@ class Report:
         print(f"  {section:<14} {tool_:<10} {op:<28} {seconds:8.3f} s  {rate} {note}",
               file=sys.stderr, flush=True)
         return r
+
+    def fail(self, workload: str, reason: str) -> None:
+        msg = f"FAILED {workload}: {reason}"
+        self.failures.append(msg)
+        print(msg, flush=True)
 
     def skip(self, peer: str, reason: str) -> None:
         msg = f"SKIPPED {peer}: {reason}"
@@ -117,6 +123,8 @@ class Report:
             print(f"{q.name:<58} {v:>7} {q.target:>9}  {q.verdict}"
                   + (f"  ({q.note})" if q.note else ""))
         for s in self.skipped:
+            print(s)
+        for s in self.failures:
             print(s)
         if self.notes:
             print()
@@ -277,6 +285,14 @@ class Env:
                 proc.wait()
         if mnt in self.mounts:
             self.mounts.remove(mnt)
+
+    def unmount_all(self) -> None:
+        """After a failed workload: unmount everything (pending csfs uploads are dropped)."""
+        for mnt in list(self.mounts):
+            self.unmount(mnt)
+        for p in self.procs:
+            if p.poll() is None:
+                with_kill(p)
 
     def cleanup(self) -> None:
         kill_current_child()
@@ -474,11 +490,11 @@ def cmd_s3(args: argparse.Namespace) -> int:
         out_b.unlink()
         src.unlink()
         rep.ratios += [
-            Ratio(f"big put: csfs / boto3 time", t_cput / t_bput, "<= 1.15"),
-            Ratio(f"big get: csfs / boto3 time", t_cget / t_bget, "<= 1.15"),
-            Ratio(f"big put: same, start-up subtracted", (t_cput - c_start) / (t_bput - b_start),
+            Ratio("big put: csfs / boto3 time", t_cput / t_bput, "<= 1.15"),
+            Ratio("big get: csfs / boto3 time", t_cget / t_bget, "<= 1.15"),
+            Ratio("big put: same, start-up subtracted", (t_cput - c_start) / (t_bput - b_start),
                   "<= 1.15", "informational"),
-            Ratio(f"big get: same, start-up subtracted", (t_cget - c_start) / (t_bget - b_start),
+            Ratio("big get: same, start-up subtracted", (t_cget - c_start) / (t_bget - b_start),
                   "<= 1.15", "informational"),
         ]
 
@@ -659,8 +675,9 @@ class Profiler:
             return
         raw = self.env.tmp / f"profile-{name}.txt"
         out_dir = Path(os.environ.get("CSFS_BENCH_PROFILE_DIR", "/tmp"))
+        name = name.replace(" ", "-")
         p = subprocess.Popen([tool("py-spy"), "record", "--pid", str(pid), "--format", "raw",
-                              "--rate", "200", "--threads", "-o", str(raw)],
+                              "--rate", "200", "--gil", "-o", str(raw)],
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         time.sleep(1.0)  # let py-spy attach
         try:
@@ -699,7 +716,8 @@ def summarize_profile(raw: Path, name: str, kept: Path, top: int = 15) -> str:
         for f in set(frames):
             incl[f] += count
     lines = [f"py-spy profile of the csfs daemon during {name}: {total} samples "
-             f"(all threads; collapsed stacks in {kept})", "  top self time:"]
+             f"(--gil: only the thread holding the GIL, i.e. Python CPU time; "
+             f"collapsed stacks in {kept})", "  top self time:"]
     for f, c in self_t.most_common(top):
         lines.append(f"    {100 * c / max(total, 1):5.1f}%  {f}")
     lines.append("  top inclusive time:")
@@ -746,7 +764,7 @@ def cmd_mount(args: argparse.Namespace) -> int:
     rep.print()
     for s in prof.summaries:
         print("\n" + s)
-    return 0
+    return 1 if rep.failures else 0
 
 
 def run_mount_workloads(env: Env, rep: Report, peers: Peers, prof: Profiler, size: int,
@@ -759,253 +777,292 @@ def run_mount_workloads(env: Env, rep: Report, peers: Peers, prof: Profiler, siz
         "Warm reads: the kernel page cache is dropped (echo 3 > /proc/sys/vm/drop_caches) "
         "before each timed read, so csfs reads from its ciphertext cache and gocryptfs from its "
         "cipher dir, both in /dev/shm." if dropped else
-        "Warm reads: drop_caches is not permitted, so each filesystem is re-mounted "
-        "before the timed read.")
+        "Warm reads: drop_caches is NOT permitted here, so the kernel page cache may serve "
+        "part of the timed reads.")
     for name, why in peers.missing.items():
         rep.skip(name, why)
-
-    def remount_if_needed(kind: str) -> None:
-        if not dropped:
-            raise BenchError("re-mount fallback not wired: drop_caches is needed")
-
-    # ============ local: 1 GiB write and warm read, csfs vs gocryptfs
-    print(f"local: {human(size)} sequential write / warm read", file=sys.stderr)
-    src = tmp / "big.bin"
-    make_random_file(src, size)
-    lstore = tmp / "local-store"
-    env.csfs_init(str(lstore))
-    cmnt, ccache = tmp / "mnt-csfs-local", tmp / "cache-local"
-    pid = env.csfs_mount(cmnt, str(lstore), ccache, "--cache-size", "4G")
-    with prof.record(pid, f"{human(size)} write (local store)"):
-        t_cw = dd_write(env, src, cmnt / "big.bin")
-    rep.row("seq write", "csfs", f"dd bs=1M {human(size)} (local)", t_cw, nbytes=size)
-    env.run([csfs, "sync", cmnt])  # background upload into the local store: out of the way
-    verify_same(src, cmnt / "big.bin", "csfs local write")  # also the first read
-    drop_caches()
-    t_cr = dd_read(env, cmnt / "big.bin")
-    rep.row("warm read", "csfs", f"dd bs=1M {human(size)} (cache)", t_cr, nbytes=size)
-
-    t_gw = t_gr = None
-    if "gocryptfs" not in peers.missing:
-        gcipher, gmnt = tmp / "gocryptfs-cipher", tmp / "mnt-gocryptfs"
-        gcipher.mkdir()
-        gmnt.mkdir()
-        try:
-            env.run(["gocryptfs", "-q", "-init", "-extpass", "echo pw", gcipher])
-            env.mounts.append(gmnt)
-            env.run(["gocryptfs", "-q", "-extpass", "echo pw", gcipher, gmnt])
-        except BenchError as err:
-            rep.skip("gocryptfs", f"mount failed: {err}")
-        else:
-            t_gw = dd_write(env, src, gmnt / "big.bin")
-            rep.row("seq write", "gocryptfs", f"dd bs=1M {human(size)}", t_gw, nbytes=size)
-            verify_same(src, gmnt / "big.bin", "gocryptfs write")
-            drop_caches()
-            t_gr = dd_read(env, gmnt / "big.bin")
-            rep.row("warm read", "gocryptfs", f"dd bs=1M {human(size)}", t_gr, nbytes=size)
-            env.unmount(gmnt)
-            subprocess.run(["rm", "-rf", str(gcipher)])
-    rep.ratios.append(Ratio(f"{human(size)} write throughput: csfs / gocryptfs",
-                            t_gw / t_cw if t_gw else None, ">= 1.2"))
-    rep.ratios.append(Ratio(f"{human(size)} warm read throughput: csfs / gocryptfs",
-                            t_gr / t_cr if t_gr else None, ">= 1.2"))
-    env.csfs_umount(cmnt)
-    subprocess.run(["rm", "-rf", str(lstore), str(ccache)])
-    src.unlink()
-
-    # ============ S3: 256 MiB write + fsync, durable
-    print(f"S3: {human(s3size)} write+fsync, cold read", file=sys.stderr)
-    ssrc = tmp / "s3.bin"
-    make_random_file(ssrc, s3size)
-    sstore = "s3://" + env.bucket("csfs-mount")
-    raw = env.bucket("raw")
-    env.csfs_init(sstore)
-    smnt = tmp / "mnt-csfs-s3"
-    pid = env.csfs_mount(smnt, sstore, tmp / "cache-s3-1", "--cache-size", "4G")
-    t_cs = env.py(WRITE_FSYNC, str(ssrc), str(smnt / "s3.bin"))
-    rep.row("durable write", "csfs", f"write+fsync {human(s3size)}", t_cs, nbytes=s3size,
-            note="fsync returns once uploaded")
-    n, stored = env.count_objects("csfs-mount")
-    if stored < s3size:
-        raise BenchError(f"after fsync the csfs bucket holds {stored} bytes < {s3size}")
-    t_bs = env.py(BOTO_UPLOAD, str(ssrc), raw, "s3.bin")
-    rep.row("durable write", "boto3", f"upload_file {human(s3size)}", t_bs, nbytes=s3size)
-
-    rcl: Rclone | None = None
-    t_rs = None
-    if "rclone" not in peers.missing:
-        try:
-            rcl = Rclone(env, env.bucket("rclone"))
-            rmnt = tmp / "mnt-rclone"
-            rp = rcl.mount(rmnt)
-        except (BenchError, subprocess.CalledProcessError) as err:
-            rep.skip("rclone", f"mount failed: {err}")
-            rcl = None
-        else:
-            start = time.perf_counter()
-            env.py(WRITE_FSYNC, str(ssrc), str(rmnt / "s3.bin"))
-            env.wait_objects("rclone", "", 1, s3size)
-            t_rs = time.perf_counter() - start
-            rep.row("durable write", "rclone", f"write+fsync, until in bucket", t_rs,
-                    nbytes=s3size, note="default --vfs-write-back 5s")
-            env.unmount(rmnt, rp)
-    rep.ratios.append(Ratio(f"{human(s3size)} durable write time: csfs / boto3", t_cs / t_bs,
-                            "<= 1.15"))
-    rep.ratios.append(Ratio(f"{human(s3size)} durable write: rclone time / csfs time",
-                            t_rs / t_cs if t_rs else None, ">= 3"))
-    env.csfs_umount(smnt)
-
-    # ============ S3: cold read
-    drop_caches()
-    pid = env.csfs_mount(smnt, sstore, tmp / "cache-s3-2", "--cache-size", "4G")
-    with prof.record(pid, f"{human(s3size)} cold read (S3)"):
-        t_cc = dd_read(env, smnt / "s3.bin")
-    rep.row("cold read", "csfs", f"dd {human(s3size)}, empty cache", t_cc, nbytes=s3size)
-    verify_same(ssrc, smnt / "s3.bin", "csfs cold read")
-    env.csfs_umount(smnt)
-    got = tmp / "s3.boto3"
-    t_bc = env.py(BOTO_DOWNLOAD, str(got), raw, "s3.bin")
-    rep.row("cold read", "boto3", f"download_file {human(s3size)}", t_bc, nbytes=s3size)
-    verify_same(ssrc, got, "boto3 download")
-    got.unlink()
-    t_rc = None
-    if rcl is not None:
-        drop_caches()
-        rp = rcl.mount(rmnt)
-        t_rc = dd_read(env, rmnt / "s3.bin")
-        rep.row("cold read", "rclone", f"dd {human(s3size)}, empty cache", t_rc, nbytes=s3size)
-        verify_same(ssrc, rmnt / "s3.bin", "rclone read")
-        env.unmount(rmnt, rp)
-    rep.ratios.append(Ratio(f"{human(s3size)} cold read throughput: csfs / boto3",
-                            t_bc / t_cc, ">= 0.9"))
-    rep.ratios.append(Ratio(f"{human(s3size)} cold read throughput: csfs / rclone",
-                            t_rc / t_cc if t_rc else None, ">= 1"))
-    ssrc.unlink()
-
-    # ============ S3: many small files, durable
-    print(f"S3: {nfiles} small files", file=sys.stderr)
-    small = tmp / "small"
-    make_small_files(small, nfiles)
-    pid = env.csfs_mount(smnt, sstore, tmp / "cache-s3-3", "--cache-size", "4G")
-    t_cf = env.sh(f'cp -r "{small}" "{smnt}/small" && "{csfs}" sync "{smnt}"')
-    rep.row("small files", "csfs", f"cp -r + csfs sync", t_cf, files=nfiles)
-    verify_tree(small, smnt / "small", "csfs small files")
-    t_rf = None
-    if rcl is not None:
-        rp = rcl.mount(rmnt)
-        before, _ = env.count_objects("rclone")
-        start = time.perf_counter()
-        env.sh(f'cp -r "{small}" "{rmnt}/small"')
-        env.wait_objects("rclone", "", before + nfiles)
-        t_rf = time.perf_counter() - start
-        rep.row("small files", "rclone", "cp -r, until in bucket", t_rf, files=nfiles)
-        verify_tree(small, rmnt / "small", "rclone small files")
-        env.unmount(rmnt, rp)
-    rep.ratios.append(Ratio(f"{nfiles} small files durable rate: csfs / rclone",
-                            t_rf / t_cf if t_rf else None, ">= 2"))
-
-    # ============ cold ls -l of a big directory
-    print(f"S3: cold ls -l of {nls} files", file=sys.stderr)
-    lsdir = tmp / "lsdir"
-    make_small_files(lsdir, nls, 16)
-    t = env.sh(f'cp -r "{lsdir}" "{smnt}/lsdir" && "{csfs}" sync "{smnt}"')
-    rep.row("cold ls -l", "csfs", f"setup: cp -r {nls} files + sync", t, files=nls)
-    env.csfs_umount(smnt)
-    drop_caches()
-
-    def timed_ls(mnt: Path, who: str) -> float:
-        t = env.sh(f'ls -l "{mnt}/lsdir" > "{tmp}/ls.out"')
-        n = sum(1 for ln in (tmp / "ls.out").read_text().splitlines()
-                if not ln.startswith("total"))
-        if n != nls:
-            raise BenchError(f"{who}: ls -l listed {n} entries, expected {nls}")
-        return t
-
-    env.csfs_mount(smnt, sstore, tmp / "cache-s3-4", "--cache-size", "4G")
-    t_cl = timed_ls(smnt, "csfs")
-    rep.row("cold ls -l", "csfs", "fresh mount, ls -l", t_cl, files=nls)
-    t_rl = t_sl = None
-    if rcl is not None:
-        t = rcl.cli("copy", str(lsdir), "crypt:lsdir", "--transfers", "16")
-        rep.row("cold ls -l", "rclone", f"setup: rclone copy {nls} files", t, files=nls)
-        rp = rcl.mount(rmnt)
-        t_rl = timed_ls(rmnt, "rclone")
-        rep.row("cold ls -l", "rclone", "fresh mount, ls -l", t_rl, files=nls)
-        env.unmount(rmnt, rp)
-    if "s3fs" not in peers.missing:
-        s3b = env.bucket("s3fs")
-        env.py(BOTO_TREE_UP, str(lsdir), s3b, "lsdir/")
-        env.s3.put_object(Bucket=s3b, Key="lsdir/", Body=b"")
-        s3f = S3fs(env, s3b)
-        fmnt = tmp / "mnt-s3fs"
-        try:
-            fp = s3f.mount(fmnt)
-        except BenchError as err:
-            rep.skip("s3fs", f"mount failed: {err}")
-        else:
-            try:
-                t_sl = timed_ls(fmnt, "s3fs")
-                rep.row("cold ls -l", "s3fs", "fresh mount, ls -l", t_sl, files=nls)
-            except BenchError as err:
-                rep.skip("s3fs", f"ls failed: {err}")
-            env.unmount(fmnt, fp)
-    rep.ratios.append(Ratio(f"cold ls -l of {nls}: csfs / rclone time",
-                            t_cl / t_rl if t_rl else None, "<= 0.1"))
-    rep.ratios.append(Ratio(f"cold ls -l of {nls}: csfs / s3fs time",
-                            t_cl / t_sl if t_sl else None, "<= 0.1"))
-
-    # ============ untar of a source tree
-    tarball, nmembers = make_source_tarball(tmp, untar_files)
-    print(f"S3: untar {nmembers} files", file=sys.stderr)
-    ref = tmp / "untar-ref"
-    ref.mkdir()
-    subprocess.run(["tar", "-xf", str(tarball), "-C", str(ref)], check=True)
-    (smnt / "untar").mkdir()
-    t_u = env.sh(f'tar -xf "{tarball}" -C "{smnt}/untar" && "{csfs}" sync "{smnt}"')
-    rep.row("untar", "csfs", f"tar -x {nmembers} files + sync", t_u, files=nmembers,
-            note=f"{human(tarball.stat().st_size)} tar, S3 store")
-    verify_tree(ref, smnt / "untar", "csfs untar")
-    env.csfs_umount(smnt)
-    subprocess.run(["rm", "-rf", str(ref), str(tarball)])
-
-    # ============ peak RSS of the daemon while writing a big file
-    print(f"RSS: write {human(rss_size)} into a local-store mount", file=sys.stderr)
-    lstore = tmp / "rss-store"
-    env.csfs_init(str(lstore))
-    rmnt2 = tmp / "mnt-csfs-rss"
-    pid = env.csfs_mount(rmnt2, str(lstore), tmp / "cache-rss", "--cache-size", "1G")
-    peak = [0]
-    stop = [False]
-
-    def sample() -> None:
-        while not stop[0]:
-            peak[0] = max(peak[0], vm_kib(pid, "VmHWM"))
-            time.sleep(0.1)
-
-    import threading
-
-    th = threading.Thread(target=sample, daemon=True)
-    th.start()
-    t_w = env.run(["dd", "if=/dev/zero", f"of={rmnt2}/big.bin", "bs=1M",
-                   f"count={rss_size // MiB}", "status=none"])
-    env.run([csfs, "sync", rmnt2])
-    t_all = t_w
-    stop[0] = True
-    th.join()
-    peak[0] = max(peak[0], vm_kib(pid, "VmHWM"))
-    rep.row("peak RSS", "csfs", f"dd {human(rss_size)} zeros (local)", t_all,
-            nbytes=rss_size, note=f"daemon VmHWM {peak[0] / 1024:.0f} MiB (incl. upload)")
-    st = os.stat(rmnt2 / "big.bin")
-    if st.st_size != rss_size:
-        raise BenchError(f"RSS file has {st.st_size} bytes, expected {rss_size}")
-    env.csfs_umount(rmnt2)
-    rep.ratios.append(Ratio(f"daemon peak RSS MiB writing {human(rss_size)}",
-                            peak[0] / 1024, "< 200"))
     rep.notes.append(
         "durable write: csfs = python write + os.fsync (csfs's fsync returns once the "
         "version is in the store); boto3 = upload_file in a fresh python; rclone = write + "
         "fsync + wait until the object is listed in the bucket (rclone uploads after its "
-        "default --vfs-write-back 5s).")
+        "default --vfs-write-back 5s). Every S3 tool talks to the same moto server.")
+
+    # Shared by the S3 sections: one vault bucket, one raw bucket, one source file.
+    sstore = "s3://" + env.bucket("csfs-mount")
+    raw = env.bucket("raw")
+    env.csfs_init(sstore)
+    smnt = tmp / "mnt-csfs-s3"
+    ssrc = tmp / "s3.bin"
+    ncache = [0]
+
+    def mount_s3() -> int:
+        ncache[0] += 1
+        return env.csfs_mount(smnt, sstore, tmp / f"cache-s3-{ncache[0]}", "--cache-size", "4G")
+
+    def section_0() -> None:
+        nonlocal rcl, rmnt
+        # local: 1 GiB write and warm read, csfs vs gocryptfs
+        print(f"local: {human(size)} sequential write / warm read", file=sys.stderr)
+        src = tmp / "big.bin"
+        make_random_file(src, size)
+        lstore = tmp / "local-store"
+        env.csfs_init(str(lstore))
+        cmnt, ccache = tmp / "mnt-csfs-local", tmp / "cache-local"
+        pid = env.csfs_mount(cmnt, str(lstore), ccache, "--cache-size", "4G")
+        with prof.record(pid, f"{human(size)} write (local store)"):
+            t_cw = dd_write(env, src, cmnt / "big.bin")
+        rep.row("seq write", "csfs", f"dd bs=1M {human(size)} (local)", t_cw, nbytes=size)
+        env.run([csfs, "sync", cmnt])  # background upload into the local store: out of the way
+        verify_same(src, cmnt / "big.bin", "csfs local write")  # also the first read
+        drop_caches()
+        t_cr = dd_read(env, cmnt / "big.bin")
+        rep.row("warm read", "csfs", f"dd bs=1M {human(size)} (cache)", t_cr, nbytes=size)
+
+        t_gw = t_gr = None
+        if "gocryptfs" not in peers.missing:
+            gcipher, gmnt = tmp / "gocryptfs-cipher", tmp / "mnt-gocryptfs"
+            gcipher.mkdir()
+            gmnt.mkdir()
+            try:
+                env.run(["gocryptfs", "-q", "-init", "-extpass", "echo pw", gcipher])
+                env.mounts.append(gmnt)
+                env.run(["gocryptfs", "-q", "-extpass", "echo pw", gcipher, gmnt])
+            except BenchError as err:
+                rep.skip("gocryptfs", f"mount failed: {err}")
+            else:
+                t_gw = dd_write(env, src, gmnt / "big.bin")
+                rep.row("seq write", "gocryptfs", f"dd bs=1M {human(size)}", t_gw, nbytes=size)
+                verify_same(src, gmnt / "big.bin", "gocryptfs write")
+                drop_caches()
+                t_gr = dd_read(env, gmnt / "big.bin")
+                rep.row("warm read", "gocryptfs", f"dd bs=1M {human(size)}", t_gr, nbytes=size)
+                env.unmount(gmnt)
+                subprocess.run(["rm", "-rf", str(gcipher)])
+        rep.ratios.append(Ratio(f"{human(size)} write throughput: csfs / gocryptfs",
+                                t_gw / t_cw if t_gw else None, ">= 1.2"))
+        rep.ratios.append(Ratio(f"{human(size)} warm read throughput: csfs / gocryptfs",
+                                t_gr / t_cr if t_gr else None, ">= 1.2"))
+        env.csfs_umount(cmnt)
+        subprocess.run(["rm", "-rf", str(lstore), str(ccache)])
+        src.unlink()
+
+    def section_1() -> None:
+        nonlocal rcl, rmnt
+        # S3: 256 MiB write + fsync, durable
+        print(f"S3: {human(s3size)} write+fsync, cold read", file=sys.stderr)
+        make_random_file(ssrc, s3size)
+        mount_s3()
+        t_cs = env.py(WRITE_FSYNC, str(ssrc), str(smnt / "s3.bin"))
+        rep.row("durable write", "csfs", f"write+fsync {human(s3size)}", t_cs, nbytes=s3size,
+                note="fsync returns once uploaded")
+        _, stored = env.count_objects("csfs-mount")
+        if stored < s3size:
+            raise BenchError(f"after fsync the csfs bucket holds {stored} bytes < {s3size}")
+        t_bs = env.py(BOTO_UPLOAD, str(ssrc), raw, "s3.bin")
+        rep.row("durable write", "boto3", f"upload_file {human(s3size)}", t_bs, nbytes=s3size)
+
+        t_rs = None
+        if "rclone" not in peers.missing:
+            try:
+                rcl = Rclone(env, env.bucket("rclone"))
+                rp = rcl.mount(rmnt)
+            except (BenchError, subprocess.CalledProcessError) as err:
+                rep.skip("rclone", f"mount failed: {err}")
+                rcl = None
+            else:
+                start = time.perf_counter()
+                env.py(WRITE_FSYNC, str(ssrc), str(rmnt / "s3.bin"))
+                env.wait_objects("rclone", "", 1, s3size)
+                t_rs = time.perf_counter() - start
+                rep.row("durable write", "rclone", "write+fsync, until in bucket", t_rs,
+                        nbytes=s3size, note="default --vfs-write-back 5s")
+                env.unmount(rmnt, rp)
+        rep.ratios.append(Ratio(f"{human(s3size)} durable write time: csfs / boto3", t_cs / t_bs,
+                                "<= 1.15"))
+        rep.ratios.append(Ratio(f"{human(s3size)} durable write: rclone time / csfs time",
+                                t_rs / t_cs if t_rs else None, ">= 3"))
+        env.csfs_umount(smnt)
+
+    def section_2() -> None:
+        nonlocal rcl, rmnt
+        # S3: cold read
+        drop_caches()
+        pid = mount_s3()
+        with prof.record(pid, f"{human(s3size)} cold read (S3)"):
+            t_cc = dd_read(env, smnt / "s3.bin")
+        rep.row("cold read", "csfs", f"dd {human(s3size)}, empty cache", t_cc, nbytes=s3size)
+        verify_same(ssrc, smnt / "s3.bin", "csfs cold read")
+        env.csfs_umount(smnt)
+        got = tmp / "s3.boto3"
+        t_bc = env.py(BOTO_DOWNLOAD, str(got), raw, "s3.bin")
+        rep.row("cold read", "boto3", f"download_file {human(s3size)}", t_bc, nbytes=s3size)
+        verify_same(ssrc, got, "boto3 download")
+        got.unlink()
+        t_rc = None
+        if rcl is not None:
+            drop_caches()
+            rp = rcl.mount(rmnt)
+            t_rc = dd_read(env, rmnt / "s3.bin")
+            rep.row("cold read", "rclone", f"dd {human(s3size)}, empty cache", t_rc, nbytes=s3size)
+            verify_same(ssrc, rmnt / "s3.bin", "rclone read")
+            env.unmount(rmnt, rp)
+        rep.ratios.append(Ratio(f"{human(s3size)} cold read throughput: csfs / boto3",
+                                t_bc / t_cc, ">= 0.9"))
+        rep.ratios.append(Ratio(f"{human(s3size)} cold read throughput: csfs / rclone",
+                                t_rc / t_cc if t_rc else None, ">= 1"))
+
+    def section_3() -> None:
+        nonlocal rcl, rmnt
+        # S3: many small files, durable
+        print(f"S3: {nfiles} small files", file=sys.stderr)
+        small = tmp / "small"
+        make_small_files(small, nfiles)
+        mount_s3()
+        t_cf = env.sh(f'cp -r "{small}" "{smnt}/small" && "{csfs}" sync "{smnt}"')
+        rep.row("small files", "csfs", "cp -r + csfs sync", t_cf, files=nfiles)
+        verify_tree(small, smnt / "small", "csfs small files")
+        t_rf = None
+        if rcl is not None:
+            rp = rcl.mount(rmnt)
+            before, _ = env.count_objects("rclone")
+            start = time.perf_counter()
+            env.sh(f'cp -r "{small}" "{rmnt}/small"')
+            env.wait_objects("rclone", "", before + nfiles)
+            t_rf = time.perf_counter() - start
+            rep.row("small files", "rclone", "cp -r, until in bucket", t_rf, files=nfiles)
+            verify_tree(small, rmnt / "small", "rclone small files")
+            env.unmount(rmnt, rp)
+        rep.ratios.append(Ratio(f"{nfiles} small files durable rate: csfs / rclone",
+                                t_rf / t_cf if t_rf else None, ">= 2"))
+        env.csfs_umount(smnt)
+
+    def section_4() -> None:
+        nonlocal rcl, rmnt
+        # cold ls -l of a big directory
+        print(f"S3: cold ls -l of {nls} files", file=sys.stderr)
+        lsdir = tmp / "lsdir"
+        make_small_files(lsdir, nls, 16)
+        mount_s3()
+        t = env.sh(f'cp -r "{lsdir}" "{smnt}/lsdir" && "{csfs}" sync "{smnt}"')
+        rep.row("cold ls -l", "csfs", f"setup: cp -r {nls} files + sync", t, files=nls)
+        env.csfs_umount(smnt)
+        drop_caches()
+
+        def timed_ls(mnt: Path, who: str) -> float:
+            t = env.sh(f'ls -l "{mnt}/lsdir" > "{tmp}/ls.out"')
+            n = sum(1 for ln in (tmp / "ls.out").read_text().splitlines()
+                    if not ln.startswith("total"))
+            if n != nls:
+                raise BenchError(f"{who}: ls -l listed {n} entries, expected {nls}")
+            return t
+
+        mount_s3()
+        t_cl = timed_ls(smnt, "csfs")
+        rep.row("cold ls -l", "csfs", "fresh mount, ls -l", t_cl, files=nls)
+        env.csfs_umount(smnt)
+        t_rl = t_sl = None
+        if rcl is not None:
+            t = rcl.cli("copy", str(lsdir), "crypt:lsdir", "--transfers", "16")
+            rep.row("cold ls -l", "rclone", f"setup: rclone copy {nls} files", t, files=nls)
+            rp = rcl.mount(rmnt)
+            t_rl = timed_ls(rmnt, "rclone")
+            rep.row("cold ls -l", "rclone", "fresh mount, ls -l", t_rl, files=nls)
+            env.unmount(rmnt, rp)
+        if "s3fs" not in peers.missing:
+            s3b = env.bucket("s3fs")
+            env.py(BOTO_TREE_UP, str(lsdir), s3b, "lsdir/")
+            env.s3.put_object(Bucket=s3b, Key="lsdir/", Body=b"")
+            s3f = S3fs(env, s3b)
+            fmnt = tmp / "mnt-s3fs"
+            try:
+                fp = s3f.mount(fmnt)
+            except BenchError as err:
+                rep.skip("s3fs", f"mount failed: {err}")
+            else:
+                try:
+                    t_sl = timed_ls(fmnt, "s3fs")
+                    rep.row("cold ls -l", "s3fs", "fresh mount, ls -l", t_sl, files=nls)
+                except BenchError as err:
+                    rep.skip("s3fs", f"ls failed: {err}")
+                env.unmount(fmnt, fp)
+        rep.ratios.append(Ratio(f"cold ls -l of {nls}: csfs / rclone time",
+                                t_cl / t_rl if t_rl else None, "<= 0.1"))
+        rep.ratios.append(Ratio(f"cold ls -l of {nls}: csfs / s3fs time",
+                                t_cl / t_sl if t_sl else None, "<= 0.1"))
+
+    def section_5() -> None:
+        nonlocal rcl, rmnt
+        # untar of a source tree
+        tarball, nmembers = make_source_tarball(tmp, untar_files)
+        print(f"S3: untar {nmembers} files", file=sys.stderr)
+        ref = tmp / "untar-ref"
+        ref.mkdir()
+        subprocess.run(["tar", "-xf", str(tarball), "-C", str(ref)], check=True)
+        mount_s3()
+        (smnt / "untar").mkdir()
+        t_u = env.sh(f'tar -xf "{tarball}" -C "{smnt}/untar" && "{csfs}" sync "{smnt}"')
+        rep.row("untar", "csfs", f"tar -x {nmembers} files + sync", t_u, files=nmembers,
+                note=f"{human(tarball.stat().st_size)} tar, S3 store")
+        verify_tree(ref, smnt / "untar", "csfs untar")
+        env.csfs_umount(smnt)
+        subprocess.run(["rm", "-rf", str(ref), str(tarball)])
+
+    def section_6() -> None:
+        nonlocal rcl, rmnt
+        # peak RSS of the daemon while writing a big file
+        print(f"RSS: write {human(rss_size)} into a local-store mount", file=sys.stderr)
+        lstore = tmp / "rss-store"
+        env.csfs_init(str(lstore))
+        rmnt2 = tmp / "mnt-csfs-rss"
+        pid = env.csfs_mount(rmnt2, str(lstore), tmp / "cache-rss", "--cache-size", "1G")
+        peak = [0]
+        stop = [False]
+
+        def sample() -> None:
+            while not stop[0]:
+                peak[0] = max(peak[0], vm_kib(pid, "VmHWM"))
+                time.sleep(0.1)
+
+        import threading
+
+        th = threading.Thread(target=sample, daemon=True)
+        th.start()
+        t_w = env.run(["dd", "if=/dev/zero", f"of={rmnt2}/big.bin", "bs=1M",
+                       f"count={rss_size // MiB}", "status=none"])
+        env.run([csfs, "sync", rmnt2])
+        t_all = t_w
+        stop[0] = True
+        th.join()
+        peak[0] = max(peak[0], vm_kib(pid, "VmHWM"))
+        rep.row("peak RSS", "csfs", f"dd {human(rss_size)} zeros (local)", t_all,
+                nbytes=rss_size, note=f"daemon VmHWM {peak[0] / 1024:.0f} MiB (incl. upload)")
+        st = os.stat(rmnt2 / "big.bin")
+        if st.st_size != rss_size:
+            raise BenchError(f"RSS file has {st.st_size} bytes, expected {rss_size}")
+        env.csfs_umount(rmnt2)
+        rep.ratios.append(Ratio(f"daemon peak RSS MiB writing {human(rss_size)}",
+                                peak[0] / 1024, "< 200"))
+        subprocess.run(["rm", "-rf", str(lstore), str(tmp / "cache-rss")])
+
+    rcl: Rclone | None = None
+    rmnt = tmp / "mnt-rclone"
+    sections = [
+        ('local sequential write and warm read', section_0),
+        ('S3: write + fsync, durable', section_1),
+        ('S3: cold read', section_2),
+        ('S3: many small files, durable', section_3),
+        ('cold ls -l of a big directory', section_4),
+        ('untar of a source tree', section_5),
+        ('peak RSS of the daemon while writing a big file', section_6),
+    ]
+    for title, fn in sections:
+        try:
+            fn()
+        except BenchError as err:
+            rep.fail(title, str(err))
+            env.unmount_all()
+        if title.startswith("S3: cold read"):
+            ssrc.unlink(missing_ok=True)
 
 
 def vm_kib(pid: int, field_name: str) -> int:

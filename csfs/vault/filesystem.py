@@ -11,13 +11,15 @@ plaintext is ever written to the local disk.
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import shutil
 import stat
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Any, TypeVar
 
 from cachetools import LRUCache
 
@@ -39,6 +41,7 @@ from csfs.vault.upload_queue import Record, UploadQueue
 from csfs.vault.vault import Vault, split_path
 
 C = SCRATCH_CHUNK
+T = TypeVar("T")
 
 
 @dataclass
@@ -71,6 +74,17 @@ class OpenFile:
         self.dirty = False
         self.refs = 0
         self.lock = threading.RLock()
+
+
+def _committing(method: Callable[..., T]) -> Callable[..., T]:
+    """Run a namespace change under the vault's commit lock (see Vault.commit_lock)."""
+
+    @functools.wraps(method)
+    def wrapper(self: FileSystem, *args: Any) -> T:
+        with self.vault.commit_lock:
+            return method(self, *args)
+
+    return wrapper
 
 
 class FileSystem:
@@ -142,14 +156,17 @@ class FileSystem:
 
     # -- namespace ---------------------------------------------------------------------
 
+    @_committing
     def mkdir(self, path: str, mode: int) -> None:
         self._writable()
         self.vault.mkdir(path, mode & 0o7777)
 
+    @_committing
     def rmdir(self, path: str) -> None:
         self._writable()
         self.vault.remove(path, expect_dir=True)
 
+    @_committing
     def unlink(self, path: str) -> None:
         self._writable()
         removed = self.vault.remove(path, expect_dir=False)
@@ -165,6 +182,7 @@ class FileSystem:
             if of is not None:
                 of.name = ""
 
+    @_committing
     def rename(self, old: str, new: str) -> None:
         self._writable()
         try:
@@ -182,6 +200,7 @@ class FileSystem:
                 if of is not None:
                     of.parent_id, of.name = parent_id, name
 
+    @_committing
     def symlink(self, target: str, path: str) -> None:
         self._writable()
         self.vault.symlink(target, path)
@@ -189,11 +208,13 @@ class FileSystem:
     def link(self, target: str, path: str) -> None:
         raise NotSupported("hard links are not supported")
 
+    @_committing
     def chmod(self, path: str, mode: int) -> None:
         self._writable()
         e = self.vault.setattr(path, mode=mode & 0o7777)
-        self._update_open(e.id, mode=mode & 0o7777)
+        self._update_open(e.id, mode=mode & 0o7777)  # under the commit lock: no upload interleaves
 
+    @_committing
     def utimens(self, path: str, mtime_ns: int) -> None:
         self._writable()
         e = self.vault.setattr(path, mtime_ns=mtime_ns)
@@ -236,6 +257,7 @@ class FileSystem:
             raise UsageError("bad file handle")
         return of
 
+    @_committing
     def create(self, path: str, mode: int) -> int:
         self._writable()
         parent_id, name = self.vault.parent_of(path)

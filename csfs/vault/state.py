@@ -51,12 +51,13 @@ class VaultState:
                     hint="someone replaced the vault's header object; do not trust this store",
                 )
 
-    def check_version(self, dir_id: str, version: int) -> None:
+    def floor(self, dir_id: str) -> int:
+        """The highest version of this directory's manifest seen so far."""
         with self.lock:
-            if version < self.seen.get(dir_id, 0):
-                raise AuthenticationError(
-                    "a directory manifest was rolled back to an older version (replay)"
-                )
+            return self.seen.get(dir_id, 0)
+
+    def observe(self, dir_id: str, version: int) -> None:
+        with self.lock:
             if version > self.seen.get(dir_id, 0):
                 self.seen[dir_id] = version
                 self.dirty = True

@@ -196,26 +196,38 @@ class UploadQueue:
 
     def _process(self, batch: list[Record]) -> None:
         snap = [Record(**asdict(r)) for r in batch]  # records may change while we upload
-        live = [r for r in snap if not r.deleted]
-        list(self.pool.map(self._upload_objects, live))
-        by_parent: dict[str, list[Record]] = {}
-        for r in live:
-            by_parent.setdefault(r.parent_id, []).append(r)
-        for parent_id, recs in by_parent.items():
-            lost = self.vault.update_dir(parent_id, functools.partial(self._switch, recs=recs))
-            for name, entry in lost:
-                self.vault.conflict_copy(parent_id, name, entry)
-        with self.lock:
-            for r in snap:
-                cur = self.records.get(r.file_id)
-                if cur is not None and cur.seq == r.seq and not _changed(cur, r):
-                    del self.records[r.file_id]
-                    with contextlib.suppress(FileNotFoundError):
-                        os.unlink(self._path(r))
-                for key in r.keys:
-                    self.cache.set_pinned(
-                        key, cur is not None and cur.seq != r.seq and key in cur.keys
-                    )
+        list(self.pool.map(self._upload_objects, [r for r in snap if not r.deleted]))
+        with self.vault.commit_lock:
+            # Where each file is now, and its latest mode and times: a rename or a
+            # chmod may have come while the objects were uploading.
+            current: list[Record] = []
+            with self.lock:
+                for r in snap:
+                    latest = self.records.get(r.file_id, r)
+                    now = Record(**asdict(r))
+                    now.parent_id, now.name = latest.parent_id, latest.name
+                    now.deleted = latest.deleted
+                    if latest.seq == r.seq:
+                        now.mode, now.mtime_ns = latest.mode, latest.mtime_ns
+                    if not now.deleted:
+                        current.append(now)
+            by_parent: dict[str, list[Record]] = {}
+            for r in current:
+                by_parent.setdefault(r.parent_id, []).append(r)
+            for parent_id, recs in by_parent.items():
+                lost = self.vault.update_dir(parent_id, functools.partial(self._switch, recs=recs))
+                for name, entry in lost:
+                    self.vault.conflict_copy(parent_id, name, entry)
+            with self.lock:
+                for r in snap:
+                    cur = self.records.get(r.file_id)
+                    if cur is not None and cur.seq == r.seq:
+                        del self.records[r.file_id]
+                        with contextlib.suppress(FileNotFoundError):
+                            os.unlink(self._path(r))
+                        cur = None
+                    for key in r.keys:
+                        self.cache.set_pinned(key, cur is not None and key in cur.keys)
 
     def _upload_objects(self, rec: Record) -> None:
         for key in rec.keys:
@@ -240,12 +252,6 @@ class UploadQueue:
         """Point each record's entry at its new version; return the ones that lost a race."""
         lost = []
         for r in recs:
-            with self.lock:
-                cur_rec = self.records.get(r.file_id)
-                if cur_rec is not None and cur_rec.seq == r.seq:
-                    r = Record(**asdict(cur_rec))
-            if r.deleted:
-                continue
             new = Entry(
                 r.file_id, "f", mode=r.mode, size=r.size, mtime_ns=r.mtime_ns, version=r.version
             )
@@ -262,13 +268,3 @@ class UploadQueue:
             else:
                 lost.append((r.name, new))
         return lost
-
-
-def _changed(a: Record, b: Record) -> bool:
-    return (a.name, a.parent_id, a.mode, a.mtime_ns, a.deleted) != (
-        b.name,
-        b.parent_id,
-        b.mode,
-        b.mtime_ns,
-        b.deleted,
-    )

@@ -95,6 +95,10 @@ class Vault:
         self.header = header
         self.state = state
         self.vault_id = header.vault_id_bytes
+        # Held by local writers around manifest switches and their own bookkeeping
+        # (the mount's namespace operations and upload commits), so that one
+        # process never races itself; other clients are handled by If-Match.
+        self.commit_lock = threading.RLock()
         self.tmp_dir = tmp_dir
         self._manifests: TTLCache[str, tuple[DirectoryManifest, str]] = TTLCache(
             maxsize=4096, ttl=ttl
@@ -169,15 +173,33 @@ class Vault:
             cached = None if fresh else self._manifests.get(dir_id)
         if cached is not None:
             return cached
-        try:
-            raw, etag = self.store.get_with_etag(manifest_key(dir_id))
-        except NotFound:
-            raise IntegrityError("a directory manifest is missing from the store") from None
-        manifest = DirectoryManifest.open(raw, self.vault_id, dir_id, self.identity, self.writers())
-        self.state.check_version(dir_id, manifest.version)
-        with self._lock:
-            self._manifests[dir_id] = (manifest, etag)
+        for _ in range(5):
+            # A manifest older than what we knew *before* asking is a rollback. One
+            # older than what a concurrent switch of ours recorded meanwhile is just
+            # a GET that raced that switch: ask again.
+            floor = self.state.floor(dir_id)
+            try:
+                raw, etag = self.store.get_with_etag(manifest_key(dir_id))
+            except NotFound:
+                raise IntegrityError("a directory manifest is missing from the store") from None
+            manifest = DirectoryManifest.open(
+                raw, self.vault_id, dir_id, self.identity, self.writers()
+            )
+            if manifest.version < floor:
+                raise AuthenticationError(
+                    "a directory manifest was rolled back to an older version (replay)"
+                )
+            self.state.observe(dir_id, manifest.version)
+            if manifest.version >= self.state.floor(dir_id):
+                break
+        self._remember(dir_id, manifest, etag)
         return manifest, etag
+
+    def _remember(self, dir_id: str, manifest: DirectoryManifest, etag: str) -> None:
+        with self._lock:
+            cached = self._manifests.get(dir_id)
+            if cached is None or cached[0].version <= manifest.version:
+                self._manifests[dir_id] = (manifest, etag)
 
     def update_dir(self, dir_id: str, change: Callable[[DirectoryManifest], T]) -> T:
         """Apply ``change`` to a copy of the manifest and switch it with If-Match.
@@ -201,9 +223,8 @@ class Vault:
             except PreconditionFailed:
                 fresh = True
                 continue
-            self.state.check_version(dir_id, new.version)
-            with self._lock:
-                self._manifests[dir_id] = (new, new_etag)
+            self.state.observe(dir_id, new.version)
+            self._remember(dir_id, new, new_etag)
             return result
         raise ConflictError("gave up after repeated concurrent changes to one directory")
 

@@ -110,7 +110,25 @@ def test_tar_round_trip(mounted: Mount, tmp_path: Path) -> None:
     out.mkdir()
     sh("tar", "xf", mounted.p("again.tar"), "-C", str(out))
     sh("diff", "-r", "--no-dereference", str(src), str(out))
-    assert os.stat(out / "a" / "f1.bin").st_mtime_ns == os.stat(src / "a" / "f1.bin").st_mtime_ns
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "BUG: an mtime-only utimensat (atime=UTIME_OMIT: touch -m, tar x, futimens) never reaches "
+    "CsfsOperations.utimens: mfusepy loads libfuse.so.2 (find_library('fuse') first), and "
+    "libfuse 2.9 drops setattr requests that set only one of atime/mtime. With "
+    "FUSE_LIBRARY_PATH=libfuse3.so.3 the call arrives and works"))
+def test_mtime_only_utimens(mounted: Mount, tmp_path: Path) -> None:
+    f = mounted.p("f")
+    write(f, b"abc")
+    sh("touch", "-m", "-d", "@1500000000", f)
+    assert os.stat(f).st_mtime == 1500000000
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "g").write_bytes(b"xyz")
+    os.utime(src / "g", ns=(1_400_000_000_000_000_000,) * 2)
+    sh("tar", "cf", str(tmp_path / "t.tar"), "-C", str(src), ".")
+    sh("tar", "xf", str(tmp_path / "t.tar"), "-C", mounted.path)  # sets mtime via futimens
+    assert os.stat(mounted.p("g")).st_mtime_ns == 1_400_000_000_000_000_000
 
 
 def test_append_and_truncate(mounted: Mount) -> None:
@@ -122,9 +140,13 @@ def test_append_and_truncate(mounted: Mount) -> None:
     base = os.urandom(200_000)
     q = mounted.p("t.bin")
     write(q, base)
+    # Synced between steps: unsynced back-to-back rewrites hit a bug (see the xfail test below).
+    mounted.sync()
     sh("truncate", "-s", "70000", q)
     assert read(q) == base[:70000]
+    mounted.sync()
     sh("truncate", "-s", "150000", q)
+    mounted.sync()
     assert os.path.getsize(q) == 150000
     assert read(q) == base[:70000] + bytes(80000)
     sh("sh", "-c", f"printf tail >> '{q}'")
@@ -221,6 +243,21 @@ def test_metadata_links_df_ls(mounted: Mount) -> None:
     assert b"csfs" in r.stdout
     st = os.statvfs(mounted.path)
     assert st.f_bavail > 0
+    mounted.remount()
+    assert os.stat(f).st_mtime == want
+    assert os.stat(f).st_mode & 0o7777 == 0o751
+    assert os.readlink(mounted.p("ln")) == "f.txt"
+
+
+REPLAY_BUG = pytest.mark.xfail(strict=True, reason=(
+    "BUG: creating many files quickly in one folder fails with EIO 'a directory manifest was "
+    "rolled back to an older version (replay)': Vault.load_dir checks state.check_version "
+    "after its GET, so a manifest fetched just before another thread (the uploader's "
+    "update_dir) commits a newer one looks like a rollback"))
+
+
+@pytest.mark.parametrize("backend", ["local", pytest.param("moto", marks=REPLAY_BUG)])
+def test_ls_l_300_files(mounted: Mount) -> None:
     d = mounted.p("many")
     os.mkdir(d)
     for i in range(300):
@@ -231,9 +268,6 @@ def test_metadata_links_df_ls(mounted: Mount) -> None:
     assert len(lines) == 301
     assert all(line.startswith("-rw") for line in lines[1:])
     mounted.remount()
-    assert os.stat(f).st_mtime == want
-    assert os.stat(f).st_mode & 0o7777 == 0o751
-    assert os.readlink(mounted.p("ln")) == "f.txt"
     assert len(os.listdir(d)) == 300
     assert read(os.path.join(d, "n299")) == b"299"
 
@@ -269,3 +303,26 @@ def test_mmap_read(mounted: Mount) -> None:
     with open(p, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as m:
         assert m[-100:] == data[-100:]
         assert m[:] == data
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "BUG: sequential rewrites of one file by one mount (write, truncate, truncate, append; each "
+    "closed before the next) sometimes end with a spurious '(conflict ...)' copy and a stale "
+    "version under the real name, when a new version is sealed while the previous one is "
+    "being committed by the uploader (UploadQueue.enqueue/_switch base_version chain, or the "
+    "manifest-then-pending lookup in FileSystem._open_file/_overlay)"))
+def test_sequential_rewrites_no_spurious_conflict(local_mounted: Mount) -> None:
+    m = local_mounted
+    base = os.urandom(200_000)
+    for i in range(12):
+        q = m.p(f"r{i}")
+        write(q, base)
+        sh("truncate", "-s", "70000", q)
+        sh("truncate", "-s", "150000", q)
+        sh("sh", "-c", f"printf tail >> '{q}'")
+    m.sync()
+    names = sorted(os.listdir(m.path))
+    assert names == sorted(f"r{i}" for i in range(12)), names
+    expect = base[:70000] + bytes(80000) + b"tail"
+    for i in range(12):
+        assert m.vault.cat(f"r{i}") == expect, i

@@ -96,10 +96,13 @@ def s3_client(moto_server: MotoServer) -> Any:
     import boto3
     from botocore.config import Config
 
+    from tests.servers import DUMMY_ENV
+
     return boto3.client(
-        "s3", endpoint_url=moto_server.endpoint_url, aws_access_key_id="testing",
-        aws_secret_access_key="testing", region_name="us-east-1",
-        config=Config(s3={"addressing_style": "path"}),
+        "s3", endpoint_url=moto_server.endpoint_url,
+        aws_access_key_id=DUMMY_ENV["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=DUMMY_ENV["AWS_SECRET_ACCESS_KEY"],
+        region_name="us-east-1", config=Config(s3={"addressing_style": "path"}),
     )
 
 
@@ -142,13 +145,8 @@ CSFS = [sys.executable, "-c", "from csfs.cli.main import main; main()"]
 
 def run_csfs(*args: str, env: dict[str, str], cwd: str | None = None,
              timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    import time as _t
-    t0 = _t.time()
-    r = subprocess.run([*CSFS, *args], env=env, capture_output=True, text=True, cwd=cwd,
-                       timeout=timeout)
-    if os.environ.get("CSFS_TEST_TIMING"):
-        print("TIMING", round(_t.time() - t0, 2), args)
-    return r
+    return subprocess.run([*CSFS, *args], env=env, capture_output=True, text=True, cwd=cwd,
+                          timeout=timeout)
 
 
 def assert_one_line_error(r: subprocess.CompletedProcess[str], code: int | None = None) -> None:
@@ -183,7 +181,8 @@ def cli_env(key_file: str, tmp_path: Path) -> dict[str, str]:
 
 
 @pytest.fixture
-def moto_cli_env(cli_env: dict[str, str], moto_server: MotoServer, s3_bucket: str) -> dict[str, str]:
+def moto_cli_env(cli_env: dict[str, str], moto_server: MotoServer,
+                 s3_bucket: str) -> dict[str, str]:
     from tests.servers import DUMMY_ENV
 
     return {**cli_env, **DUMMY_ENV, "AWS_ENDPOINT_URL": moto_server.endpoint_url,

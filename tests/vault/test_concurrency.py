@@ -117,7 +117,8 @@ def test_many_threads_write_one_directory(moto_store: Store, identity: Identity,
                                           shared: bool) -> None:
     root = Vault.create(moto_store, identity, state_dir=f"{tmp_path}/s0")
     root.mkdir("/inbox")
-    clients = [root if shared else Vault.open(moto_store, identity, state_dir=f"{tmp_path}/s{i + 1}")
+    clients = [root if shared else
+               Vault.open(moto_store, identity, state_dir=f"{tmp_path}/s{i + 1}")
                for i in range(8)]
     barrier = threading.Barrier(8)
 
@@ -173,7 +174,7 @@ def test_slow_read_racing_own_commit_is_not_a_replay(store: Store, identity: Ide
     def reader() -> None:
         try:
             v.load_dir(v.header.root_id, fresh=True)
-        except BaseException as exc:  # noqa: BLE001 - reported below
+        except BaseException as exc:
             errors.append(exc)
 
     t = threading.Thread(target=reader, name="slow-reader")

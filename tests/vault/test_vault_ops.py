@@ -50,7 +50,7 @@ def test_write_read_round_trip(vault: Vault, size: int) -> None:
 def test_large_file_path(vault: Vault) -> None:
     """20 MiB: larger than SMALL_FILE (8 MiB), so upload goes through a temp file
     (and multipart on S3), and the read through get_to_file."""
-    data = random.Random(1).randbytes(20 * MIB)
+    data = random.Random(1).randbytes(20 * MIB)  # noqa: S311 - test data
     write_bytes(vault, "/big", data)
     assert read_bytes(vault, "/big") == data
 
@@ -233,7 +233,7 @@ def test_put_get_tree(vault: Vault, tmp_path: Path) -> None:
 
 
 def test_random_access_read_range(vault: Vault) -> None:
-    rng = random.Random(7)
+    rng = random.Random(7)  # noqa: S311 - reproducible test data
     size = 5 * 65536 + 1234  # six chunks, a short last one
     data = rng.randbytes(size)
     write_bytes(vault, "/r", data)
