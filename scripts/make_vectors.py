@@ -26,11 +26,14 @@ from csfs.crypto.envelope import (
     Stanza,
     parse_envelope,
     seal_envelope_stanzas,
+    seal_length,
 )
 from csfs.crypto.keys import Identity
 from csfs.crypto.sealed import _encrypt_stream
 from csfs.vault.manifest import DirectoryManifest, Entry
-from csfs.crypto.stream import HEADER_SIZE, TAG_SIZE, ChunkCipher, PayloadHeader, PayloadKeys, nonce
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+from csfs.crypto.stream import HEADER_SIZE, hkdf, TAG_SIZE, ChunkCipher, PayloadHeader, PayloadKeys, nonce
 
 OUT = sys.argv[1] if len(sys.argv) > 1 else os.path.join(os.path.dirname(__file__), "..", "tests", "vectors")
 
@@ -167,8 +170,8 @@ def main() -> None:
         write(f"flip_chunk_{i}_tag", "authentication", f"bit flipped in chunk {i} tag", "alice",
               env, flip(pay, end - 3))
     env_regions = {
-        "magic": 2, "context": 8 + 20, "header_hash": 55, "length": 88, "commitment": 100,
-        "stanza": 130, "signer": len(env) - 80, "signature": len(env) - 10,
+        "magic": 2, "context": 8 + 20, "header_hash": 55, "sealed_length": 90, "commitment": 110,
+        "stanza": 150, "signer": len(env) - 80, "signature": len(env) - 10,
     }
     for region, off in env_regions.items():
         write(f"flip_envelope_{region}", "format" if region == "magic" else "authentication",
@@ -199,24 +202,39 @@ def main() -> None:
         return data[:off] + value + data[off + len(value):]
 
     write("oversized_stanza_count", "format", "stanza count 65535", "alice",
-          set_bytes(env, 121, b"\xff\xff"), pay)
-    write("zero_stanza_count", "format", "stanza count 0", "alice", set_bytes(env, 121, b"\0\0"), pay)
+          set_bytes(env, 137, b"\xff\xff"), pay)
+    write("zero_stanza_count", "format", "stanza count 0", "alice", set_bytes(env, 137, b"\0\0"), pay)
     write("oversized_sealed_len", "format", "stanza length 65535", "alice",
-          set_bytes(env, 125, b"\xff\xff"), pay)
-    write("oversized_plaintext_length", "format", "plaintext length 2^63", "alice",
-          set_bytes(env, 81, (1 << 63).to_bytes(8, "big")), pay)
-    write("unknown_kem", "format", "stanza KEM id 0x9999", "alice", set_bytes(env, 123, b"\x99\x99"), pay)
+          set_bytes(env, 141, b"\xff\xff"), pay)
+    write("unknown_kem", "format", "stanza KEM id 0x9999", "alice", set_bytes(env, 139, b"\x99\x99"), pay)
     write("unknown_context_kind", "format", "context kind 9", "alice", set_bytes(env, 8, b"\x09"), pay)
 
     # Validly signed but lying envelopes: only the later checks can catch these.
     write("signed_bad_commitment", "authentication", "re-signed envelope with a wrong commitment",
-          "alice", resign(env, lambda b: b.__setitem__(slice(89, 121), bytes(32))), pay)
+          "alice", resign(env, lambda b: b.__setitem__(slice(105, 137), bytes(32))), pay)
+
+    # A writer who knows the content key re-seals the length and re-signs.
+    mkey = seed("multi content key")
+    mparsed = parse_envelope(env)
+
+    def resealed(length: int) -> bytes:
+        sealed = seal_length(mkey, mparsed.context, mparsed.header_hash, length)
+        return resign(env, lambda b: b.__setitem__(slice(81, 105), sealed))
+
     write("signed_wrong_length", "authentication",
-          "re-signed envelope claiming one byte less, same padded size", "alice",
-          resign(env, lambda b: b.__setitem__(slice(81, 89), (len(multi) - 1).to_bytes(8, "big"))), pay)
+          "length re-sealed and re-signed as one byte less, same padded size", "alice",
+          resealed(len(multi) - 1), pay)
     write("signed_longer_length", "authentication",
-          "re-signed envelope claiming 10 more bytes, same padded size", "alice",
-          resign(env, lambda b: b.__setitem__(slice(81, 89), (len(multi) + 10).to_bytes(8, "big"))), pay)
+          "length re-sealed and re-signed as 10 bytes more, same padded size", "alice",
+          resealed(len(multi) + 10), pay)
+    write("oversized_plaintext_length", "format", "length re-sealed as 2^63 and re-signed",
+          "alice", resign(env, lambda b: b.__setitem__(slice(81, 105), AESGCM(
+              hkdf(mkey, mparsed.header_hash, b"csfs v1 length")).encrypt(
+                  bytes(12), (1 << 63).to_bytes(8, "big"), mparsed.context.encode()))), pay)
+    write("sealed_length_of_another_file", "authentication",
+          "sealed length field copied from another envelope, re-signed", "alice",
+          resign(env, lambda b: b.__setitem__(slice(81, 105), parse_envelope(
+              encrypt(multi, ["alice"], "length donor")[0]).sealed_length)), pay)
 
     # Crafted payloads with the right key: only the stream rules can catch these.
     ckey = seed("multi content key")
@@ -241,7 +259,7 @@ def main() -> None:
         e = parse_envelope(env)
         other = parse_envelope(other_env)
         stanzas: tuple[Stanza, ...] = other.stanzas
-        return seal_envelope_stanzas(e.context, e.header_hash, e.length, e.commitment, stanzas,
+        return seal_envelope_stanzas(e.context, e.header_hash, e.sealed_length, e.commitment, stanzas,
                                      WRITER).encode()
 
     write("stanza_from_other_file", "no match",

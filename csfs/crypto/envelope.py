@@ -1,10 +1,12 @@
-"""The key envelope: HPKE wraps of a content key, commitment, length, signature.
+"""The key envelope: HPKE wraps of a content key, commitment, sealed length, signature.
 
 Protects against: an envelope moved to another file or version (the context
 is in every HPKE `info` and is compared with what the reader expects), a
 payload swapped under an envelope (the payload header hash is signed), two
 recipients being shown different plaintexts (key commitment), and forged or
-edited envelopes (Ed25519 signature over every byte before it). Stanzas carry
+edited envelopes (Ed25519 signature over every byte before it). The exact
+plaintext length is sealed under the content key: the store sees only the
+Padmé-rounded payload size. Stanzas carry
 no key id, so the store cannot tell who can read a file (docs/format.md 3).
 """
 
@@ -13,12 +15,13 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-from cryptography.exceptions import InvalidSignature
+from cryptography.exceptions import InvalidSignature, InvalidTag
 from cryptography.hazmat.primitives import hpke
 from cryptography.hazmat.primitives.asymmetric import ed25519
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
 from csfs.crypto.keys import HPKE_KEMS, Identity, Recipient
-from csfs.crypto.stream import KEY_SIZE, MAX_PLAINTEXT
+from csfs.crypto.stream import KEY_SIZE, MAX_PLAINTEXT, hkdf
 from csfs.errors import AuthenticationError, FormatError, NoMatchingKeyError
 
 ENVELOPE_MAGIC = b"csfs-ev1"
@@ -75,15 +78,21 @@ class Stanza:
 class Envelope:
     context: Context
     header_hash: bytes
-    length: int
+    sealed_length: bytes
     commitment: bytes
     stanzas: tuple[Stanza, ...]
     signer: bytes
     signature: bytes
+    length: int | None = None  # known to the writer, or to a reader once unsealed; not encoded
 
     def signed_part(self) -> bytes:
         return _signed_part(
-            self.context, self.header_hash, self.length, self.commitment, self.stanzas, self.signer
+            self.context,
+            self.header_hash,
+            self.sealed_length,
+            self.commitment,
+            self.stanzas,
+            self.signer,
         )
 
     def encode(self) -> bytes:
@@ -105,6 +114,19 @@ class Envelope:
                 raise FormatError("wrapped content key has the wrong length")
             return key
         raise NoMatchingKeyError("no matching key: this file was not encrypted to your key")
+
+    def unseal_length(self, content_key: bytes) -> int:
+        """The plaintext length, decrypted with the content key (format.md 3.4)."""
+        try:
+            raw = AESGCM(_length_key(content_key, self.header_hash)).decrypt(
+                bytes(12), self.sealed_length, self.context.encode()
+            )
+        except InvalidTag:
+            raise AuthenticationError("key envelope length does not authenticate") from None
+        length = int.from_bytes(raw, "big")
+        if length > MAX_PLAINTEXT:
+            raise FormatError("key envelope length is out of range")
+        return length
 
     def verify(self, allowed_signers: set[bytes] | None = None) -> None:
         """Check the signature, and that the signer is one of ``allowed_signers`` if given."""
@@ -137,14 +159,33 @@ class Envelope:
             _wrap(content_key, r, self.context, self.header_hash) for r in recipients
         )
         return seal_envelope_stanzas(
-            self.context, self.header_hash, self.length, self.commitment, stanzas, signer
+            self.context,
+            self.header_hash,
+            self.sealed_length,
+            self.commitment,
+            stanzas,
+            signer,
+            length=self.length,
         )
+
+
+def _length_key(content_key: bytes, header_hash: bytes) -> bytes:
+    return hkdf(content_key, header_hash, b"csfs v1 length")
+
+
+def seal_length(content_key: bytes, context: Context, header_hash: bytes, length: int) -> bytes:
+    """The 24-byte sealed length field: AES-256-GCM of L under a key from K."""
+    if not 0 <= length <= MAX_PLAINTEXT:
+        raise ValueError("plaintext length out of range")
+    return AESGCM(_length_key(content_key, header_hash)).encrypt(
+        bytes(12), length.to_bytes(8, "big"), context.encode()
+    )
 
 
 def _signed_part(
     context: Context,
     header_hash: bytes,
-    length: int,
+    sealed_length: bytes,
     commitment: bytes,
     stanzas: tuple[Stanza, ...],
     signer: bytes,
@@ -153,7 +194,7 @@ def _signed_part(
         ENVELOPE_MAGIC,
         context.encode(),
         header_hash,
-        length.to_bytes(8, "big"),
+        sealed_length,
         commitment,
         len(stanzas).to_bytes(2, "big"),
     ]
@@ -169,29 +210,36 @@ def _wrap(content_key: bytes, recipient: Recipient, context: Context, header_has
     return Stanza(recipient.kem_id, sealed)
 
 
+SEALED_LENGTH_SIZE = 24
+_STANZAS_AT = 8 + CONTEXT_SIZE + 32 + SEALED_LENGTH_SIZE + 32 + 2  # 139
+
+
 def seal_envelope_stanzas(
     context: Context,
     header_hash: bytes,
-    length: int,
+    sealed_length: bytes,
     commitment: bytes,
     stanzas: tuple[Stanza, ...],
     signer: Identity | ed25519.Ed25519PrivateKey,
+    *,
+    length: int | None = None,
 ) -> Envelope:
     if not 1 <= len(stanzas) <= MAX_STANZAS:
         raise ValueError(f"an envelope needs 1 to {MAX_STANZAS} recipients")
-    if not 0 <= length <= MAX_PLAINTEXT:
-        raise ValueError("plaintext length out of range")
+    if len(sealed_length) != SEALED_LENGTH_SIZE:
+        raise ValueError("sealed length must be 24 bytes")
     key = signer.signing_key if isinstance(signer, Identity) else signer
     signer_pub = key.public_key().public_bytes_raw()
-    body = _signed_part(context, header_hash, length, commitment, stanzas, signer_pub)
+    body = _signed_part(context, header_hash, sealed_length, commitment, stanzas, signer_pub)
     return Envelope(
         context,
         header_hash,
-        length,
+        sealed_length,
         commitment,
         stanzas,
         signer_pub,
         key.sign(SIGNATURE_DOMAIN + body),
+        length,
     )
 
 
@@ -207,27 +255,28 @@ def seal_envelope(
     """Wrap ``content_key`` to every recipient, each with a fresh ephemeral key, and sign."""
     unique = list(dict.fromkeys(recipients))
     stanzas = tuple(_wrap(content_key, r, context, header_hash) for r in unique)
-    return seal_envelope_stanzas(context, header_hash, length, commitment, stanzas, signer)
+    sealed = seal_length(content_key, context, header_hash, length)
+    return seal_envelope_stanzas(
+        context, header_hash, sealed, commitment, stanzas, signer, length=length
+    )
 
 
 def parse_envelope(data: bytes) -> Envelope:
     """Parse envelope bytes, checking every length before it is used (format.md 3.1)."""
     if len(data) > MAX_ENVELOPE_SIZE:
         raise FormatError("key envelope is larger than 2 MiB")
-    if len(data) < 123 + 96:
+    if len(data) < _STANZAS_AT + 96:
         raise FormatError("key envelope is truncated")
     if data[:8] != ENVELOPE_MAGIC:
         raise FormatError("not a csfs key envelope (bad magic)")
     context = Context.decode(data[8:49])
     header_hash = bytes(data[49:81])
-    length = int.from_bytes(data[81:89], "big")
-    if length > MAX_PLAINTEXT:
-        raise FormatError("key envelope length field is out of range")
-    commitment = bytes(data[89:121])
-    count = int.from_bytes(data[121:123], "big")
+    sealed_length = bytes(data[81:105])
+    commitment = bytes(data[105:137])
+    count = int.from_bytes(data[137:139], "big")
     if not 1 <= count <= MAX_STANZAS:
         raise FormatError(f"key envelope has {count} stanzas (allowed: 1 to {MAX_STANZAS})")
-    pos = 123
+    pos = _STANZAS_AT
     stanzas = []
     for _ in range(count):
         if pos + 4 > len(data):
@@ -252,7 +301,7 @@ def parse_envelope(data: bytes) -> Envelope:
     return Envelope(
         context,
         header_hash,
-        length,
+        sealed_length,
         commitment,
         tuple(stanzas),
         bytes(data[pos : pos + 32]),

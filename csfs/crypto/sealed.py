@@ -9,6 +9,7 @@ library draws them itself.
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 from typing import BinaryIO
 
 from cryptography.hazmat.primitives.asymmetric import ed25519
@@ -89,9 +90,11 @@ def open_envelope(
     env.verify(allowed_signers)
     header = PayloadHeader.decode(header_bytes)
     env.check_binding(context or Context.offline(header.payload_id), header.hash)
-    keys = PayloadKeys(env.open(identity), header)
+    content_key = env.open(identity)
+    keys = PayloadKeys(content_key, header)
     keys.check_commitment(env.commitment)
-    return env, ChunkCipher(keys, env.length)
+    length = env.unseal_length(content_key)
+    return replace(env, length=length), ChunkCipher(keys, length)
 
 
 def decrypt_stream(
@@ -113,6 +116,12 @@ def decrypt_stream(
     env, cipher = open_envelope(
         envelope, header_bytes, identity, context=context, allowed_signers=allowed_signers
     )
+    decrypt_opened(src, dst, cipher)
+    return env
+
+
+def decrypt_opened(src: BinaryIO, dst: BinaryIO, cipher: ChunkCipher) -> None:
+    """Decrypt the chunks of an opened payload; ``src`` is positioned after the header."""
     size = _remaining_size(src)
     if size is not None and size != cipher.size - HEADER_SIZE:
         # Known before any plaintext is released: truncation or trailing data.
@@ -121,7 +130,6 @@ def decrypt_stream(
             "truncated or extended"
         )
     decrypt_payload(src, dst, cipher)
-    return env
 
 
 def _remaining_size(src: BinaryIO) -> int | None:

@@ -63,7 +63,7 @@ def nonce(index: int, last: bool) -> bytes:
     return index.to_bytes(11, "big") + (b"\x01" if last else b"\x00")
 
 
-def _hkdf(key: bytes, salt: bytes, info: bytes) -> bytes:
+def hkdf(key: bytes, salt: bytes, info: bytes) -> bytes:
     return HKDF(hashes.SHA256(), 32, salt, info).derive(key)
 
 
@@ -109,8 +109,8 @@ class PayloadKeys:
             raise ValueError("content key must be 32 bytes")
         self.header = header
         self.header_hash = header.hash
-        self.commitment = _hkdf(content_key, header.payload_id, b"csfs v1 commitment")
-        self.aead = AESGCM(_hkdf(content_key, header.payload_id, b"csfs v1 payload"))
+        self.commitment = hkdf(content_key, header.payload_id, b"csfs v1 commitment")
+        self.aead = AESGCM(hkdf(content_key, header.payload_id, b"csfs v1 payload"))
 
     def check_commitment(self, commitment: bytes) -> None:
         if not hmac.compare_digest(self.commitment, commitment):

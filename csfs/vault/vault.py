@@ -28,12 +28,10 @@ from csfs.crypto import (
     Envelope,
     Identity,
     Recipient,
-    decrypt_stream,
     encrypt_stream,
-    parse_envelope,
 )
 from csfs.crypto.envelope import KIND_FILE
-from csfs.crypto.sealed import open_envelope
+from csfs.crypto.sealed import decrypt_opened, open_envelope
 from csfs.crypto.stream import HEADER_SIZE, ChunkCipher
 from csfs.errors import (
     AlreadyExists,
@@ -439,6 +437,7 @@ class Vault:
                 tmp.flush()
                 self.store.put_file(ckey, tmp.name, if_none_match=True)
         self.store.put(envelope_key(file_id, version), env.encode(), if_none_match=True)
+        assert env.length is not None  # the writer knows it
         return version, env.length
 
     def commit_file(self, parent_id: str, name: str, new: Entry, base: Entry | None) -> Entry:
@@ -537,24 +536,18 @@ class Vault:
         if entry.version == 0:
             return entry
         ckey = content_key(entry.id, entry.version)
+        _, cipher = self.open_version(entry)
         try:
-            env = parse_envelope(self.store.get(envelope_key(entry.id, entry.version)))
-            if env.length != entry.size:
-                raise AuthenticationError("file size in its directory does not match its envelope")
-            context = self.file_context(entry.id, entry.version)
-            if env.length <= SMALL_FILE:
-                src: BinaryIO = io.BytesIO(self.store.get(ckey))
-                decrypt_stream(
-                    src, env, dst, self.identity, context=context, allowed_signers=self.writers()
-                )
+            if cipher.size <= SMALL_FILE:
+                src: BinaryIO = io.BytesIO(self.store.get(ckey, HEADER_SIZE))
+                decrypt_opened(src, dst, cipher)
                 return entry
             with tempfile.TemporaryDirectory(dir=self.tmp_dir) as tmp:
                 local = os.path.join(tmp, "payload")
                 self.store.get_to_file(ckey, local)
                 with open(local, "rb") as f:
-                    decrypt_stream(
-                        f, env, dst, self.identity, context=context, allowed_signers=self.writers()
-                    )
+                    f.seek(HEADER_SIZE)
+                    decrypt_opened(f, dst, cipher)
         except NotFound:
             raise IntegrityError(
                 "a file's ciphertext or key envelope is missing from the store"

@@ -37,8 +37,8 @@ def test_no_plaintext_in_cache(vault: Vault, tmp_path: Path) -> None:
         (src / f"t{i}.txt").write_bytes((MARKER + b" line %d\n" % i) * (2000 * (i + 1)))
     subprocess.run(["cp", "-r", str(src), m.p("docs")], check=True)
     db = m.p("m.db")
-    sql = "CREATE TABLE t(v TEXT);" + "".join(
-        f"INSERT INTO t VALUES ('{MARKER.decode()} {i}');" for i in range(200))
+    sql = "CREATE TABLE t(v TEXT); BEGIN;" + "".join(
+        f"INSERT INTO t VALUES ('{MARKER.decode()} {i}');" for i in range(200)) + "COMMIT;"
     subprocess.run(["sqlite3", db], input=sql.encode(), check=True, capture_output=True)
     # A file still open, written at random offsets (lives in the encrypted scratch file).
     fd = os.open(m.p("open.bin"), os.O_RDWR | os.O_CREAT, 0o644)
