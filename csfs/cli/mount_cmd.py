@@ -11,7 +11,7 @@ import click
 
 from csfs.cli.main import cli
 from csfs.cli.offline_cmd import unlock
-from csfs.cli.vault_cmd import pop_store_opts, store_options
+from csfs.cli.vault_cmd import pop_store_opts, store_options, trusted_owners
 from csfs.errors import StoreError, UsageError
 
 CACHE_HOME = os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache")
@@ -71,6 +71,7 @@ def mount(
     opts = pop_store_opts(kw)
     limit = parse_size(cache_size)
     identity = unlock(opts["key"], opts["passphrase_file"])  # asked once, before forking
+    owners = trusted_owners(opts["trust_owner"])
     store_url = opts["store"]
     if cache_dir is None:
         tag = hashlib.sha256(f"{store_url}\0{identity.recipient.fingerprint}".encode()).hexdigest()
@@ -82,7 +83,7 @@ def mount(
     def make_fs() -> FileSystem:
         lock_cache_dir(cache_dir)  # held for the daemon's lifetime
         store = open_store(store_url, endpoint_url=opts["endpoint_url"])
-        vault = Vault.open(store, identity, ttl=ttl, tmp_dir=cache_dir)
+        vault = Vault.open(store, identity, ttl=ttl, tmp_dir=cache_dir, trusted_owners=owners)
         return FileSystem(vault, cache_dir, limit, read_only=read_only)
 
     run_mount(

@@ -42,6 +42,15 @@ def store_options(f: Callable[..., Any]) -> Callable[..., Any]:
         help="S3 endpoint for S3-compatible stores (env AWS_ENDPOINT_URL).",
     )(f)
     f = click.option(
+        "--trust-owner",
+        "trust_owner",
+        multiple=True,
+        envvar="CSFS_TRUST_OWNER",
+        metavar="PUB.pem",
+        help="Accept a vault owned by this public key the first time you open it "
+        "(env CSFS_TRUST_OWNER). Not needed for your own vaults.",
+    )(f)
+    f = click.option(
         "--key",
         "key",
         envvar="CSFS_KEY",
@@ -51,16 +60,22 @@ def store_options(f: Callable[..., Any]) -> Callable[..., Any]:
     return passphrase_option(f)
 
 
-def open_vault(
-    store: str, endpoint_url: str | None, key: str, passphrase_file: str | None
-) -> Vault:
-    identity = unlock(key, passphrase_file)
-    return Vault.open(open_store(store, endpoint_url=endpoint_url), identity)
+def trusted_owners(paths: tuple[str, ...]) -> set[bytes]:
+    return {load_recipient(p).verify_key_bytes for p in paths}
+
+
+def open_vault(opts: dict[str, Any]) -> Vault:
+    identity = unlock(opts["key"], opts["passphrase_file"])
+    return Vault.open(
+        open_store(opts["store"], endpoint_url=opts["endpoint_url"]),
+        identity,
+        trusted_owners=trusted_owners(opts["trust_owner"]),
+    )
 
 
 @contextmanager
 def vault_from(opts: dict[str, Any]) -> Iterator[Vault]:
-    vault = open_vault(opts["store"], opts["endpoint_url"], opts["key"], opts["passphrase_file"])
+    vault = open_vault(opts)
     try:
         yield vault
     finally:
@@ -68,7 +83,8 @@ def vault_from(opts: dict[str, Any]) -> Iterator[Vault]:
 
 
 def pop_store_opts(kwargs: dict[str, Any]) -> dict[str, Any]:
-    return {k: kwargs.pop(k) for k in ("store", "endpoint_url", "key", "passphrase_file")}
+    names = ("store", "endpoint_url", "key", "passphrase_file", "trust_owner")
+    return {k: kwargs.pop(k) for k in names}
 
 
 @contextmanager

@@ -10,6 +10,7 @@ says so.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import tempfile
@@ -24,8 +25,10 @@ def default_state_dir() -> str:
 
 
 class VaultState:
-    def __init__(self, directory: str | None, vault_id: str) -> None:
-        self.path = os.path.join(directory, f"{vault_id}.json") if directory else None
+    def __init__(self, directory: str | None, store_url: str) -> None:
+        # Keyed by where the vault is, not by the id inside its (untrusted) header.
+        name = hashlib.sha256(store_url.encode()).hexdigest()[:32]
+        self.path = os.path.join(directory, f"{name}.json") if directory else None
         self.lock = threading.Lock()
         self.header_digest: str | None = None
         self.seen: dict[str, int] = {}

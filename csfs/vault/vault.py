@@ -12,6 +12,7 @@ from __future__ import annotations
 import io
 import os
 import posixpath
+import random
 import stat
 import tempfile
 import threading
@@ -60,7 +61,7 @@ from csfs.vault.state import VaultState, default_state_dir
 
 T = TypeVar("T")
 SMALL_FILE = 8 << 20  # payloads up to this size are built in memory, larger ones in a temp file
-MAX_RETRIES = 20
+MAX_RETRIES = 50
 
 
 def split_path(path: str) -> list[str]:
@@ -123,7 +124,7 @@ class Vault:
             raise UsageError(
                 f"a vault already exists at {store.url}", hint="use it, or pick another --store"
             ) from None
-        vault = cls(store, identity, header, VaultState(_state_dir(state_dir), header.vault_id))
+        vault = cls(store, identity, header, VaultState(_state_dir(state_dir), store.url))
         everyone = list(dict.fromkeys([identity.recipient, *(readers or [])]))
         root = DirectoryManifest(
             header.root_id,
@@ -146,7 +147,15 @@ class Vault:
         state_dir: str | None = None,
         ttl: float = 1.0,
         tmp_dir: str | None = None,
+        trusted_owners: set[bytes] | None = None,
     ) -> Vault:
+        """Open the vault in ``store``.
+
+        The first time a client sees a vault, its owner must be the client's own
+        key or one of ``trusted_owners``: otherwise whoever controls the store
+        could hand a new client a vault of their own, readable by them.
+        Afterwards the header is pinned (per store URL) and any change refused.
+        """
         try:
             raw = store.get(HEADER_KEY)
         except NotFound:
@@ -154,7 +163,14 @@ class Vault:
                 f"no csfs vault at {store.url}", hint="create one with `csfs init`"
             ) from None
         header = VaultHeader.decode(raw)
-        state = VaultState(_state_dir(state_dir), header.vault_id)
+        state = VaultState(_state_dir(state_dir), store.url)
+        own = identity.recipient.verify_key_bytes
+        if state.header_digest is None and header.owner not in {own, *(trusted_owners or ())}:
+            raise AuthenticationError(
+                f"this vault belongs to a key you have not trusted yet "
+                f"(owner {header.owner.hex()[:16]}...)",
+                hint="check the owner's public key with them, then pass --trust-owner PUB.pem",
+            )
         return cls(store, identity, header, state, ttl=ttl, tmp_dir=tmp_dir)
 
     def close(self) -> None:
@@ -207,7 +223,7 @@ class Vault:
         conflict becomes.
         """
         fresh = False
-        for _ in range(MAX_RETRIES):
+        for attempt in range(MAX_RETRIES):
             manifest, etag = self.load_dir(dir_id, fresh=fresh)
             new = manifest.copy()
             result = change(new)
@@ -220,6 +236,8 @@ class Vault:
                 new_etag = self.store.put(manifest_key(dir_id), raw, if_match=etag)
             except PreconditionFailed:
                 fresh = True
+                # Jittered backoff, so that many writers on one directory spread out.
+                time.sleep(random.uniform(0, min(0.5, 0.005 * 2**attempt)))  # noqa: S311
                 continue
             self.state.observe(dir_id, new.version)
             self._remember(dir_id, new, new_etag)

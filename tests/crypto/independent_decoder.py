@@ -1,7 +1,8 @@
 """An independent reader of csfs offline files, written only from docs/format.md.
 
 It deliberately imports nothing from the csfs package: it exists to cross-check
-the implementation against the specification (sections 1-4). Section numbers in
+the implementation against the specification (sections 1-4, and the envelope
+contexts of vault objects, 3.2 and 5.3-5.4). Section numbers in
 comments refer to docs/format.md.
 """
 
@@ -38,6 +39,8 @@ KEMS = {
     0x647A: (hpke.KEM.MLKEM768_X25519, 1120),
 }
 MAX_ENVELOPE = 2 * 1024 * 1024
+STANZAS_AT = 139  # 3.1: offset of the first stanza
+MAX_LENGTH = 2**48  # 3.4: a larger unsealed L is a format error
 PEM_BLOCK = re.compile(rb"-----BEGIN PRIVATE KEY-----.+?-----END PRIVATE KEY-----", re.S)
 
 
@@ -87,21 +90,21 @@ def parse_envelope(env: bytes) -> dict:
     """3.1-3.3 (step 1 of 3.6): every failure here is a format error."""
     if len(env) > MAX_ENVELOPE:
         raise FormatFailure("envelope larger than 2 MiB")
-    if len(env) < 123 + 96:
+    if len(env) < STANZAS_AT + 96:
         raise FormatFailure("short envelope")
     if env[0:8] != b"csfs-ev1":
         raise FormatFailure("bad envelope magic")
+    # 3.1 layout: magic 0/8, context 8/41, header_hash 49/32, sealed_length 81/24,
+    # commitment 105/32, count 137/2, stanzas from 139.
     context, header_hash = env[8:49], env[49:81]
-    (length,) = struct.unpack(">Q", env[81:89])
-    commitment = env[89:121]
-    (count,) = struct.unpack(">H", env[121:123])
+    sealed_length = env[81:105]
+    commitment = env[105:137]
+    (count,) = struct.unpack(">H", env[137:139])
     if context[0] not in (1, 2, 3):
         raise FormatFailure("unknown context kind")
-    if length > 2**48:
-        raise FormatFailure("plaintext length above 2^48")
     if not 1 <= count <= 1024:
         raise FormatFailure("stanza count out of range")
-    stanzas, pos = [], 123
+    stanzas, pos = [], STANZAS_AT
     for _ in range(count):
         if pos + 4 > len(env):
             raise FormatFailure("short envelope")
@@ -122,7 +125,7 @@ def parse_envelope(env: bytes) -> dict:
     return dict(
         context=context,
         header_hash=header_hash,
-        length=length,
+        sealed_length=sealed_length,
         commitment=commitment,
         stanzas=stanzas,
         signer=env[pos : pos + 32],
@@ -143,8 +146,16 @@ def parse_header(payload: bytes) -> tuple[bytes, int, bytes]:
     return header, 1 << header[8], header[16:32]
 
 
-def decrypt(envelope: bytes, payload: bytes, identity_pem: bytes,
-            context: bytes | None = None) -> bytes:
+def decrypt(
+    envelope: bytes,
+    payload: bytes,
+    identity_pem: bytes,
+    context: bytes | None = None,
+    signers: set[bytes] | None = None,
+) -> bytes:
+    """3.6. `context`: the expected context (default: an offline file, 4).
+    `signers`: if given, the accepted envelope signers (3.5, 5.3); otherwise the
+    signer is only reported policy and any valid signature passes."""
     kem_id, private_key = load_identity(identity_pem)
     # 3.6 step 1. The payload header is parsed here too: the spec does not say
     # where its format checks fall, but step 3 needs its fields.
@@ -159,6 +170,8 @@ def decrypt(envelope: bytes, payload: bytes, identity_pem: bytes,
         )
     except (InvalidSignature, ValueError) as exc:
         raise AuthFailure("bad envelope signature") from exc
+    if signers is not None and env["signer"] not in signers:
+        raise AuthFailure("envelope signer is not an accepted writer")
 
     # Step 3: context (3.2, section 4) and header hash.
     expected = context if context is not None else bytes([1]) + bytes(16) + payload_id + bytes(8)
@@ -186,8 +199,19 @@ def decrypt(envelope: bytes, payload: bytes, identity_pem: bytes,
     if not hmac.compare_digest(hkdf(k, payload_id, b"csfs v1 commitment"), env["commitment"]):
         raise AuthFailure("commitment mismatch")
 
+    # Still step 4: unseal L (2.2 length_key, 3.4). H here is the hash of the
+    # parsed header, equal to header_hash after step 3.
+    try:
+        sealed = AESGCM(hkdf(k, h, b"csfs v1 length")).decrypt(
+            bytes(12), env["sealed_length"], env["context"]
+        )
+    except InvalidTag as exc:
+        raise AuthFailure("sealed_length does not authenticate") from exc
+    length = int.from_bytes(sealed, "big")  # 24 - 16 = 8 bytes, always
+    if length > MAX_LENGTH:
+        raise FormatFailure("plaintext length above 2^48")
+
     # Step 5: payload size, then chunks in order (2.2-2.4).
-    length = env["length"]
     p = padme(length)
     n = chunk_count(p, c)
     if len(payload) != payload_size(p, c):
@@ -207,3 +231,97 @@ def decrypt(envelope: bytes, payload: bytes, identity_pem: bytes,
     if any(out[length:]):
         raise AuthFailure("non-zero padding")
     return bytes(out[:length])
+
+
+# Section 5: enough of the vault to list a directory and read a file from the
+# objects of a store. Store access is left to the caller: `get(key)` returns the
+# bytes of one object key (5, table) or raises KeyError.
+
+VAULT_HEADER_DOMAIN = b"csfs v1 vault header\0"
+MAX_BLOB = 2**20
+
+
+def parse_signed_blob(blob: bytes, domain: bytes) -> tuple[bytes, bytes]:
+    """5.1 -> (payload, signer); format errors, then the signature."""
+    if len(blob) < 4 + 96:
+        raise FormatFailure("short signed blob")
+    (n,) = struct.unpack(">I", blob[:4])
+    if n > MAX_BLOB:
+        raise FormatFailure("signed blob payload above 2^20")
+    if len(blob) != 4 + n + 96:
+        raise FormatFailure("signed blob length does not match n")
+    payload, signer, signature = blob[4 : 4 + n], blob[4 + n : 4 + n + 32], blob[4 + n + 32 :]
+    try:
+        ed25519.Ed25519PublicKey.from_public_bytes(signer).verify(
+            signature, domain + blob[: 4 + n + 32]
+        )
+    except (InvalidSignature, ValueError) as exc:
+        raise AuthFailure("bad blob signature") from exc
+    return payload, signer
+
+
+def parse_vault_header(blob: bytes) -> dict:
+    """5.2: the signed vault header; the signer must be the owner."""
+    import json
+
+    payload, signer = parse_signed_blob(blob, VAULT_HEADER_DOMAIN)
+    header = json.loads(payload.decode("utf-8"))
+    if header.get("format") != "csfs-vault-1":
+        raise FormatFailure("not a csfs-vault-1 header")
+    if bytes.fromhex(header["owner"]) != signer:
+        raise AuthFailure("vault header not signed by its owner")
+    return header
+
+
+def context_bytes(kind: int, vault_id: str, node_id: str, version: int) -> bytes:
+    """3.2, from the hex ids of section 5."""
+    return (
+        bytes([kind])
+        + bytes.fromhex(vault_id)
+        + bytes.fromhex(node_id)
+        + version.to_bytes(8, "big")
+    )
+
+
+def read_manifest(obj: bytes, vault: dict, dir_id: str, identity_pem: bytes) -> tuple[int, dict]:
+    """5.3 -> (manifest version, manifest JSON).
+
+    The spec does not say where the expected `version` of a kind-3 context comes
+    from (a "d" entry carries none): it is taken from the envelope here, and the
+    caller must apply the rollback rule to it.
+    """
+    import json
+
+    if len(obj) < 4:
+        raise FormatFailure("short manifest object")
+    (env_len,) = struct.unpack(">I", obj[:4])
+    if env_len > MAX_ENVELOPE or 4 + env_len > len(obj):
+        raise FormatFailure("manifest env_len out of range")
+    envelope, payload = obj[4 : 4 + env_len], obj[4 + env_len :]
+    version = int.from_bytes(envelope[41:49], "big") if len(envelope) >= 49 else 0
+    expected = context_bytes(3, vault["vault_id"], dir_id, version)
+    plaintext = decrypt(
+        envelope, payload, identity_pem, expected, signers={bytes.fromhex(vault["owner"])}
+    )
+    manifest = json.loads(plaintext.decode("utf-8"))
+    if manifest.get("format") != "csfs-dir-1" or manifest.get("dir_id") != dir_id:
+        raise AuthFailure("manifest dir_id differs from its key")
+    return version, manifest
+
+
+def read_file_version(get, vault: dict, entry: dict, identity_pem: bytes) -> bytes:
+    """5.4: the plaintext of a file entry."""
+    if entry["version"] == 0:
+        return b""
+    key = f"{entry['id']}/{entry['version']:016x}"
+    expected = context_bytes(2, vault["vault_id"], entry["id"], entry["version"])
+    plaintext = decrypt(
+        get("k/" + key),
+        get("c/" + key),
+        identity_pem,
+        expected,
+        signers={bytes.fromhex(vault["owner"])},
+    )
+    if len(plaintext) != entry["size"]:
+        raise AuthFailure("unsealed length differs from the entry's size")
+    return plaintext

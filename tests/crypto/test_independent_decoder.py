@@ -6,18 +6,25 @@ Nothing here imports csfs: see independent_decoder.py.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
+import struct
 from pathlib import Path
 
 import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from tests.crypto.independent_decoder import (
+    STANZAS_AT,
+    VAULT_HEADER_DOMAIN,
     AuthFailure,
     FormatFailure,
     NoMatch,
     chunk_count,
     decrypt,
     padme,
+    parse_signed_blob,
     payload_size,
 )
 
@@ -92,3 +99,66 @@ def test_worked_size_table(length: int, padded: int, n: int, size: int) -> None:
     c = 65536
     computed = (padme(length), chunk_count(padme(length), c), payload_size(padme(length), c))
     assert computed == (padded, n, size), f"row L={length}: spec says {(padded, n, size)}"
+
+
+def _spec() -> str:
+    return (Path(__file__).resolve().parents[2] / "docs" / "format.md").read_text(encoding="utf-8")
+
+
+def test_envelope_layout_table() -> None:
+    """Section 3.1's layout table agrees with the offsets the decoder uses."""
+    section = _spec().split("### 3.1 Layout")[1].split("###")[0]
+    rows = {}
+    for line in section.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) == 4 and cells[0].isdigit():
+            rows[cells[2]] = (int(cells[0]), cells[1])
+    assert rows == {
+        "magic": (0, "8"),
+        "context": (8, "41"),
+        "header_hash": (49, "32"),
+        "sealed_length": (81, "24"),
+        "commitment": (105, "32"),
+        "count": (137, "2"),
+        "stanzas": (STANZAS_AT, "…"),
+    }
+    # Consecutive fields: each starts where the previous one ends.
+    fixed = sorted((off, int(size)) for off, size in rows.values() if size.isdigit())
+    assert all(
+        a + n == b for (a, n), (b, _) in zip(fixed, [*fixed[1:], (STANZAS_AT, 0)], strict=True)
+    )
+
+
+def test_vault_vectors_agree_with_each_other() -> None:
+    """Sections 5.3-5.4 across the vault vectors: the manifest names the file version."""
+    identity = (VECTORS / "keys" / "alice.pem").read_bytes()
+    fields, envelope, payload = read_vector(VECTORS / "vault_manifest.vec")
+    m_ctx = bytes.fromhex(fields["context"])
+    manifest = json.loads(decrypt(envelope, payload, identity, m_ctx))
+    assert manifest["format"] == "csfs-dir-1"
+    assert manifest["dir_id"] == m_ctx[17:33].hex()  # 5.3: dir_id inside = the key's id
+    fields, envelope, payload = read_vector(VECTORS / "vault_file_version.vec")
+    f_ctx = bytes.fromhex(fields["context"])
+    assert f_ctx[0] == 2 and f_ctx[1:17] == m_ctx[1:17]  # same vault
+    entry = next(e for e in manifest["entries"].values() if e["type"] == "f")
+    assert (entry["id"], entry["version"]) == (
+        f_ctx[17:33].hex(),
+        int.from_bytes(f_ctx[33:41], "big"),
+    )
+    plaintext = decrypt(envelope, payload, identity, f_ctx)
+    assert len(plaintext) == entry["size"]  # 5.4: unsealed L equals the entry's size
+
+
+def test_signed_blob() -> None:
+    """5.1: accepted as written; a flipped byte or a trailing byte is rejected."""
+    key = ed25519.Ed25519PrivateKey.generate()
+    signer = key.public_key().public_bytes(
+        serialization.Encoding.Raw, serialization.PublicFormat.Raw
+    )
+    body = struct.pack(">I", 5) + b"hello" + signer
+    blob = body + key.sign(VAULT_HEADER_DOMAIN + body)
+    assert parse_signed_blob(blob, VAULT_HEADER_DOMAIN) == (b"hello", signer)
+    with pytest.raises(AuthFailure):
+        parse_signed_blob(blob[:4] + b"j" + blob[5:], VAULT_HEADER_DOMAIN)
+    with pytest.raises(FormatFailure):
+        parse_signed_blob(blob + b"\0", VAULT_HEADER_DOMAIN)

@@ -135,6 +135,7 @@ def test_append_and_truncate(mounted: Mount) -> None:
     p = mounted.p("log.txt")
     sh("sh", "-c", f"echo one > '{p}'")
     for word in ("two", "three"):
+        mounted.sync()  # see test_sequential_rewrites_no_spurious_conflict
         sh("sh", "-c", f"echo {word} >> '{p}'")
     assert read(p) == b"one\ntwo\nthree\n"
     base = os.urandom(200_000)

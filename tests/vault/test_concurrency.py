@@ -105,13 +105,8 @@ def test_threads_race_mkdir(vault: Vault, reopen: Callable[..., Vault]) -> None:
 
 
 @pytest.mark.parametrize("shared", [
-    pytest.param(True, id="one-vault-object", marks=pytest.mark.xfail(
-        strict=True, reason="BUG: threads sharing one Vault get a false 'manifest rolled back "
-        "(replay)' AuthenticationError; see test_slow_read_racing_own_commit_is_not_a_replay")),
-    pytest.param(False, id="vault-per-thread", marks=pytest.mark.xfail(
-        strict=False, reason="BUG (intermittent, about 1 run in 10): update_dir retries a lost "
-        "If-Match at most 20 times with no backoff or jitter, so 8 writers on one directory "
-        "sometimes get ConflictError('gave up after repeated concurrent changes')")),
+    pytest.param(True, id="one-vault-object"),
+    pytest.param(False, id="vault-per-thread"),
 ])
 def test_many_threads_write_one_directory(moto_store: Store, identity: Identity, tmp_path: object,
                                           shared: bool) -> None:
@@ -159,11 +154,6 @@ class _SlowManifestReads:
         return getattr(self.inner, name)
 
 
-@pytest.mark.xfail(strict=True, reason="BUG: Vault.load_dir checks a manifest's version against "
-                   "the highest version this client has seen *after* the GET returns; a GET that "
-                   "was in flight while another thread of the same Vault committed a newer "
-                   "version is reported as a replay (AuthenticationError) although nothing was "
-                   "rolled back")
 def test_slow_read_racing_own_commit_is_not_a_replay(store: Store, identity: Identity,
                                                      state_dir: str) -> None:
     slow = _SlowManifestReads(store, "slow-reader")
