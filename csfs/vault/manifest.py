@@ -34,6 +34,13 @@ def check_name(name: str) -> str:
     return name
 
 
+def _no_dupes(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out = dict(pairs)
+    if len(out) != len(pairs):
+        raise FormatError("directory manifest has a duplicate key or name")
+    return out
+
+
 @dataclass(frozen=True)
 class Entry:
     id: str
@@ -75,8 +82,10 @@ class Entry:
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise FormatError(f"malformed directory entry: {exc}") from None
-        if entry.size < 0 or entry.version < 0 or not 0 <= entry.mode < 1 << 16:
+        if entry.size < 0 or entry.version < 0 or not 0 <= entry.mode <= 0o7777:
             raise FormatError("directory entry field out of range")
+        if entry.type == "f" and entry.version == 0 and entry.size != 0:
+            raise FormatError("an empty file entry (version 0) has a size")
         return entry
 
 
@@ -118,7 +127,7 @@ class DirectoryManifest:
     @classmethod
     def decode_plain(cls, data: bytes, dir_id: str, version: int) -> DirectoryManifest:
         try:
-            body = json.loads(data.decode("utf-8", "surrogateescape"))
+            body = json.loads(data.decode("utf-8", "surrogateescape"), object_pairs_hook=_no_dupes)
             if body.get("format") != MANIFEST_FORMAT:
                 raise FormatError("unknown directory manifest format")
             if body["dir_id"] != dir_id:
