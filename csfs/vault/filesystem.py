@@ -351,7 +351,7 @@ class FileSystem:
         first, last = offset // c, (end - 1) // c
         start = cipher.offset(first)
         stop = cipher.offset(last) + cipher.plain_len(last) + TAG_SIZE
-        blob = self.cache.read(content_key(file_id, version), start, stop)
+        blob = self.cache.read(content_key(file_id, version), start, stop, size=cipher.size)
         out = bytearray()
         for i in range(first, last + 1):
             o = cipher.offset(i) - start
