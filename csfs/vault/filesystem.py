@@ -29,6 +29,7 @@ from csfs.crypto.sealed import StreamSealer, open_envelope
 from csfs.crypto.stream import HEADER_SIZE, TAG_SIZE, ChunkCipher
 from csfs.errors import (
     AuthenticationError,
+    DirectoryNotEmpty,
     IsADirectory,
     NotFound,
     NotSupported,
@@ -36,7 +37,7 @@ from csfs.errors import (
 )
 from csfs.vault.cache import ObjectCache
 from csfs.vault.layout import content_key, envelope_key, new_id, new_version
-from csfs.vault.manifest import DirectoryManifest, Entry
+from csfs.vault.manifest import Entry
 from csfs.vault.upload_queue import Record, UploadQueue
 from csfs.vault.vault import Vault, split_path
 
@@ -105,6 +106,11 @@ class FileSystem:
         self.handles: dict[int, OpenFile] = {}
         self.next_fh = 1
         self.ciphers: LRUCache[tuple[str, int], ChunkCipher] = LRUCache(maxsize=1024)
+        # Files created here whose first version is not committed yet: (dir id, name) ->
+        # entry. Creating a file costs no round trip; the uploader commits it with its
+        # content, many files per manifest switch.
+        self.created: dict[tuple[str, str], Entry] = {}
+        self.queue.on_commit = self._committed
 
     def _note_error(self, msg: str) -> None:
         with self.lock:
@@ -132,8 +138,34 @@ class FileSystem:
             )
         return entry
 
+    def _raw_entry(self, path: str) -> tuple[str, str, Entry | None]:
+        """(parent id, name, entry) of a path that is not the root; entry None if absent."""
+        parent_id, name = self.vault.parent_of(path)
+        manifest, _ = self.vault.load_dir(parent_id)
+        raw = manifest.entries.get(name)
+        if raw is None:
+            with self.lock:
+                raw = self.created.get((parent_id, name))
+        return parent_id, name, raw
+
+    def _committed(self, records: list[Record]) -> None:
+        """Called by the uploader, under the commit lock, once records are in manifests."""
+        with self.lock:
+            for r in records:
+                e = self.created.get((r.parent_id, r.name))
+                if e is not None and e.id == r.file_id:
+                    del self.created[(r.parent_id, r.name)]
+
     def lookup(self, path: str) -> Entry:
-        return self._overlay(self.vault.lookup(path))
+        try:
+            return self._overlay(self.vault.lookup(path))
+        except NotFound:
+            if not split_path(path):
+                raise
+            _, _, raw = self._raw_entry(path)
+            if raw is None:
+                raise
+            return self._overlay(raw)
 
     def getattr(self, path: str) -> Attr:
         e = self.lookup(path)
@@ -142,7 +174,13 @@ class FileSystem:
         return Attr(e.type, e.mode, e.size, e.mtime_ns, e.target)
 
     def readdir(self, path: str) -> list[tuple[str, Attr]]:
-        return [(n, self._attr(self._overlay(e))) for n, e in self.vault.listdir(path).items()]
+        entries = self.vault.listdir(path)
+        dir_id = self.vault.lookup(path).id
+        with self.lock:
+            for (parent, name), e in self.created.items():
+                if parent == dir_id:
+                    entries.setdefault(name, e)
+        return [(n, self._attr(self._overlay(e))) for n, e in entries.items()]
 
     @staticmethod
     def _attr(e: Entry) -> Attr:
@@ -164,11 +202,21 @@ class FileSystem:
     @_committing
     def rmdir(self, path: str) -> None:
         self._writable()
+        dir_id = self.vault.lookup(path).id
+        with self.lock:
+            if any(parent == dir_id for parent, _ in self.created):
+                raise DirectoryNotEmpty(f"directory not empty: {path}")
         self.vault.remove(path, expect_dir=True)
 
     @_committing
     def unlink(self, path: str) -> None:
         self._writable()
+        parent_id, name, _ = self._raw_entry(path)
+        with self.lock:
+            created = self.created.pop((parent_id, name), None)
+        if created is not None:
+            self._forget_file(created)
+            return
         removed = self.vault.remove(path, expect_dir=False)
         self._forget_file(removed)
 
@@ -185,14 +233,32 @@ class FileSystem:
     @_committing
     def rename(self, old: str, new: str) -> None:
         self._writable()
-        try:
-            replaced = self.vault.lookup(new)
-        except NotFound:
-            replaced = None
-        entry = self.vault.rename(old, new)
-        if replaced is not None and replaced.id != entry.id:
-            self._forget_file(replaced)
-        parent_id, name = self.vault.parent_of(new)
+        src_parent, src_name, _ = self._raw_entry(old)
+        dst_parent, dst_name, target = self._raw_entry(new)
+        with self.lock:
+            moving = self.created.get((src_parent, src_name))
+            target_created = self.created.get((dst_parent, dst_name))
+        if target is not None and target.type == "d":
+            raise IsADirectory(f"is a directory: {new}")
+        if target_created is not None and (moving is None or target_created.id != moving.id):
+            with self.lock:
+                del self.created[(dst_parent, dst_name)]
+            self._forget_file(target_created)
+            target = None
+        if moving is not None:
+            # Not in any manifest yet: move it here; the uploader commits it where it is.
+            if target is not None and target.id != moving.id:
+                self._forget_file(self.vault.remove(new, expect_dir=False))
+            with self.lock:
+                del self.created[(src_parent, src_name)]
+                self.created[(dst_parent, dst_name)] = moving
+            entry = moving
+        else:
+            replaced = target
+            entry = self.vault.rename(old, new)
+            if replaced is not None and replaced.id != entry.id:
+                self._forget_file(replaced)
+        parent_id, name = dst_parent, dst_name
         if entry.type == "f":
             self.queue.update(entry.id, parent_id=parent_id, name=name)
             with self.lock:
@@ -211,14 +277,29 @@ class FileSystem:
     @_committing
     def chmod(self, path: str, mode: int) -> None:
         self._writable()
-        e = self.vault.setattr(path, mode=mode & 0o7777)
+        e = self._set_created(path, mode=mode & 0o7777) or self.vault.setattr(
+            path, mode=mode & 0o7777
+        )
         self._update_open(e.id, mode=mode & 0o7777)  # under the commit lock: no upload interleaves
 
     @_committing
     def utimens(self, path: str, mtime_ns: int) -> None:
         self._writable()
-        e = self.vault.setattr(path, mtime_ns=mtime_ns)
+        e = self._set_created(path, mtime_ns=mtime_ns) or self.vault.setattr(
+            path, mtime_ns=mtime_ns
+        )
         self._update_open(e.id, mtime_ns=mtime_ns)
+
+    def _set_created(self, path: str, **changes: Any) -> Entry | None:
+        """Apply attribute changes to a file not yet in its manifest; None if it is."""
+        parent_id, name = self.vault.parent_of(path)
+        with self.lock:
+            e = self.created.get((parent_id, name))
+            if e is None:
+                return None
+            e = replace(e, **changes)
+            self.created[(parent_id, name)] = e
+            return e
 
     def _update_open(self, file_id: str, **changes: Any) -> None:
         self.queue.update(file_id, **changes)
@@ -232,9 +313,13 @@ class FileSystem:
     # -- handles -----------------------------------------------------------------------
 
     def _open_file(self, path: str) -> tuple[OpenFile, int]:
-        parent_id, name = self.vault.parent_of(path)
-        manifest, _ = self.vault.load_dir(parent_id)
-        raw = manifest.entries.get(name)
+        # Under the commit lock: the manifest entry and the pending upload must be
+        # read as one state, or a commit in between makes the base version stale.
+        with self.vault.commit_lock:
+            return self._open_file_locked(path)
+
+    def _open_file_locked(self, path: str) -> tuple[OpenFile, int]:
+        parent_id, name, raw = self._raw_entry(path)
         if raw is None:
             raise NotFound(f"no such file: {path}")
         if raw.type != "f":
@@ -260,16 +345,14 @@ class FileSystem:
     @_committing
     def create(self, path: str, mode: int) -> int:
         self._writable()
-        parent_id, name = self.vault.parent_of(path)
+        parent_id, name, cur = self._raw_entry(path)
+        if cur is not None and cur.type == "d":
+            raise IsADirectory(f"is a directory: {path}")
         entry = Entry(new_id(), "f", mode=mode & 0o7777, mtime_ns=time.time_ns())
-
-        def add(m: DirectoryManifest) -> None:
-            cur = m.entries.get(name)
-            if cur is not None and cur.type == "d":
-                raise IsADirectory(f"is a directory: {path}")
-            m.entries[name] = entry  # the kernel checked O_EXCL against what it saw
-
-        self.vault.update_dir(parent_id, add)
+        with self.lock:
+            # The kernel checked O_EXCL against what it saw. If another client made
+            # the name meanwhile, the commit keeps both (a conflict copy).
+            self.created[(parent_id, name)] = entry
         of, fh = self._open_file(path)
         with of.lock:
             self._start_stream(of)
@@ -300,6 +383,17 @@ class FileSystem:
             if last:
                 with of.lock:
                     self._discard(of)
+                    self._commit_empty_name(of)
+
+    def _commit_empty_name(self, of: OpenFile) -> None:
+        """A file created here and closed without content still needs its name committed."""
+        with self.lock:
+            created = self.created.get((of.parent_id, of.name))
+        if created is None or created.id != of.file_id or self.queue.pending(of.file_id):
+            return
+        self.queue.enqueue(
+            Record(0, of.file_id, 0, 0, of.parent_id, of.name, 0, created.mode, created.mtime_ns)
+        )
 
     def _discard(self, of: OpenFile) -> None:
         if of.scratch is not None:
@@ -486,6 +580,15 @@ class FileSystem:
                 self._truncate(of, length)
             return
         assert path is not None
+        # A truncate(2) of a file we have open (libfuse sends open(O_TRUNC) this way
+        # too) edits that open file; it is sealed when its handle is flushed.
+        _, _, raw = self._raw_entry(path)
+        with self.lock:
+            open_now = self.open_files.get(raw.id) if raw is not None else None
+        if open_now is not None:
+            with open_now.lock:
+                self._truncate(open_now, length)
+            return
         _, fh2 = self._open_file(path)
         try:
             of = self._handle(fh2)

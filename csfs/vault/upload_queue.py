@@ -66,6 +66,7 @@ class UploadQueue:
         self.seq = 0
         self.errors: list[str] = []
         self.on_error = on_error
+        self.on_commit: Callable[[list[Record]], None] | None = None
         self.stopping = False
         self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="csfs-upload")
         self._load()
@@ -218,6 +219,8 @@ class UploadQueue:
                 lost = self.vault.update_dir(parent_id, functools.partial(self._switch, recs=recs))
                 for name, entry in lost:
                     self.vault.conflict_copy(parent_id, name, entry)
+            if self.on_commit is not None:
+                self.on_commit(current)
             with self.lock:
                 for r in snap:
                     cur = self.records.get(r.file_id)
