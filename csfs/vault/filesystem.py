@@ -292,6 +292,8 @@ class FileSystem:
 
     def _set_created(self, path: str, **changes: Any) -> Entry | None:
         """Apply attribute changes to a file not yet in its manifest; None if it is."""
+        if not split_path(path):
+            return None
         parent_id, name = self.vault.parent_of(path)
         with self.lock:
             e = self.created.get((parent_id, name))

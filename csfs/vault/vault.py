@@ -230,7 +230,8 @@ class Vault:
             if new.encode_plain() == manifest.encode_plain():
                 return result  # nothing to switch
             new.version = manifest.version + 1
-            new.mtime_ns = time.time_ns()
+            if new.mtime_ns == manifest.mtime_ns:  # unless the change set it (root utimens)
+                new.mtime_ns = time.time_ns()
             raw = new.seal(self.vault_id, self.identity)
             try:
                 new_etag = self.store.put(manifest_key(dir_id), raw, if_match=etag)
@@ -337,6 +338,14 @@ class Vault:
         return self.update_dir(parent_id, add)
 
     def setattr(self, path: str, *, mode: int | None = None, mtime_ns: int | None = None) -> Entry:
+        if not split_path(path):
+            # The root has no entry in a parent: its manifest holds its mode and time.
+            def change_root(m: DirectoryManifest) -> None:
+                m.mode = m.mode if mode is None else mode
+                m.mtime_ns = m.mtime_ns if mtime_ns is None else mtime_ns
+
+            self.update_dir(self.header.root_id, change_root)
+            return self.root_entry()
         parent_id, name = self.parent_of(path)
 
         def change(m: DirectoryManifest) -> Entry:

@@ -112,11 +112,6 @@ def test_tar_round_trip(mounted: Mount, tmp_path: Path) -> None:
     sh("diff", "-r", "--no-dereference", str(src), str(out))
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "BUG: an mtime-only utimensat (atime=UTIME_OMIT: touch -m, tar x, futimens) never reaches "
-    "CsfsOperations.utimens: mfusepy loads libfuse.so.2 (find_library('fuse') first), and "
-    "libfuse 2.9 drops setattr requests that set only one of atime/mtime. With "
-    "FUSE_LIBRARY_PATH=libfuse3.so.3 the call arrives and works"))
 def test_mtime_only_utimens(mounted: Mount, tmp_path: Path) -> None:
     f = mounted.p("f")
     write(f, b"abc")
@@ -141,7 +136,6 @@ def test_append_and_truncate(mounted: Mount) -> None:
     base = os.urandom(200_000)
     q = mounted.p("t.bin")
     write(q, base)
-    # Synced between steps: unsynced back-to-back rewrites hit a bug (see the xfail test below).
     mounted.sync()
     sh("truncate", "-s", "70000", q)
     assert read(q) == base[:70000]
@@ -250,15 +244,7 @@ def test_metadata_links_df_ls(mounted: Mount) -> None:
     assert os.readlink(mounted.p("ln")) == "f.txt"
 
 
-# strict=False: a race; it reproduced in most runs here, but not all (see the report).
-REPLAY_BUG = pytest.mark.xfail(strict=False, reason=(
-    "BUG: creating many files quickly in one folder fails with EIO 'a directory manifest was "
-    "rolled back to an older version (replay)': Vault.load_dir checks state.check_version "
-    "after its GET, so a manifest fetched just before another thread (the uploader's "
-    "update_dir) commits a newer one looks like a rollback"))
-
-
-@pytest.mark.parametrize("backend", ["local", pytest.param("moto", marks=REPLAY_BUG)])
+@pytest.mark.parametrize("backend", ["local", "moto"])
 def test_ls_l_300_files(mounted: Mount) -> None:
     d = mounted.p("many")
     os.mkdir(d)
@@ -308,13 +294,6 @@ def test_mmap_read(mounted: Mount) -> None:
         assert m[:] == data
 
 
-# strict=False: a race; it reproduced in most runs here, but not all (see the report).
-@pytest.mark.xfail(strict=False, reason=(
-    "BUG: sequential rewrites of one file by one mount (write, truncate, truncate, append; each "
-    "closed before the next) sometimes end with a spurious '(conflict ...)' copy and a stale "
-    "version under the real name, when a new version is sealed while the previous one is "
-    "being committed by the uploader (UploadQueue.enqueue/_switch base_version chain, or the "
-    "manifest-then-pending lookup in FileSystem._open_file/_overlay)"))
 def test_sequential_rewrites_no_spurious_conflict(local_mounted: Mount) -> None:
     m = local_mounted
     base = os.urandom(200_000)
