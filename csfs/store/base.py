@@ -13,7 +13,7 @@ it only if nobody changed it since it was read.  Both raise
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
@@ -63,6 +63,14 @@ class Store(Protocol):
 
     def put_file(self, key: str, path: str, *, if_none_match: bool = False) -> str:
         """Store a (large) local file atomically and return its etag."""
+        ...
+
+    def put_parts(self, key: str, parts: Iterable[bytes], *, if_none_match: bool = False) -> str:
+        """Store the concatenation of ``parts``, uploading while they are produced.
+
+        Parts other than the last are at least 5 MiB (S3's multipart minimum).
+        Not retried as a whole: the iterator can only be consumed once.
+        """
         ...
 
     def get(self, key: str, start: int = 0, end: int | None = None) -> bytes:
@@ -128,3 +136,16 @@ def check_range(start: int, end: int | None) -> None:
     """Reject negative offsets: a caller mistake, not a store failure."""
     if start < 0 or (end is not None and end < 0):
         raise ValueError(f"invalid byte range [{start}, {end})")
+
+
+def put_parts_via_file(
+    store: Store, key: str, parts: Iterable[bytes], directory: str, *, if_none_match: bool = False
+) -> str:
+    """put_parts for backends without streaming uploads: spool to a temp file."""
+    import tempfile
+
+    with tempfile.NamedTemporaryFile(dir=directory, prefix=TEMP_PREFIX) as tmp:
+        for part in parts:
+            tmp.write(part)
+        tmp.flush()
+        return store.put_file(key, tmp.name, if_none_match=if_none_match)

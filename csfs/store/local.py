@@ -18,7 +18,7 @@ import fcntl
 import os
 import stat
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import BinaryIO
 
 from csfs.errors import NotFound, PreconditionFailed, StoreError
@@ -27,6 +27,7 @@ from csfs.store.base import (
     TEMP_PREFIX,
     ObjectInfo,
     check_range,
+    put_parts_via_file,
     validate_key,
     validate_prefix,
 )
@@ -156,6 +157,9 @@ class LocalStore:
         validate_key(key)
         tmp, etag = self._write_temp(lambda f: f.write(data))
         return self._commit(key, tmp, etag, if_none_match=if_none_match, if_match=if_match)
+
+    def put_parts(self, key: str, parts: Iterable[bytes], *, if_none_match: bool = False) -> str:
+        return put_parts_via_file(self, key, parts, self.root, if_none_match=if_none_match)
 
     def put_file(self, key: str, path: str, *, if_none_match: bool = False) -> str:
         validate_key(key)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import random
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import TypeVar
 
 from csfs.errors import PreconditionFailed, StoreError, TransientStoreError
@@ -93,6 +93,10 @@ class RetryStore:
 
     def put_file(self, key: str, path: str, *, if_none_match: bool = False) -> str:
         return self._retry(lambda: self.inner.put_file(key, path, if_none_match=if_none_match))
+
+    def put_parts(self, key: str, parts: Iterable[bytes], *, if_none_match: bool = False) -> str:
+        # Not retried as a whole (the parts are gone); the backend retries each request.
+        return self.inner.put_parts(key, parts, if_none_match=if_none_match)
 
     def get(self, key: str, start: int = 0, end: int | None = None) -> bytes:
         return self._retry(lambda: self.inner.get(key, start, end))

@@ -17,9 +17,11 @@ defaults we would have chosen: 8 MiB threshold and parts, 8 threads.
 from __future__ import annotations
 
 import contextlib
+import itertools
 import math
 import os
 import tempfile
+import threading
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, TypeVar
@@ -242,6 +244,62 @@ class S3Store:
                 self.head(key)
                 raise PreconditionFailed(f"{key} already exists in {self.url}")
         return self._multipart_upload(key, path, size, if_none_match)
+
+    def put_parts(self, key: str, parts: Iterable[bytes], *, if_none_match: bool = False) -> str:
+        validate_key(key)
+        it = iter(parts)
+        first = next(it, b"")
+        second = next(it, None)
+        if second is None:
+            return self.put(key, first, if_none_match=if_none_match)
+        if if_none_match:
+            with contextlib.suppress(NotFound):
+                self.head(key)
+                raise PreconditionFailed(f"{key} already exists in {self.url}")
+        full_key = self._key(key)
+        upload_id = self._call("put", key, self._client.create_multipart_upload, Key=full_key)[
+            "UploadId"
+        ]
+
+        def upload_part(number: int, body: bytes) -> dict[str, Any]:
+            response = self._call(
+                "put",
+                key,
+                self._client.upload_part,
+                Key=full_key,
+                UploadId=upload_id,
+                PartNumber=number,
+                Body=body,
+            )
+            return {"PartNumber": number, "ETag": response["ETag"]}
+
+        try:
+            slots = threading.BoundedSemaphore(MAX_CONCURRENCY)  # bounds parts held in memory
+            futures = []
+            with ThreadPoolExecutor(MAX_CONCURRENCY, thread_name_prefix="csfs-part") as pool:
+                for number, body in enumerate(itertools.chain([first, second], it), start=1):
+                    slots.acquire()
+                    future = pool.submit(upload_part, number, body)
+                    future.add_done_callback(lambda _: slots.release())
+                    futures.append(future)
+                parts_done = [f.result() for f in futures]
+            extra: dict[str, Any] = {"IfNoneMatch": "*"} if if_none_match else {}
+            response = self._call(
+                "put",
+                key,
+                self._client.complete_multipart_upload,
+                Key=full_key,
+                UploadId=upload_id,
+                MultipartUpload={"Parts": parts_done},
+                **extra,
+            )
+        except BaseException:
+            with contextlib.suppress(Exception):
+                self._client.abort_multipart_upload(
+                    Bucket=self.bucket, Key=full_key, UploadId=upload_id
+                )
+            raise
+        return _unquote(response.get("ETag") or "") or self.head(key).etag
 
     def _multipart_upload(self, key: str, path: str, size: int, if_none_match: bool) -> str:
         full_key = self._key(key)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import threading
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
 from csfs.store.base import ObjectInfo, Store
@@ -75,6 +75,14 @@ class StatsStore:
     def put_file(self, key: str, path: str, *, if_none_match: bool = False) -> str:
         self._count("put_file", bytes_out=os.path.getsize(path))
         return self.inner.put_file(key, path, if_none_match=if_none_match)
+
+    def put_parts(self, key: str, parts: Iterable[bytes], *, if_none_match: bool = False) -> str:
+        def counted() -> Iterator[bytes]:
+            for part in parts:
+                self._count("put_part", bytes_out=len(part))
+                yield part
+
+        return self.inner.put_parts(key, counted(), if_none_match=if_none_match)
 
     def get(self, key: str, start: int = 0, end: int | None = None) -> bytes:
         try:

@@ -9,9 +9,11 @@ and re-applies its change; a real conflict becomes a conflict copy.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import posixpath
+import queue
 import random
 import stat
 import tempfile
@@ -458,14 +460,34 @@ class Vault:
             env = encrypt_stream(src, buf, recipients, self.identity, context=context)
             self.store.put(ckey, buf.getvalue(), if_none_match=True)
         else:
-            # Large or of unknown size: a ciphertext-only temp file, uploaded in parts.
-            with tempfile.NamedTemporaryFile(dir=self.tmp_dir, prefix="csfs-up-") as tmp:
-                env = encrypt_stream(src, tmp, recipients, self.identity, context=context)  # type: ignore[arg-type]
-                tmp.flush()
-                self.store.put_file(ckey, tmp.name, if_none_match=True)
+            # Large or of unknown size: encrypt in a thread while the parts upload.
+            env = self._encrypt_uploading(src, ckey, recipients, context)
         self.store.put(envelope_key(file_id, version), env.encode(), if_none_match=True)
         assert env.length is not None  # the writer knows it
         return version, env.length
+
+    def _encrypt_uploading(
+        self, src: BinaryIO, key: str, recipients: list[Recipient], context: Context
+    ) -> Envelope:
+        """Encrypt ``src`` and upload the ciphertext at once, overlapping the two."""
+        sink = _PartSink()
+        result: list[Envelope] = []
+
+        def produce() -> None:
+            try:
+                result.append(encrypt_stream(src, sink, recipients, self.identity, context=context))  # type: ignore[arg-type]
+                sink.finish()
+            except BaseException as exc:
+                sink.fail(exc)
+
+        producer = threading.Thread(target=produce, name="csfs-encrypt", daemon=True)
+        producer.start()
+        try:
+            self.store.put_parts(key, sink.parts(), if_none_match=True)
+        finally:
+            sink.cancel()
+            producer.join()
+        return result[0]
 
     def commit_file(self, parent_id: str, name: str, new: Entry, base: Entry | None) -> Entry:
         """Point ``name`` at ``new`` unless someone else changed it since ``base``.
@@ -736,6 +758,55 @@ class Vault:
             if os.path.exists(tmp):
                 os.unlink(tmp)
             raise
+
+
+class _PartSink:
+    """A write-only file that hands fixed-size parts to an uploading consumer."""
+
+    PART = 8 << 20
+    DEPTH = 4  # parts waiting: bounds memory while the upload is slower than encryption
+
+    def __init__(self) -> None:
+        self.queue: queue.Queue[bytes | BaseException | None] = queue.Queue(maxsize=self.DEPTH)
+        self.buf = bytearray()
+        self.cancelled = threading.Event()
+
+    def _put(self, item: bytes | BaseException | None) -> None:
+        while not self.cancelled.is_set():
+            try:
+                self.queue.put(item, timeout=0.2)
+                return
+            except queue.Full:
+                continue
+        raise UsageError("upload cancelled")
+
+    def write(self, data: bytes | memoryview) -> int:
+        self.buf += data
+        while len(self.buf) >= self.PART:
+            self._put(bytes(self.buf[: self.PART]))
+            del self.buf[: self.PART]
+        return len(data)
+
+    def finish(self) -> None:
+        if self.buf:
+            self._put(bytes(self.buf))
+        self._put(None)
+
+    def fail(self, exc: BaseException) -> None:
+        with contextlib.suppress(UsageError):
+            self._put(exc)
+
+    def cancel(self) -> None:
+        self.cancelled.set()
+
+    def parts(self) -> Iterator[bytes]:
+        while True:
+            item = self.queue.get()
+            if item is None:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
 
 
 def same_version(cur: Entry, base: Entry | None) -> bool:
