@@ -490,3 +490,26 @@ def test_stats_counts_failed_calls(tmp_path: Path) -> None:
     assert snapshot.total_requests == 2
     assert snapshot.bytes_in == 7
     assert stats.snapshot().total_requests == 0
+
+
+def test_put_parts_round_trip(store: Store) -> None:
+    """Streaming upload: several 5 MiB parts and a short tail, as the vault sends them."""
+    parts = [os.urandom(5 << 20), os.urandom(5 << 20), b"tail"]
+    store.put_parts("parts/many", iter(parts), if_none_match=True)
+    assert store.get("parts/many") == b"".join(parts)
+    with pytest.raises(PreconditionFailed):
+        store.put_parts("parts/many", iter([b"x"]), if_none_match=True)
+    store.put_parts("parts/one", iter([b"just one"]))
+    assert store.get("parts/one") == b"just one"
+
+
+def test_put_parts_failure_leaves_nothing(store: Store) -> None:
+    def broken() -> Iterator[bytes]:
+        yield os.urandom(5 << 20)
+        yield os.urandom(5 << 20)
+        raise RuntimeError("the producer failed")
+
+    with pytest.raises(RuntimeError):
+        store.put_parts("parts/broken", broken())
+    with pytest.raises(NotFound):
+        store.head("parts/broken")
