@@ -147,6 +147,26 @@ class ChunkCipher:
             return self.keys.header_hash + self.length.to_bytes(8, "big")
         return self.keys.header_hash
 
+    def read_range(self, fetch: Callable[[int, int], bytes], offset: int, size: int) -> bytes:
+        """Plaintext [offset, offset+size), decrypting only the chunks that cover it.
+
+        ``fetch(start, stop)`` returns payload bytes [start, stop): from a store,
+        a cache or a local file.
+        """
+        end = min(offset + size, self.length)
+        if offset >= end:
+            return b""
+        c = self.chunk_size
+        first, last = offset // c, (end - 1) // c
+        start = self.offset(first)
+        blob = fetch(start, self.offset(last) + self.plain_len(last) + TAG_SIZE)
+        out = bytearray()
+        for i in range(first, last + 1):
+            o = self.offset(i) - start
+            out += self.decrypt(i, blob[o : o + self.plain_len(i) + TAG_SIZE])
+        skip = offset - first * c
+        return bytes(out[skip : skip + (end - offset)])
+
     def decrypt(self, index: int, data: bytes | memoryview) -> bytes:
         """Authenticate and decrypt chunk ``index``; return its unpadded plaintext."""
         if not 0 <= index < self.count:

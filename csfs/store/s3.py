@@ -237,13 +237,8 @@ class S3Store:
         if size < MULTIPART_THRESHOLD:
             with open(path, "rb") as f:
                 return self.put(key, f.read(), if_none_match=if_none_match)
-        if if_none_match:
-            # Fail before uploading megabytes; the condition on the completion
-            # below is what actually guards against a racing writer.
-            with contextlib.suppress(NotFound):
-                self.head(key)
-                raise PreconditionFailed(f"{key} already exists in {self.url}")
-        return self._multipart_upload(key, path, size, if_none_match)
+        part_size = max(PART_SIZE, math.ceil(size / _MAX_PARTS / MIB) * MIB)
+        return self.put_parts(key, _file_parts(path, part_size), if_none_match=if_none_match)
 
     def put_parts(self, key: str, parts: Iterable[bytes], *, if_none_match: bool = False) -> str:
         validate_key(key)
@@ -253,6 +248,8 @@ class S3Store:
         if second is None:
             return self.put(key, first, if_none_match=if_none_match)
         if if_none_match:
+            # Fail before uploading megabytes; the condition on the completion
+            # below is what actually guards against a racing writer.
             with contextlib.suppress(NotFound):
                 self.head(key)
                 raise PreconditionFailed(f"{key} already exists in {self.url}")
@@ -300,54 +297,6 @@ class S3Store:
                 )
             raise
         return _unquote(response.get("ETag") or "") or self.head(key).etag
-
-    def _multipart_upload(self, key: str, path: str, size: int, if_none_match: bool) -> str:
-        full_key = self._key(key)
-        part_size = max(PART_SIZE, math.ceil(size / _MAX_PARTS / MIB) * MIB)
-        count = math.ceil(size / part_size)
-        created = self._call("put", key, self._client.create_multipart_upload, Key=full_key)
-        upload_id = created["UploadId"]
-        try:
-            with open(path, "rb") as f:
-                fd = f.fileno()
-
-                def upload_part(number: int) -> dict[str, Any]:
-                    offset = (number - 1) * part_size
-                    want = min(part_size, size - offset)
-                    body = os.pread(fd, want, offset)
-                    if len(body) != want:
-                        raise StoreError(f"{path} changed while it was being uploaded")
-                    response = self._call(
-                        "put",
-                        key,
-                        self._client.upload_part,
-                        Key=full_key,
-                        UploadId=upload_id,
-                        PartNumber=number,
-                        Body=body,
-                    )
-                    return {"PartNumber": number, "ETag": response["ETag"]}
-
-                parts = _run_parallel(upload_part, range(1, count + 1))
-            extra: dict[str, Any] = {"IfNoneMatch": "*"} if if_none_match else {}
-            response = self._call(
-                "put",
-                key,
-                self._client.complete_multipart_upload,
-                Key=full_key,
-                UploadId=upload_id,
-                MultipartUpload={"Parts": parts},
-                **extra,
-            )
-        except BaseException:
-            with contextlib.suppress(Exception):
-                self._client.abort_multipart_upload(
-                    Bucket=self.bucket, Key=full_key, UploadId=upload_id
-                )
-            raise
-        etag = _unquote(response.get("ETag") or "")
-        # Ceph RGW (Pacific) answers CompleteMultipartUpload with an empty ETag.
-        return etag or self.head(key).etag
 
     def get(self, key: str, start: int = 0, end: int | None = None) -> bytes:
         check_range(start, end)
@@ -446,3 +395,9 @@ def _run_parallel(fn: Callable[[T], R], items: Iterable[T]) -> list[R]:
         except BaseException:
             pool.shutdown(wait=True, cancel_futures=True)
             raise
+
+
+def _file_parts(path: str, part_size: int) -> Iterator[bytes]:
+    with open(path, "rb") as f:
+        while part := f.read(part_size):
+            yield part

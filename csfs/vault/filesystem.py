@@ -440,20 +440,10 @@ class FileSystem:
 
     def _read_version(self, file_id: str, version: int, offset: int, size: int) -> bytes:
         cipher = self._cipher(file_id, version)
-        end = min(offset + size, cipher.length)
-        if offset >= end:
-            return b""
-        c = cipher.chunk_size
-        first, last = offset // c, (end - 1) // c
-        start = cipher.offset(first)
-        stop = cipher.offset(last) + cipher.plain_len(last) + TAG_SIZE
-        blob = self.cache.read(content_key(file_id, version), start, stop, size=cipher.size)
-        out = bytearray()
-        for i in range(first, last + 1):
-            o = cipher.offset(i) - start
-            out += cipher.decrypt(i, blob[o : o + cipher.plain_len(i) + TAG_SIZE])
-        skip = offset - first * c
-        return bytes(out[skip : skip + (end - offset)])
+        key = content_key(file_id, version)
+        return cipher.read_range(
+            lambda a, b: self.cache.read(key, a, b, size=cipher.size), offset, size
+        )
 
     def read(self, fh: int, offset: int, size: int) -> bytes:
         of = self._handle(fh)

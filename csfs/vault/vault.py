@@ -605,20 +605,8 @@ class Vault:
 
     def read_range(self, entry: Entry, cipher: ChunkCipher, offset: int, size: int) -> bytes:
         """Random access: decrypt only the chunks covering [offset, offset+size)."""
-        end = min(offset + size, entry.size)
-        if offset >= end:
-            return b""
-        c = cipher.chunk_size
-        first, last = offset // c, (end - 1) // c
-        start_byte = cipher.offset(first)
-        stop_byte = cipher.offset(last) + cipher.plain_len(last) + 16
-        blob = self.store.get(content_key(entry.id, entry.version), start_byte, stop_byte)
-        out = bytearray()
-        for i in range(first, last + 1):
-            o = cipher.offset(i) - start_byte
-            out += cipher.decrypt(i, blob[o : o + cipher.plain_len(i) + 16])
-        skip = offset - first * c
-        return bytes(out[skip : skip + (end - offset)])
+        key = content_key(entry.id, entry.version)
+        return cipher.read_range(lambda a, b: self.store.get(key, a, b), offset, size)
 
     # -- trees ------------------------------------------------------------------------
 

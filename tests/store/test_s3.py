@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from csfs.errors import NotFound, PreconditionFailed, StoreError, TransientStoreError
-from csfs.store import open_store
+from csfs.store import ObjectInfo, open_store
 from csfs.store.retry import RetryStore
 from csfs.store.s3 import MULTIPART_THRESHOLD, S3Store
 from tests.servers import MotoServer
@@ -56,9 +56,17 @@ def test_large_objects_use_multipart(s3: S3Store, tmp_path: Path) -> None:
     path.write_bytes(os.urandom(MULTIPART_THRESHOLD + 1))
     etag = s3.put_file("big", str(path))
     assert etag.endswith("-2"), "S3 marks multipart etags with their part count"
-    # Past the early HEAD check, the server's If-None-Match on completion decides.
-    with pytest.raises(PreconditionFailed):
-        s3._multipart_upload("big", str(path), MULTIPART_THRESHOLD + 1, if_none_match=True)
+    # Past the early HEAD check (made to miss: a racing writer lands after it), the
+    # server's If-None-Match on completion decides.
+    def head_misses(key: str) -> ObjectInfo:
+        raise NotFound(key)
+
+    real_head, s3.head = s3.head, head_misses  # type: ignore[method-assign]
+    try:
+        with pytest.raises(PreconditionFailed):
+            s3.put_file("big", str(path), if_none_match=True)
+    finally:
+        s3.head = real_head  # type: ignore[method-assign]
     uploads = s3._client.list_multipart_uploads(Bucket=s3.bucket)
     assert not uploads.get("Uploads"), "the failed upload was aborted"
     assert s3.head("big").etag == etag
