@@ -159,13 +159,16 @@ class ChunkCipher:
         c = self.chunk_size
         first, last = offset // c, (end - 1) // c
         start = self.offset(first)
-        blob = fetch(start, self.offset(last) + self.plain_len(last) + TAG_SIZE)
-        out = bytearray()
+        blob = memoryview(fetch(start, self.offset(last) + self.plain_len(last) + TAG_SIZE))
+        pieces = []
         for i in range(first, last + 1):
             o = self.offset(i) - start
-            out += self.decrypt(i, blob[o : o + self.plain_len(i) + TAG_SIZE])
+            pieces.append(self.decrypt(i, blob[o : o + self.plain_len(i) + TAG_SIZE]))
+        data = pieces[0] if len(pieces) == 1 else b"".join(pieces)
         skip = offset - first * c
-        return bytes(out[skip : skip + (end - offset)])
+        if skip == 0 and len(data) == end - offset:
+            return data
+        return data[skip : skip + (end - offset)]
 
     def decrypt(self, index: int, data: bytes | memoryview) -> bytes:
         """Authenticate and decrypt chunk ``index``; return its unpadded plaintext."""
@@ -185,6 +188,8 @@ class ChunkCipher:
             raise AuthenticationError(CHUNK_FAILURE.format(index)) from None
         start = index * self.chunk_size
         keep = max(0, min(len(plain), self.length - start))
+        if keep == len(plain):
+            return plain
         if any(memoryview(plain)[keep:]):
             raise AuthenticationError("payload padding is not zero")
         return plain[:keep]

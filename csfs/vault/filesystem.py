@@ -277,18 +277,22 @@ class FileSystem:
     @_committing
     def chmod(self, path: str, mode: int) -> None:
         self._writable()
-        e = self._set_created(path, mode=mode & 0o7777) or self.vault.setattr(
-            path, mode=mode & 0o7777
-        )
-        self._update_open(e.id, mode=mode & 0o7777)  # under the commit lock: no upload interleaves
+        self._setattr(path, mode=mode & 0o7777)
 
     @_committing
     def utimens(self, path: str, mtime_ns: int) -> None:
         self._writable()
-        e = self._set_created(path, mtime_ns=mtime_ns) or self.vault.setattr(
-            path, mtime_ns=mtime_ns
-        )
-        self._update_open(e.id, mtime_ns=mtime_ns)
+        self._setattr(path, mtime_ns=mtime_ns)
+
+    def _setattr(self, path: str, **changes: Any) -> None:
+        """Mode and times. A file whose upload is still queued takes them with its
+        commit (no round trip: tar and rsync set them right after each close)."""
+        e = self._set_created(path, **changes)
+        if e is None:
+            e = self.vault.lookup(path)
+            if e.type != "f" or not self.queue.update(e.id, **changes):
+                e = self.vault.setattr(path, **changes)
+        self._update_open(e.id, **changes)
 
     def _set_created(self, path: str, **changes: Any) -> Entry | None:
         """Apply attribute changes to a file not yet in its manifest; None if it is."""
@@ -452,8 +456,10 @@ class FileSystem:
                 self._to_scratch(of)
             if of.state == "scratch":
                 return self._scratch_read(of, offset, size)
-            end = min(offset + size, of.size)
-            return self.read_version(of.file_id, of.base_version, offset, end - offset)
+            version, end = of.base_version, min(offset + size, of.size)
+        # A sealed version never changes: read it without holding the file's lock,
+        # so that the kernel's parallel read-ahead requests run side by side.
+        return self.read_version(of.file_id, version, offset, end - offset)
 
     # -- writing -----------------------------------------------------------------------
 

@@ -35,7 +35,7 @@ from csfs.crypto import (
 )
 from csfs.crypto.envelope import KIND_FILE
 from csfs.crypto.sealed import decrypt_opened, open_envelope
-from csfs.crypto.stream import HEADER_SIZE, ChunkCipher
+from csfs.crypto.stream import HEADER_SIZE, ChunkCipher, payload_size
 from csfs.errors import (
     AlreadyExists,
     AuthenticationError,
@@ -552,13 +552,16 @@ class Vault:
         )
         return self.commit_file(parent_id, name, new, base)
 
-    def open_version(self, entry: Entry) -> tuple[Envelope, ChunkCipher]:
+    def open_version(
+        self, entry: Entry, header: bytes | None = None
+    ) -> tuple[Envelope, ChunkCipher]:
         """Fetch and check a file version's envelope and payload header."""
         if entry.type != "f":
             raise IsADirectory("not a regular file")
         try:
             env_raw = self.store.get(envelope_key(entry.id, entry.version))
-            header = self.store.get(content_key(entry.id, entry.version), 0, HEADER_SIZE)
+            if header is None:
+                header = self.store.get(content_key(entry.id, entry.version), 0, HEADER_SIZE)
         except NotFound:
             raise IntegrityError(
                 "a file's ciphertext or key envelope is missing from the store"
@@ -585,12 +588,14 @@ class Vault:
         if entry.version == 0:
             return entry
         ckey = content_key(entry.id, entry.version)
-        _, cipher = self.open_version(entry)
         try:
-            if cipher.size <= SMALL_FILE:
-                src: BinaryIO = io.BytesIO(self.store.get(ckey, HEADER_SIZE))
-                decrypt_opened(src, dst, cipher)
+            if payload_size(entry.size) <= SMALL_FILE:
+                # Small: one GET of the whole payload (its header included), one of the envelope.
+                blob = self.store.get(ckey)
+                _, cipher = self.open_version(entry, blob[:HEADER_SIZE])
+                decrypt_opened(io.BytesIO(blob[HEADER_SIZE:]), dst, cipher)
                 return entry
+            _, cipher = self.open_version(entry)
             with tempfile.TemporaryDirectory(dir=self.tmp_dir) as tmp:
                 local = os.path.join(tmp, "payload")
                 self.store.get_to_file(ckey, local)
