@@ -279,11 +279,16 @@ def encrypt_payload(src: BinaryIO, dst: BinaryIO, keys: PayloadKeys) -> int:
         return out_size
 
     dst.write(keys.header.encode())
+    index = 0
+    first = _read_upto(src, batch_size)
+    if len(first) < batch_size:
+        # Everything fits in one batch (most files, every manifest): no threads, no ring.
+        return _encrypt_tail(dst, keys, first, len(first), 0)
     pool = _OrderedPool(dst, batch_size, out_size)
     try:
         cur = pool.acquire()
-        cur_len = _read_full(src, cur[0])
-        index = 0
+        cur[0][:] = first
+        cur_len = batch_size
         while cur_len == batch_size:
             nxt = pool.acquire()
             nxt_len = _read_full(src, nxt[0])
@@ -296,17 +301,25 @@ def encrypt_payload(src: BinaryIO, dst: BinaryIO, keys: PayloadKeys) -> int:
         pool.drain()
     finally:
         pool.close()
-    total = index * c + cur_len
+    return _encrypt_tail(dst, keys, cur[0], cur_len, index)
+
+
+def _encrypt_tail(
+    dst: BinaryIO, keys: PayloadKeys, tail: bytes | bytearray, tail_len: int, index: int
+) -> int:
+    """Encrypt the last data (``tail[:tail_len]``, from chunk ``index``) and Padmé's zeros."""
+    c = keys.header.chunk_size
+    aead, aad = keys.aead, keys.header_hash
+    total = index * c + tail_len
     if total > MAX_PLAINTEXT:
         raise FormatError("plaintext longer than 2^48 bytes")
-    # The tail: the data left in ``cur`` then Padmé's zeros, possibly many chunks.
-    tail = cur[0]
-    tail[cur_len:] = bytes(batch_size - cur_len)
+    data = memoryview(tail)[:tail_len]
     remaining = padme(total) - index * c
     tail_chunks = chunk_count(remaining, c)
     for j in range(tail_chunks):
         take = min(c, remaining - j * c)
-        seg = memoryview(tail)[j * c : j * c + take] if j < BATCH_CHUNKS else bytes(take)
+        seg = bytes(data[j * c : j * c + take])
+        seg += bytes(take - len(seg))  # Padmé's zeros
         last = j == tail_chunks - 1
         chunk_aad = aad + total.to_bytes(8, "big") if last else aad
         dst.write(aead.encrypt(nonce(index + j, last), seg, chunk_aad))
@@ -339,6 +352,8 @@ def decrypt_payload(src: BinaryIO, dst: BinaryIO, cipher: ChunkCipher) -> None:
             raise AuthenticationError("payload padding is not zero")
         return keep
 
+    if cipher.count == 1:
+        return _decrypt_last(src, dst, cipher)
     pool = _OrderedPool(dst, BATCH_CHUNKS * (c + TAG_SIZE), BATCH_CHUNKS * c)
     try:
         index = 0
@@ -353,6 +368,10 @@ def decrypt_payload(src: BinaryIO, dst: BinaryIO, cipher: ChunkCipher) -> None:
         pool.drain()
     finally:
         pool.close()
+    _decrypt_last(src, dst, cipher)
+
+
+def _decrypt_last(src: BinaryIO, dst: BinaryIO, cipher: ChunkCipher) -> None:
     last = cipher.count - 1
     want = cipher.plain_len(last) + TAG_SIZE
     data = src.read(want)
@@ -367,6 +386,18 @@ def iter_chunks(cipher: ChunkCipher, first: int, last: int) -> Iterator[tuple[in
     """(index, offset, length) of the ciphertext chunks first..last inclusive."""
     for i in range(first, last + 1):
         yield i, cipher.offset(i), cipher.plain_len(i) + TAG_SIZE
+
+
+def _read_upto(src: BinaryIO, n: int) -> bytes:
+    """Up to ``n`` bytes: fewer only at EOF."""
+    parts = []
+    while n > 0:
+        data = src.read(n)
+        if not data:
+            break
+        parts.append(data)
+        n -= len(data)
+    return b"".join(parts)
 
 
 def _read_full(src: BinaryIO, buf: bytearray | memoryview) -> int:

@@ -13,7 +13,6 @@ import contextlib
 import hashlib
 import os
 import threading
-import time
 from collections import OrderedDict
 from concurrent.futures import Future, ThreadPoolExecutor
 
@@ -49,6 +48,7 @@ class ObjectCache:
         self.entries: OrderedDict[str, _Entry] = OrderedDict()
         self.inflight: dict[tuple[str, int], Future[None]] = {}
         self.pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="csfs-fetch")
+        self.total = 0  # bytes of all entries, kept up to date (eviction runs often)
         self.hits = 0
         self.misses = 0
         self._load()
@@ -76,6 +76,7 @@ class ObjectCache:
                 self._remove_files(path)
         for _, key, e in sorted(found, key=lambda t: t[0]):
             self.entries[key] = e
+            self.total += e.bytes
 
     def _save_map(self, key: str, e: _Entry) -> None:
         tmp = e.path + ".map.tmp"
@@ -120,7 +121,9 @@ class ObjectCache:
             if len(data) < count * BLOCK:
                 got = count  # blocks past the end are "present" (empty)
             e.blocks.update(range(first, first + got))
-            e.bytes = max(e.bytes, start + len(data))
+            grown = max(e.bytes, start + len(data))
+            self.total += grown - e.bytes
+            e.bytes = grown
             self._save_map(key, e)
         self._evict()
 
@@ -238,7 +241,9 @@ class ObjectCache:
         e = self._entry(key)
         with self.lock:
             os.replace(self.path_for_new(key), e.path)
-            e.size = e.bytes = os.path.getsize(e.path)
+            size = os.path.getsize(e.path)
+            self.total += size - e.bytes
+            e.size = e.bytes = size
             e.blocks = set(range(-(-e.size // BLOCK)))
             e.pinned = pinned
             self._save_map(key, e)
@@ -266,6 +271,8 @@ class ObjectCache:
     def drop(self, key: str) -> None:
         with self.lock:
             e = self.entries.pop(key, None)
+            if e is not None:
+                self.total -= e.bytes
         if e is not None:
             self._remove_files(e.path)
 
@@ -273,11 +280,11 @@ class ObjectCache:
 
     def used(self) -> int:
         with self.lock:
-            return sum(e.bytes for e in self.entries.values())
+            return self.total
 
     def _evict(self) -> None:
         with self.lock:
-            total = sum(e.bytes for e in self.entries.values())
+            total = self.total
             if total <= self.limit:
                 return
             busy = {k for k, _ in self.inflight}
@@ -288,11 +295,9 @@ class ObjectCache:
                 if e.pinned or key in busy:
                     continue
                 total -= e.bytes
+                self.total -= e.bytes
                 del self.entries[key]
                 self._remove_files(e.path)
 
     def close(self) -> None:
         self.pool.shutdown(wait=True, cancel_futures=True)
-
-    def touch(self) -> float:
-        return time.time()
