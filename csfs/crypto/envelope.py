@@ -151,23 +151,6 @@ class Envelope:
                 "key envelope does not match the payload (swapped or replaced)"
             )
 
-    def add_recipients(
-        self, content_key: bytes, recipients: list[Recipient], signer: Identity
-    ) -> Envelope:
-        """A re-signed envelope with extra stanzas for ``recipients`` (sharing)."""
-        stanzas = self.stanzas + tuple(
-            _wrap(content_key, r, self.context, self.header_hash) for r in recipients
-        )
-        return seal_envelope_stanzas(
-            self.context,
-            self.header_hash,
-            self.sealed_length,
-            self.commitment,
-            stanzas,
-            signer,
-            length=self.length,
-        )
-
 
 def _length_key(content_key: bytes, header_hash: bytes) -> bytes:
     return hkdf(content_key, header_hash, b"csfs v1 length")

@@ -14,7 +14,7 @@ import hashlib
 import hmac
 import os
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import BinaryIO
@@ -380,12 +380,6 @@ def _decrypt_last(src: BinaryIO, dst: BinaryIO, cipher: ChunkCipher) -> None:
     if src.read(1):
         raise AuthenticationError("unexpected data after the last payload chunk")
     dst.write(cipher.decrypt(last, data))
-
-
-def iter_chunks(cipher: ChunkCipher, first: int, last: int) -> Iterator[tuple[int, int, int]]:
-    """(index, offset, length) of the ciphertext chunks first..last inclusive."""
-    for i in range(first, last + 1):
-        yield i, cipher.offset(i), cipher.plain_len(i) + TAG_SIZE
 
 
 def _read_upto(src: BinaryIO, n: int) -> bytes:

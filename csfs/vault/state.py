@@ -65,11 +65,6 @@ class VaultState:
                 self.seen[dir_id] = version
                 self.dirty = True
 
-    def forget(self, dir_id: str) -> None:
-        with self.lock:
-            if self.seen.pop(dir_id, None) is not None:
-                self.dirty = True
-
     def save(self) -> None:
         if not self.path or not self.dirty:
             return

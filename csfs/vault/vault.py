@@ -21,7 +21,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import BinaryIO, TypeVar
 
 from cachetools import TTLCache
@@ -70,14 +70,6 @@ def split_path(path: str) -> list[str]:
     """'/a/b' -> ['a', 'b']; the vault path syntax is POSIX, always absolute."""
     norm = posixpath.normpath("/" + path.strip())
     return [check_name(p) for p in norm.split("/") if p]
-
-
-@dataclass(frozen=True)
-class Stat:
-    """What `ls -l` shows for one entry."""
-
-    name: str
-    entry: Entry
 
 
 class Vault:
