@@ -158,14 +158,16 @@ def _serve(
             log.info("mounted %s at %s", fs.vault.store.url, mountpoint)
             report("ready")
 
+    opts = fuse_options(read_only, options)
     try:
-        fuse.FUSE(
-            _Ops(fs, ready),
-            mountpoint,
-            foreground=True,
-            nothreads=False,
-            **fuse_options(read_only, options),
-        )
+        fuse.FUSE(_Ops(fs, ready), mountpoint, foreground=True, nothreads=False, **opts)
+    except RuntimeError as exc:
+        # mfusepy raises RuntimeError(code) when fuse_main fails, e.g. on a bad -o option.
+        given = ",".join(k if v is True else f"{k}={v}" for k, v in opts.items())
+        raise UsageError(
+            f"FUSE refused to mount {mountpoint} (libfuse error {exc}) with options {given}",
+            hint="check the -o options; see the mount log for libfuse's own message",
+        ) from None
     finally:
         server.close()
         log.info("unmounted %s", mountpoint)
