@@ -143,5 +143,7 @@ def test_model_against_plain_folder(local_mounted: Mount, tmp_path: Path) -> Non
                     assert f1.read() == f2.read(), n
             shutil.rmtree(self.roots[1])
 
-    run_state_machine_as_test(Model, settings=settings(max_examples=25, stateful_step_count=30,
-                                                       deadline=None))
+    # CSFS_MODEL_EXAMPLES raises the bound for a longer soak run by hand.
+    examples = int(os.environ.get("CSFS_MODEL_EXAMPLES", "25"))
+    run_state_machine_as_test(Model, settings=settings(max_examples=examples,
+                                                       stateful_step_count=30, deadline=None))
