@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import json
+import logging
 import os
 import threading
 import time
@@ -25,6 +26,8 @@ from csfs.vault.cache import ObjectCache
 from csfs.vault.layout import content_key, envelope_key
 from csfs.vault.manifest import DirectoryManifest, Entry
 from csfs.vault.vault import Vault
+
+log = logging.getLogger("csfs.upload")
 
 
 @dataclass
@@ -62,7 +65,8 @@ class UploadQueue:
         os.makedirs(self.dir, mode=0o700, exist_ok=True)
         self.lock = threading.Condition()
         self.records: dict[str, Record] = {}  # file_id -> newest record
-        self.inflight: set[str] = set()
+        self.inflight: set[str] = set()  # file ids the uploader is working on
+        self.inflight_seqs: set[int] = set()  # and exactly which records
         self.seq = 0
         self.errors: list[str] = []
         self.on_error = on_error
@@ -117,11 +121,14 @@ class UploadQueue:
             self.seq += 1
             rec.seq = self.seq
             old = self.records.get(rec.file_id)
-            if old is not None and old.file_id not in self.inflight:
+            # A record that is queued but not being uploaded never reaches the store:
+            # replace it. One being uploaded will land first, so it is our base.
+            if old is not None and old.seq not in self.inflight_seqs:
                 rec.base_version = old.base_version  # the store never saw ``old``
                 for key in old.keys:
                     if key not in rec.keys:
-                        self.cache.drop(key)
+                        # Not dropped: a reader may still have that version open.
+                        self.cache.set_pinned(key, False)
             self._write(rec)
             self.records[rec.file_id] = rec
             self.lock.notify_all()
@@ -179,6 +186,7 @@ class UploadQueue:
                     key=lambda r: r.seq,
                 )[:256]
                 self.inflight.update(r.file_id for r in batch)
+                self.inflight_seqs.update(r.seq for r in batch)
             try:
                 self._process(batch)
                 backoff = 0.2
@@ -193,6 +201,7 @@ class UploadQueue:
             finally:
                 with self.lock:
                     self.inflight.difference_update(r.file_id for r in batch)
+                    self.inflight_seqs.difference_update(r.seq for r in batch)
                     self.lock.notify_all()
 
     def _process(self, batch: list[Record]) -> None:
@@ -269,5 +278,9 @@ class UploadQueue:
             elif found is None and not any(e.id == r.file_id for e in m.entries.values()):
                 m.entries[r.name] = new  # removed or moved elsewhere meanwhile: keep ours
             else:
+                log.warning(
+                    "conflict on %s: the directory has version %x, this upload replaces %x",
+                    r.name, found.version if found else 0, r.base_version,
+                )
                 lost.append((r.name, new))
         return lost
