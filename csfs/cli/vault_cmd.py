@@ -274,21 +274,30 @@ def mv(source: str, dest: str, **kw: Any) -> None:
 
 @cli.command(name="fsck")
 @click.option(
+    "--grace",
+    default=60.0,
+    show_default=True,
+    help="With --repair, keep orphans younger than this many minutes: another client's "
+    "upload in flight looks like an orphan until it lands.",
+)
+@click.option(
     "--repair",
     is_flag=True,
     help="Delete orphaned objects (old versions, "
     "removed files, interrupted uploads). Run it while no one else writes.",
 )
 @store_options
-def fsck_cmd(repair: bool, **kw: Any) -> None:
+def fsck_cmd(repair: bool, grace: float, **kw: Any) -> None:
     """Verify that every object authenticates; report tampering, loss and orphans."""
     opts = pop_store_opts(kw)
     with vault_from(opts) as vault:
-        report = fsck(vault, repair=repair)
+        report = fsck(vault, repair=repair, grace=grace * 60)
     for problem in report.problems:
         click.echo(f"csfs: fsck: {problem}", err=True)
     for key in report.orphans:
         click.echo(f"orphan {key}" + (" (deleted)" if repair and report.ok else ""))
+    for key in report.recent:
+        click.echo(f"orphan {key} (younger than --grace: kept, may be an upload in flight)")
     for key in report.unknown:
         click.echo(f"unknown object {key} (not written by csfs; left alone)")
     click.echo(

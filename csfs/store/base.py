@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
 # Names the local backend uses for its own bookkeeping.  They are rejected on
@@ -32,6 +32,8 @@ class ObjectInfo:
     key: str
     size: int
     etag: str  # opaque, unquoted; equal etag <=> same version of the contents
+    # When the object was written (Unix seconds), where the backend says; 0 if unknown.
+    mtime: float = field(default=0.0, compare=False)
 
 
 @runtime_checkable

@@ -223,7 +223,7 @@ class LocalStore:
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(tmp)
                 raise
-        return ObjectInfo(key=key, size=st.st_size, etag=_etag(st))
+        return ObjectInfo(key=key, size=st.st_size, etag=_etag(st), mtime=st.st_mtime)
 
     def head(self, key: str) -> ObjectInfo:
         try:
@@ -232,7 +232,7 @@ class LocalStore:
             raise NotFound(f"{key} not found in {self.url}") from None
         if not stat.S_ISREG(st.st_mode):
             raise NotFound(f"{key} not found in {self.url}")
-        return ObjectInfo(key=key, size=st.st_size, etag=_etag(st))
+        return ObjectInfo(key=key, size=st.st_size, etag=_etag(st), mtime=st.st_mtime)
 
     def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
         validate_prefix(prefix)  # eagerly, not on the first next()
@@ -272,7 +272,7 @@ class LocalStore:
                     st = entry.stat(follow_symlinks=False)
                 except FileNotFoundError:
                     continue  # deleted while we were listing
-                yield ObjectInfo(key=key, size=st.st_size, etag=_etag(st))
+                yield ObjectInfo(key=key, size=st.st_size, etag=_etag(st), mtime=st.st_mtime)
 
     def delete(self, key: str) -> None:
         path = self._path(key)

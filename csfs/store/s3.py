@@ -356,7 +356,10 @@ class S3Store:
     def head(self, key: str) -> ObjectInfo:
         response = self._call("head", key, self._client.head_object, Key=self._key(key))
         size, etag = int(response["ContentLength"]), _unquote(response["ETag"])
-        return ObjectInfo(key=key, size=size, etag=etag)
+        modified = response.get("LastModified")
+        return ObjectInfo(
+            key=key, size=size, etag=etag, mtime=modified.timestamp() if modified else 0.0
+        )
 
     def list(self, prefix: str = "") -> Iterator[ObjectInfo]:
         validate_prefix(prefix)  # eagerly, not on the first next()
@@ -377,7 +380,13 @@ class S3Store:
                         validate_key(key)
                     except ValueError:
                         continue  # not ours, e.g. a console's "folder/" marker
-                    yield ObjectInfo(key=key, size=int(obj["Size"]), etag=_unquote(obj["ETag"]))
+                    modified = obj.get("LastModified")
+                    yield ObjectInfo(
+                        key=key,
+                        size=int(obj["Size"]),
+                        etag=_unquote(obj["ETag"]),
+                        mtime=modified.timestamp() if modified else 0.0,
+                    )
         except (ClientError, BotoCoreError) as exc:
             raise self._error(exc, "list", prefix) from None
 

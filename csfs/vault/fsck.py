@@ -3,13 +3,15 @@
 Every file version reachable from the root is fully decrypted (to nowhere),
 so a flipped bit anywhere is found. Objects that nothing references are
 orphans: old versions, removed files, uploads a crash cut short. `--repair`
-deletes them. Run it when no other client is writing: an upload in flight
-looks like an orphan until its manifest switch lands.
+deletes them, but only those older than a grace period: an upload another
+client has in flight looks like an orphan until its manifest switch lands,
+and deleting it would break that file.
 """
 
 from __future__ import annotations
 
 import re
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -33,6 +35,7 @@ class FsckReport:
     bytes_verified: int = 0
     problems: list[str] = field(default_factory=list)  # "path: what is wrong"
     orphans: list[str] = field(default_factory=list)  # object keys
+    recent: list[str] = field(default_factory=list)  # orphans within the grace period: kept
     unknown: list[str] = field(default_factory=list)  # keys that are not csfs objects
     deleted: int = 0
 
@@ -41,9 +44,20 @@ class FsckReport:
         return not self.problems
 
 
+GRACE_SECONDS = 3600.0
+
+
 def fsck(
-    vault: Vault, *, repair: bool = False, progress: Callable[[str], None] | None = None
+    vault: Vault,
+    *,
+    repair: bool = False,
+    grace: float = GRACE_SECONDS,
+    progress: Callable[[str], None] | None = None,
 ) -> FsckReport:
+    """Check the vault; with ``repair``, delete orphans older than ``grace`` seconds.
+
+    An object whose age the store does not report counts as old.
+    """
     report = FsckReport()
     reachable = {HEADER_KEY}
     seen_nodes: dict[str, str] = {}
@@ -87,7 +101,8 @@ def fsck(
         if info.key in reachable:
             continue
         if _OBJECT.fullmatch(info.key):
-            report.orphans.append(info.key)
+            young = info.mtime and time.time() - info.mtime < grace
+            (report.recent if young else report.orphans).append(info.key)
         else:
             report.unknown.append(info.key)
     if repair and report.ok:

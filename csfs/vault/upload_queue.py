@@ -280,7 +280,9 @@ class UploadQueue:
             else:
                 log.warning(
                     "conflict on %s: the directory has version %x, this upload replaces %x",
-                    r.name, found.version if found else 0, r.base_version,
+                    r.name,
+                    found.version if found else 0,
+                    r.base_version,
                 )
                 lost.append((r.name, new))
         return lost

@@ -76,9 +76,11 @@ def test_workflow(env: dict[str, str], tmp_path: Path) -> None:
     r = run_csfs("fsck", env=env)
     assert r.returncode == 0, r.stderr
     assert "orphan m/" in r.stdout and "0 problems" in r.stderr
-    r = run_csfs("fsck", "--repair", env=env)
+    r = run_csfs("fsck", "--repair", env=env)  # all young: kept, as uploads could be in flight
+    assert r.returncode == 0 and "(deleted)" not in r.stdout and "younger than --grace" in r.stdout
+    r = run_csfs("fsck", "--repair", "--grace", "0", env=env)
     assert r.returncode == 0 and "(deleted)" in r.stdout, r.stderr
-    r = run_csfs("fsck", env=env)
+    r = run_csfs("fsck", "--grace", "0", env=env)
     assert r.returncode == 0 and "0 problems, 0 orphans" in r.stderr and r.stdout == ""
 
 
