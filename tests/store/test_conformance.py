@@ -513,3 +513,13 @@ def test_put_parts_failure_leaves_nothing(store: Store) -> None:
         store.put_parts("parts/broken", broken())
     with pytest.raises(NotFound):
         store.head("parts/broken")
+
+
+def test_objects_report_their_age(store: Store) -> None:
+    """fsck's grace period relies on the store telling when an object was written."""
+    import time
+
+    store.put("age/x", b"1")
+    assert abs(time.time() - store.head("age/x").mtime) < 600
+    (listed,) = list(store.list("age/"))
+    assert abs(time.time() - listed.mtime) < 600
