@@ -56,13 +56,7 @@ class ControlServer:
     def _one(self, conn: socket.socket) -> None:
         with conn:
             try:
-                data = b""
-                while not data.endswith(b"\n"):
-                    part = conn.recv(65536)
-                    if not part:
-                        break
-                    data += part
-                reply = self.handler(json.loads(data))
+                reply = self.handler(json.loads(_read_line(conn)))
             except Exception as exc:
                 reply = {"ok": False, "error": str(exc)}
             with contextlib.suppress(OSError):
@@ -90,11 +84,17 @@ def request(
         ) from None
     with sock:
         sock.sendall(json.dumps({"cmd": command, **args}).encode() + b"\n")
-        data = b""
-        while not data.endswith(b"\n"):
-            part = sock.recv(65536)
-            if not part:
-                break
-            data += part
+        data = _read_line(sock)
     reply: dict[str, Any] = json.loads(data) if data else {"ok": False, "error": "no reply"}
     return reply
+
+
+def _read_line(sock: socket.socket) -> bytes:
+    """One newline-terminated message (or what came before the peer closed)."""
+    data = b""
+    while not data.endswith(b"\n"):
+        part = sock.recv(65536)
+        if not part:
+            break
+        data += part
+    return data
