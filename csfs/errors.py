@@ -108,3 +108,9 @@ class DirectoryNotEmpty(UsageError):  # noqa: N818
 
 class NotSupported(UsageError):  # noqa: N818
     """An operation csfs deliberately does not do (hard links, for example)."""
+
+
+class AccessDenied(UsageError):  # noqa: N818
+    """This key may not do that here (a read-only share, the Shared folder, admin by a non-owner)."""
+
+    exit_code = 12

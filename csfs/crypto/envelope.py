@@ -31,7 +31,8 @@ MAX_ENVELOPE_SIZE = 2 << 20
 SIGNATURE_DOMAIN = b"csfs v1 envelope\0"
 WRAP_INFO = b"csfs v1 wrap\0"
 
-KIND_OFFLINE, KIND_FILE, KIND_DIRECTORY = 1, 2, 3
+KIND_OFFLINE, KIND_FILE, KIND_DIRECTORY, KIND_LOG, KIND_NOTICE = 1, 2, 3, 4, 5
+KINDS = (KIND_OFFLINE, KIND_FILE, KIND_DIRECTORY, KIND_LOG, KIND_NOTICE)
 _SUITES = {
     kem_id: hpke.Suite(kem, hpke.KDF.HKDF_SHA256, hpke.AEAD.AES_256_GCM)
     for kem_id, kem in HPKE_KEMS.items()
@@ -49,7 +50,7 @@ class Context:
     version: int
 
     def encode(self) -> bytes:
-        if self.kind not in (KIND_OFFLINE, KIND_FILE, KIND_DIRECTORY):
+        if self.kind not in KINDS:
             raise ValueError("unknown context kind")
         if len(self.vault_id) != 16 or len(self.node_id) != 16:
             raise ValueError("vault and node ids are 16 bytes")
@@ -57,7 +58,7 @@ class Context:
 
     @classmethod
     def decode(cls, data: bytes) -> Context:
-        if data[0] not in (KIND_OFFLINE, KIND_FILE, KIND_DIRECTORY):
+        if data[0] not in KINDS:
             raise FormatError(f"unknown envelope context kind {data[0]}")
         return cls(
             data[0], bytes(data[1:17]), bytes(data[17:33]), int.from_bytes(data[33:41], "big")
@@ -241,6 +242,22 @@ def seal_envelope(
     sealed = seal_length(content_key, context, header_hash, length)
     return seal_envelope_stanzas(
         context, header_hash, sealed, commitment, stanzas, signer, length=length
+    )
+
+
+def rewrap_envelope(
+    env: Envelope, identity: Identity, recipients: list[Recipient], signer: Identity
+) -> Envelope:
+    """The same envelope wrapped to another set of readers (format.md 7.5).
+
+    The content key, payload binding, sealed length and commitment are kept:
+    the payload is untouched. ``identity`` must be able to open ``env``.
+    """
+    content_key = env.open(identity)
+    unique = list(dict.fromkeys(recipients))
+    stanzas = tuple(_wrap(content_key, r, env.context, env.header_hash) for r in unique)
+    return seal_envelope_stanzas(
+        env.context, env.header_hash, env.sealed_length, env.commitment, stanzas, signer
     )
 
 

@@ -15,7 +15,7 @@ import re
 from dataclasses import dataclass
 from typing import Literal
 
-from cryptography.exceptions import UnsupportedAlgorithm
+from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, hpke, padding
 from cryptography.hazmat.primitives import serialization as ser
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, mlkem, x25519
@@ -32,6 +32,8 @@ HPKE_KEMS = {
     0x647A: hpke.KEM.MLKEM768_X25519,
 }
 PBKDF2_ROUNDS = 300_000
+SELF_SIGNATURE_LABEL = "CSFS KEY SIGNATURE"
+SELF_SIGNATURE_DOMAIN = b"csfs v1 key self-signature\0"
 
 _PEM_BLOCK = re.compile(rb"-----BEGIN ([A-Z ]+)-----\r?\n.*?-----END \1-----\r?\n?", re.DOTALL)
 
@@ -275,9 +277,26 @@ def load_identity_pem(data: bytes, passphrase: bytes | None, what: str = "key fi
     return Identity(kind, tuple(parts[:-1]), signing)
 
 
-def load_recipient_pem(data: bytes, what: str = "public key file") -> Recipient:
+def public_key_file(identity: Identity) -> bytes:
+    """The public key file text: the PUBLIC KEY blocks plus the self-signature (1.2)."""
+    recipient = identity.recipient
+    signature = identity.signing_key.sign(SELF_SIGNATURE_DOMAIN + recipient.rid)
+    return recipient.to_pem() + _pem(SELF_SIGNATURE_LABEL, signature)
+
+
+def load_recipient_pem(
+    data: bytes, what: str = "public key file", *, require_self_signature: bool = False
+) -> Recipient:
     parts: list[object] = []
+    signature: bytes | None = None
     for block in _blocks(data, what):
+        if SELF_SIGNATURE_LABEL.encode() in block.split(b"\n", 1)[0]:
+            body = b"".join(block.splitlines()[1:-1])
+            try:
+                signature = base64.b64decode(body, validate=True)
+            except ValueError:
+                raise KeyFileError(f"{what} has an unreadable self-signature block") from None
+            continue
         if b"PRIVATE KEY" in block.split(b"\n", 1)[0]:
             raise KeyFileError(f"{what} holds a private key where a public key was expected")
         try:
@@ -287,7 +306,20 @@ def load_recipient_pem(data: bytes, what: str = "public key file") -> Recipient:
     kind = _kind_of(parts)
     verify = parts[-1]
     assert isinstance(verify, ed25519.Ed25519PublicKey)
-    return Recipient(kind, tuple(parts[:-1]), verify)
+    recipient = Recipient(kind, tuple(parts[:-1]), verify)
+    if signature is not None:
+        try:
+            verify.verify(signature, SELF_SIGNATURE_DOMAIN + recipient.rid)
+        except InvalidSignature:
+            raise KeyFileError(
+                f"{what}: its self-signature does not verify (the key file was altered)"
+            ) from None
+    elif require_self_signature:
+        raise KeyFileError(
+            f"{what} has no self-signature",
+            hint="its owner can re-export it with `csfs pubkey --key THEIR_PRIVATE_KEY`",
+        )
+    return recipient
 
 
 def read_key_file(path: str) -> bytes:
@@ -348,7 +380,7 @@ def save_identity(
     private_pem = identity.to_pem(passphrase)
     try:
         write_exclusive(priv_path, private_pem, 0o600)
-        write_exclusive(pub_path, identity.recipient.to_pem(), 0o644)
+        write_exclusive(pub_path, public_key_file(identity), 0o644)
     except FileExistsError:
         raise KeyFileError(f"refusing to overwrite existing key in {directory}") from None
     return priv_path, pub_path

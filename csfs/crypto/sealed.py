@@ -8,13 +8,21 @@ library draws them itself.
 
 from __future__ import annotations
 
+import io
 import os
 from dataclasses import replace
 from typing import BinaryIO
 
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
-from csfs.crypto.envelope import Context, Envelope, new_content_key, parse_envelope, seal_envelope
+from csfs.crypto.envelope import (
+    MAX_ENVELOPE_SIZE,
+    Context,
+    Envelope,
+    new_content_key,
+    parse_envelope,
+    seal_envelope,
+)
 from csfs.crypto.keys import Identity, Recipient
 from csfs.crypto.stream import (
     DEFAULT_CHUNK_SHIFT,
@@ -26,7 +34,7 @@ from csfs.crypto.stream import (
     decrypt_payload,
     encrypt_payload,
 )
-from csfs.errors import AuthenticationError
+from csfs.errors import AuthenticationError, FormatError
 
 
 def encrypt_stream(
@@ -186,3 +194,44 @@ class StreamSealer:
             self.keys.commitment,
             signer,
         )
+
+
+def seal_object(
+    data: bytes, recipients: list[Recipient], signer: Identity, context: Context
+) -> bytes:
+    """``env_len || envelope || payload``: the layout of manifests, log bodies and
+    notices (format.md 5.3), for small metadata held in memory."""
+    payload = io.BytesIO()
+    env = encrypt_stream(io.BytesIO(data), payload, recipients, signer, context=context)
+    env_bytes = env.encode()
+    return len(env_bytes).to_bytes(4, "big") + env_bytes + payload.getvalue()
+
+
+def open_object(
+    raw: bytes,
+    identity: Identity,
+    expect: Context,
+    *,
+    allowed_signers: set[bytes] | None,
+    what: str,
+) -> tuple[Envelope, bytes]:
+    """Open a sealed object. ``expect.version`` < 0 takes the version from the
+    envelope itself (for manifests, whose caller then applies the rollback rule)."""
+    if len(raw) < 4:
+        raise FormatError(f"{what} is truncated")
+    n = int.from_bytes(raw[:4], "big")
+    if n > min(len(raw) - 4, MAX_ENVELOPE_SIZE):
+        raise FormatError(f"{what} has a bad envelope length")
+    env = parse_envelope(raw[4 : 4 + n])
+    if expect.version < 0:
+        expect = replace(expect, version=env.context.version)
+    out = io.BytesIO()
+    env = decrypt_stream(
+        io.BytesIO(raw[4 + n :]),
+        env,
+        out,
+        identity,
+        context=expect,
+        allowed_signers=allowed_signers,
+    )
+    return env, out.getvalue()

@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 import mfusepy as fuse
 
 from csfs.errors import (
+    AccessDenied,
     AlreadyExists,
     AuthenticationError,
     CsfsError,
@@ -45,6 +46,7 @@ _ERRNO: list[tuple[type[BaseException], int]] = [
     (IsADirectory, errno.EISDIR),
     (DirectoryNotEmpty, errno.ENOTEMPTY),
     (NotSupported, errno.EPERM),
+    (AccessDenied, errno.EACCES),
     (UsageError, errno.EINVAL),
     (NoMatchingKeyError, errno.EACCES),
     (AuthenticationError, errno.EIO),

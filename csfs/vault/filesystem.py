@@ -424,7 +424,7 @@ class FileSystem:
                 header,
                 self.vault.identity,
                 context=self.vault.file_context(file_id, version),
-                allowed_signers=self.vault.writers(),
+                allowed_signers=self.vault.signers_for(file_id),
             )
             self.ciphers[key] = cipher
         return cipher

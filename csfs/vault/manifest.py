@@ -9,14 +9,14 @@ that readers compare with the highest they have seen).
 
 from __future__ import annotations
 
-import io
 import json
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from csfs.crypto import Context, Identity, Recipient, decrypt_stream, encrypt_stream, parse_envelope
+from csfs.crypto import Context, Identity, Recipient
 from csfs.crypto.envelope import KIND_DIRECTORY
 from csfs.crypto.keys import load_recipient_pem
+from csfs.crypto.sealed import open_object, seal_object
 from csfs.errors import AuthenticationError, FormatError, UsageError
 from csfs.vault.layout import check_id
 
@@ -98,6 +98,7 @@ class DirectoryManifest:
     writers: list[str] = field(default_factory=list)  # Ed25519 public keys, hex
     mtime_ns: int = 0
     mode: int = 0o755
+    signer: bytes = b""  # who signed the stored manifest; not part of its plaintext
 
     def copy(self) -> DirectoryManifest:
         return replace(
@@ -148,12 +149,7 @@ class DirectoryManifest:
     def seal(self, vault_id: bytes, signer: Identity) -> bytes:
         """The object stored at m/<dir_id>: envelope length, envelope, payload."""
         context = Context(KIND_DIRECTORY, vault_id, bytes.fromhex(self.dir_id), self.version)
-        payload = io.BytesIO()
-        env = encrypt_stream(
-            io.BytesIO(self.encode_plain()), payload, self.recipients(), signer, context=context
-        )
-        env_bytes = env.encode()
-        return len(env_bytes).to_bytes(4, "big") + env_bytes + payload.getvalue()
+        return seal_object(self.encode_plain(), self.recipients(), signer, context)
 
     @classmethod
     def open(
@@ -164,21 +160,10 @@ class DirectoryManifest:
         identity: Identity,
         allowed_signers: set[bytes] | None,
     ) -> DirectoryManifest:
-        if len(raw) < 4:
-            raise FormatError("directory manifest object is truncated")
-        n = int.from_bytes(raw[:4], "big")
-        if n > len(raw) - 4:
-            raise FormatError("directory manifest object has a bad envelope length")
-        env = parse_envelope(raw[4 : 4 + n])
-        version = env.context.version
-        expected = Context(KIND_DIRECTORY, vault_id, bytes.fromhex(dir_id), version)
-        out = io.BytesIO()
-        decrypt_stream(
-            io.BytesIO(raw[4 + n :]),
-            env,
-            out,
-            identity,
-            context=expected,
-            allowed_signers=allowed_signers,
+        expect = Context(KIND_DIRECTORY, vault_id, bytes.fromhex(dir_id), -1)
+        env, plain = open_object(
+            raw, identity, expect, allowed_signers=allowed_signers, what="directory manifest object"
         )
-        return cls.decode_plain(out.getvalue(), dir_id, version)
+        manifest = cls.decode_plain(plain, dir_id, env.context.version)
+        manifest.signer = env.signer
+        return manifest

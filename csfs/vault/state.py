@@ -15,6 +15,7 @@ import json
 import os
 import tempfile
 import threading
+from typing import Any
 
 from csfs.errors import AuthenticationError
 
@@ -32,6 +33,7 @@ class VaultState:
         self.lock = threading.Lock()
         self.header_digest: str | None = None
         self.seen: dict[str, int] = {}
+        self.access: dict[str, Any] = {}  # the verified access-log head and derived state
         self.dirty = False
         if self.path and os.path.exists(self.path):
             try:
@@ -39,6 +41,7 @@ class VaultState:
                     data = json.load(f)
                 self.header_digest = data.get("header")
                 self.seen = {str(k): int(v) for k, v in data.get("dirs", {}).items()}
+                self.access = dict(data.get("access", {}))
             except (OSError, ValueError):
                 # A damaged state file loses rollback memory, never data.
                 self.seen = {}
@@ -65,11 +68,18 @@ class VaultState:
                 self.seen[dir_id] = version
                 self.dirty = True
 
+    def set_access(self, access: dict[str, Any]) -> None:
+        with self.lock:
+            self.access = access
+            self.dirty = True
+
     def save(self) -> None:
         if not self.path or not self.dirty:
             return
         with self.lock:
-            data = json.dumps({"header": self.header_digest, "dirs": self.seen})
+            data = json.dumps(
+                {"header": self.header_digest, "dirs": self.seen, "access": self.access}
+            )
             self.dirty = False
         os.makedirs(os.path.dirname(self.path), mode=0o700, exist_ok=True)
         fd, tmp = tempfile.mkstemp(dir=os.path.dirname(self.path), prefix=".state-")

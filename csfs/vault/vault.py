@@ -10,6 +10,7 @@ and re-applies its change; a real conflict becomes a conflict copy.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import io
 import os
 import posixpath
@@ -37,9 +38,11 @@ from csfs.crypto.envelope import KIND_FILE
 from csfs.crypto.sealed import decrypt_opened, open_envelope
 from csfs.crypto.stream import HEADER_SIZE, ChunkCipher, payload_size
 from csfs.errors import (
+    AccessDenied,
     AlreadyExists,
     AuthenticationError,
     ConflictError,
+    CsfsError,
     DirectoryNotEmpty,
     IntegrityError,
     IsADirectory,
@@ -49,6 +52,7 @@ from csfs.errors import (
     UsageError,
 )
 from csfs.store import Store
+from csfs.vault.access import AccessLog, Pins, check_member_name, default_config_dir
 from csfs.vault.layout import (
     HEADER_KEY,
     VaultHeader,
@@ -82,6 +86,7 @@ class Vault:
         *,
         ttl: float = 1.0,
         tmp_dir: str | None = None,
+        config_dir: str | None = None,
     ) -> None:
         self.store = store
         self.identity = identity
@@ -98,6 +103,22 @@ class Vault:
         )
         self._lock = threading.RLock()
         self.state.pin_header(header.digest)
+        self.is_owner = identity.recipient.verify_key_bytes == header.owner
+        self.access = AccessLog(
+            store,
+            header,
+            identity,
+            state,
+            Pins(config_dir if config_dir is not None else default_config_dir()),
+        )
+        self._access_ttl = max(ttl, 2.0)
+        self._access_checked = 0.0
+        # Which directory each node was last seen in: the nearest share root above a
+        # node decides whose signatures are accepted for it (format.md 7.3).
+        self._parent: dict[str, str] = {}
+        self._virtual: dict[str, DirectoryManifest] = {}
+        self._discovering = False
+        self.refresh_access(force=True)
 
     # -- opening -----------------------------------------------------------------
 
@@ -109,8 +130,13 @@ class Vault:
         *,
         state_dir: str | None = None,
         readers: list[Recipient] | None = None,
+        name: str = "owner",
+        config_dir: str | None = None,
     ) -> Vault:
-        """A new, empty vault owned by ``identity``; ``readers`` can also read everything."""
+        """A new, empty vault owned by ``identity``; ``readers`` can also read everything.
+
+        ``name`` is the owner's member name, shown to those it shares with."""
+        check_member_name(name)
         header = VaultHeader.create(identity)
         try:
             store.put(HEADER_KEY, header.raw, if_none_match=True)
@@ -118,7 +144,13 @@ class Vault:
             raise UsageError(
                 f"a vault already exists at {store.url}", hint="use it, or pick another --store"
             ) from None
-        vault = cls(store, identity, header, VaultState(_state_dir(state_dir), store.url))
+        vault = cls(
+            store,
+            identity,
+            header,
+            VaultState(_state_dir(state_dir), store.url),
+            config_dir=config_dir,
+        )
         everyone = list(dict.fromkeys([identity.recipient, *(readers or [])]))
         root = DirectoryManifest(
             header.root_id,
@@ -129,6 +161,7 @@ class Vault:
         store.put(
             manifest_key(header.root_id), root.seal(vault.vault_id, identity), if_none_match=True
         )
+        vault.access.genesis(name)
         vault.state.save()
         return vault
 
@@ -142,6 +175,7 @@ class Vault:
         ttl: float = 1.0,
         tmp_dir: str | None = None,
         trusted_owners: set[bytes] | None = None,
+        config_dir: str | None = None,
     ) -> Vault:
         """Open the vault in ``store``.
 
@@ -165,18 +199,111 @@ class Vault:
                 f"(owner {header.owner.hex()[:16]}...)",
                 hint="check the owner's public key with them, then pass --trust-owner PUB.pem",
             )
-        return cls(store, identity, header, state, ttl=ttl, tmp_dir=tmp_dir)
+        return cls(store, identity, header, state, ttl=ttl, tmp_dir=tmp_dir, config_dir=config_dir)
 
     def close(self) -> None:
         self.state.save()
 
-    def writers(self) -> set[bytes]:
-        """Keys whose signatures this vault accepts. The owner, until sharing adds more."""
-        return {self.header.owner}
+    # -- access (format.md 7) -------------------------------------------------------------
+
+    def refresh_access(self, *, force: bool = False) -> None:
+        """Read new access-log entries, at most once per TTL unless forced."""
+        now = time.monotonic()
+        with self._lock:
+            if not force and now - self._access_checked < self._access_ttl:
+                return
+            self.access.refresh()
+            self._access_checked = now
+            self._virtual = self._build_virtual() if self.shared_view else {}
+
+    @property
+    def shared_view(self) -> bool:
+        """Members other than the owner see only ``Shared/<owner>/<name>``."""
+        return not self.is_owner and (self.access.joined or bool(self.access.notices))
+
+    @property
+    def root_id(self) -> str:
+        return _virtual_id("/") if self.shared_view else self.header.root_id
+
+    def _build_virtual(self) -> dict[str, DirectoryManifest]:
+        owner = self.access.owner_name()
+        top, shared, mine = (
+            _virtual_id("/"),
+            _virtual_id("/Shared"),
+            _virtual_id("/Shared/" + owner),
+        )
+        ro = 0o555
+        entries: dict[str, Entry] = {}
+        for notice in sorted(self.access.notices.values(), key=lambda n: (n.name, n.node)):
+            name, n = notice.name, 2
+            while name in entries:
+                name, n = f"{notice.name} ({n})", n + 1
+            entries[name] = Entry(notice.node, "d", mode=0o755 if notice.write else ro)
+        return {
+            top: DirectoryManifest(top, 1, {"Shared": Entry(shared, "d", mode=ro)}, mode=ro),
+            shared: DirectoryManifest(shared, 1, {owner: Entry(mine, "d", mode=ro)}, mode=ro),
+            mine: DirectoryManifest(mine, 1, entries, mode=ro),
+        }
+
+    def share_root_of(self, node_id: str) -> str | None:
+        """The nearest share root at or above ``node_id``; None under no share root."""
+        grants = self.access.current.grants
+        seen = 0
+        node: str | None = node_id
+        while node is not None and seen < 10_000:
+            if node in grants:
+                return node
+            if node == self.header.root_id:
+                return None
+            with self._lock:
+                parent = self._parent.get(node)
+            if parent is None and not self._discovering:
+                # Not reached by a walk in this process (an upload queued before a
+                # remount, say): find where it lives, once.
+                self._discover(node)
+                with self._lock:
+                    parent = self._parent.get(node)
+            node, seen = parent, seen + 1
+        return None
+
+    def _discover(self, node_id: str) -> None:
+        self._discovering = True
+        try:
+            for _, entry in self.walk("/"):
+                if entry.id == node_id or node_id in self._parent:
+                    return
+        except CsfsError:
+            pass  # what cannot be walked cannot vouch for a writer either
+        finally:
+            self._discovering = False
+
+    def signers_for(self, node_id: str) -> set[bytes]:
+        """Whose signatures are accepted on this directory or file (format.md 7.3)."""
+        return self.access.writer_keys(self.share_root_of(node_id))
+
+    def may_write(self, dir_id: str) -> bool:
+        if self.is_owner:
+            return True
+        root = self.share_root_of(dir_id)
+        return root is not None and self.access.me in self.access.current.writers.get(root, [])
+
+    def check_writable(self, dir_id: str) -> None:
+        if dir_id in self._virtual:
+            raise AccessDenied("the Shared folders are read-only", hint="write inside a share")
+        if not self.may_write(dir_id):
+            raise AccessDenied(
+                "read-only: this was shared with you without write access"
+                if self.access.joined
+                else "read-only: only the vault owner writes here"
+            )
 
     # -- directory manifests -----------------------------------------------------------
 
     def load_dir(self, dir_id: str, *, fresh: bool = False) -> tuple[DirectoryManifest, str]:
+        self.refresh_access()
+        virtual = self._virtual.get(dir_id)
+        if virtual is not None:
+            return virtual, ""
         with self._lock:
             cached = None if fresh else self._manifests.get(dir_id)
         if cached is not None:
@@ -191,7 +318,7 @@ class Vault:
             except NotFound:
                 raise IntegrityError("a directory manifest is missing from the store") from None
             manifest = DirectoryManifest.open(
-                raw, self.vault_id, dir_id, self.identity, self.writers()
+                raw, self.vault_id, dir_id, self.identity, self.signers_for(dir_id)
             )
             if manifest.version < floor:
                 raise AuthenticationError(
@@ -205,23 +332,28 @@ class Vault:
 
     def _remember(self, dir_id: str, manifest: DirectoryManifest, etag: str) -> None:
         with self._lock:
+            for child in manifest.entries.values():
+                self._parent[child.id] = dir_id
             cached = self._manifests.get(dir_id)
             if cached is None or cached[0].version <= manifest.version:
                 self._manifests[dir_id] = (manifest, etag)
 
-    def update_dir(self, dir_id: str, change: Callable[[DirectoryManifest], T]) -> T:
+    def update_dir(
+        self, dir_id: str, change: Callable[[DirectoryManifest], T], *, force: bool = False
+    ) -> T:
         """Apply ``change`` to a copy of the manifest and switch it with If-Match.
 
         On a lost race the manifest is re-read and ``change`` re-applied, so
         changes to different entries merge; ``change`` decides what a true
         conflict becomes.
         """
+        self.check_writable(dir_id)
         fresh = False
         for attempt in range(MAX_RETRIES):
             manifest, etag = self.load_dir(dir_id, fresh=fresh)
             new = manifest.copy()
             result = change(new)
-            if new.encode_plain() == manifest.encode_plain():
+            if not force and new.encode_plain() == manifest.encode_plain():
                 return result  # nothing to switch
             new.version = manifest.version + 1
             if new.mtime_ns == manifest.mtime_ns:  # unless the change set it (root utimens)
@@ -235,12 +367,16 @@ class Vault:
                 time.sleep(random.uniform(0, min(0.5, 0.005 * 2**attempt)))  # noqa: S311
                 continue
             self.state.observe(dir_id, new.version)
+            new.signer = self.identity.recipient.verify_key_bytes
             self._remember(dir_id, new, new_etag)
             return result
         raise ConflictError("gave up after repeated concurrent changes to one directory")
 
     def new_directory(self, parent: DirectoryManifest, mode: int) -> str:
+        self.check_writable(parent.dir_id)
         dir_id = new_id()
+        with self._lock:
+            self._parent[dir_id] = parent.dir_id
         child = DirectoryManifest(
             dir_id, version=1, readers=list(parent.readers), mtime_ns=time.time_ns(), mode=mode
         )
@@ -252,8 +388,8 @@ class Vault:
     # -- paths --------------------------------------------------------------------
 
     def root_entry(self) -> Entry:
-        manifest, _ = self.load_dir(self.header.root_id)
-        return Entry(self.header.root_id, "d", mode=manifest.mode, mtime_ns=manifest.mtime_ns)
+        manifest, _ = self.load_dir(self.root_id)
+        return Entry(self.root_id, "d", mode=manifest.mode, mtime_ns=manifest.mtime_ns)
 
     def lookup(self, path: str) -> Entry:
         parts = split_path(path)
@@ -338,7 +474,7 @@ class Vault:
                 m.mode = m.mode if mode is None else mode
                 m.mtime_ns = m.mtime_ns if mtime_ns is None else mtime_ns
 
-            self.update_dir(self.header.root_id, change_root)
+            self.update_dir(self.root_id, change_root)
             return self.root_entry()
         parent_id, name = self.parent_of(path)
 
@@ -443,6 +579,7 @@ class Vault:
 
         Returns (version, plaintext length). The manifest is not touched.
         """
+        self.check_writable(recipients_from.dir_id)
         version = version or new_version()
         context = self.file_context(file_id, version)
         recipients = recipients_from.recipients()
@@ -563,7 +700,7 @@ class Vault:
             header,
             self.identity,
             context=self.file_context(entry.id, entry.version),
-            allowed_signers=self.writers(),
+            allowed_signers=self.signers_for(entry.id),
         )
         if env.length != entry.size:
             raise AuthenticationError("file size in its directory does not match its envelope")
@@ -825,6 +962,11 @@ def _known_size(src: BinaryIO) -> int:
         return end - pos
     except (OSError, ValueError, AttributeError):
         return SMALL_FILE + 1
+
+
+def _virtual_id(path: str) -> str:
+    """A stable id for a folder of the Shared view; it never names a store object."""
+    return hashlib.sha256(b"csfs v1 virtual\0" + path.encode()).hexdigest()[:32]
 
 
 def _state_dir(state_dir: str | None) -> str:

@@ -100,7 +100,7 @@ def parse_envelope(env: bytes) -> dict:
     sealed_length = env[81:105]
     commitment = env[105:137]
     (count,) = struct.unpack(">H", env[137:139])
-    if context[0] not in (1, 2, 3):
+    if context[0] not in (1, 2, 3, 4, 5):  # 3.2: kinds 4 and 5 are used by 7.2 and 7.4
         raise FormatFailure("unknown context kind")
     if not 1 <= count <= 1024:
         raise FormatFailure("stanza count out of range")
