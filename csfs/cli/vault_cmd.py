@@ -106,13 +106,21 @@ def progress_bar(total: int, label: str) -> Iterator[Callable[[int], None]]:
     metavar="PUB.pem",
     help="Another public key that may read the whole vault; repeat for several.",
 )
+@click.option(
+    "--name",
+    default="owner",
+    show_default=True,
+    help="Your name as members see it (their view is Shared/NAME/...).",
+)
 @store_options
-def init(readers: tuple[str, ...], **kw: Any) -> None:
+def init(readers: tuple[str, ...], name: str, **kw: Any) -> None:
     """Create an empty vault in the store, owned by your key."""
     opts = pop_store_opts(kw)
     identity = unlock(opts["key"], opts["passphrase_file"])
     backend = open_store(opts["store"], endpoint_url=opts["endpoint_url"])
-    vault = Vault.create(backend, identity, readers=[load_recipient(p) for p in readers])
+    vault = Vault.create(
+        backend, identity, readers=[load_recipient(p) for p in readers], name=name
+    )
     vault.close()
     click.echo(f"created vault {vault.header.vault_id} at {vault.store.url}", err=True)
 

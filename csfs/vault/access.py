@@ -623,3 +623,23 @@ def _added_fp(body: dict[str, Any], header: VaultHeader) -> str | None:
     except (KeyError, ValueError, TypeError):
         raise FormatError("malformed access log entry: bad member record") from None
     return Member.decode(raw, header.vault_id, header.owner).fingerprint
+
+
+def describe_entry(body: dict[str, Any] | None, names: dict[str, str]) -> str:
+    """One line for `csfs log`; node ids are shown, never paths (the log has none)."""
+    if body is None:
+        return "(not readable by your key)"
+    op = body["op"]
+    if op == "member-add":
+        m = Member.decode(base64.b64decode(body["record"]), _record_vault(body), None)
+        return f"member-add {m.name} {m.fingerprint}"
+    who = names.get(str(body.get("member")), str(body.get("member")))
+    if op == "member-remove":
+        return f"member-remove {who}"
+    mode = " (write)" if body.get("write") else ""
+    return f"{op} folder {str(body['node'])[:12]} {'with' if op == 'share' else 'from'} {who}{mode}"
+
+
+def _record_vault(body: dict[str, Any]) -> str:
+    payload, _ = verify_blob(base64.b64decode(body["record"]), MEMBER_DOMAIN, "member record")
+    return str(_loads(payload, "member record")["vault_id"])

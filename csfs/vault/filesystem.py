@@ -171,7 +171,16 @@ class FileSystem:
         e = self.lookup(path)
         if e.type == "d" and not split_path(path):
             e = self.vault.root_entry()
+        if not self.vault.is_owner:
+            where = e.id if e.type == "d" else self.vault.parent_of(path)[0]
+            e = self._read_only(e, where)
         return Attr(e.type, e.mode, e.size, e.mtime_ns, e.target)
+
+    def _read_only(self, e: Entry, dir_id: str) -> Entry:
+        """Show what this key may not change without write bits, as a read-only share is."""
+        if e.type == "l" or self.vault.may_write(dir_id):
+            return e
+        return replace(e, mode=e.mode & ~0o222)
 
     def readdir(self, path: str) -> list[tuple[str, Attr]]:
         entries = self.vault.listdir(path)
@@ -180,7 +189,13 @@ class FileSystem:
             for (parent, name), e in self.created.items():
                 if parent == dir_id:
                     entries.setdefault(name, e)
-        return [(n, self._attr(self._overlay(e))) for n, e in entries.items()]
+        out = []
+        for n, e in entries.items():
+            e = self._overlay(e)
+            if not self.vault.is_owner:
+                e = self._read_only(e, e.id if e.type == "d" else dir_id)
+            out.append((n, self._attr(e)))
+        return out
 
     @staticmethod
     def _attr(e: Entry) -> Attr:
@@ -287,6 +302,8 @@ class FileSystem:
     def _setattr(self, path: str, **changes: Any) -> None:
         """Mode and times. A file whose upload is still queued takes them with its
         commit (no round trip: tar and rsync set them right after each close)."""
+        if split_path(path):
+            self.vault.check_writable(self.vault.parent_of(path)[0])
         e = self._set_created(path, **changes)
         if e is None:
             e = self.vault.lookup(path)
@@ -352,6 +369,7 @@ class FileSystem:
     def create(self, path: str, mode: int) -> int:
         self._writable()
         parent_id, name, cur = self._raw_entry(path)
+        self.vault.check_writable(parent_id)
         if cur is not None and cur.type == "d":
             raise IsADirectory(f"is a directory: {path}")
         entry = Entry(new_id(), "f", mode=mode & 0o7777, mtime_ns=time.time_ns())
@@ -368,6 +386,7 @@ class FileSystem:
         writing = flags & (os.O_WRONLY | os.O_RDWR)
         if writing or flags & os.O_TRUNC:
             self._writable()
+            self.vault.check_writable(self.vault.parent_of(path)[0])
         of, fh = self._open_file(path)
         if flags & os.O_TRUNC:
             with of.lock:

@@ -15,12 +15,13 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from csfs.errors import CsfsError, NotFound
+from csfs.errors import AccessDenied, CsfsError, NotFound
+from csfs.vault.access import log_key, notice_key
 from csfs.vault.layout import HEADER_KEY, content_key, envelope_key, manifest_key
 from csfs.vault.manifest import Entry
 from csfs.vault.vault import Vault
 
-_OBJECT = re.compile(r"(m/[0-9a-f]{32}|[ck]/[0-9a-f]{32}/[0-9a-f]{16})")
+_OBJECT = re.compile(r"(m/[0-9a-f]{32}|[ck]/[0-9a-f]{32}/[0-9a-f]{16}|n/[0-9a-f]{32})")
 
 
 class _Discard:
@@ -93,10 +94,22 @@ def fsck(
                 report.problems.append(f"{path}: {exc.message}")
 
     try:
+        for entry, body in vault.access.verify_all():
+            reachable.add(log_key(entry.seq))
+            if body is not None and body["op"] == "share":
+                reachable.add(notice_key(str(body["notice"])))
+    except CsfsError as exc:
+        report.problems.append(f"access log: {exc.message}")
+    try:
         visit("/", vault.root_entry())
     except CsfsError as exc:
         report.problems.append(f"/: {exc.message}")
         return report  # without the root, everything would look orphaned: delete nothing
+    if not vault.is_owner:
+        # A member sees only its shares: everything else would look orphaned.
+        if repair:
+            raise AccessDenied("only the vault owner can repair the vault")
+        return report
     for info in vault.store.list(""):
         if info.key in reachable:
             continue

@@ -44,7 +44,9 @@ SECRET_NAMES = ["SECRETNAME_alpha.txt", "SECRETDIR_beta", "SECRETNAME_gamma.bin"
 EXACT_SIZES = {"SECRETNAME_alpha.txt": 10_000, "SECRETDIR_beta/SECRETNAME_gamma.bin": 12_345,
                "SECRETDIR_beta/SECRETDIR_delta/SECRETNAME_epsilon.dat": 100_000,
                "SECRETDIR_beta/small.txt": 5_000}
-_OBJECT_KEY = re.compile(r"csfs-vault|m/[0-9a-f]{32}|[ck]/[0-9a-f]{32}/[0-9a-f]{16}")
+_OBJECT_KEY = re.compile(
+    r"csfs-vault|m/[0-9a-f]{32}|[ck]/[0-9a-f]{32}/[0-9a-f]{16}|a/[0-9a-f]{16}|n/[0-9a-f]{32}"
+)
 
 
 def _content(n: int) -> bytes:
@@ -410,7 +412,7 @@ def test_fsck_orphans_after_recursive_rm(setup: Setup) -> None:
     assert report.ok and len(report.orphans) == 5  # m/d, and c/ + k/ of two files
     fsck(v, repair=True, grace=0)
     assert sorted(o["Key"] for o in setup.s3.list_objects_v2(Bucket=setup.bucket)["Contents"]) \
-        == sorted([HEADER_KEY, manifest_key(v.header.root_id)])
+        == sorted([HEADER_KEY, manifest_key(v.header.root_id), "a/0000000000000001"])
 
 
 def test_new_id_is_random() -> None:

@@ -1,0 +1,149 @@
+"""Sharing commands: member add/ls/rm/trust, share, unshare, shares, log, pubkey."""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import Any
+
+import click
+
+from csfs.cli.main import cli, default_private_key, passphrase_option
+from csfs.cli.offline_cmd import unlock
+from csfs.cli.vault_cmd import pop_store_opts, store_options, vault_from
+from csfs.crypto.keys import public_key_file, read_key_file
+from csfs.vault import sharing
+from csfs.vault.access import describe_entry
+
+
+@cli.command()
+@click.option(
+    "--key", "key", envvar="CSFS_KEY", default=default_private_key, help="Your private key."
+)
+@click.option("-o", "--output", type=click.Path(dir_okay=False), help="Write here, not to stdout.")
+@passphrase_option
+def pubkey(key: str, output: str | None, passphrase_file: str | None) -> None:
+    """Print your public key file, self-signed, as `csfs member add` needs it."""
+    text = public_key_file(unlock(key, passphrase_file))
+    if output:
+        with open(output, "wb") as f:
+            f.write(text)
+    else:
+        sys.stdout.buffer.write(text)
+
+
+@cli.group()
+def member() -> None:
+    """The vault's members: who can be shared with (owner only, except `ls`)."""
+
+
+@member.command("add")
+@click.argument("public_key", metavar="PUB.pem")
+@click.option("--name", required=True, help="The member's name in this vault, e.g. bob.")
+@store_options
+def member_add(public_key: str, name: str, **kw: Any) -> None:
+    """Add the holder of PUB.pem (made by `csfs keygen`) as a member."""
+    with vault_from(pop_store_opts(kw)) as vault:
+        m = sharing.add_member(vault, read_key_file(public_key), name)
+    click.echo(f"member {m.name}: {m.fingerprint}")
+
+
+@member.command("ls")
+@store_options
+def member_ls(**kw: Any) -> None:
+    """List members, with fingerprints; a changed key is flagged."""
+    with vault_from(pop_store_opts(kw)) as vault:
+        vault.refresh_access(force=True)
+        log = vault.access
+        for m in sorted(log.current.members.values(), key=lambda m: m.name):
+            role = "owner" if m.recipient.verify_key_bytes == vault.header.owner else "member"
+            flag = "  KEY CHANGED (see `csfs member trust`)" if m.name in log.changed_keys else ""
+            click.echo(f"{m.name:<16} {role:<7} {m.recipient.kind:<15} {m.fingerprint}{flag}")
+
+
+@member.command("rm")
+@click.argument("name")
+@store_options
+def member_rm(name: str, **kw: Any) -> None:
+    """Unshare everything shared with NAME, then remove the member."""
+    with vault_from(pop_store_opts(kw)) as vault:
+        for path in sharing.remove_member(vault, name):
+            click.echo(f"unshared {path}", err=True)
+    click.echo(f"removed member {name}", err=True)
+
+
+@member.command("trust")
+@click.argument("name")
+@store_options
+def member_trust(name: str, **kw: Any) -> None:
+    """Accept NAME's current key after checking it with them (replaces the pin)."""
+    with vault_from(pop_store_opts(kw)) as vault:
+        click.echo(f"{name}: now trusting {sharing.trust_member(vault, name)}")
+
+
+@cli.command()
+@click.argument("path")
+@click.option("--with", "name", required=True, help="The member to share with.")
+@click.option("--write", is_flag=True, help="Also let the member change files here.")
+@store_options
+def share(path: str, name: str, write: bool, **kw: Any) -> None:
+    """Share the folder PATH with a member (read-only unless --write)."""
+    start = time.monotonic()
+    with vault_from(pop_store_opts(kw)) as vault:
+        r = sharing.share(vault, path, name, write=write)
+    click.echo(
+        f"shared {path} with {name} ({'read-write' if write else 'read-only'}): "
+        f"{r.directories} manifests and {r.envelopes} envelopes re-wrapped, "
+        f"no content rewritten, {time.monotonic() - start:.1f}s",
+        err=True,
+    )
+
+
+@cli.command()
+@click.argument("path")
+@click.option("--with", "name", required=True, help="The member to unshare from.")
+@click.option(
+    "--reencrypt", is_flag=True, help="Also re-encrypt the existing files and delete old versions."
+)
+@store_options
+def unshare(path: str, name: str, reencrypt: bool, **kw: Any) -> None:
+    """Stop sharing PATH with a member; new versions are unreadable to its key."""
+    start = time.monotonic()
+    with vault_from(pop_store_opts(kw)) as vault:
+        r = sharing.unshare(vault, path, name, reencrypt=reencrypt)
+    extra = (
+        f"; {r.files_reencrypted} files re-encrypted, {r.bytes_rewritten} bytes rewritten, "
+        f"{r.versions_deleted} old versions deleted"
+        if reencrypt
+        else f"; existing versions stay readable to copies {name} may hold (use --reencrypt)"
+    )
+    click.echo(
+        f"unshared {path} from {name}: {r.directories} manifests re-sealed{extra}, "
+        f"{time.monotonic() - start:.1f}s",
+        err=True,
+    )
+
+
+@cli.command()
+@store_options
+def shares(**kw: Any) -> None:
+    """List shares: what you share and with whom, and what is shared with you."""
+    with vault_from(pop_store_opts(kw)) as vault:
+        for s in sharing.list_shares(vault):
+            mode = "rw" if s.write else "r "
+            arrow = f"-> {s.member}" if s.direction == "out" else f"<- {s.member}"
+            click.echo(f"{mode} {s.path}  {arrow}")
+
+
+@cli.command()
+@store_options
+def log(**kw: Any) -> None:
+    """Show the access log and verify its whole hash chain."""
+    with vault_from(pop_store_opts(kw)) as vault:
+        vault.refresh_access(force=True)
+        entries = vault.access.verify_all()
+        names = {fp: m.name for fp, m in vault.access.current.members.items()}
+        for entry, body in entries:
+            when = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(entry.time_ns / 1e9))
+            click.echo(f"{entry.seq:>5} {when} {entry.hash[:12]} {describe_entry(body, names)}")
+    click.echo(f"log verified: {len(entries)} entries, chain intact", err=True)
