@@ -163,7 +163,7 @@ def _writers_along(state: AccessState, chain: list[str]) -> list[str]:
 def _subtree(vault: Vault, path: str) -> tuple[list[tuple[str, Entry]], list[tuple[str, Entry]]]:
     """(directories, files) under ``path``, the directory itself first."""
     dirs, files = [], []
-    for p, entry in vault.walk(path):
+    for p, entry in vault.walk(path, fresh=True):
         if entry.type == "d":
             dirs.append((p, entry))
         elif entry.type == "f" and entry.version:

@@ -744,13 +744,17 @@ class Vault:
 
     # -- trees ------------------------------------------------------------------------
 
-    def walk(self, path: str = "/", entry: Entry | None = None) -> Iterator[tuple[str, Entry]]:
-        """Every (path, entry) under ``path``, depth first, parents before children."""
+    def walk(
+        self, path: str = "/", entry: Entry | None = None, *, fresh: bool = False
+    ) -> Iterator[tuple[str, Entry]]:
+        """Every (path, entry) under ``path``, depth first, parents before children;
+        ``fresh`` re-reads every manifest instead of trusting the TTL cache."""
         entry = entry or self.lookup(path)
         yield path, entry
         if entry.type == "d":
-            for name, child in sorted(self.load_dir(entry.id)[0].entries.items()):
-                yield from self.walk(posixpath.join(path, name), child)
+            manifest = self.load_dir(entry.id, fresh=fresh)[0]
+            for name, child in sorted(manifest.entries.items()):
+                yield from self.walk(posixpath.join(path, name), child, fresh=fresh)
 
     def put_tree(
         self,
