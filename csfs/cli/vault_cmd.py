@@ -118,9 +118,7 @@ def init(readers: tuple[str, ...], name: str, **kw: Any) -> None:
     opts = pop_store_opts(kw)
     identity = unlock(opts["key"], opts["passphrase_file"])
     backend = open_store(opts["store"], endpoint_url=opts["endpoint_url"])
-    vault = Vault.create(
-        backend, identity, readers=[load_recipient(p) for p in readers], name=name
-    )
+    vault = Vault.create(backend, identity, readers=[load_recipient(p) for p in readers], name=name)
     vault.close()
     click.echo(f"created vault {vault.header.vault_id} at {vault.store.url}", err=True)
 

@@ -18,16 +18,24 @@ from typing import Any
 from csfs.errors import UsageError
 
 
-def runtime_dir() -> str:
-    base = os.environ.get("XDG_RUNTIME_DIR") or f"/tmp/csfs-{os.getuid()}"  # noqa: S108 - private 0700
-    path = os.path.join(base, "csfs") if os.environ.get("XDG_RUNTIME_DIR") else base
+SUN_PATH_MAX = 107  # sockaddr_un.sun_path is 108 bytes on Linux, NUL included
+
+
+def runtime_dir(*, fallback: bool = False) -> str:
+    xdg = None if fallback else os.environ.get("XDG_RUNTIME_DIR")
+    base = xdg or f"/tmp/csfs-{os.getuid()}"  # noqa: S108 - private 0700
+    path = os.path.join(base, "csfs") if xdg else base
     os.makedirs(path, mode=0o700, exist_ok=True)
     return path
 
 
 def socket_path(mountpoint: str) -> str:
     digest = hashlib.sha256(os.path.realpath(mountpoint).encode()).hexdigest()[:20]
-    return os.path.join(runtime_dir(), f"{digest}.sock")
+    path = os.path.join(runtime_dir(), f"{digest}.sock")
+    if len(path.encode()) > SUN_PATH_MAX:
+        # A deep XDG_RUNTIME_DIR cannot hold a socket; both ends fall back alike.
+        path = os.path.join(runtime_dir(fallback=True), f"{digest}.sock")
+    return path
 
 
 class ControlServer:

@@ -61,6 +61,7 @@ class Vault:
         self.env = {**base, "CSFS_PASSPHRASE": "pw",
                     "XDG_STATE_HOME": os.path.join(root, "state"),
                     "XDG_CACHE_HOME": os.path.join(root, "cache"),
+                    "XDG_CONFIG_HOME": os.path.join(root, "config"),
                     "XDG_RUNTIME_DIR": os.path.join(root, "run")}
         os.makedirs(self.env["XDG_RUNTIME_DIR"], mode=0o700, exist_ok=True)
         keys = os.path.join(root, "keys")
@@ -73,8 +74,30 @@ class Vault:
             self.bucket = make_bucket(moto.endpoint_url, "csfs-fuse-" + os.urandom(6).hex())
             self.store = f"s3://{self.bucket}"
         self.env["CSFS_STORE"] = self.store
-        self.cli("init")
+        self.cli("init", "--name", "alice")
         self.mounts: list[Mount] = []
+
+    def user(self, name: str, *keygen: str) -> Vault:
+        """Another user of the same store: own key (``keygen`` options), state, pins
+        and cache, trusting this vault's owner. Mounts made through it are cleaned up
+        with this vault's."""
+        other = Vault.__new__(Vault)
+        other.root, other.backend, other.moto = os.path.join(self.root, name), self.backend, self.moto
+        other.store, other.mounts = self.store, self.mounts
+        if self.backend != "local":
+            other.bucket = self.bucket
+        other.env = {**self.env, **{k: os.path.join(other.root, k.lower()) for k in (
+            "XDG_STATE_HOME", "XDG_CACHE_HOME", "XDG_CONFIG_HOME", "XDG_RUNTIME_DIR")}}
+        os.makedirs(other.env["XDG_RUNTIME_DIR"], mode=0o700, exist_ok=True)
+        keys = os.path.join(other.root, "keys")
+        other.cli("keygen", "--dir", keys, *keygen)
+        other.env["CSFS_KEY"] = os.path.join(keys, "recipient_private_key.pem")
+        other.env["CSFS_TRUST_OWNER"] = self.public_key
+        return other
+
+    @property
+    def public_key(self) -> str:
+        return self.env["CSFS_KEY"].replace("_private_key.pem", "_public_key.pem")
 
     def cli(self, *args: str, check: bool = True, timeout: float = 120,
             input: bytes | None = None) -> subprocess.CompletedProcess[bytes]:
