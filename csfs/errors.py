@@ -111,6 +111,7 @@ class NotSupported(UsageError):  # noqa: N818
 
 
 class AccessDenied(UsageError):  # noqa: N818
-    """This key may not do that here (a read-only share, the Shared folder, admin by a non-owner)."""
+    """This key may not do that here: a read-only share, the Shared folders, or
+    administration by someone other than the owner."""
 
     exit_code = 12

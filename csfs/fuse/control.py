@@ -17,7 +17,6 @@ from typing import Any
 
 from csfs.errors import UsageError
 
-
 SUN_PATH_MAX = 107  # sockaddr_un.sun_path is 108 bytes on Linux, NUL included
 
 

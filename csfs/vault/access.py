@@ -36,7 +36,7 @@ from csfs.errors import (
     UsageError,
 )
 from csfs.store import Store
-from csfs.vault.layout import VaultHeader, check_id, new_id
+from csfs.vault.layout import VaultHeader, check_id
 from csfs.vault.manifest import check_name
 from csfs.vault.state import VaultState
 
@@ -283,9 +283,13 @@ class Notice:
 
     def to_json(self) -> dict[str, Any]:
         return {
-            "id": self.id, "node": self.node, "type": self.type,
-            "name": self.name, "owner": self.owner, "write": self.write,
-        }  # fmt: skip
+            "id": self.id,
+            "node": self.node,
+            "type": self.type,
+            "name": self.name,
+            "owner": self.owner,
+            "write": self.write,
+        }
 
 
 def seal_notice(
@@ -435,9 +439,7 @@ class AccessLog:
         if self.seq:
             raw = self.store.get(log_key(self.seq))
             if hashlib.sha256(raw).hexdigest() != self.head:
-                raise AuthenticationError(
-                    f"access log entry {self.seq} was rewritten since this client saw it (tampering)"
-                )
+                raise _rewritten(self.seq)
         for seq in range(self.seq + 1, n + 1):
             entry = self._fetch(seq, self.head)
             self._apply(entry)
@@ -455,9 +457,7 @@ class AccessLog:
         for seq in range(1, n + 1):
             entry = self._fetch(seq, prev)
             if seq == self.seq and entry.hash != self.head:
-                raise AuthenticationError(
-                    f"access log entry {seq} was rewritten since this client saw it (tampering)"
-                )
+                raise _rewritten(seq)
             try:
                 body: dict[str, Any] | None = entry.open(self.identity, self.header)
             except NoMatchingKeyError:
@@ -613,6 +613,12 @@ class AccessLog:
             if m.recipient.verify_key_bytes == self.header.owner:
                 return m.name
         return "owner"
+
+
+def _rewritten(seq: int) -> AuthenticationError:
+    return AuthenticationError(
+        f"access log entry {seq} was rewritten since this client saw it (tampering)"
+    )
 
 
 def _added_fp(body: dict[str, Any], header: VaultHeader) -> str | None:

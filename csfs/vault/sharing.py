@@ -396,7 +396,7 @@ def list_shares(vault: Vault) -> list[ShareInfo]:
                         paths.get(node, f"(moved or removed: {node})"),
                         m.name if m else fp,
                         mode == "w",
-                    )  # fmt: skip
+                    )
                 )
     else:
         names = {e.id: n for n, e in vault.listdir(f"/Shared/{vault.access.owner_name()}").items()}
