@@ -30,6 +30,7 @@ from csfs.errors import (
     AccessDenied,
     AuthenticationError,
     FormatError,
+    KeyFileError,
     NoMatchingKeyError,
     NotFound,
     PreconditionFailed,
@@ -118,9 +119,12 @@ class Member:
             public = str(body["public"]).encode("ascii")
         except (KeyError, UnicodeEncodeError, UsageError) as exc:
             raise FormatError(f"malformed member record: {exc}") from None
-        recipient = load_recipient_pem(
-            public, "public key in a member record", require_self_signature=True
-        )
+        try:
+            recipient = load_recipient_pem(
+                public, "public key in a member record", require_self_signature=True
+            )
+        except KeyFileError as exc:
+            raise FormatError(f"bad member record: {exc.message}") from None
         return cls(name, recipient, raw)
 
 
@@ -435,7 +439,13 @@ class AccessLog:
         return entry
 
     def refresh(self) -> AccessState:
+        return self.refresh_to(None)
+
+    def refresh_to(self, limit: int | None) -> AccessState:
+        """Read new entries (up to ``limit``, for tests and vectors) and apply them."""
         n = self._list()
+        if limit is not None:
+            n = min(n, limit)
         if self.seq:
             raw = self.store.get(log_key(self.seq))
             if hashlib.sha256(raw).hexdigest() != self.head:
