@@ -389,7 +389,7 @@ class AccessLog:
         self.pins = pins
         self.me = identity.recipient.fingerprint
         self.is_owner = identity.recipient.verify_key_bytes == header.owner
-        saved = state.access
+        saved = state.access_for(self.me)
         self.seq = int(saved.get("seq", 0))
         self.head = str(saved.get("head", header.digest))
         self.joined = bool(saved.get("joined", self.is_owner))
@@ -532,13 +532,14 @@ class AccessLog:
 
     def _save(self) -> None:
         self.state.set_access(
+            self.me,
             {
                 "seq": self.seq,
                 "head": self.head,
                 "joined": self.joined,
                 "state": self.current.to_json(),
                 "notices": [n.to_json() for n in self.notices.values()],
-            }
+            },
         )
         self.state.save()
 

@@ -33,7 +33,9 @@ class VaultState:
         self.lock = threading.Lock()
         self.header_digest: str | None = None
         self.seen: dict[str, int] = {}
-        self.access: dict[str, Any] = {}  # the verified access-log head and derived state
+        # Per key fingerprint: the verified access-log head and what it derived. Two
+        # keys used on one machine (an owner and a member) each keep their own.
+        self.access: dict[str, dict[str, Any]] = {}
         self.dirty = False
         if self.path and os.path.exists(self.path):
             try:
@@ -68,9 +70,13 @@ class VaultState:
                 self.seen[dir_id] = version
                 self.dirty = True
 
-    def set_access(self, access: dict[str, Any]) -> None:
+    def access_for(self, fingerprint: str) -> dict[str, Any]:
         with self.lock:
-            self.access = access
+            return dict(self.access.get(fingerprint, {}))
+
+    def set_access(self, fingerprint: str, access: dict[str, Any]) -> None:
+        with self.lock:
+            self.access[fingerprint] = access
             self.dirty = True
 
     def save(self) -> None:
