@@ -5,6 +5,8 @@ Subcommands (one function each, registered in build_parser):
   crypto   csfs encrypt/decrypt vs age and cp on one big file in tmpfs.
   s3       csfs put/get/ls vs boto3, one moto S3 server (scripts/bench_fs.py).
   mount    the csfs mount vs gocryptfs, boto3, rclone crypt and s3fs (scripts/bench_fs.py).
+  share    share/unshare cost on a folder of N files; a member's mount vs the owner's
+           (scripts/bench_share.py).
 
 Each timed command runs as its own subprocess; wall time comes from
 perf_counter around it, peak RSS from the command's ru_maxrss (wait4 rusage,
@@ -307,6 +309,9 @@ def build_parser() -> argparse.ArgumentParser:
     import bench_fs
 
     bench_fs.register(sub, parse_size)
+    import bench_share
+
+    bench_share.register(sub, parse_size)
     return parser
 
 

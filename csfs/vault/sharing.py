@@ -21,11 +21,12 @@ from typing import Any
 from csfs.crypto import Recipient, parse_envelope
 from csfs.crypto.envelope import rewrap_envelope
 from csfs.crypto.keys import load_recipient_pem
+from csfs.crypto.stream import payload_size
 from csfs.errors import AccessDenied, AuthenticationError, NotFound, PreconditionFailed, UsageError
 from csfs.vault.access import AccessState, Member, Notice, notice_key, seal_notice
 from csfs.vault.layout import content_key, envelope_key, new_id
 from csfs.vault.manifest import DirectoryManifest, Entry
-from csfs.vault.vault import Vault, split_path
+from csfs.vault.vault import Vault, same_version, split_path
 
 WORKERS = 16
 
@@ -305,13 +306,19 @@ def unshare(vault: Vault, path: str, name: str, *, reencrypt: bool = False) -> S
     cut = [(p, e) for p, e in dirs if not any(_under(p, k) for k in kept)]
     report = ShareReport()
     # While the member is still a writer, take over (re-sign as the owner) what it
-    # signed: once the log says it is not, its signatures no longer count.
-    leaving = member.recipient.verify_key_bytes
+    # signed: once the log says it is not, its signatures no longer count. A
+    # member that could not write here signed nothing that counted.
+    writers = vault.access.current.writers
+    was_writer = any(member.fingerprint in writers.get(e.id, []) for _, e in dirs) or any(
+        member.fingerprint in writers.get(n, []) for n in chain
+    )
+    leaving = member.recipient.verify_key_bytes if was_writer else None
     report.directories = _set_readers(
         vault, cut, lambda rs: _without(rs, member.recipient), resign=leaving
     )
-    report.directories += _set_readers(vault, [d for d in dirs if d not in cut], list, leaving)
-    report.envelopes = _rewrap(vault, files, _parents(vault, files), only_signer=leaving)
+    if leaving is not None:
+        report.directories += _set_readers(vault, [d for d in dirs if d not in cut], list, leaving)
+        report.envelopes = _rewrap(vault, files, _parents(vault, files), only_signer=leaving)
     if member.fingerprint in grants.get(entry.id, {}):
 
         def make(state: AccessState, seq: int) -> tuple[dict[str, Any], list[Recipient]]:
@@ -341,27 +348,52 @@ def _under(path: str, top: str) -> bool:
 
 
 def _reencrypt(vault: Vault, files: list[tuple[str, Entry]], report: ShareReport) -> None:
-    def one(item: tuple[str, Entry]) -> tuple[int, int]:
+    """New versions under new keys, one manifest switch per directory, then the
+    old versions' objects deleted."""
+    by_dir: dict[str, list[tuple[str, Entry]]] = {}
+    for path, entry in files:
+        by_dir.setdefault(vault.parent_of(path)[0], []).append((path, entry))
+
+    def upload(item: tuple[str, Entry], parent: DirectoryManifest) -> tuple[str, Entry, Entry]:
         path, old = item
-        parent_id = vault.parent_of(path)[0]
         buf = io.BytesIO()
         vault.read_file(old, buf)
         buf.seek(0)
-        version, length = vault.upload_version(old.id, buf, vault.load_dir(parent_id)[0])
-        new = replace(old, version=version, size=length)
-        vault.commit_file(parent_id, posixpath.basename(path), new, old)
-        for key in (content_key(old.id, old.version), envelope_key(old.id, old.version)):
-            try:
-                vault.store.delete(key)
-            except NotFound:
-                pass
-        return 1, vault.store.head(content_key(old.id, version)).size
+        version, length = vault.upload_version(old.id, buf, parent)
+        return posixpath.basename(path), old, replace(old, version=version, size=length)
 
     with ThreadPoolExecutor(max_workers=WORKERS) as pool:
-        for n, size in pool.map(one, files):
-            report.files_reencrypted += n
-            report.versions_deleted += n
-            report.bytes_rewritten += size
+        for dir_id, items in by_dir.items():
+            parent = vault.load_dir(dir_id, fresh=True)[0]
+            done = list(pool.map(lambda it, p=parent: upload(it, p), items))
+
+            def switch(m: DirectoryManifest, done: list[tuple[str, Entry, Entry]] = done) -> list:
+                switched = []
+                for name, old, new in done:
+                    cur = m.entries.get(name)
+                    if cur is not None and same_version(cur, old):
+                        m.entries[name] = new
+                        switched.append((old, new))
+                return switched
+
+            # A file changed meanwhile keeps its newer version; ours becomes an orphan.
+            switched = vault.update_dir(dir_id, switch)
+            old_keys = [
+                k
+                for old, _ in switched
+                for k in (content_key(old.id, old.version), envelope_key(old.id, old.version))
+            ]
+            list(pool.map(lambda k: _delete(vault, k), old_keys))
+            report.files_reencrypted += len(switched)
+            report.versions_deleted += len(switched)
+            report.bytes_rewritten += sum(payload_size(new.size) for _, new in switched)
+
+
+def _delete(vault: Vault, key: str) -> None:
+    try:
+        vault.store.delete(key)
+    except NotFound:
+        pass
 
 
 def _with(readers: list[str], who: Recipient, pem: str) -> list[str]:
