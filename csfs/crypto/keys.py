@@ -290,6 +290,8 @@ def load_recipient_pem(
     parts: list[object] = []
     signature: bytes | None = None
     for block in _blocks(data, what):
+        if signature is not None:
+            raise KeyFileError(f"{what}: nothing may follow its self-signature block")
         if SELF_SIGNATURE_LABEL.encode() in block.split(b"\n", 1)[0]:
             body = b"".join(block.splitlines()[1:-1])
             try:
