@@ -112,6 +112,7 @@ class Vault:
             Pins(config_dir if config_dir is not None else default_config_dir()),
         )
         self._access_ttl = max(ttl, 2.0)
+        self._access_lock = threading.Lock()
         self._access_checked = 0.0
         # Which directory each node was last seen in: the nearest share root above a
         # node decides whose signatures are accepted for it (format.md 7.3).
@@ -209,12 +210,21 @@ class Vault:
     def refresh_access(self, *, force: bool = False) -> None:
         """Read new access-log entries, at most once per TTL unless forced."""
         now = time.monotonic()
-        with self._lock:
+        if not force and now - self._access_checked < self._access_ttl:
+            return
+        # One refresh at a time; other threads go on with what is known meanwhile.
+        if not self._access_lock.acquire(blocking=force):
+            return
+        try:
             if not force and now - self._access_checked < self._access_ttl:
                 return
             self.access.refresh()
-            self._access_checked = now
-            self._virtual = self._build_virtual() if self.shared_view else {}
+            virtual = self._build_virtual() if self.shared_view else {}
+            with self._lock:
+                self._virtual = virtual
+                self._access_checked = time.monotonic()
+        finally:
+            self._access_lock.release()
 
     @property
     def shared_view(self) -> bool:
