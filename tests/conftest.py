@@ -24,3 +24,11 @@ def moto_server() -> Iterator[MotoServer]:
 def s3_bucket(moto_server: MotoServer) -> str:
     """A fresh, empty bucket on the moto server."""
     return make_bucket(moto_server.endpoint_url, f"csfs-test-{uuid.uuid4().hex[:16]}")
+
+
+@pytest.fixture(autouse=True)
+def _private_config(
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Member pins (~/.config/csfs) go to a folder of each test's own, never the real home."""
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path_factory.mktemp("config")))

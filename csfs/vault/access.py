@@ -16,6 +16,8 @@ import hashlib
 import json
 import os
 import re
+import tempfile
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -339,6 +341,8 @@ class Pins:
 
     def __init__(self, config_dir: str | None) -> None:
         self.path = os.path.join(config_dir, "pins.json") if config_dir else None
+        self.lock = threading.Lock()
+        self.dirty = False
         self.data: dict[str, dict[str, str]] = {}
         if self.path and os.path.exists(self.path):
             try:
@@ -351,19 +355,22 @@ class Pins:
         return self.data.get(vault_id, {}).get(name)
 
     def pin(self, vault_id: str, name: str, fingerprint: str) -> None:
-        self.data.setdefault(vault_id, {})[name] = fingerprint
-
-    def forget(self, vault_id: str, name: str) -> None:
-        self.data.get(vault_id, {}).pop(name, None)
+        with self.lock:
+            if self.data.setdefault(vault_id, {}).get(name) != fingerprint:
+                self.data[vault_id][name] = fingerprint
+                self.dirty = True
 
     def save(self) -> None:
-        if not self.path:
-            return
-        os.makedirs(os.path.dirname(self.path), mode=0o700, exist_ok=True)
-        tmp = self.path + f".{os.getpid()}.tmp"
-        with open(tmp, "w") as f:
-            json.dump(self.data, f, indent=1, sort_keys=True)
-        os.replace(tmp, self.path)
+        with self.lock:
+            if not self.path or not self.dirty:
+                return
+            directory = os.path.dirname(self.path)
+            os.makedirs(directory, mode=0o700, exist_ok=True)
+            fd, tmp = tempfile.mkstemp(dir=directory, prefix=".pins-")
+            with os.fdopen(fd, "w") as f:
+                json.dump(self.data, f, indent=1, sort_keys=True)
+            os.replace(tmp, self.path)
+            self.dirty = False
 
 
 def default_config_dir() -> str:

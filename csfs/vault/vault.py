@@ -116,7 +116,8 @@ class Vault:
         self._access_checked = 0.0
         # Which directory each node was last seen in: the nearest share root above a
         # node decides whose signatures are accepted for it (format.md 7.3).
-        self._parent: dict[str, str] = {}
+        self._parents: dict[str, set[str]] = {}
+        self._children: dict[str, set[str]] = {}
         self._virtual: dict[str, DirectoryManifest] = {}
         self._discovering = False
         self.refresh_access(force=True)
@@ -255,32 +256,43 @@ class Vault:
             mine: DirectoryManifest(mine, 1, entries, mode=ro),
         }
 
-    def share_root_of(self, node_id: str) -> str | None:
-        """The nearest share root at or above ``node_id``; None under no share root."""
+    def share_roots_of(self, node_id: str) -> set[str | None]:
+        """The nearest share root at or above ``node_id`` on every path by which this
+        client has seen it (None: under no share root, or not found). A node listed
+        under two parents counts under both, so the writers of one share cannot
+        vouch for another share's folder by also listing it in a folder of theirs."""
         grants = self.access.current.grants
-        seen = 0
-        node: str | None = node_id
-        while node is not None and seen < 10_000:
+        out: set[str | None] = set()
+        todo, seen = [node_id], set[str]()
+        while todo and len(seen) < 10_000:
+            node = todo.pop()
+            if node in seen:
+                continue
+            seen.add(node)
             if node in grants:
-                return node
+                out.add(node)
+                continue
             if node == self.header.root_id:
-                return None
+                out.add(None)
+                continue
             with self._lock:
-                parent = self._parent.get(node)
-            if parent is None and not self._discovering:
+                parents = set(self._parents.get(node, ()))
+            if not parents and not self._discovering:
                 # Not reached by a walk in this process (an upload queued before a
                 # remount, say): find where it lives, once.
                 self._discover(node)
                 with self._lock:
-                    parent = self._parent.get(node)
-            node, seen = parent, seen + 1
-        return None
+                    parents = set(self._parents.get(node, ()))
+            if not parents:
+                out.add(None)
+            todo.extend(parents)
+        return out or {None}
 
     def _discover(self, node_id: str) -> None:
         self._discovering = True
         try:
             for _, entry in self.walk("/"):
-                if entry.id == node_id or node_id in self._parent:
+                if entry.id == node_id or node_id in self._parents:
                     return
         except CsfsError:
             pass  # what cannot be walked cannot vouch for a writer either
@@ -288,14 +300,19 @@ class Vault:
             self._discovering = False
 
     def signers_for(self, node_id: str) -> set[bytes]:
-        """Whose signatures are accepted on this directory or file (format.md 7.3)."""
-        return self.access.writer_keys(self.share_root_of(node_id))
+        """Whose signatures are accepted on this directory or file (format.md 7.3):
+        the writers of its share root, on every path it was seen by."""
+        sets = [self.access.writer_keys(root) for root in self.share_roots_of(node_id)]
+        return set.intersection(*sets)
 
     def may_write(self, dir_id: str) -> bool:
         if self.is_owner:
             return True
-        root = self.share_root_of(dir_id)
-        return root is not None and self.access.me in self.access.current.writers.get(root, [])
+        writers = self.access.current.writers
+        return all(
+            root is not None and self.access.me in writers.get(root, [])
+            for root in self.share_roots_of(dir_id)
+        )
 
     def check_writable(self, dir_id: str) -> None:
         if dir_id in self._virtual:
@@ -342,11 +359,15 @@ class Vault:
 
     def _remember(self, dir_id: str, manifest: DirectoryManifest, etag: str) -> None:
         with self._lock:
-            for child in manifest.entries.values():
-                self._parent[child.id] = dir_id
             cached = self._manifests.get(dir_id)
             if cached is None or cached[0].version <= manifest.version:
                 self._manifests[dir_id] = (manifest, etag)
+                children = {c.id for c in manifest.entries.values()}
+                for gone in self._children.get(dir_id, set()) - children:
+                    self._parents.get(gone, set()).discard(dir_id)
+                for child in children:
+                    self._parents.setdefault(child, set()).add(dir_id)
+                self._children[dir_id] = children
 
     def update_dir(
         self, dir_id: str, change: Callable[[DirectoryManifest], T], *, force: bool = False
@@ -386,7 +407,7 @@ class Vault:
         self.check_writable(parent.dir_id)
         dir_id = new_id()
         with self._lock:
-            self._parent[dir_id] = parent.dir_id
+            self._parents.setdefault(dir_id, set()).add(parent.dir_id)
         child = DirectoryManifest(
             dir_id, version=1, readers=list(parent.readers), mtime_ns=time.time_ns(), mode=mode
         )

@@ -353,3 +353,30 @@ def test_log_verifies_and_lists(logged: Users) -> None:
     # Carol joined at entry 3: she verifies the chain but cannot open entry 1 or 2.
     carol = logged.open("carol").access.verify_all()
     assert [body is None for _, body in carol] == [True, True, False, False, False]
+
+
+def test_writer_of_one_share_cannot_vouch_for_another(users: Users) -> None:
+    # Carol may write /proj but only read /other. She lists /other/in's id in /proj,
+    # then forges /other/in's manifest. Reached through /proj her signature would
+    # count, but the folder is also under /other, where it does not.
+    users.a.mkdir("/other/in", parents=True)
+    write_bytes(users.a, "/other/in/keep.txt", b"keep")
+    sharing.share(users.a, "/proj", CAROL, write=True)
+    sharing.share(users.a, "/other", CAROL)
+    c = users.open("carol")
+    inner = c.lookup("/Shared/alice/other/in")
+    c.update_dir(c.lookup("/Shared/alice/proj").id,
+                 lambda m: m.entries.__setitem__("alias", inner))
+    m, _ = c.load_dir(inner.id)
+    forged = m.copy()
+    forged.version += 1
+    del forged.entries["keep.txt"]
+    users.store.put(manifest_key(inner.id), forged.seal(c.vault_id, users.carol))
+    # A client with a long TTL that sees /other, then /proj, then opens the folder.
+    a = Vault.open(users.store, users.alice, state_dir=str(users.tmp / "alice" / "state"),
+                   config_dir=str(users.tmp / "alice" / "config"), ttl=60)
+    assert "in" in a.listdir("/other")
+    assert "alias" in a.listdir("/proj")
+    for path in ("/other/in", "/proj/alias"):
+        with pytest.raises(AuthenticationError, match="not an authorised writer"):
+            a.listdir(path)
