@@ -115,3 +115,7 @@ class AccessDenied(UsageError):  # noqa: N818
     administration by someone other than the owner."""
 
     exit_code = 12
+
+
+class CrossShare(UsageError):  # noqa: N818
+    """A move between places shared differently: EXDEV, so that mv copies instead."""

@@ -111,6 +111,8 @@ def unshare(path: str, name: str, reencrypt: bool, **kw: Any) -> None:
     start = time.monotonic()
     with vault_from(pop_store_opts(kw)) as vault:
         r = sharing.unshare(vault, path, name, reencrypt=reencrypt)
+    for problem in r.problems:
+        click.echo(f"csfs: warning: {problem}; run `csfs fsck`", err=True)
     extra = (
         f"; {r.files_reencrypted} files re-encrypted, {r.bytes_rewritten} bytes rewritten, "
         f"{r.versions_deleted} old versions deleted"

@@ -418,10 +418,10 @@ class AccessLog:
             if (m := _LOG_KEY.fullmatch(info.key))
         )
         n = seqs[-1] if seqs else 0
-        if seqs != list(range(1, n + 1)):
-            missing = sorted(set(range(1, n + 1)) - set(seqs))
+        if n != len(seqs):  # numbered 1..n: no room for a gap (nor a huge bogus range)
+            missing = next(i for i, seq in enumerate(seqs, 1) if seq != i)
             raise AuthenticationError(
-                f"the access log has a gap: entry {missing[0]} was removed (tampering)"
+                f"the access log has a gap: entry {missing} was removed (tampering)"
             )
         if n < self.seq:
             raise AuthenticationError(
@@ -521,7 +521,10 @@ class AccessLog:
             raw = self.store.get(notice_key(notice_id))
         except NotFound:
             raise AuthenticationError("a share notice is missing from the store") from None
-        notice = open_notice(raw, notice_id, seq, self.header, self.identity)
+        try:
+            notice = open_notice(raw, notice_id, seq, self.header, self.identity)
+        except NoMatchingKeyError:
+            raise AuthenticationError("a share notice is not sealed to its grantee") from None
         if notice.node != body["node"] or notice.write != (body["write"] is True):
             raise AuthenticationError("a share notice does not match its log entry")
         self.notices[notice.node] = notice

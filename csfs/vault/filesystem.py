@@ -29,6 +29,7 @@ from csfs.crypto.sealed import StreamSealer, open_envelope
 from csfs.crypto.stream import HEADER_SIZE, TAG_SIZE, ChunkCipher
 from csfs.errors import (
     AuthenticationError,
+    CrossShare,
     DirectoryNotEmpty,
     IsADirectory,
     NotFound,
@@ -250,6 +251,8 @@ class FileSystem:
         self._writable()
         src_parent, src_name, _ = self._raw_entry(old)
         dst_parent, dst_name, target = self._raw_entry(new)
+        if self.vault.share_roots_of(src_parent) != self.vault.share_roots_of(dst_parent):
+            raise CrossShare(f"cannot move {old} across a share boundary", hint="copy it instead")
         with self.lock:
             moving = self.created.get((src_parent, src_name))
             target_created = self.created.get((dst_parent, dst_name))

@@ -70,6 +70,7 @@ def fsck(
             report.problems.append(
                 f"{path}: same node as {seen_nodes[entry.id]} (an interrupted move?)"
             )
+            return  # checked once; and a cycle must not recurse forever
         seen_nodes[entry.id] = path
         if entry.type == "d":
             reachable.add(manifest_key(entry.id))

@@ -13,16 +13,23 @@ from __future__ import annotations
 import base64
 import io
 import posixpath
-from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from csfs.crypto import Recipient, parse_envelope
 from csfs.crypto.envelope import rewrap_envelope
 from csfs.crypto.keys import load_recipient_pem
 from csfs.crypto.stream import payload_size
-from csfs.errors import AccessDenied, AuthenticationError, NotFound, PreconditionFailed, UsageError
+from csfs.errors import (
+    AccessDenied,
+    AuthenticationError,
+    CsfsError,
+    IntegrityError,
+    NotFound,
+    PreconditionFailed,
+    UsageError,
+)
 from csfs.vault.access import AccessState, Member, Notice, notice_key, seal_notice
 from csfs.vault.layout import content_key, envelope_key, new_id
 from csfs.vault.manifest import DirectoryManifest, Entry
@@ -38,6 +45,7 @@ class ShareReport:
     files_reencrypted: int = 0
     bytes_rewritten: int = 0  # payload bytes written anew (re-encryption only)
     versions_deleted: int = 0
+    problems: list[str] = field(default_factory=list)  # aliases found and left alone
 
 
 @dataclass(frozen=True)
@@ -131,24 +139,74 @@ def _member(vault: Vault, name: str) -> Member:
     return member
 
 
-# -- walking ---------------------------------------------------------------------------
+# -- the tree as the owner sees it ----------------------------------------------------------
+
+
+@dataclass
+class _Tree:
+    """Every place each node is listed, from a fresh walk of the whole vault.
+
+    A node listed twice (or in a cycle) was put there by someone: csfs never
+    links a node into two folders. Share and unshare look at the whole vault
+    first, so that such an alias cannot smuggle another share's folder into
+    the one being shared, and so that every directory is verified against the
+    writers of every place it is listed (Vault.share_roots_of).
+    """
+
+    order: list[tuple[str, Entry]] = field(default_factory=list)  # parents before children
+    ids: dict[str, str] = field(default_factory=dict)  # path -> node id
+    locations: dict[str, list[str]] = field(default_factory=dict)  # node id -> paths
+    problems: list[str] = field(default_factory=list)
+
+    def chain(self, path: str) -> list[str]:
+        """Node ids from the vault root down to ``path``."""
+        parts = split_path(path)
+        return [self.ids["/" + "/".join(parts[:i])] for i in range(len(parts) + 1)]
+
+    def under(self, path: str) -> list[tuple[str, Entry]]:
+        return [(p, e) for p, e in self.order if _under(p, path)]
+
+    def aliased(self, items: list[tuple[str, Entry]]) -> list[tuple[str, str]]:
+        return [
+            (p, next(q for q in self.locations[e.id] if q != p))
+            for p, e in items
+            if len(self.locations[e.id]) > 1
+        ]
+
+
+def _index(vault: Vault) -> _Tree:
+    tree = _Tree()
+    root = vault.root_entry()
+    stack = [("/", root)]
+    expanded: set[str] = set()
+    while stack:
+        path, entry = stack.pop()
+        tree.order.append((path, entry))
+        tree.ids[path] = entry.id
+        tree.locations.setdefault(entry.id, []).append(path)
+        if entry.type != "d" or entry.id in expanded:
+            continue
+        expanded.add(entry.id)
+        try:
+            manifest, _ = vault.load_dir(entry.id, fresh=True)
+        except CsfsError as exc:
+            # What does not verify vouches for nothing; fsck reports it too.
+            tree.problems.append(f"{path}: {exc.message}")
+            continue
+        for name, child in sorted(manifest.entries.items(), reverse=True):
+            stack.append((posixpath.join(path, name), child))
+    return tree
 
 
 def find_paths(vault: Vault, nodes: set[str]) -> dict[str, str]:
     """The current path of each of ``nodes`` (those not found are left out)."""
     out: dict[str, str] = {}
     for path, entry in vault.walk("/"):
-        if entry.id in nodes:
+        if entry.id in nodes and entry.id not in out:
             out[entry.id] = path
             if len(out) == len(nodes):
                 break
     return out
-
-
-def _chain(vault: Vault, path: str) -> list[str]:
-    """Node ids from the vault root down to ``path``."""
-    parts = split_path(path)
-    return [vault.lookup("/" + "/".join(parts[:i])).id for i in range(len(parts) + 1)]
 
 
 def _writers_along(state: AccessState, chain: list[str]) -> list[str]:
@@ -161,60 +219,75 @@ def _writers_along(state: AccessState, chain: list[str]) -> list[str]:
     return out
 
 
-def _subtree(vault: Vault, path: str) -> tuple[list[tuple[str, Entry]], list[tuple[str, Entry]]]:
-    """(directories, files) under ``path``, the directory itself first."""
-    dirs, files = [], []
-    for p, entry in vault.walk(path, fresh=True):
-        if entry.type == "d":
-            dirs.append((p, entry))
-        elif entry.type == "f" and entry.version:
-            files.append((p, entry))
-    return dirs, files
-
-
 def _writer_map(
-    vault: Vault, state: AccessState, path: str, dirs: list[tuple[str, Entry]]
+    tree: _Tree, state: AccessState, items: list[tuple[str, Entry]]
 ) -> dict[str, list[str]]:
-    """The writer list of every share root in the subtree, under ``state``."""
-    out = {}
-    base = _chain(vault, path)
-    for p, entry in dirs:
-        if entry.id in state.grants:
-            rel = split_path(p)[len(split_path(path)) :]
-            chain = list(base)
-            for i in range(1, len(rel) + 1):
-                chain.append(vault.lookup("/" + "/".join(split_path(path) + rel[:i])).id)
-            out[entry.id] = _writers_along(state, chain)
+    """The writer list of every share root among ``items``, under ``state``."""
+    return {
+        e.id: _writers_along(state, tree.chain(p))
+        for p, e in items
+        if e.type == "d" and e.id in state.grants
+    }
+
+
+def _readers(vault: Vault, base: list[str], state: AccessState, chain: list[str]) -> list[str]:
+    """Who may read a directory, from the log alone: the vault-wide readers (the
+    root's, owner-signed) plus members granted on it or above. A key a writer
+    added to a manifest by hand does not survive a share or unshare."""
+    out = list(base)
+    for node in chain:
+        for fp in sorted(state.grants.get(node, {})):
+            member = vault.access.trusted(fp)
+            if member is not None:
+                pem = member.recipient.to_pem().decode()
+                if pem not in out:
+                    out.append(pem)
     return out
 
 
 # -- share and unshare -----------------------------------------------------------------------
 
 
-def _set_readers(
+def _reseal(
     vault: Vault,
-    dirs: list[tuple[str, Entry]],
-    change: Callable[[list[str]], list[str]],
-    resign: bytes | None = None,
-) -> int:
-    """Apply ``change`` to the readers of each directory; also re-sign, as the
-    owner, manifests signed by ``resign`` (a writer about to lose its authority)."""
+    tree: _Tree,
+    items: list[tuple[str, Entry]],
+    state: AccessState,
+    resign: bytes | None,
+) -> tuple[int, dict[str, list[Recipient]]]:
+    """Set the readers of each directory among ``items`` from ``state``; re-sign as
+    the owner manifests signed by ``resign`` (a writer about to lose its authority).
+    A node listed in several places gets the readers common to all of them.
+    Returns the number of manifests written and each directory's recipients."""
+    base = vault.load_dir(vault.header.root_id, fresh=True)[0].readers
+    wanted: dict[str, list[str]] = {}
+    for path, entry in items:
+        if entry.type != "d":
+            continue
+        mine = _readers(vault, base, state, tree.chain(path))
+        prev = wanted.get(entry.id)
+        wanted[entry.id] = mine if prev is None else [r for r in prev if r in mine]
     count = 0
-    for _, entry in dirs:
+    for dir_id, readers in wanted.items():
 
-        def apply(m: DirectoryManifest) -> None:
-            m.readers = change(m.readers)
+        def apply(m: DirectoryManifest, readers: list[str] = readers) -> None:
+            m.readers = list(readers)
 
-        current = vault.load_dir(entry.id)[0]
-        vault.update_dir(entry.id, apply, force=resign is not None and current.signer == resign)
-        count += vault.load_dir(entry.id)[0].version != current.version
-    return count
+        current = vault.load_dir(dir_id)[0]
+        force = resign is not None and current.signer == resign
+        vault.update_dir(dir_id, apply, force=force)
+        count += vault.load_dir(dir_id)[0].version != current.version
+    recipients = {
+        d: [load_recipient_pem(r.encode(), "reader key") for r in rs] for d, rs in wanted.items()
+    }
+    return count, recipients
 
 
 def _rewrap(
     vault: Vault,
+    tree: _Tree,
     files: list[tuple[str, Entry]],
-    parents: dict[str, str],
+    recipients: dict[str, list[Recipient]],
     only_signer: bytes | None = None,
 ) -> int:
     """Re-wrap the current version of each file to its directory's readers
@@ -222,7 +295,7 @@ def _rewrap(
 
     def one(item: tuple[str, Entry]) -> int:
         path, entry = item
-        parent = vault.load_dir(parents[path])[0]
+        to = recipients[tree.ids[posixpath.dirname(path)]]
         key = envelope_key(entry.id, entry.version)
         for _ in range(5):
             raw, etag = vault.store.get_with_etag(key)
@@ -232,7 +305,7 @@ def _rewrap(
                 raise AuthenticationError(f"{path}: key envelope belongs to another file")
             if only_signer is not None and env.signer != only_signer:
                 return 0
-            new = rewrap_envelope(env, vault.identity, parent.recipients(), vault.identity)
+            new = rewrap_envelope(env, vault.identity, to, vault.identity)
             try:
                 vault.store.put(key, new.encode(), if_match=etag)
                 return 1
@@ -240,28 +313,32 @@ def _rewrap(
                 continue
         raise UsageError(f"{path}: its envelope keeps changing; try again")
 
+    unique = {e.id: (p, e) for p, e in files if e.type == "f" and e.version}
     with ThreadPoolExecutor(max_workers=WORKERS) as pool:
-        return sum(pool.map(one, files))
-
-
-def _parents(vault: Vault, files: list[tuple[str, Entry]]) -> dict[str, str]:
-    return {p: vault.parent_of(p)[0] for p, _ in files}
+        return sum(pool.map(one, unique.values()))
 
 
 def share(vault: Vault, path: str, name: str, *, write: bool = False) -> ShareReport:
     _require_owner(vault)
     vault.refresh_access(force=True)
     member = _member(vault, name)
+    if not split_path(path):
+        raise UsageError("the vault root cannot be shared", hint="share a folder inside it")
+    tree = _index(vault)
     entry = vault.lookup(path)
     if entry.type != "d":
         raise UsageError(f"{path} is not a folder", hint="share the folder that holds it")
-    if not split_path(path):
-        raise UsageError("the vault root cannot be shared", hint="share a folder inside it")
-    pem = member.recipient.to_pem().decode()
-    dirs, files = _subtree(vault, path)
+    items = tree.under(path)
+    for where, other in tree.aliased(items)[:1]:
+        raise IntegrityError(
+            f"cannot share {path}: {where} is the same node as {other} (planted by a writer?)",
+            hint=f"remove the wrong entry with `csfs rm -r {where}`, then run `csfs fsck`",
+        )
+    after = vault.access.current.copy()
+    after.grants.setdefault(entry.id, {})[member.fingerprint] = "w" if write else "r"
     report = ShareReport()
-    report.directories = _set_readers(vault, dirs, lambda rs: _with(rs, member.recipient, pem))
-    report.envelopes = _rewrap(vault, files, _parents(vault, files))
+    report.directories, recipients = _reseal(vault, tree, items, after, None)
+    report.envelopes = _rewrap(vault, tree, items, recipients)
 
     def make(state: AccessState, seq: int) -> tuple[dict[str, Any], list[Recipient]]:
         state.grants.setdefault(entry.id, {})[member.fingerprint] = "w" if write else "r"
@@ -279,7 +356,7 @@ def share(vault: Vault, path: str, name: str, *, write: bool = False) -> ShareRe
             "member": member.fingerprint,
             "write": write,
             "notice": notice.id,
-            "writers": _writer_map(vault, state, path, dirs),
+            "writers": _writer_map(tree, state, items),
         }
         return body, []
 
@@ -291,34 +368,36 @@ def unshare(vault: Vault, path: str, name: str, *, reencrypt: bool = False) -> S
     _require_owner(vault)
     vault.refresh_access(force=True)
     member = vault.access.current.by_name(name)
+    tree = _index(vault)
     entry = vault.lookup(path)
-    chain = _chain(vault, path)
     grants = vault.access.current.grants
-    for node in chain[:-1]:
+    for node in tree.chain(path)[:-1]:
         if member.fingerprint in grants.get(node, {}):
-            outer = find_paths(vault, {node}).get(node, "an enclosing folder")
+            outer = tree.locations[node][0]
             raise UsageError(
                 f"{name} has access to {path} through {outer}", hint=f"unshare {outer} instead"
             )
-    dirs, files = _subtree(vault, path)
-    # Re-seal without the member, except below a folder still shared with it.
-    kept = [p for p, e in dirs if p != path and member.fingerprint in grants.get(e.id, {})]
-    cut = [(p, e) for p, e in dirs if not any(_under(p, k) for k in kept)]
-    report = ShareReport()
+    # Aliases are not refused here: revocation must go through, and taking a key
+    # away from an extra place is never harmful.
+    items = tree.under(path)
+    report = ShareReport(problems=[f"{p} is the same node as {o}" for p, o in tree.aliased(items)])
+    after = vault.access.current.copy()
+    g = after.grants.get(entry.id, {})
+    g.pop(member.fingerprint, None)
+    if not g:
+        after.grants.pop(entry.id, None)
     # While the member is still a writer, take over (re-sign as the owner) what it
     # signed: once the log says it is not, its signatures no longer count. A
     # member that could not write here signed nothing that counted.
     writers = vault.access.current.writers
-    was_writer = any(member.fingerprint in writers.get(e.id, []) for _, e in dirs) or any(
-        member.fingerprint in writers.get(n, []) for n in chain
+    was_writer = any(member.fingerprint in writers.get(e.id, []) for _, e in items) or any(
+        member.fingerprint in writers.get(n, []) for n in tree.chain(path)
     )
     leaving = member.recipient.verify_key_bytes if was_writer else None
-    report.directories = _set_readers(
-        vault, cut, lambda rs: _without(rs, member.recipient), resign=leaving
-    )
+    before = vault.access.current
     if leaving is not None:
-        report.directories += _set_readers(vault, [d for d in dirs if d not in cut], list, leaving)
-        report.envelopes = _rewrap(vault, files, _parents(vault, files), only_signer=leaving)
+        _, current = _reseal(vault, tree, items, before, leaving)
+        report.envelopes = _rewrap(vault, tree, items, current, only_signer=leaving)
     if member.fingerprint in grants.get(entry.id, {}):
 
         def make(state: AccessState, seq: int) -> tuple[dict[str, Any], list[Recipient]]:
@@ -326,20 +405,20 @@ def unshare(vault: Vault, path: str, name: str, *, reencrypt: bool = False) -> S
             g.pop(member.fingerprint, None)
             if not g:
                 state.grants.pop(entry.id, None)
-            writers = _writer_map(vault, state, path, dirs)
-            writers.setdefault(entry.id, [])
+            writer_map = _writer_map(tree, state, items)
+            writer_map.setdefault(entry.id, [])
             return {
                 "op": "unshare",
                 "node": entry.id,
                 "member": member.fingerprint,
-                "writers": writers,
+                "writers": writer_map,
             }, []
 
         vault.access.append(make)
+    report.directories, _ = _reseal(vault, tree, items, vault.access.current, None)
     if reencrypt:
-        cut_ids = {e.id for _, e in cut}
-        targets = [(p, e) for p, e in files if vault.parent_of(p)[0] in cut_ids]
-        _reencrypt(vault, targets, report)
+        files = {e.id: (p, e) for p, e in items if e.type == "f" and e.version}
+        _reencrypt(vault, list(files.values()), report)
     return report
 
 
@@ -394,20 +473,6 @@ def _delete(vault: Vault, key: str) -> None:
         vault.store.delete(key)
     except NotFound:
         pass
-
-
-def _with(readers: list[str], who: Recipient, pem: str) -> list[str]:
-    if any(_same(r, who) for r in readers):
-        return readers
-    return [*readers, pem]
-
-
-def _without(readers: list[str], who: Recipient) -> list[str]:
-    return [r for r in readers if not _same(r, who)]
-
-
-def _same(pem: str, who: Recipient) -> bool:
-    return load_recipient_pem(pem.encode(), "reader key in a manifest") == who
 
 
 # -- listing ---------------------------------------------------------------------------------

@@ -42,6 +42,7 @@ from csfs.errors import (
     AlreadyExists,
     AuthenticationError,
     ConflictError,
+    CrossShare,
     CsfsError,
     DirectoryNotEmpty,
     IntegrityError,
@@ -548,6 +549,11 @@ class Vault:
         src_parent, src_name = self.parent_of(src)
         dst_parent, dst_name = self.parent_of(dst)
         entry = self.lookup(src)
+        if self.share_roots_of(src_parent) != self.share_roots_of(dst_parent):
+            # Its objects are wrapped to the readers where it is: moved across a share
+            # boundary it would stay readable to the old readers and not to the new.
+            # EXDEV makes mv copy (new versions, wrapped right) and delete.
+            raise CrossShare(f"cannot move {src} across a share boundary", hint="copy it instead")
         if entry.type == "d":
             dst_parts = split_path(dst)
             if dst_parts[: len(split_path(src))] == split_path(src):
@@ -780,12 +786,16 @@ class Vault:
     ) -> Iterator[tuple[str, Entry]]:
         """Every (path, entry) under ``path``, depth first, parents before children;
         ``fresh`` re-reads every manifest instead of trusting the TTL cache."""
-        entry = entry or self.lookup(path)
-        yield path, entry
-        if entry.type == "d":
-            manifest = self.load_dir(entry.id, fresh=fresh)[0]
-            for name, child in sorted(manifest.entries.items()):
-                yield from self.walk(posixpath.join(path, name), child, fresh=fresh)
+        stack = [(path, entry or self.lookup(path))]
+        expanded: set[str] = set()  # a node listed twice, or a cycle, is entered once
+        while stack:
+            path, entry = stack.pop()
+            yield path, entry
+            if entry.type == "d" and entry.id not in expanded:
+                expanded.add(entry.id)
+                manifest = self.load_dir(entry.id, fresh=fresh)[0]
+                for name, child in sorted(manifest.entries.items(), reverse=True):
+                    stack.append((posixpath.join(path, name), child))
 
     def put_tree(
         self,

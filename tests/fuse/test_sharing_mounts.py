@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import os
+import subprocess
 import time
 
 import pytest
@@ -75,6 +76,14 @@ def test_three_users_through_mounts(moto_vault: Vault) -> None:
         with pytest.raises(OSError) as exc:
             attempt()
         assert exc.value.errno in (errno.EACCES, errno.EROFS, errno.EPERM), exc.value
+
+    # mv out of the share crosses a boundary: EXDEV, so mv copies (wrapped to the new
+    # place's readers) and deletes.
+    subprocess.run(["mv", a.p("team", "docs", "from-bob.txt"), a.p("private", "moved.txt")],
+                   check=True, capture_output=True)
+    assert read(a.p("private", "moved.txt")) == b"hello from bob"
+    assert eventually(lambda: not os.path.exists(b.p("Shared", "alice", "team", "docs",
+                                                     "from-bob.txt")))
 
     # Revoke Bob: his mount loses the share, and what Alice writes next is not his.
     alice.cli("unshare", "/team", "--with", "bob")

@@ -8,7 +8,7 @@ Each user has its own state and pin directories, as separate machines would.
 from __future__ import annotations
 
 import io
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +20,8 @@ from csfs.crypto.keys import load_recipient_pem, public_key_file
 from csfs.errors import (
     AccessDenied,
     AuthenticationError,
+    CrossShare,
+    IntegrityError,
     KeyFileError,
     NoMatchingKeyError,
     NotFound,
@@ -380,3 +382,85 @@ def test_writer_of_one_share_cannot_vouch_for_another(users: Users) -> None:
     for path in ("/other/in", "/proj/alias"):
         with pytest.raises(AuthenticationError, match="not an authorised writer"):
             a.listdir(path)
+
+
+# -- attacks by a writer on the owner's own share and unshare (found in review) ------------
+
+
+def test_planted_alias_cannot_extend_a_share(users: Users) -> None:
+    """Bob (writer of /proj) lists Carol's shared folder inside /proj, hoping that the
+    owner's next share of /proj wraps it to Dave too."""
+    users.a.mkdir("/secret")
+    write_bytes(users.a, "/secret/s.txt", b"carol's secret")
+    sharing.share(users.a, "/secret", CAROL)
+    sharing.share(users.a, "/proj", BOB, write=True)
+    b = users.open("bob")
+    secret_id = next(n for n in b.access.current.grants if n != b.lookup("/Shared/alice/proj").id)
+    b.update_dir(b.lookup("/Shared/alice/proj").id,
+                 lambda m: m.entries.__setitem__("evil", replace(m.entries["sub"], id=secret_id)))
+    dave = generate_identity()
+    sharing.add_member(users.a, public_key_file(dave), "dave")
+    with pytest.raises(IntegrityError, match="same node"):
+        sharing.share(users.a, "/proj", "dave")
+    s = users.a.lookup("/secret/s.txt")
+    with pytest.raises(NoMatchingKeyError):
+        parse_envelope(users.store.get(envelope_key(s.id, s.version))).open(dave)
+    assert any("same node" in p for p in fsck(users.open("alice")).problems)
+
+
+def test_forged_folder_is_not_laundered_by_the_owner(users: Users) -> None:
+    """Bob may read /secret and write /proj. He signs a manifest for /secret/sub himself
+    and lists sub in /proj; the owner's share walk must neither accept nor re-sign it."""
+    users.a.mkdir("/secret/sub", parents=True)
+    sharing.share(users.a, "/secret", BOB)
+    sharing.share(users.a, "/proj", BOB, write=True)
+    b = users.open("bob")
+    sub = b.lookup("/Shared/alice/secret/sub")
+    m, _ = b.load_dir(sub.id)
+    forged = m.copy()
+    forged.version += 1
+    forged.readers.append(generate_identity().recipient.to_pem().decode())
+    users.store.put(manifest_key(sub.id), forged.seal(b.vault_id, users.bob))
+    b.update_dir(b.lookup("/Shared/alice/proj").id,
+                 lambda m: m.entries.__setitem__("sub", sub))
+    with pytest.raises(IntegrityError):
+        sharing.share(users.open("alice"), "/proj", CAROL)
+    raw = users.store.get(manifest_key(sub.id))
+    assert parse_envelope(raw[4:4 + int.from_bytes(raw[:4], "big")]).signer == \
+        users.bob.recipient.verify_key_bytes  # still Bob's forgery: never re-signed
+
+
+def test_unshare_drops_reader_keys_a_writer_planted(users: Users) -> None:
+    sharing.share(users.a, "/proj", BOB, write=True)
+    b = users.open("bob")
+    bob2 = generate_identity()  # a key of Bob's that is no member
+    b.update_dir(b.lookup("/Shared/alice/proj").id,
+                 lambda m: m.readers.append(bob2.recipient.to_pem().decode()))
+    sharing.unshare(users.a, "/proj", BOB)
+    write_bytes(users.a, "/proj/after.txt", b"after the revocation")
+    e = users.a.lookup("/proj/after.txt")
+    for ident in (users.bob, bob2):
+        with pytest.raises(NoMatchingKeyError):
+            parse_envelope(users.store.get(envelope_key(e.id, e.version))).open(ident)
+
+
+def test_a_planted_cycle_does_not_stop_revocation(users: Users) -> None:
+    sharing.share(users.a, "/proj", BOB, write=True)
+    b = users.open("bob")
+    proj = b.lookup("/Shared/alice/proj")
+    b.update_dir(proj.id, lambda m: m.entries.__setitem__("loop", proj))
+    report = sharing.unshare(users.a, "/proj", BOB)
+    assert any("same node" in p for p in report.problems)
+    assert users.open("alice").access.current.grants.get(proj.id) is None
+    assert users.open("bob").listdir("/Shared/alice") == {}
+    assert any("same node" in p for p in fsck(users.open("alice")).problems)
+
+
+def test_moves_across_a_share_boundary_are_refused(users: Users) -> None:
+    sharing.share(users.a, "/proj", BOB)
+    users.a.mkdir("/private")
+    for src, dst in (("/proj/sub", "/private/sub"), ("/proj/plan.txt", "/private/plan.txt"),
+                     ("/private.txt", "/proj/private.txt")):
+        with pytest.raises(CrossShare):
+            users.a.rename(src, dst)
+    users.a.rename("/proj/plan.txt", "/proj/sub/plan.txt")  # inside one share: fine
