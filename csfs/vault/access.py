@@ -137,9 +137,11 @@ class AccessState:
     members: dict[str, Member] = field(default_factory=dict)
     grants: dict[str, dict[str, str]] = field(default_factory=dict)
     writers: dict[str, list[str]] = field(default_factory=dict)
+    files: set[str] = field(default_factory=set)  # share roots that are files (7.6)
 
     def to_json(self) -> dict[str, Any]:
         return {
+            "files": sorted(self.files),
             "grants": self.grants,
             "members": {fp: base64.b64encode(m.raw).decode() for fp, m in self.members.items()},
             "writers": self.writers,
@@ -159,15 +161,17 @@ class AccessState:
                 for n, g in obj["grants"].items()
             }
             writers = {check_id(n): [str(fp) for fp in w] for n, w in obj["writers"].items()}
+            files = {check_id(n) for n in obj.get("files", [])}
         except (KeyError, TypeError, AttributeError, ValueError) as exc:
             raise FormatError(f"malformed access state: {exc}") from None
-        return cls(members, grants, writers)
+        return cls(members, grants, writers, files)
 
     def copy(self) -> AccessState:
         return AccessState(
             dict(self.members),
             {n: dict(g) for n, g in self.grants.items()},
             {n: list(w) for n, w in self.writers.items()},
+            set(self.files),
         )
 
     def by_name(self, name: str) -> Member:
@@ -199,7 +203,12 @@ class AccessState:
                 if op == "share":
                     if fp not in self.members:
                         raise FormatError("a share names someone who is not a member")
+                    kind = body.get("type", "d")
+                    if kind not in ("d", "f") or (kind == "f" and body["write"] is True):
+                        raise FormatError("a share of an unknown type, or a writable file share")
                     self.grants.setdefault(node, {})[fp] = "w" if body["write"] is True else "r"
+                    if kind == "f":
+                        self.files.add(node)
                 else:
                     self._ungrant(node, fp)
                 for root, ws in dict(body["writers"]).items():
@@ -212,6 +221,7 @@ class AccessState:
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
             raise FormatError(f"malformed access log entry: {exc}") from None
         self.writers = {n: w for n, w in self.writers.items() if w}
+        self.files &= set(self.grants)
 
     def _ungrant(self, node: str, fp: str) -> None:
         grant = self.grants.get(node)
@@ -322,12 +332,12 @@ def open_notice(
     )
     obj = _loads(plain, "share notice")
     try:
-        if obj["format"] != NOTICE_FORMAT or obj["type"] != "d":
+        if obj["format"] != NOTICE_FORMAT or obj["type"] not in ("d", "f"):
             raise FormatError("share notice of an unknown format")
         return Notice(
             notice_id,
             check_id(obj["node"]),
-            "d",
+            obj["type"],
             check_name(obj["name"]),
             check_member_name(obj["owner"]),
             obj["write"] is True,
@@ -525,7 +535,11 @@ class AccessLog:
             notice = open_notice(raw, notice_id, seq, self.header, self.identity)
         except NoMatchingKeyError:
             raise AuthenticationError("a share notice is not sealed to its grantee") from None
-        if notice.node != body["node"] or notice.write != (body["write"] is True):
+        if (
+            notice.node != body["node"]
+            or notice.write != (body["write"] is True)
+            or notice.type != body.get("type", "d")
+        ):
             raise AuthenticationError("a share notice does not match its log entry")
         self.notices[notice.node] = notice
 
@@ -561,6 +575,10 @@ class AccessLog:
         if m is None or m.name in self.changed_keys:
             return None
         return m
+
+    @property
+    def file_roots(self) -> set[str]:
+        return self.current.files
 
     def writer_keys(self, root: str | None) -> set[bytes]:
         keys = {self.header.owner}

@@ -651,7 +651,7 @@ class FileSystem:
     def _seal(self, of: OpenFile) -> None:
         """Close the current version: payload and envelope into the cache, then queue it."""
         parent, _ = self.vault.load_dir(of.parent_id)
-        recipients = parent.recipients()
+        recipients = self.vault.recipients_for(parent, of.file_id)
         if of.state != "stream":
             if of.state == "clean":
                 self._to_scratch(of)

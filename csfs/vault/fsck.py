@@ -84,6 +84,14 @@ def fsck(
                 visit(f"{path.rstrip('/')}/{name}", child)
         elif entry.type == "f":
             report.files += 1
+            if vault.is_file_share(entry.id):
+                reachable.add(manifest_key(entry.id))
+                try:
+                    pointer = vault.load_dir(entry.id, fresh=True)[0]
+                    if entry not in pointer.entries.values():
+                        report.problems.append(f"{path}: its share pointer is out of date")
+                except CsfsError as exc:
+                    report.problems.append(f"{path} (share pointer): {exc.message}")
             if entry.version == 0:
                 return
             reachable.add(content_key(entry.id, entry.version))

@@ -31,7 +31,7 @@ from csfs.errors import (
     UsageError,
 )
 from csfs.vault.access import AccessState, Member, Notice, notice_key, seal_notice
-from csfs.vault.layout import content_key, envelope_key, new_id
+from csfs.vault.layout import content_key, envelope_key, manifest_key, new_id
 from csfs.vault.manifest import DirectoryManifest, Entry
 from csfs.vault.vault import Vault, same_version, split_path
 
@@ -226,7 +226,7 @@ def _writer_map(
     return {
         e.id: _writers_along(state, tree.chain(p))
         for p, e in items
-        if e.type == "d" and e.id in state.grants
+        if e.type in ("d", "f") and e.id in state.grants
     }
 
 
@@ -283,6 +283,39 @@ def _reseal(
     return count, recipients
 
 
+def _point(
+    vault: Vault, tree: _Tree, path: str, entry: Entry, state: AccessState
+) -> tuple[int, dict[str, list[Recipient]]]:
+    """Create or update a shared file's pointer (format.md 7.6): one entry, sealed to
+    the file's directory readers plus the members granted the file. Returns the
+    number of objects written and the recipients for its current version."""
+    base = vault.load_dir(vault.header.root_id, fresh=True)[0].readers
+    parent_path = posixpath.dirname(path)
+    readers = _readers(vault, base, state, [*tree.chain(parent_path), entry.id])
+    parent_id = tree.ids[parent_path]
+    name = posixpath.basename(path)
+    try:
+        vault.load_dir(entry.id, fresh=True)
+    except IntegrityError:  # no pointer yet
+        pointer = DirectoryManifest(
+            entry.id, version=1, entries={name: entry}, readers=readers, mtime_ns=entry.mtime_ns
+        )
+        vault.store.put(
+            manifest_key(entry.id), pointer.seal(vault.vault_id, vault.identity),
+            if_none_match=True,
+        )  # fmt: skip
+        vault.state.observe(entry.id, 1)
+    else:
+
+        def apply(m: DirectoryManifest) -> None:
+            m.readers, m.entries = list(readers), {name: entry}
+
+        vault.update_dir(entry.id, apply)
+    pointer_recipients = [load_recipient_pem(r.encode(), "reader key") for r in readers]
+    parent_recipients = vault.load_dir(parent_id)[0].recipients()
+    return 1, {parent_id: list(dict.fromkeys([*parent_recipients, *pointer_recipients]))}
+
+
 def _rewrap(
     vault: Vault,
     tree: _Tree,
@@ -326,8 +359,12 @@ def share(vault: Vault, path: str, name: str, *, write: bool = False) -> ShareRe
         raise UsageError("the vault root cannot be shared", hint="share a folder inside it")
     tree = _index(vault)
     entry = vault.lookup(path)
-    if entry.type != "d":
-        raise UsageError(f"{path} is not a folder", hint="share the folder that holds it")
+    if entry.type == "f" and write:
+        raise UsageError(
+            "a shared file is read-only", hint="share the folder that holds it with --write"
+        )
+    if entry.type not in ("d", "f"):
+        raise UsageError(f"{path} is a symbolic link", hint="share what it points to")
     items = tree.under(path)
     for where, other in tree.aliased(items)[:1]:
         raise IntegrityError(
@@ -337,13 +374,17 @@ def share(vault: Vault, path: str, name: str, *, write: bool = False) -> ShareRe
     after = vault.access.current.copy()
     after.grants.setdefault(entry.id, {})[member.fingerprint] = "w" if write else "r"
     report = ShareReport()
-    report.directories, recipients = _reseal(vault, tree, items, after, None)
+    if entry.type == "f":
+        after.files.add(entry.id)
+        report.directories, recipients = _point(vault, tree, path, entry, after)
+    else:
+        report.directories, recipients = _reseal(vault, tree, items, after, None)
     report.envelopes = _rewrap(vault, tree, items, recipients)
 
     def make(state: AccessState, seq: int) -> tuple[dict[str, Any], list[Recipient]]:
         state.grants.setdefault(entry.id, {})[member.fingerprint] = "w" if write else "r"
         notice = Notice(
-            new_id(), entry.id, "d", split_path(path)[-1], vault.access.owner_name(), write
+            new_id(), entry.id, entry.type, split_path(path)[-1], vault.access.owner_name(), write
         )
         vault.store.put(
             notice_key(notice.id),
@@ -358,6 +399,8 @@ def share(vault: Vault, path: str, name: str, *, write: bool = False) -> ShareRe
             "notice": notice.id,
             "writers": _writer_map(tree, state, items),
         }
+        if entry.type == "f":
+            body["type"] = "f"
         return body, []
 
     vault.access.append(make)
@@ -415,7 +458,10 @@ def unshare(vault: Vault, path: str, name: str, *, reencrypt: bool = False) -> S
             }, []
 
         vault.access.append(make)
-    report.directories, _ = _reseal(vault, tree, items, vault.access.current, None)
+    if entry.type == "f":
+        report.directories, _ = _point(vault, tree, path, entry, vault.access.current)
+    else:
+        report.directories, _ = _reseal(vault, tree, items, vault.access.current, None)
     if reencrypt:
         files = {e.id: (p, e) for p, e in items if e.type == "f" and e.version}
         _reencrypt(vault, list(files.values()), report)

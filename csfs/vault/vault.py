@@ -47,6 +47,7 @@ from csfs.errors import (
     DirectoryNotEmpty,
     IntegrityError,
     IsADirectory,
+    NoMatchingKeyError,
     NotADirectory,
     NotFound,
     PreconditionFailed,
@@ -121,6 +122,7 @@ class Vault:
         self._children: dict[str, set[str]] = {}
         self._virtual: dict[str, DirectoryManifest] = {}
         self._discovering = False
+        self.pointer_errors: list[str] = []
         self.refresh_access(force=True)
 
     # -- opening -----------------------------------------------------------------
@@ -250,6 +252,16 @@ class Vault:
             name, n = notice.name, 2
             while name in entries:
                 name, n = f"{notice.name} ({n})", n + 1
+            if notice.type == "f":
+                # A shared file: its entry comes from its pointer (format.md 7.6).
+                try:
+                    pointer = self.load_dir(notice.node)[0]
+                except CsfsError:
+                    continue  # shown once it can be read and verified
+                found = [e for e in pointer.entries.values() if e.id == notice.node]
+                if found:
+                    entries[name] = replace(found[0], mode=found[0].mode & ~0o222)
+                continue
             entries[name] = Entry(notice.node, "d", mode=0o755 if notice.write else ro)
         return {
             top: DirectoryManifest(top, 1, {"Shared": Entry(shared, "d", mode=ro)}, mode=ro),
@@ -263,6 +275,8 @@ class Vault:
         under two parents counts under both, so the writers of one share cannot
         vouch for another share's folder by also listing it in a folder of theirs."""
         grants = self.access.current.grants
+        if node_id in self._virtual:
+            return {None}
         out: set[str | None] = set()
         todo, seen = [node_id], set[str]()
         while todo and len(seen) < 10_000:
@@ -307,6 +321,8 @@ class Vault:
         return set.intersection(*sets)
 
     def may_write(self, dir_id: str) -> bool:
+        if dir_id in self._virtual:
+            return False
         if self.is_owner:
             return True
         writers = self.access.current.writers
@@ -401,8 +417,48 @@ class Vault:
             self.state.observe(dir_id, new.version)
             new.signer = self.identity.recipient.verify_key_bytes
             self._remember(dir_id, new, new_etag)
+            self._sync_file_shares(manifest, new)
             return result
         raise ConflictError("gave up after repeated concurrent changes to one directory")
+
+    # -- file shares (format.md 7.6) ----------------------------------------------------
+
+    def is_file_share(self, node_id: str) -> bool:
+        return node_id in self.access.current.grants and node_id in self.access.file_roots
+
+    def recipients_for(self, parent: DirectoryManifest, file_id: str) -> list[Recipient]:
+        """Who a new version of ``file_id`` is wrapped to: its directory's readers,
+        plus, for a shared file, the readers of its share pointer."""
+        out = parent.recipients()
+        if self.is_file_share(file_id):
+            try:
+                out += self.load_dir(file_id)[0].recipients()
+            except NoMatchingKeyError:
+                pass  # a pointer this key cannot read is one it cannot keep current either
+        return list(dict.fromkeys(out))
+
+    def _sync_file_shares(self, old: DirectoryManifest, new: DirectoryManifest) -> None:
+        """Keep the pointer of each shared file in ``new`` equal to its entry.
+
+        The directory switch has landed already: a pointer that cannot be updated
+        now is left stale (fsck reports it), never a reason to undo the switch.
+        """
+        shared = [
+            f
+            for f in {e.id for e in [*old.entries.values(), *new.entries.values()]}
+            if self.is_file_share(f)
+        ]
+        for file_id in shared:
+            now = {n: e for n, e in new.entries.items() if e.id == file_id and e.type == "f"}
+
+            def point(m: DirectoryManifest, now: dict[str, Entry] = now) -> None:
+                m.entries = dict(list(now.items())[:1])
+
+            try:
+                self.update_dir(file_id, point)
+            except CsfsError as exc:
+                with self._lock:
+                    self.pointer_errors = [*self.pointer_errors[-20:], exc.message]
 
     def new_directory(self, parent: DirectoryManifest, mode: int) -> str:
         self.check_writable(parent.dir_id)
@@ -619,7 +675,7 @@ class Vault:
         self.check_writable(recipients_from.dir_id)
         version = version or new_version()
         context = self.file_context(file_id, version)
-        recipients = recipients_from.recipients()
+        recipients = self.recipients_for(recipients_from, file_id)
         ckey = content_key(file_id, version)
         if _known_size(src) <= SMALL_FILE:
             buf = io.BytesIO()

@@ -44,19 +44,29 @@ def test_three_users_through_mounts(moto_vault: Vault) -> None:
         f.write(payload)
     with open(a.p("private", "diary.txt"), "wb") as f:
         f.write(b"alice only")
+    with open(a.p("private", "note.txt"), "wb") as f:
+        f.write(b"one file for carol")
     a.sync()
     alice.cli("member", "add", bob.public_key, "--name", "bob")
     alice.cli("member", "add", carol.public_key, "--name", "carol")
     alice.cli("share", "/team", "--with", "bob", "--write")
     alice.cli("share", "/team/docs", "--with", "carol")
+    alice.cli("share", "/private/note.txt", "--with", "carol")  # one file, not its folder
 
     b = bob.mount("b", ttl=1)
     c = carol.mount("c", ttl=1)
     assert os.listdir(b.path) == ["Shared"]
     assert os.listdir(b.p("Shared", "alice")) == ["team"]
     assert read(b.p("Shared", "alice", "team", "docs", "big.bin")) == payload
-    assert os.listdir(c.p("Shared", "alice")) == ["docs"]  # only her share, by its own name
+    # Only her shares, by their own names.
+    assert sorted(os.listdir(c.p("Shared", "alice"))) == ["docs", "note.txt"]
     assert read(c.p("Shared", "alice", "docs", "big.bin")) == payload
+    assert read(c.p("Shared", "alice", "note.txt")) == b"one file for carol"
+    with open(a.p("private", "note.txt"), "ab") as f:
+        f.write(b", updated")
+    a.sync()
+    assert eventually(lambda: read(c.p("Shared", "alice", "note.txt"))
+                      == b"one file for carol, updated")
 
     # Bob writes into the share; the owner and Carol see it.
     with open(b.p("Shared", "alice", "team", "docs", "from-bob.txt"), "wb") as f:

@@ -25,6 +25,7 @@ from csfs.errors import (
     KeyFileError,
     NoMatchingKeyError,
     NotFound,
+    UsageError,
 )
 from csfs.store import Store
 from csfs.vault import Vault
@@ -464,3 +465,37 @@ def test_moves_across_a_share_boundary_are_refused(users: Users) -> None:
         with pytest.raises(CrossShare):
             users.a.rename(src, dst)
     users.a.rename("/proj/plan.txt", "/proj/sub/plan.txt")  # inside one share: fine
+
+
+# -- sharing one file ---------------------------------------------------------------------
+
+
+def test_file_share(users: Users) -> None:
+    sharing.share(users.a, "/proj", CAROL, write=True)  # a writer of the file's folder
+    sharing.share(users.a, "/proj/plan.txt", BOB)
+    b = users.open("bob")
+    assert list(b.listdir("/Shared/alice")) == ["plan.txt"]
+    assert b.lookup("/Shared/alice/plan.txt").mode & 0o222 == 0
+    assert read_bytes(b, "/Shared/alice/plan.txt") == b"the plan"
+    # Bob sees the file, not its folder: the folder's manifest is not his.
+    proj = users.a.lookup("/proj").id
+    with pytest.raises(NoMatchingKeyError):
+        DirectoryManifest.open(users.store.get(manifest_key(proj)), b.vault_id, proj,
+                               users.bob, None)
+    with pytest.raises(AccessDenied):
+        write_bytes(b, "/Shared/alice/plan.txt", b"no")
+    with pytest.raises(UsageError, match="read-only"):
+        sharing.share(users.a, "/proj/sub/deep.txt", BOB, write=True)
+    # New versions, by the owner or by another writer, reach Bob.
+    write_bytes(users.a, "/proj/plan.txt", b"plan v2")
+    assert read_bytes(users.open("bob"), "/Shared/alice/plan.txt") == b"plan v2"
+    write_bytes(users.open("carol"), "/Shared/alice/proj/plan.txt", b"plan v3 by carol")
+    assert read_bytes(users.open("bob"), "/Shared/alice/plan.txt") == b"plan v3 by carol"
+    assert fsck(users.open("alice")).ok
+    # Unshared: the next version is not wrapped to Bob, and the file leaves his view.
+    sharing.unshare(users.a, "/proj/plan.txt", BOB)
+    write_bytes(users.a, "/proj/plan.txt", b"plan v4")
+    e = users.a.lookup("/proj/plan.txt")
+    with pytest.raises(NoMatchingKeyError):
+        parse_envelope(users.store.get(envelope_key(e.id, e.version))).open(users.bob)
+    assert users.open("bob").listdir("/Shared/alice") == {}
