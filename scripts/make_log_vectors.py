@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import io
 import json
 import os
 import sys
@@ -45,12 +46,14 @@ def build(tmp: str) -> tuple[bytes, dict[int, bytes], dict[str, bytes], str]:
     v = Vault.create(store, ALICE, state_dir=os.path.join(tmp, "s"),
                      config_dir=os.path.join(tmp, "c"), name="alice")
     v.mkdir("/proj")
+    v.write_file("/proj/plan.txt", io.BytesIO(b"the plan"))
     for key in ("bob", "carol-p256"):
         sharing.add_member(v, public_key_file(IDENTITIES[key]), NAMES[key])
     sharing.share(v, "/proj", "bob", write=True)
     sharing.share(v, "/proj", "carol")
     sharing.unshare(v, "/proj", "carol")
     sharing.add_member(v, public_key_file(IDENTITIES["dave-pq"]), "dave")
+    sharing.share(v, "/proj/plan.txt", "dave")  # a file share (7.6)
     entries = {int(i.key[2:], 16): store.get(i.key) for i in store.list("a/")}
     notices = {i.key[2:]: store.get(i.key) for i in store.list("n/")}
     return store.get("csfs-vault"), entries, notices, v.lookup("/proj").id
@@ -130,11 +133,11 @@ def main() -> None:
         header_raw, entries, notices, proj = build(tmp)
     header = VaultHeader.decode(header_raw)
     h = {s: hashlib.sha256(r).hexdigest() for s, r in entries.items()}
-    assert len(entries) == 7, "alice, bob, carol, share bob, share carol, unshare carol, dave"
+    assert len(entries) == 8, "alice, bob, carol, share bob, share carol, unshare carol, dave, file"
 
     for who in IDENTITIES:
         write(f"success_{NAMES[who]}", "success",
-              f"seven entries read by {NAMES[who]}", who, header_raw, entries, notices)
+              f"eight entries read by {NAMES[who]}", who, header_raw, entries, notices)
     write("success_pinned_head", "success", "a client that saw entry 5 before", "bob",
           header_raw, entries, notices, (5, h[5]))
 
@@ -150,20 +153,23 @@ def main() -> None:
     edited[len(edited) // 2] ^= 1
     write("entry_edited", "authentication", "one bit of entry 4 flipped", "bob", header_raw,
           {**entries, 4: bytes(edited)}, notices)
+    # Lies about entry 7 are told with entry 7 as the newest, so that the lie itself,
+    # not the broken link to entry 8, is what a reader must catch.
+    upto7 = without(8)
     obj = payload(entries[7])
     write("entry_signed_by_member", "authentication", "entry 7 signed by bob, not the owner",
-          "bob", header_raw, {**entries, 7: resign(obj, IDENTITIES["bob"])}, notices)
+          "bob", header_raw, {**upto7, 7: resign(obj, IDENTITIES["bob"])}, notices)
     write("entry_bad_prev", "authentication", "entry 7 re-signed with prev of entry 5", "bob",
-          header_raw, {**entries, 7: resign({**obj, "prev": h[5]})}, notices)
+          header_raw, {**upto7, 7: resign({**obj, "prev": h[5]})}, notices)
     write("entry_bad_seq", "authentication", "entry 7 re-signed claiming seq 8", "bob",
-          header_raw, {**entries, 7: resign({**obj, "seq": 8})}, notices)
+          header_raw, {**upto7, 7: resign({**obj, "seq": 8})}, notices)
     write("entry_other_vault", "format", "entry 7 re-signed naming another vault", "bob",
-          header_raw, {**entries, 7: resign({**obj, "vault_id": "0" * 32})}, notices)
+          header_raw, {**upto7, 7: resign({**obj, "vault_id": "0" * 32})}, notices)
     write("entry_bad_format", "format", "entry 7 re-signed with format csfs-log-2", "bob",
-          header_raw, {**entries, 7: resign({**obj, "format": "csfs-log-2"})}, notices)
+          header_raw, {**upto7, 7: resign({**obj, "format": "csfs-log-2"})}, notices)
     write("entry_unknown_op", "format", "entry 7's body re-sealed with op \"grant-all\"",
           "bob", header_raw,
-          {**entries, 7: reseal_body(entries[7], header, lambda b: {**b, "op": "grant-all"})},
+          {**upto7, 7: reseal_body(entries[7], header, lambda b: {**b, "op": "grant-all"})},
           notices)
 
     def unsigned_record(body: dict[str, Any]) -> dict[str, Any]:
@@ -175,9 +181,9 @@ def main() -> None:
 
     write("member_without_self_signature", "format",
           "entry 7 adds dave with a public key lacking its self-signature", "bob", header_raw,
-          {**entries, 7: reseal_body(entries[7], header, unsigned_record)}, notices)
-    write("log_rolled_back", "authentication", "the client saw 7 entries; the store has 6",
-          "bob", header_raw, without(7), notices, (7, h[7]))
+          {**upto7, 7: reseal_body(entries[7], header, unsigned_record)}, notices)
+    write("log_rolled_back", "authentication", "the client saw 8 entries; the store has 7",
+          "bob", header_raw, without(8), notices, (8, h[8]))
     write("head_rewritten", "authentication", "entry 5's hash differs from the one pinned",
           "bob", header_raw, entries, notices, (5, h[4]))
     nid, nraw = next(iter(notices.items()))

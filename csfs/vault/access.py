@@ -467,10 +467,14 @@ class AccessLog:
             raw = self.store.get(log_key(self.seq))
             if hashlib.sha256(raw).hexdigest() != self.head:
                 raise _rewritten(self.seq)
+        # The whole chain first, then the bodies (format.md 7.2).
+        new, prev = [], self.head
         for seq in range(self.seq + 1, n + 1):
-            entry = self._fetch(seq, self.head)
+            new.append(self._fetch(seq, prev))
+            prev = new[-1].hash
+        for entry in new:
             self._apply(entry)
-            self.seq, self.head = seq, entry.hash
+            self.seq, self.head = entry.seq, entry.hash
         if n:
             self._check_pins()
             self._save()

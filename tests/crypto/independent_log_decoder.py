@@ -1,8 +1,8 @@
 """An independent reader of the csfs access log, written only from docs/format.md.
 
 Like independent_decoder.py (whose envelope and payload reader it reuses), it
-imports nothing from the csfs package: it checks that sections 1.2, 1.3, 5, 6.1
-and 7 of the specification are enough to verify the log and derive what a
+imports nothing from the csfs package: it checks that sections 1.2, 1.3, 3, 5,
+6.1 and 7 of the specification are enough to verify the log and derive what a
 client derives from it. Section numbers in comments refer to docs/format.md.
 
 Failures are FormatFailure or AuthFailure (re-exported from
@@ -214,11 +214,7 @@ def verify_entry(blob: bytes, seq: int, prev: bytes, owner: bytes, vault_id: str
     if signer != owner:
         raise AuthFailure("log entry not signed by the owner")
     entry = _json_object(payload, "log entry")
-    # SPEC GAP (7.2 vs the vectors): 7.2 says a mismatch of `format` or
-    # `vault_id` is an authentication error, but entry_bad_format.json and
-    # entry_other_vault.json expect a format error (as 7.1 and 5.2 say for the
-    # same fields of a member record and the vault header). This reader follows
-    # the vectors.
+    # 7.2: a wrong `format` or `vault_id` is a format error.
     if entry.get("format") != "csfs-log-1":
         raise FormatFailure("log entry format is not csfs-log-1")
     if entry.get("vault_id") != vault_id:
@@ -237,9 +233,8 @@ def open_laid_out(
 ) -> dict[str, Any] | None:
     """`env_len || envelope || payload` (5.3) -> decrypted JSON, or None if no stanza opens.
 
-    SPEC GAP (7.2, 7.4): neither section says who must sign the envelope of a
-    notice (7.2 does say the owner signs a log body); this reader requires the
-    owner for both.
+    The envelope must be signed by the owner, both for a log body (7.2) and for
+    a notice (7.4).
     """
     if len(obj) < 4:
         raise FormatFailure("short object")
@@ -275,13 +270,15 @@ class State:
 
     def __init__(self, owner: bytes, vault_id: str) -> None:
         self.owner, self.vault_id = owner, vault_id
+        self.files: list[str] = []
         self.members: dict[str, tuple[str, Member]] = {}  # fp -> (base64 record, parsed)
         self.grants: dict[str, dict[str, str]] = {}
         self.writers: dict[str, list[str]] = {}
 
     def as_json(self) -> dict[str, Any]:
-        """7.3's JSON form, to compare with a member-add entry's `state`."""
+        """7.3's JSON form."""
         return {
+            "files": self.files,
             "grants": self.grants,
             "members": {fp: rec for fp, (rec, _) in self.members.items()},
             "writers": self.writers,
@@ -306,10 +303,15 @@ class State:
 
         SPEC GAP (7.3): the spec does not say whether a reader must verify the
         member records inside `state` (owner signature, self-signature, 7.1) or
-        the shape of `grants` and `writers`; this reader verifies everything.
+        the shape of `files`, `grants` and `writers`; this reader verifies
+        everything, including that `files` holds only nodes with grants (true
+        "after every entry").
         """
-        if not isinstance(value, dict) or set(value) != {"grants", "members", "writers"}:
-            raise FormatFailure("state is not {grants, members, writers}")
+        # 7.3: `files` may be absent in a `state`, meaning [].
+        if not isinstance(value, dict) or not {"grants", "members", "writers"} <= set(value):
+            raise FormatFailure("state lacks grants, members or writers")
+        if not set(value) <= {"files", "grants", "members", "writers"}:
+            raise FormatFailure("state has keys other than files, grants, members, writers")
         state = cls(owner, vault_id)
         if not isinstance(value["members"], dict):
             raise FormatFailure("state members is not an object")
@@ -326,33 +328,37 @@ class State:
                     raise FormatFailure("bad grant in state")
             state.grants[node] = dict(holders)
         state._set_writers(writers)
+        files = value.get("files", [])
+        if not isinstance(files, list):
+            raise FormatFailure("state files is not a list")
+        for node in files:
+            if not isinstance(node, str) or not ID.fullmatch(node) or node not in state.grants:
+                raise FormatFailure("state files names a node without grants")
+            if node not in state.files:
+                state.files.append(node)
         return state
 
     def _set_writers(self, writers: Any) -> None:
-        """7.3: replace writers[root] by each list; a root mapped to [] is deleted."""
+        """7.3: replace writers[root] by each list; a root mapped to [] is deleted.
+
+        7.3: a writer fingerprint that names no current member authorises
+        nothing, so it is kept as written rather than rejected.
+        """
         if not isinstance(writers, dict):
             raise FormatFailure("writers is not an object")
         for root, fps in writers.items():
             if not ID.fullmatch(root) or not isinstance(fps, list):
                 raise FormatFailure("bad writers map")
-            if any(not isinstance(fp, str) or fp not in self.members for fp in fps):
-                # SPEC GAP (7.2/7.3): not said whether a writer must be a
-                # current member; this reader requires it.
-                raise FormatFailure("writer is not a member")
+            if any(not isinstance(fp, str) or not FINGERPRINT.fullmatch(fp) for fp in fps):
+                raise FormatFailure("a writer is not a fingerprint")
             if fps:
                 self.writers[root] = list(fps)
             else:
                 self.writers.pop(root, None)
 
     def drop(self, fingerprint: str) -> None:
-        """Remove a fingerprint from every grant and writer list (member-remove; 7.3's
-        "removed" reader).
-
-        SPEC GAP (7.3): not said whether a grants map or writer list left empty
-        by member-remove is deleted (as unshare and `writers: []` do); this
-        reader deletes them, keeping "a share root is a node with a non-empty
-        grants map" true.
-        """
+        """7.3: remove a fingerprint from every grant and writer list, deleting any
+        `grants[node]` or `writers[root]` left empty (member-remove)."""
         for node in list(self.grants):
             self.grants[node].pop(fingerprint, None)
             if not self.grants[node]:
@@ -366,60 +372,91 @@ class State:
         """7.2's table and 7.3's rules for one decrypted entry body."""
         op = body.get("op")
         if op == "member-add":
+            # 7.3: a reader that already holds a state ignores the `state` of
+            # later member-add entries; 7.2 only requires the key to be there.
+            if "state" not in body:
+                raise FormatFailure("member-add without state")
             self.add_member(body.get("record"))
-            # 7.2: `state` is the whole derived state after this entry. SPEC GAP
-            # (7.2): not said whether a reader that already holds the state must
-            # compare it, nor the class of a mismatch; this reader compares it
-            # and calls a mismatch a format error.
-            if body.get("state") != self.as_json():
-                raise FormatFailure("member-add state differs from the derived state")
         elif op == "member-remove":
             fp = _fingerprint_field(body, "member")
-            if fp not in self.members:
-                raise FormatFailure("member-remove of a non-member")  # SPEC GAP (7.3)
-            del self.members[fp]
-            self.drop(fp)
+            # 7.3: a no-op for a fingerprint that is not a member.
+            if fp in self.members:
+                del self.members[fp]
+                self.drop(fp)
         elif op == "share":
             node, fp = _id_field(body, "node"), _fingerprint_field(body, "member")
             _id_field(body, "notice")
             if fp not in self.members or not isinstance(body.get("write"), bool):
-                raise FormatFailure("share names a non-member or lacks write")
+                raise FormatFailure("share names a non-member or lacks write")  # 7.2, 7.3
+            kind = share_type(body)
+            if kind == "f" and body["write"]:
+                raise FormatFailure("a file share with write true")  # 7.3
             self.grants.setdefault(node, {})[fp] = "w" if body["write"] else "r"
             self._set_writers(body.get("writers"))
+            if kind == "f" and node not in self.files:
+                self.files.append(node)  # 7.3
         elif op == "unshare":
             node, fp = _id_field(body, "node"), _fingerprint_field(body, "member")
-            # SPEC GAP (7.3): unsharing a grant that does not exist is not
-            # addressed; this reader treats it as a no-op.
+            # 7.3: a grant that does not exist is a no-op.
             self.grants.get(node, {}).pop(fp, None)
             if node in self.grants and not self.grants[node]:
                 del self.grants[node]
             self._set_writers(body.get("writers"))
         else:
-            # SPEC GAP (7.2): nothing says what a reader does with an unknown op;
-            # entry_unknown_op.json expects a format error.
-            raise FormatFailure(f"unknown log op {op!r}")
+            raise FormatFailure(f"unknown log op {op!r}")  # 7.2
+        # 7.3: after every entry, `files` keeps only nodes that still have grants.
+        self.files = [node for node in self.files if node in self.grants]
+
+
+def share_type(body: dict[str, Any]) -> str:
+    """7.2, 7.3: a share's optional `type`, "d" when absent; another value is a
+    format error."""
+    kind = body.get("type", "d")
+    if kind not in ("d", "f"):
+        raise FormatFailure(f"share type {kind!r} is neither 'd' nor 'f'")
+    return kind
 
 
 # 7.4: share notices.
 
 
 def read_notice(
-    obj: bytes, notice_id: str, share: dict, seq: int, identity: bytes, owner: bytes, vault_id: str
+    obj: bytes | None,
+    share: dict,
+    seq: int,
+    identity: bytes,
+    owner: bytes,
+    vault_id: str,
 ) -> dict[str, Any]:
-    """7.4: the notice named by the `share` entry number `seq`."""
+    """7.4: the notice named by the `share` entry number `seq`, read when the
+    grantee applies that entry -> 6.1's form of it.
+
+    SPEC GAP (7.4): the order of the format checks and the comparison with the
+    entry is not given (a notice whose `type` is "x" fails both); this reader
+    makes the format checks first. Nor does 7.4 say what a reader checks of
+    `owner` ("for display"); this reader requires a string (format error).
+    """
+    notice_id = share["notice"]
+    if obj is None:
+        raise AuthFailure("the notice named by a share entry is missing")  # 7.4
     context = context_bytes(5, vault_id, notice_id, seq)
     notice = open_laid_out(obj, identity, context, owner)
     if notice is None:
-        # SPEC GAP (7.4): a notice the grantee cannot open is not addressed.
-        raise AuthFailure("the grantee cannot open its notice")
-    if notice.get("format") != "csfs-share-1" or notice.get("type") != "d":
-        raise FormatFailure("notice is not a csfs-share-1 directory share")
+        raise AuthFailure("the grantee cannot open its notice")  # 7.4
+    if notice.get("format") != "csfs-share-1":
+        raise FormatFailure("notice format is not csfs-share-1")
+    if notice.get("type") not in ("d", "f"):
+        raise FormatFailure("notice type is neither 'd' nor 'f'")
     name, owner_name = notice.get("name"), notice.get("owner")
     if not isinstance(name, str) or not _manifest_name_ok(name) or not isinstance(owner_name, str):
         raise FormatFailure("bad notice name or owner")
-    # SPEC GAP (7.4): the class of a `node`/`write` mismatch is not given;
-    # notice_for_other_node.json expects an authentication error.
-    if notice.get("node") != share["node"] or notice.get("write") is not share["write"]:
+    # 7.4: a `node`, `write` or `type` other than the entry's (an entry without
+    # `type` means "d") is an authentication error.
+    if (
+        notice.get("node") != share["node"]
+        or notice.get("write") is not share["write"]
+        or notice["type"] != share_type(share)
+    ):
         raise AuthFailure("notice does not match its share entry")
     return {"name": name, "node": share["node"], "owner": owner_name, "write": share["write"]}
 
@@ -444,8 +481,11 @@ def read_log(
     vault = parse_vault_header(header)
     owner, vault_id = bytes.fromhex(vault["owner"]), vault["vault_id"]
 
-    # 7.2: no gaps below the highest entry; not shorter than, and no rewrite of,
-    # the remembered head.
+    # 7.2: the whole chain, gaps and the remembered head are checked before any
+    # body is opened. SPEC GAP (7.2): the order among those three is not given;
+    # it decides the class only when a log has both a gap (or a moved head) and
+    # an entry with a bad `format` or `vault_id`. This reader checks gaps, then
+    # the head, then the chain.
     top = max(entries, default=0)
     missing = [seq for seq in range(1, top + 1) if seq not in entries]
     if missing:
@@ -458,8 +498,6 @@ def read_log(
             raise AuthFailure("entry at the remembered head has another hash (rewrite)")
 
     # 7.2: every entry is verified, including those the reader will not open.
-    # SPEC GAP (7.2): the order of these checks relative to opening bodies is
-    # not given; this reader verifies the whole chain first.
     prev = hashlib.sha256(header).digest()
     verified: dict[int, dict] = {}
     for seq in range(1, top + 1):
@@ -473,12 +511,12 @@ def read_log(
         bodies[seq] = open_laid_out(_b64(entry.get("body"), "body"), identity, context, owner)
 
     # 7.3: start at the first member-add of our own fingerprint that we can
-    # open. SPEC GAP (7, 7.3): the owner is not said to be a member, yet the
-    # vectors' entry 1 adds the owner ("alice") and `members` lists it; this
-    # reader applies the same rule to the owner as to any member.
-    me = identity_public_key(identity).fingerprint
+    # open (7.2: the owner reads the log like any member, from entry 1).
+    key = identity_public_key(identity)
+    me = key.fingerprint
+    is_owner = key.ed25519_pub == owner  # 7.4: the owner holds no notices
     state: State | None = None
-    shares: dict[str, tuple[int, dict]] = {}  # node -> the share entry that granted it to us
+    held: dict[str, dict] = {}  # node -> 6.1 notice of our latest share entry for it
     for seq in range(1, top + 1):
         body = bodies[seq]
         if state is None:
@@ -490,34 +528,27 @@ def read_log(
                         raise FormatFailure("member-add state lacks the member it adds")
             continue
         if body is None:
-            # 7.3: an entry we cannot open after we joined means we were removed.
-            # SPEC GAP (7.3): what a removed reader reports (and whether it goes
-            # on reading) is not said; this one drops its own grants and stops.
-            state.drop(me)
-            state.members.pop(me, None)
-            shares.clear()
-            break
-        state.apply(body)
-        if body["op"] == "share" and body["member"] == me:
-            shares[body["node"]] = (seq, body)
-    if state is None:
-        # SPEC GAP (7.3): a reader with no member-add of its own is not addressed.
-        raise NoMatch("the identity is not a member of this vault")
-
-    # 7.4: the notice of every grant we still hold. SPEC GAP (6.1, 7.4): which
-    # notices `result.notices` lists is not said; the vectors list only those of
-    # the reader's current grants (none for the owner, none for carol after
-    # unshare).
-    result_notices = []
-    for node, (seq, share) in sorted(shares.items()):
-        if me not in state.grants.get(node, {}):
+            # 7.3: an entry we cannot open after we joined means we were
+            # removed: the state becomes empty and all our grants (7.4: and
+            # their notices) are gone; a later member-add of our key starts
+            # again from that entry's state.
+            state = None
+            held.clear()
             continue
-        notice_id = share["notice"]
-        if notice_id not in notices:
-            raise AuthFailure("the notice named by a share entry is missing")  # SPEC GAP (7.4)
-        result_notices.append(
-            read_notice(notices[notice_id], notice_id, share, seq, identity, owner, vault_id)
-        )
+        state.apply(body)
+        if body["op"] == "share" and body["member"] == me and not is_owner:
+            # 7.4: the grantee reads the notice when it applies the entry.
+            held[body["node"]] = read_notice(
+                notices.get(body["notice"]), body, seq, identity, owner, vault_id
+            )
+    if state is None:
+        # 7.3: a key that no member-add adds (or that was removed and not added
+        # again) derives nothing from the log.
+        state = State(owner, vault_id)
+
+    # 7.4: a grantee holds the notice of its latest share entry for each grant
+    # it still has; 6.1 lists them sorted by node.
+    result_notices = [held[node] for node in sorted(held) if me in state.grants.get(node, {})]
 
     return {
         "grants": state.grants,

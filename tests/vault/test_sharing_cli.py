@@ -85,7 +85,13 @@ def test_bad_input_gives_one_line(people: tuple[dict[str, str], dict[str, str], 
                                    env=alice), 2)
     assert_one_line_error(run_csfs("share", "/projects", "--with", "nobody", env=alice), 8)
     ok(alice, "member", "add", pub(bob), "--name", "bob")
-    assert_one_line_error(run_csfs("share", "/mine.txt", "--with", "bob", env=alice), 2)
+    # A file can be shared, read-only.
+    assert_one_line_error(run_csfs("share", "/mine.txt", "--with", "bob", "--write",
+                                   env=alice), 2)
+    ok(alice, "share", "/mine.txt", "--with", "bob")
+    assert ok(bob, "cat", "/Shared/alice/mine.txt") == "quarterly numbers\n"
+    assert_one_line_error(run_csfs("put", str(tmp / "report.txt"), "/Shared/alice/mine.txt",
+                                   env=bob), 12)
     # A re-exported public key (csfs pubkey) is the same key: fine, no change.
     exported = tmp / "bob-again.pem"
     ok(bob, "pubkey", "-o", str(exported))
