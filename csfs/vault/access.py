@@ -686,7 +686,8 @@ def describe_entry(body: dict[str, Any] | None, names: dict[str, str]) -> str:
     if op == "member-remove":
         return f"member-remove {who}"
     mode = " (write)" if body.get("write") else ""
-    return f"{op} folder {str(body['node'])[:12]} {'with' if op == 'share' else 'from'} {who}{mode}"
+    what = "file" if body.get("type") == "f" else "folder"
+    return f"{op} {what} {str(body['node'])[:12]} {'with' if op == 'share' else 'from'} {who}{mode}"
 
 
 def _record_vault(body: dict[str, Any]) -> str:
