@@ -710,7 +710,8 @@ class FileSystem:
         st = self.queue.status()
         st["cache_bytes"] = self.cache.used()
         st["cache_limit"] = self.cache.limit
-        st["errors"] = [*st["errors"], *self.errors[-20:]]  # type: ignore[misc]
+        pointers = [f"file share pointer not updated: {m}" for m in self.vault.pointer_errors]
+        st["errors"] = [*st["errors"], *self.errors[-20:], *pointers]  # type: ignore[misc]
         st["open_files"] = len(self.open_files)
         return st
 

@@ -116,13 +116,13 @@ class Vault:
         self._access_ttl = max(ttl, 2.0)
         self._access_lock = threading.Lock()
         self._access_checked = 0.0
-        # Which directory each node was last seen in: the nearest share root above a
-        # node decides whose signatures are accepted for it (format.md 7.3).
+        # Every directory each node was seen listed in: the nearest share roots above
+        # a node decide whose signatures are accepted for it (format.md 7.3).
         self._parents: dict[str, set[str]] = {}
         self._children: dict[str, set[str]] = {}
         self._virtual: dict[str, DirectoryManifest] = {}
         self._discovering = False
-        self.pointer_errors: list[str] = []
+        self.pointer_errors: list[str] = []  # shown by `csfs status`; fsck finds stale ones
         self.refresh_access(force=True)
 
     # -- opening -----------------------------------------------------------------
@@ -424,7 +424,7 @@ class Vault:
     # -- file shares (format.md 7.6) ----------------------------------------------------
 
     def is_file_share(self, node_id: str) -> bool:
-        return node_id in self.access.current.grants and node_id in self.access.file_roots
+        return node_id in self.access.file_roots
 
     def recipients_for(self, parent: DirectoryManifest, file_id: str) -> list[Recipient]:
         """Who a new version of ``file_id`` is wrapped to: its directory's readers,
@@ -443,10 +443,11 @@ class Vault:
         The directory switch has landed already: a pointer that cannot be updated
         now is left stale (fsck reports it), never a reason to undo the switch.
         """
+        roots = self.access.file_roots
+        if not roots:
+            return
         shared = [
-            f
-            for f in {e.id for e in [*old.entries.values(), *new.entries.values()]}
-            if self.is_file_share(f)
+            f for f in {e.id for e in [*old.entries.values(), *new.entries.values()]} if f in roots
         ]
         for file_id in shared:
             now = {n: e for n, e in new.entries.items() if e.id == file_id and e.type == "f"}
