@@ -76,9 +76,12 @@ def member_rm(name: str, **kw: Any) -> None:
 @click.argument("name")
 @store_options
 def member_trust(name: str, **kw: Any) -> None:
-    """Accept NAME's current key after checking it with them (replaces the pin)."""
+    """Accept NAME's new key after checking it with them: re-pin the key the vault
+    now has for NAME, or, if NAME is no member, forget its old key so that a new
+    one can be added."""
     with vault_from(pop_store_opts(kw)) as vault:
-        click.echo(f"{name}: now trusting {sharing.trust_member(vault, name)}")
+        fingerprint = sharing.trust_member(vault, name)
+    click.echo(f"{name}: now trusting {fingerprint}" if fingerprint else f"{name}: pin forgotten")
 
 
 @cli.command()

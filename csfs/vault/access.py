@@ -370,6 +370,11 @@ class Pins:
                 self.data[vault_id][name] = fingerprint
                 self.dirty = True
 
+    def forget(self, vault_id: str, name: str) -> None:
+        with self.lock:
+            if self.data.get(vault_id, {}).pop(name, None) is not None:
+                self.dirty = True
+
     def save(self) -> None:
         with self.lock:
             if not self.path or not self.dirty:

@@ -30,7 +30,14 @@ from csfs.errors import (
     PreconditionFailed,
     UsageError,
 )
-from csfs.vault.access import AccessState, Member, Notice, notice_key, seal_notice
+from csfs.vault.access import (
+    AccessState,
+    Member,
+    Notice,
+    check_member_name,
+    notice_key,
+    seal_notice,
+)
 from csfs.vault.layout import content_key, envelope_key, manifest_key, new_id
 from csfs.vault.manifest import DirectoryManifest, Entry
 from csfs.vault.vault import Vault, same_version, split_path
@@ -77,7 +84,8 @@ def add_member(vault: Vault, public_text: bytes, name: str) -> Member:
         raise AuthenticationError(
             f"member {name!r} was known here with another key ({pinned}); "
             f"this key is {member.fingerprint}",
-            hint=f"if {name} really has a new key, run `csfs member trust {name}` first",
+            hint=f"if {name} really has a new key: `csfs member rm {name}` (if still a member), "
+            f"`csfs member trust {name}`, then add the new key",
         )
     current = log.current.members.get(member.fingerprint)
     if current is not None:
@@ -95,14 +103,22 @@ def add_member(vault: Vault, public_text: bytes, name: str) -> Member:
     return member
 
 
-def trust_member(vault: Vault, name: str) -> str:
-    """Forget the pinned key for ``name`` and pin the one the log has now."""
+def trust_member(vault: Vault, name: str) -> str | None:
+    """Accept the key the log now has for ``name``; if no member has that name,
+    forget the pinned key so that a new one can be added. Returns the new pin."""
     vault.refresh_access(force=True)
-    member = vault.access.current.by_name(name)
-    vault.access.pins.pin(vault.header.vault_id, name, member.fingerprint)
-    vault.access.pins.save()
+    pins = vault.access.pins
+    try:
+        fingerprint: str | None = vault.access.current.by_name(name).fingerprint
+    except NotFound:
+        fingerprint = None
+    if fingerprint is None:
+        pins.forget(vault.header.vault_id, check_member_name(name))
+    else:
+        pins.pin(vault.header.vault_id, name, fingerprint)
+    pins.save()
     vault.access.changed_keys.pop(name, None)
-    return member.fingerprint
+    return fingerprint
 
 
 def remove_member(vault: Vault, name: str) -> list[str]:

@@ -499,3 +499,17 @@ def test_file_share(users: Users) -> None:
     with pytest.raises(NoMatchingKeyError):
         parse_envelope(users.store.get(envelope_key(e.id, e.version))).open(users.bob)
     assert users.open("bob").listdir("/Shared/alice") == {}
+
+
+def test_a_member_key_can_be_replaced_deliberately(users: Users) -> None:
+    new_bob = generate_identity()
+    sharing.remove_member(users.a, BOB)
+    with pytest.raises(AuthenticationError, match="another key"):
+        sharing.add_member(users.a, public_key_file(new_bob), BOB)
+    assert sharing.trust_member(users.a, BOB) is None  # no such member: the pin is dropped
+    sharing.add_member(users.a, public_key_file(new_bob), BOB)
+    sharing.share(users.a, "/proj", BOB)
+    v = Vault.open(users.store, new_bob, state_dir=str(users.tmp / "nb"),
+                   config_dir=str(users.tmp / "nb-config"), ttl=0.0,
+                   trusted_owners={users.alice.recipient.verify_key_bytes})
+    assert read_bytes(v, "/Shared/alice/proj/plan.txt") == b"the plan"
