@@ -32,6 +32,26 @@ def run(args: list[str], env: dict[str, str], *, check: bool = True, timeout: fl
     return r
 
 
+def read_file(path: str) -> bytes:
+    with open(path, "rb") as f:
+        return f.read()
+
+
+def poll(fn, timeout: float = 10):  # type: ignore[no-untyped-def]
+    """fn()'s first truthy result within ``timeout`` seconds (OSError counts as not yet),
+    else None: for changes another mount sees only after its TTL."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if got := fn():
+                return got
+        except OSError:
+            pass
+        if time.monotonic() > deadline:
+            return None
+        time.sleep(0.1)
+
+
 def pids_holding(path: str) -> list[int]:
     """Pids of processes with an open descriptor on ``path``."""
     found = []
@@ -82,7 +102,8 @@ class Vault:
         and cache, trusting this vault's owner. Mounts made through it are cleaned up
         with this vault's."""
         other = Vault.__new__(Vault)
-        other.root, other.backend, other.moto = os.path.join(self.root, name), self.backend, self.moto
+        other.root = os.path.join(self.root, name)
+        other.backend, other.moto = self.backend, self.moto
         other.store, other.mounts = self.store, self.mounts
         if self.backend != "local":
             other.bucket = self.bucket

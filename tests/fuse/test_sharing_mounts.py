@@ -9,27 +9,10 @@ import time
 
 import pytest
 
-from tests.fuse.helpers import Vault, requires_fuse
+from tests.fuse.helpers import Vault, poll, requires_fuse
+from tests.fuse.helpers import read_file as read
 
 pytestmark = [pytest.mark.mount, requires_fuse]
-
-
-def read(path: str) -> bytes:
-    with open(path, "rb") as f:
-        return f.read()
-
-
-def eventually(fn, timeout: float = 15):  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            if got := fn():
-                return got
-        except OSError:
-            pass
-        if time.monotonic() > deadline:
-            return None
-        time.sleep(0.2)
 
 
 def test_three_users_through_mounts(moto_vault: Vault) -> None:
@@ -65,16 +48,17 @@ def test_three_users_through_mounts(moto_vault: Vault) -> None:
     with open(a.p("private", "note.txt"), "ab") as f:
         f.write(b", updated")
     a.sync()
-    assert eventually(lambda: read(c.p("Shared", "alice", "note.txt"))
-                      == b"one file for carol, updated")
+    assert poll(lambda: read(c.p("Shared", "alice", "note.txt"))
+                      == b"one file for carol, updated", timeout=15)
 
     # Bob writes into the share; the owner and Carol see it.
     with open(b.p("Shared", "alice", "team", "docs", "from-bob.txt"), "wb") as f:
         f.write(b"hello from bob")
     b.sync()
-    assert eventually(lambda: read(a.p("team", "docs", "from-bob.txt")) == b"hello from bob")
-    assert eventually(lambda: read(c.p("Shared", "alice", "docs", "from-bob.txt"))
-                      == b"hello from bob")
+    assert poll(lambda: read(a.p("team", "docs", "from-bob.txt")) == b"hello from bob",
+                timeout=15)
+    assert poll(lambda: read(c.p("Shared", "alice", "docs", "from-bob.txt"))
+                      == b"hello from bob", timeout=15)
 
     # Carol's share is read-only: no write bits, and writes fail with EACCES.
     st = os.stat(c.p("Shared", "alice", "docs", "big.bin"))
@@ -92,16 +76,17 @@ def test_three_users_through_mounts(moto_vault: Vault) -> None:
     subprocess.run(["mv", a.p("team", "docs", "from-bob.txt"), a.p("private", "moved.txt")],
                    check=True, capture_output=True)
     assert read(a.p("private", "moved.txt")) == b"hello from bob"
-    assert eventually(lambda: not os.path.exists(b.p("Shared", "alice", "team", "docs",
-                                                     "from-bob.txt")))
+    assert poll(lambda: not os.path.exists(b.p("Shared", "alice", "team", "docs",
+                                                     "from-bob.txt")), timeout=15)
 
     # Revoke Bob: his mount loses the share, and what Alice writes next is not his.
     alice.cli("unshare", "/team", "--with", "bob")
-    assert eventually(lambda: os.listdir(b.p("Shared", "alice")) == [], timeout=20)
+    assert poll(lambda: os.listdir(b.p("Shared", "alice")) == [], timeout=20)
     with open(a.p("team", "docs", "after.txt"), "wb") as f:
         f.write(b"not for bob")
     a.sync()
-    assert eventually(lambda: read(c.p("Shared", "alice", "docs", "after.txt")) == b"not for bob")
+    assert poll(lambda: read(c.p("Shared", "alice", "docs", "after.txt")) == b"not for bob",
+                timeout=15)
 
 
 def test_forged_write_gives_eio_and_mount_survives(moto_vault: Vault) -> None:
@@ -125,9 +110,11 @@ def test_forged_write_gives_eio_and_mount_survives(moto_vault: Vault) -> None:
         "from csfs.vault import Vault\n"
         "from csfs.vault.layout import manifest_key\n"
         "ident = load_identity(os.environ['CSFS_KEY'], b'pw')\n"
-        "store = open_store(os.environ['CSFS_STORE'], endpoint_url=os.environ.get('AWS_ENDPOINT_URL'))\n"
+        "env = os.environ\n"
+        "store = open_store(env['CSFS_STORE'], endpoint_url=env.get('AWS_ENDPOINT_URL'))\n"
         "from csfs.crypto import load_recipient\n"
-        "v = Vault.open(store, ident, trusted_owners={load_recipient(os.environ['CSFS_TRUST_OWNER']).verify_key_bytes})\n"
+        "owner = load_recipient(env['CSFS_TRUST_OWNER']).verify_key_bytes\n"
+        "v = Vault.open(store, ident, trusted_owners={owner})\n"
         "e = v.lookup('/Shared/alice/team')\n"
         "m, _ = v.load_dir(e.id)\n"
         "m = m.copy(); m.version += 1; del m.entries['f.txt']\n"

@@ -7,27 +7,10 @@ import time
 
 import pytest
 
-from tests.fuse.helpers import Vault, requires_fuse
+from tests.fuse.helpers import Vault, poll, requires_fuse
+from tests.fuse.helpers import read_file as read
 
 pytestmark = [pytest.mark.mount, requires_fuse]
-
-
-def read(path: str) -> bytes:
-    with open(path, "rb") as f:
-        return f.read()
-
-
-def poll(fn, timeout: float = 10):  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            if got := fn():
-                return got
-        except OSError:
-            pass
-        if time.monotonic() > deadline:
-            return None
-        time.sleep(0.1)
 
 
 def test_two_mounts(moto_vault: Vault) -> None:
