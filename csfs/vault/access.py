@@ -53,6 +53,14 @@ _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 _LOG_KEY = re.compile(r"a/([0-9a-f]{16})")
 
 
+def require_owner(is_owner: bool) -> None:
+    if not is_owner:
+        raise AccessDenied(
+            "only the vault owner can change members and shares",
+            hint="ask the owner to run this command",
+        )
+
+
 def log_key(seq: int) -> str:
     return f"a/{seq:016x}"
 
@@ -605,11 +613,7 @@ class AccessLog:
     ) -> tuple[int, dict[str, Any]]:
         """Append one entry. ``make(state, seq)`` returns its body and any extra
         recipients; it runs again if another writer appended first."""
-        if not self.is_owner:
-            raise AccessDenied(
-                "only the vault owner can change members and shares",
-                hint="ask the owner to run this command",
-            )
+        require_owner(self.is_owner)
         for _ in range(20):
             self.refresh()
             seq = self.seq + 1

@@ -22,7 +22,6 @@ from csfs.crypto.envelope import rewrap_envelope
 from csfs.crypto.keys import load_recipient_pem
 from csfs.crypto.stream import payload_size
 from csfs.errors import (
-    AccessDenied,
     AuthenticationError,
     CsfsError,
     IntegrityError,
@@ -36,6 +35,7 @@ from csfs.vault.access import (
     Notice,
     check_member_name,
     notice_key,
+    require_owner,
     seal_notice,
 )
 from csfs.vault.layout import content_key, envelope_key, manifest_key, new_id
@@ -64,11 +64,8 @@ class ShareInfo:
 
 
 def _require_owner(vault: Vault) -> None:
-    if not vault.is_owner:
-        raise AccessDenied(
-            "only the vault owner can change members and shares",
-            hint="ask the owner to run this command",
-        )
+    """Early, before any walking: AccessLog.append checks the same."""
+    require_owner(vault.is_owner)
 
 
 # -- members -------------------------------------------------------------------------

@@ -105,7 +105,6 @@ class Vault:
         )
         self._lock = threading.RLock()
         self.state.pin_header(header.digest)
-        self.is_owner = identity.recipient.verify_key_bytes == header.owner
         self.access = AccessLog(
             store,
             header,
@@ -210,6 +209,10 @@ class Vault:
         self.state.save()
 
     # -- access (format.md 7) -------------------------------------------------------------
+
+    @property
+    def is_owner(self) -> bool:
+        return self.access.is_owner
 
     def refresh_access(self, *, force: bool = False) -> None:
         """Read new access-log entries, at most once per TTL unless forced."""
