@@ -28,6 +28,9 @@ ENVELOPE_MAGIC = b"csfs-ev1"
 CONTEXT_SIZE = 41
 MAX_STANZAS = 1024
 MAX_ENVELOPE_SIZE = 2 << 20
+# Versions (and log sequence numbers) are below 2^63 so that every reader can hold
+# them in a signed 64-bit integer and a writer can always add 1 (format.md 3.2).
+MAX_VERSION = (1 << 63) - 1
 SIGNATURE_DOMAIN = b"csfs v1 envelope\0"
 WRAP_INFO = b"csfs v1 wrap\0"
 
@@ -54,15 +57,19 @@ class Context:
             raise ValueError("unknown context kind")
         if len(self.vault_id) != 16 or len(self.node_id) != 16:
             raise ValueError("vault and node ids are 16 bytes")
+        if not 0 <= self.version <= MAX_VERSION:
+            raise ValueError("context version out of range")
         return bytes([self.kind]) + self.vault_id + self.node_id + self.version.to_bytes(8, "big")
 
     @classmethod
     def decode(cls, data: bytes) -> Context:
         if data[0] not in KINDS:
             raise FormatError(f"unknown envelope context kind {data[0]}")
-        return cls(
-            data[0], bytes(data[1:17]), bytes(data[17:33]), int.from_bytes(data[33:41], "big")
-        )
+        version = int.from_bytes(data[33:41], "big")
+        if version > MAX_VERSION:
+            # Accepted, it would become a reader's rollback floor that no writer can exceed.
+            raise FormatError("envelope context version is out of range (2^63 or more)")
+        return cls(data[0], bytes(data[1:17]), bytes(data[17:33]), version)
 
     @classmethod
     def offline(cls, payload_id: bytes) -> Context:

@@ -27,12 +27,14 @@ from csfs.crypto.keys import Identity, Recipient
 from csfs.crypto.stream import (
     DEFAULT_CHUNK_SHIFT,
     HEADER_SIZE,
+    MIN_CHUNK_SHIFT,
     ChunkCipher,
     PayloadHeader,
     PayloadKeys,
     PayloadWriter,
     decrypt_payload,
     encrypt_payload,
+    payload_size,
 )
 from csfs.errors import AuthenticationError, FormatError
 
@@ -207,6 +209,18 @@ def seal_object(
     return len(env_bytes).to_bytes(4, "big") + env_bytes + payload.getvalue()
 
 
+def max_payload_size(max_length: int) -> int:
+    """The largest valid payload of a plaintext of at most ``max_length`` bytes
+    (smallest chunks, so the most tags): a bound for reading one from a store."""
+    return payload_size(max_length, MIN_CHUNK_SHIFT)
+
+
+def max_object_size(max_length: int) -> int:
+    """The largest valid sealed object (``env_len || envelope || payload``) whose
+    plaintext is at most ``max_length`` bytes."""
+    return 4 + MAX_ENVELOPE_SIZE + max_payload_size(max_length)
+
+
 def open_object(
     raw: bytes,
     identity: Identity,
@@ -214,9 +228,12 @@ def open_object(
     *,
     allowed_signers: set[bytes] | None,
     what: str,
+    max_length: int | None = None,
 ) -> tuple[Envelope, bytes]:
     """Open a sealed object. ``expect.version`` < 0 takes the version from the
-    envelope itself (for manifests, whose caller then applies the rollback rule)."""
+    envelope itself (for manifests, whose caller then applies the rollback rule).
+    A plaintext longer than ``max_length`` is a FormatError, raised before any
+    chunk is decrypted."""
     if len(raw) < 4:
         raise FormatError(f"{what} is truncated")
     n = int.from_bytes(raw[:4], "big")
@@ -225,13 +242,12 @@ def open_object(
     env = parse_envelope(raw[4 : 4 + n])
     if expect.version < 0:
         expect = replace(expect, version=env.context.version)
-    out = io.BytesIO()
-    env = decrypt_stream(
-        io.BytesIO(raw[4 + n :]),
-        env,
-        out,
-        identity,
-        context=expect,
-        allowed_signers=allowed_signers,
+    src = io.BytesIO(raw[4 + n :])
+    env, cipher = open_envelope(
+        env, src.read(HEADER_SIZE), identity, context=expect, allowed_signers=allowed_signers
     )
+    if max_length is not None and cipher.length > max_length:
+        raise FormatError(f"{what} is larger than {max_length} bytes")
+    out = io.BytesIO()
+    decrypt_opened(src, out, cipher)
     return env, out.getvalue()

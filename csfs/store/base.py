@@ -79,12 +79,22 @@ class Store(Protocol):
         """Bytes ``[start, end)`` clamped to the object like a slice; ``end=None``: to the end."""
         ...
 
-    def get_with_etag(self, key: str) -> tuple[bytes, str]:
-        """The whole object and the etag of exactly the version that was read."""
+    def get_with_etag(self, key: str, *, end: int | None = None) -> tuple[bytes, str]:
+        """The object (only bytes ``[0, end)`` if ``end`` is given) and the etag of
+        exactly the version that was read.
+
+        ``end`` bounds what a hostile store can make a reader hold in memory: a
+        caller that knows an object's largest valid size asks for one byte more
+        and rejects the object if it gets it.
+        """
         ...
 
-    def get_to_file(self, key: str, path: str) -> ObjectInfo:
-        """Download to ``path`` (via a temp file and a rename); describe the version read."""
+    def get_to_file(self, key: str, path: str, *, end: int | None = None) -> ObjectInfo:
+        """Download to ``path`` (via a temp file and a rename); describe the version read.
+
+        With ``end``, only bytes ``[0, end)`` are downloaded; the ObjectInfo still
+        gives the object's whole size, so the caller can tell it was longer.
+        """
         ...
 
     def head(self, key: str) -> ObjectInfo:

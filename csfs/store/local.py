@@ -199,16 +199,18 @@ class LocalStore:
             f.seek(start)
             return f.read() if end is None else f.read(end - start)
 
-    def get_with_etag(self, key: str) -> tuple[bytes, str]:
+    def get_with_etag(self, key: str, *, end: int | None = None) -> tuple[bytes, str]:
+        check_range(0, end)
         fd = self._open(key)
         with os.fdopen(fd, "rb") as f:
             # The fstat and the read use one descriptor, so one inode: the
             # etag describes exactly these bytes even if a writer renames a
             # new version into place meanwhile.
             etag = _etag(os.fstat(fd))
-            return f.read(), etag
+            return (f.read() if end is None else f.read(end)), etag
 
-    def get_to_file(self, key: str, path: str) -> ObjectInfo:
+    def get_to_file(self, key: str, path: str, *, end: int | None = None) -> ObjectInfo:
+        check_range(0, end)
         fd = self._open(key)
         dest = os.path.abspath(path)
         with os.fdopen(fd, "rb") as src:
@@ -216,8 +218,10 @@ class LocalStore:
             out_fd, tmp = tempfile.mkstemp(prefix=TEMP_PREFIX, dir=os.path.dirname(dest))
             try:
                 with os.fdopen(out_fd, "wb") as out:
-                    while chunk := src.read(_COPY_CHUNK):
+                    left = st.st_size if end is None else min(end, st.st_size)
+                    while left > 0 and (chunk := src.read(min(_COPY_CHUNK, left))):
                         out.write(chunk)
+                        left -= len(chunk)
                 os.replace(tmp, dest)
             except BaseException:
                 with contextlib.suppress(FileNotFoundError):

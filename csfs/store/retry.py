@@ -101,11 +101,11 @@ class RetryStore:
     def get(self, key: str, start: int = 0, end: int | None = None) -> bytes:
         return self._retry(lambda: self.inner.get(key, start, end))
 
-    def get_with_etag(self, key: str) -> tuple[bytes, str]:
-        return self._retry(lambda: self.inner.get_with_etag(key))
+    def get_with_etag(self, key: str, *, end: int | None = None) -> tuple[bytes, str]:
+        return self._retry(lambda: self.inner.get_with_etag(key, end=end))
 
-    def get_to_file(self, key: str, path: str) -> ObjectInfo:
-        return self._retry(lambda: self.inner.get_to_file(key, path))
+    def get_to_file(self, key: str, path: str, *, end: int | None = None) -> ObjectInfo:
+        return self._retry(lambda: self.inner.get_to_file(key, path, end=end))
 
     def head(self, key: str) -> ObjectInfo:
         return self._retry(lambda: self.inner.head(key))

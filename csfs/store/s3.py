@@ -316,12 +316,27 @@ class S3Store:
             raise self._error(exc, "get", key) from None
         return self._read_body("get", key, response)
 
-    def get_with_etag(self, key: str) -> tuple[bytes, str]:
-        response = self._call("get", key, self._client.get_object, Key=self._key(key))
+    def get_with_etag(self, key: str, *, end: int | None = None) -> tuple[bytes, str]:
+        check_range(0, end)
+        kwargs: dict[str, Any] = {}
+        if end is not None:
+            if end == 0:
+                return b"", self.head(key).etag
+            kwargs["Range"] = f"bytes=0-{end - 1}"
+        try:
+            response = self._client.get_object(Bucket=self.bucket, Key=self._key(key), **kwargs)
+        except ClientError as exc:
+            if end is not None and (_status(exc) == 416 or _code(exc) == "InvalidRange"):
+                return b"", self.head(key).etag  # an empty object
+            raise self._error(exc, "get", key) from None
+        except BotoCoreError as exc:
+            raise self._error(exc, "get", key) from None
         return self._read_body("get", key, response), _unquote(response["ETag"])
 
-    def get_to_file(self, key: str, path: str) -> ObjectInfo:
+    def get_to_file(self, key: str, path: str, *, end: int | None = None) -> ObjectInfo:
+        check_range(0, end)
         info = self.head(key)
+        size = info.size if end is None else min(end, info.size)
         full_key = self._key(key)
         dest = os.path.abspath(path)
         fd, tmp = tempfile.mkstemp(prefix=TEMP_PREFIX, dir=os.path.dirname(dest))
@@ -331,8 +346,8 @@ class S3Store:
                 def fetch(offset: int) -> None:
                     # If-Match pins every range to the version head() saw.
                     kwargs: dict[str, Any] = {"IfMatch": info.etag}
-                    if info.size > PART_SIZE:
-                        last = min(offset + PART_SIZE, info.size) - 1
+                    if size > PART_SIZE or size < info.size:
+                        last = min(offset + PART_SIZE, size) - 1
                         kwargs["Range"] = f"bytes={offset}-{last}"
                     try:
                         response = self._call(
@@ -344,8 +359,8 @@ class S3Store:
                         ) from exc
                     os.pwrite(out.fileno(), self._read_body("get", key, response), offset)
 
-                if info.size:
-                    _run_parallel(fetch, range(0, info.size, PART_SIZE))
+                if size:
+                    _run_parallel(fetch, range(0, size, PART_SIZE))
             os.replace(tmp, dest)
         except BaseException:
             with contextlib.suppress(FileNotFoundError):

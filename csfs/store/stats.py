@@ -93,22 +93,22 @@ class StatsStore:
         self._count("get", bytes_in=len(data))
         return data
 
-    def get_with_etag(self, key: str) -> tuple[bytes, str]:
+    def get_with_etag(self, key: str, *, end: int | None = None) -> tuple[bytes, str]:
         try:
-            data, etag = self.inner.get_with_etag(key)
+            data, etag = self.inner.get_with_etag(key, end=end)
         except BaseException:
             self._count("get_with_etag")
             raise
         self._count("get_with_etag", bytes_in=len(data))
         return data, etag
 
-    def get_to_file(self, key: str, path: str) -> ObjectInfo:
+    def get_to_file(self, key: str, path: str, *, end: int | None = None) -> ObjectInfo:
         try:
-            info = self.inner.get_to_file(key, path)
+            info = self.inner.get_to_file(key, path, end=end)
         except BaseException:
             self._count("get_to_file")
             raise
-        self._count("get_to_file", bytes_in=info.size)
+        self._count("get_to_file", bytes_in=info.size if end is None else min(end, info.size))
         return info
 
     def head(self, key: str) -> ObjectInfo:

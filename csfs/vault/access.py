@@ -26,7 +26,7 @@ from typing import Any
 from csfs.crypto import Context, Identity, Recipient
 from csfs.crypto.envelope import KIND_LOG, KIND_NOTICE
 from csfs.crypto.keys import load_recipient_pem, public_key_file
-from csfs.crypto.sealed import open_object, seal_object
+from csfs.crypto.sealed import max_object_size, open_object, seal_object
 from csfs.crypto.signing import sign_blob, verify_blob
 from csfs.errors import (
     AccessDenied,
@@ -39,7 +39,7 @@ from csfs.errors import (
     UsageError,
 )
 from csfs.store import Store
-from csfs.vault.layout import VaultHeader, check_id
+from csfs.vault.layout import MAX_SIGNED_BLOB, VaultHeader, check_id, read_limited
 from csfs.vault.manifest import check_name
 from csfs.vault.state import VaultState
 
@@ -48,6 +48,9 @@ LOG_DOMAIN = b"csfs v1 log entry\0"
 MEMBER_FORMAT = "csfs-member-1"
 LOG_FORMAT = "csfs-log-1"
 NOTICE_FORMAT = "csfs-share-1"
+# A notice's JSON is a few hundred bytes; a reader GETs no more than this (format.md 7.4).
+MAX_NOTICE_BYTES = 4096
+MAX_NOTICE_OBJECT = max_object_size(MAX_NOTICE_BYTES)
 OPS = ("member-add", "member-remove", "share", "unshare")
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 _LOG_KEY = re.compile(r"a/([0-9a-f]{16})")
@@ -455,7 +458,7 @@ class AccessLog:
 
     def _fetch(self, seq: int, prev: str) -> LogEntry:
         try:
-            raw = self.store.get(log_key(seq))
+            raw = read_limited(self.store, log_key(seq), MAX_SIGNED_BLOB, "access log entry")
         except NotFound:
             raise AuthenticationError(f"access log entry {seq} vanished (tampering)") from None
         entry = LogEntry.decode(raw, self.header)
@@ -477,7 +480,7 @@ class AccessLog:
         if limit is not None:
             n = min(n, limit)
         if self.seq:
-            raw = self.store.get(log_key(self.seq))
+            raw = read_limited(self.store, log_key(self.seq), MAX_SIGNED_BLOB, "access log entry")
             if hashlib.sha256(raw).hexdigest() != self.head:
                 raise _rewritten(self.seq)
         # The whole chain first, then the bodies (format.md 7.2).
@@ -545,7 +548,7 @@ class AccessLog:
 
     def _read_notice(self, notice_id: str, seq: int, body: dict[str, Any]) -> None:
         try:
-            raw = self.store.get(notice_key(notice_id))
+            raw = read_limited(self.store, notice_key(notice_id), MAX_NOTICE_OBJECT, "share notice")
         except NotFound:
             raise AuthenticationError("a share notice is missing from the store") from None
         try:

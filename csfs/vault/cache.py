@@ -16,7 +16,8 @@ import threading
 from collections import OrderedDict
 from concurrent.futures import Future, ThreadPoolExecutor
 
-from csfs.errors import NotFound
+from csfs.crypto.envelope import MAX_ENVELOPE_SIZE
+from csfs.errors import FormatError, NotFound
 from csfs.store import Store
 
 BLOCK = 1 << 20
@@ -218,13 +219,16 @@ class ObjectCache:
                 frontier = min(frontier + FETCH_RUN, end_block - 1)
             e.frontier = frontier
 
-    def get_small(self, key: str) -> bytes:
-        """A whole small object (an envelope), cached like any other."""
+    def get_small(self, key: str, limit: int = MAX_ENVELOPE_SIZE) -> bytes:
+        """A whole small object (an envelope), cached like any other; one longer than
+        ``limit`` is a FormatError, and no more than ``limit + 1`` bytes are read."""
         e = self._entry(key)
         with self.lock:
             complete = e.size is not None and all(b in e.blocks for b in range(-(-e.size // BLOCK)))
         if not complete:
-            data = self.store.get(key)
+            data = self.store.get(key, 0, limit + 1)
+            if len(data) > limit:
+                raise FormatError(f"{key} is larger than any valid one ({limit} bytes): replaced?")
             self.put_local(key, data, pinned=False)
             return data
         with open(e.path, "rb") as f:

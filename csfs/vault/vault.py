@@ -34,8 +34,8 @@ from csfs.crypto import (
     Recipient,
     encrypt_stream,
 )
-from csfs.crypto.envelope import KIND_FILE
-from csfs.crypto.sealed import decrypt_opened, open_envelope
+from csfs.crypto.envelope import KIND_FILE, MAX_ENVELOPE_SIZE
+from csfs.crypto.sealed import decrypt_opened, max_payload_size, open_envelope
 from csfs.crypto.stream import HEADER_SIZE, ChunkCipher, payload_size
 from csfs.errors import (
     AccessDenied,
@@ -57,19 +57,23 @@ from csfs.store import Store
 from csfs.vault.access import AccessLog, Pins, check_member_name, default_config_dir
 from csfs.vault.layout import (
     HEADER_KEY,
+    MAX_SIGNED_BLOB,
     VaultHeader,
     content_key,
     envelope_key,
     manifest_key,
     new_id,
     new_version,
+    read_limited,
+    read_limited_with_etag,
 )
-from csfs.vault.manifest import DirectoryManifest, Entry, check_name
+from csfs.vault.manifest import MAX_MANIFEST_OBJECT, DirectoryManifest, Entry, check_name
 from csfs.vault.state import VaultState, default_state_dir
 
 T = TypeVar("T")
 SMALL_FILE = 8 << 20  # payloads up to this size are built in memory, larger ones in a temp file
 MAX_RETRIES = 50
+_EXTENDED = "a file's ciphertext is longer than its directory entry allows: extended or replaced"
 
 
 def split_path(path: str) -> list[str]:
@@ -189,13 +193,17 @@ class Vault:
         Afterwards the header is pinned (per store URL) and any change refused.
         """
         try:
-            raw = store.get(HEADER_KEY)
+            raw = read_limited(store, HEADER_KEY, MAX_SIGNED_BLOB, "vault header")
         except NotFound:
             raise NotFound(
                 f"no csfs vault at {store.url}", hint="create one with `csfs init`"
             ) from None
-        header = VaultHeader.decode(raw)
         state = VaultState(_state_dir(state_dir), store.url)
+        if state.header_digest is not None:
+            # A pinned client compares the raw bytes first: a replaced header is
+            # "changed", whatever it holds, and is never parsed.
+            state.pin_header(hashlib.sha256(raw).hexdigest())
+        header = VaultHeader.decode(raw)
         own = identity.recipient.verify_key_bytes
         if state.header_digest is None and header.owner not in {own, *(trusted_owners or ())}:
             raise AuthenticationError(
@@ -361,7 +369,9 @@ class Vault:
             # a GET that raced that switch: ask again.
             floor = self.state.floor(dir_id)
             try:
-                raw, etag = self.store.get_with_etag(manifest_key(dir_id))
+                raw, etag = read_limited_with_etag(
+                    self.store, manifest_key(dir_id), MAX_MANIFEST_OBJECT, "directory manifest"
+                )
             except NotFound:
                 raise IntegrityError("a directory manifest is missing from the store") from None
             manifest = DirectoryManifest.open(
@@ -785,7 +795,9 @@ class Vault:
         if entry.type != "f":
             raise IsADirectory("not a regular file")
         try:
-            env_raw = self.store.get(envelope_key(entry.id, entry.version))
+            env_raw = read_limited(
+                self.store, envelope_key(entry.id, entry.version), MAX_ENVELOPE_SIZE, "key envelope"
+            )
             if header is None:
                 header = self.store.get(content_key(entry.id, entry.version), 0, HEADER_SIZE)
         except NotFound:
@@ -816,15 +828,21 @@ class Vault:
         ckey = content_key(entry.id, entry.version)
         try:
             if payload_size(entry.size) <= SMALL_FILE:
-                # Small: one GET of the whole payload (its header included), one of the envelope.
-                blob = self.store.get(ckey)
+                # Small: one GET of the whole payload (its header included), one of the
+                # envelope. Bounded by the largest payload of entry.size bytes (the
+                # smallest chunks): a store that swapped in a huge object costs no memory.
+                bound = max_payload_size(entry.size)
+                blob = self.store.get(ckey, 0, bound + 1)
+                if len(blob) > bound:
+                    raise AuthenticationError(_EXTENDED)
                 _, cipher = self.open_version(entry, blob[:HEADER_SIZE])
                 decrypt_opened(io.BytesIO(blob[HEADER_SIZE:]), dst, cipher)
                 return entry
             _, cipher = self.open_version(entry)
             with tempfile.TemporaryDirectory(dir=self.tmp_dir) as tmp:
                 local = os.path.join(tmp, "payload")
-                self.store.get_to_file(ckey, local)
+                if self.store.get_to_file(ckey, local, end=cipher.size + 1).size != cipher.size:
+                    raise AuthenticationError(_EXTENDED)
                 with open(local, "rb") as f:
                     f.seek(HEADER_SIZE)
                     decrypt_opened(f, dst, cipher)

@@ -472,7 +472,7 @@ def test_retry_put_whose_first_attempt_landed() -> None:
             self.stored = data
             raise TransientStoreError("connection reset after the write")
 
-        def get_with_etag(self, key: str) -> tuple[bytes, str]:
+        def get_with_etag(self, key: str, *, end: int | None = None) -> tuple[bytes, str]:
             assert self.stored is not None
             return self.stored, "etag-of-stored"
 

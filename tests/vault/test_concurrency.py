@@ -143,8 +143,8 @@ class _SlowManifestReads:
         self.fetched = threading.Event()
         self.release = threading.Event()
 
-    def get_with_etag(self, key: str) -> tuple[bytes, str]:
-        result = self.inner.get_with_etag(key)
+    def get_with_etag(self, key: str, *, end: int | None = None) -> tuple[bytes, str]:
+        result = self.inner.get_with_etag(key, end=end)
         if threading.current_thread().name == self.thread_name and key.startswith("m/"):
             self.fetched.set()
             assert self.release.wait(30)
