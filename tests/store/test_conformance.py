@@ -230,6 +230,23 @@ def test_get_with_etag_matches_head(store: Store) -> None:
     assert store.head("k").etag == etag
 
 
+def test_bounded_reads_stop_at_end(store: Store, tmp_path: Path) -> None:
+    """``end`` bounds what a caller receives, whatever the object's size: readers
+    that know an object's largest valid size never hold more (format.md 5)."""
+    data = os.urandom(3 * 1024 * 1024 + 17)
+    etag = store.put("big", data)
+    assert store.get_with_etag("big", end=10) == (data[:10], etag)
+    assert store.get_with_etag("big", end=len(data) + 5) == (data, etag)
+    out = os.path.join(tmp_path, "out")
+    info = store.get_to_file("big", out, end=1000)
+    assert (info.size, info.etag) == (len(data), etag)  # the whole object's size
+    with open(out, "rb") as f:
+        assert f.read() == data[:1000]
+    empty = store.put("empty", b"")
+    assert store.get_with_etag("empty", end=1) == (b"", empty)
+    assert store.get_to_file("empty", out, end=1).size == 0
+
+
 def test_get_with_etag_is_consistent_under_rewrites(store: Store) -> None:
     """The etag returned always belongs to the bytes returned."""
     written: dict[str, bytes] = {store.put("hot", b"0" * 100): b"0" * 100}
