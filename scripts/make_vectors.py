@@ -13,9 +13,11 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 import os
 import sys
 from collections.abc import Callable
+from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, mlkem, x25519
 
@@ -105,7 +107,8 @@ def flip(data: bytes, offset: int, bit: int = 0) -> bytes:
 
 
 def write(name: str, expect: str, description: str, identity: str, envelope: bytes,
-          payload: bytes, plain: bytes | None = None, context: Context | None = None) -> None:
+          payload: bytes, plain: bytes | None = None, context: Context | None = None,
+          obj: str | None = None) -> None:
     lines = [
         f"expect: {expect}",
         f"description: {description}",
@@ -115,6 +118,8 @@ def write(name: str, expect: str, description: str, identity: str, envelope: byt
     ]
     if context is not None:
         lines.append(f"context: {context.encode().hex()}")
+    if obj is not None:
+        lines.append(f"object: {obj}")
     if plain is not None:
         lines.append(f"plaintext-sha256: {hashlib.sha256(plain).hexdigest()}")
     with open(os.path.join(OUT, name + ".vec"), "wb") as f:
@@ -208,6 +213,8 @@ def main() -> None:
           set_bytes(env, 141, b"\xff\xff"), pay)
     write("unknown_kem", "format", "stanza KEM id 0x9999", "alice", set_bytes(env, 139, b"\x99\x99"), pay)
     write("unknown_context_kind", "format", "context kind 9", "alice", set_bytes(env, 8, b"\x09"), pay)
+    write("context_version_overflow", "format", "context version 2^64-1 (at most 2^63-1)", "alice",
+          set_bytes(env, 8 + 33, b"\xff" * 8), pay)
 
     # Validly signed but lying envelopes: only the later checks can catch these.
     write("signed_bad_commitment", "authentication", "re-signed envelope with a wrong commitment",
@@ -295,10 +302,72 @@ def vault_vectors() -> None:
     mctx = Context(KIND_DIRECTORY, vault_id, dir_id, 7)
     e, p = encrypt(plain, ["alice"], "manifest", shift=16, context=mctx)
     write("vault_manifest", "success", "directory manifest (JSON inside), context kind 3",
-          "alice", e, p, plain, mctx)
+          "alice", e, p, plain, mctx, "manifest")
     moved = Context(KIND_DIRECTORY, vault_id, seed("another dir", 16), 7)
     write("vault_manifest_moved", "authentication", "manifest put under another directory id",
-          "alice", e, p, None, moved)
+          "alice", e, p, None, moved, "manifest")
+    manifest_rejections(json.loads(plain), vault_id, dir_id)
+
+
+def manifest_rejections(good: dict[str, Any], vault_id: bytes, dir_id: bytes) -> None:
+    """Validly encrypted and signed manifests whose JSON breaks a rule of 5.3: what a
+    writer with its own key could sign. Every reader rejects them as format errors."""
+    drop = object()
+
+    def entry(name: str, key: str, value: Any) -> Callable[[dict[str, Any]], None]:
+        def edit(m: dict[str, Any]) -> None:
+            if value is drop:
+                del m["entries"][name][key]
+            else:
+                m["entries"][name][key] = value
+        return edit
+
+    def top(key: str, value: Any) -> Callable[[dict[str, Any]], None]:
+        def edit(m: dict[str, Any]) -> None:
+            if value is drop:
+                del m[key]
+            else:
+                m[key] = value
+        return edit
+
+    def deep(m: dict[str, Any]) -> None:
+        m["entries"]["notes.txt"]["x"] = "NESTED"
+
+    cases: list[tuple[str, str, Callable[[dict[str, Any]], None]]] = [
+        ("entry_missing_size", "file entry without size", entry("notes.txt", "size", drop)),
+        ("entry_missing_version", "file entry without version",
+         entry("notes.txt", "version", drop)),
+        ("entry_float_mtime", "mtime_ns 1.7e18 (a float)", entry("notes.txt", "mtime_ns", 1.7e18)),
+        ("entry_bool_mode", "mode true (a bool)", entry("notes.txt", "mode", True)),
+        ("entry_string_size", 'size "70000" (a string)', entry("notes.txt", "size", "70000")),
+        ("entry_mode_out_of_range", "mode 0o10000", entry("notes.txt", "mode", 0o10000)),
+        ("entry_version_overflow", "file version 2^64-1", entry("notes.txt", "version", 2**64 - 1)),
+        ("entry_unknown_key", "file entry with an extra key", entry("notes.txt", "owner", "x")),
+        ("entry_dir_with_size", "directory entry with a size", entry("sub", "size", 0)),
+        ("entry_symlink_without_target", "symlink entry without target",
+         entry("link", "target", drop)),
+        ("entry_symlink_target_too_long", "symlink target of 4096 bytes",
+         entry("link", "target", "a" * 4096)),
+        ("writers_not_empty", "writers holds a key", top("writers", ["00" * 32])),
+        ("no_readers", "readers is empty", top("readers", [])),
+        ("missing_mode", "manifest without mode", top("mode", drop)),
+        ("unknown_key", "manifest with an extra key", top("comment", "hi")),
+        ("entries_not_an_object", "entries is a list", top("entries", [])),
+        ("deeply_nested", "an extra key holding arrays nested 100,000 deep", deep),
+    ]
+    for name, description, edit in cases:
+        m = json.loads(json.dumps(good))
+        edit(m)
+        text = json.dumps(m, sort_keys=True, separators=(",", ":")).encode()
+        text = text.replace(b'"NESTED"', b"[" * 100_000 + b"]" * 100_000)
+        ctx = Context(KIND_DIRECTORY, vault_id, dir_id, 7)
+        e, p = encrypt(text, ["alice"], "manifest " + name, shift=16, context=ctx)
+        write("manifest_" + name, "format", description, "alice", e, p, None, ctx, "manifest")
+    version_zero = Context(KIND_DIRECTORY, vault_id, dir_id, 0)
+    text = json.dumps(good, sort_keys=True, separators=(",", ":")).encode()
+    e, p = encrypt(text, ["alice"], "manifest version zero", shift=16, context=version_zero)
+    write("manifest_version_zero", "format", "manifest version 0 (the first is 1)", "alice", e, p,
+          None, version_zero, "manifest")
 
 
 if __name__ == "__main__":

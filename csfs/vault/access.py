@@ -88,7 +88,7 @@ def _json(obj: Any) -> bytes:
 def _loads(data: bytes, what: str) -> dict[str, Any]:
     try:
         obj = json.loads(data)
-    except ValueError:
+    except (ValueError, RecursionError):  # deep nesting too: one line, not a traceback
         raise FormatError(f"{what} is not valid JSON") from None
     if not isinstance(obj, dict):
         raise FormatError(f"{what} is not a JSON object")
@@ -339,7 +339,12 @@ def open_notice(
 ) -> Notice:
     expect = Context(KIND_NOTICE, header.vault_id_bytes, bytes.fromhex(notice_id), seq)
     _, plain = open_object(
-        raw, identity, expect, allowed_signers={header.owner}, what="share notice"
+        raw,
+        identity,
+        expect,
+        allowed_signers={header.owner},
+        what="share notice",
+        max_length=MAX_NOTICE_BYTES,
     )
     obj = _loads(plain, "share notice")
     try:

@@ -102,6 +102,8 @@ def parse_envelope(env: bytes) -> dict:
     (count,) = struct.unpack(">H", env[137:139])
     if context[0] not in (1, 2, 3, 4, 5):  # 3.2: kinds 4 and 5 are used by 7.2 and 7.4
         raise FormatFailure("unknown context kind")
+    if int.from_bytes(context[33:41], "big") >= 2**63:  # 3.2
+        raise FormatFailure("context version 2^63 or more")
     if not 1 <= count <= 1024:
         raise FormatFailure("stanza count out of range")
     stanzas, pos = [], STANZAS_AT
@@ -265,9 +267,20 @@ def parse_vault_header(blob: bytes) -> dict:
     import json
 
     payload, signer = parse_signed_blob(blob, VAULT_HEADER_DOMAIN)
-    header = json.loads(payload.decode("utf-8"))
-    if header.get("format") != "csfs-vault-1":
+    try:
+        header = json.loads(payload.decode("utf-8"))
+    except (ValueError, RecursionError) as exc:
+        raise FormatFailure("vault header is not JSON") from exc
+    if not isinstance(header, dict) or header.get("format") != "csfs-vault-1":
         raise FormatFailure("not a csfs-vault-1 header")
+    if set(header) != {"format", "owner", "root_id", "vault_id"}:
+        raise FormatFailure("vault header keys")
+    if not all(isinstance(header[k], str) for k in ("owner", "root_id", "vault_id")):
+        raise FormatFailure("vault header value types")
+    if not re.fullmatch("[0-9a-f]{64}", header["owner"]):
+        raise FormatFailure("vault header owner")
+    if not all(re.fullmatch("[0-9a-f]{32}", header[k]) for k in ("root_id", "vault_id")):
+        raise FormatFailure("vault header ids")
     if bytes.fromhex(header["owner"]) != signer:
         raise AuthFailure("vault header not signed by its owner")
     return header
@@ -303,10 +316,78 @@ def read_manifest(obj: bytes, vault: dict, dir_id: str, identity_pem: bytes) -> 
     plaintext = decrypt(
         envelope, payload, identity_pem, expected, signers={bytes.fromhex(vault["owner"])}
     )
-    manifest = json.loads(plaintext.decode("utf-8"))
-    if manifest.get("format") != "csfs-dir-1" or manifest.get("dir_id") != dir_id:
+    return version, parse_manifest(plaintext, dir_id, version)
+
+
+ENTRY_KEYS = {
+    "f": {"id", "type", "mode", "mtime_ns", "size", "version"},
+    "d": {"id", "type", "mode", "mtime_ns"},
+    "l": {"id", "type", "mode", "mtime_ns", "target"},
+}
+MANIFEST_KEYS = {"format", "dir_id", "mode", "mtime_ns", "readers", "writers", "entries"}
+
+
+def _int(value: object, low: int, high: int) -> int:
+    # 5.3: a JSON number without fraction or exponent; bool is not one.
+    if type(value) is not int or not low <= value <= high:
+        raise FormatFailure(f"not an integer in [{low}, {high}]: {value!r}")
+    return value
+
+
+def _unique(pairs: list) -> dict:
+    if len({k for k, _ in pairs}) != len(pairs):
+        raise FormatFailure("duplicate key")
+    return dict(pairs)
+
+
+def parse_manifest(plaintext: bytes, dir_id: str, version: int) -> dict:
+    """5.3, strictly: every rule of the list there, in no particular order."""
+    import json
+
+    if len(plaintext) > 16 * 2**20:
+        raise FormatFailure("manifest above 16 MiB")
+    if not 1 <= version < 2**63:
+        raise FormatFailure("manifest version out of range")
+    try:
+        m = json.loads(plaintext.decode("utf-8"), object_pairs_hook=_unique)
+    except (ValueError, RecursionError) as exc:
+        raise FormatFailure("manifest is not JSON (or nested too deeply)") from exc
+    if not isinstance(m, dict) or m.get("format") != "csfs-dir-1" or set(m) != MANIFEST_KEYS:
+        raise FormatFailure("manifest keys")
+    _int(m["mode"], 0, 0o7777)
+    _int(m["mtime_ns"], -(2**63), 2**63 - 1)
+    readers, entries = m["readers"], m["entries"]
+    if not isinstance(readers, list) or not 1 <= len(readers) <= 1024:
+        raise FormatFailure("readers")
+    if not all(isinstance(r, str) and 1 <= len(r) <= 16384 for r in readers):
+        raise FormatFailure("reader")
+    if m["writers"] != []:
+        raise FormatFailure("writers is reserved")
+    if not isinstance(entries, dict) or len(entries) > 100_000:
+        raise FormatFailure("entries")
+    for name, e in entries.items():
+        raw = name.encode("utf-8")
+        if not raw or len(raw) > 255 or name in (".", "..") or "/" in name or "\0" in name:
+            raise FormatFailure("bad name")
+        if not isinstance(e, dict) or e.get("type") not in ENTRY_KEYS:
+            raise FormatFailure("entry type")
+        if set(e) != ENTRY_KEYS[e["type"]]:
+            raise FormatFailure("entry keys")
+        if not isinstance(e["id"], str) or not re.fullmatch("[0-9a-f]{32}", e["id"]):
+            raise FormatFailure("entry id")
+        _int(e["mode"], 0, 0o7777)
+        _int(e["mtime_ns"], -(2**63), 2**63 - 1)
+        if e["type"] == "f":
+            size, ver = _int(e["size"], 0, 2**48), _int(e["version"], 0, 2**63 - 1)
+            if ver == 0 and size != 0:
+                raise FormatFailure("empty file with a size")
+        if e["type"] == "l":
+            t = e["target"]
+            if not isinstance(t, str) or not t or "\0" in t or len(t.encode("utf-8")) > 4095:
+                raise FormatFailure("symlink target")
+    if m["dir_id"] != dir_id:
         raise AuthFailure("manifest dir_id differs from its key")
-    return version, manifest
+    return m
 
 
 def read_file_version(get, vault: dict, entry: dict, identity_pem: bytes) -> bytes:

@@ -24,6 +24,7 @@ from tests.crypto.independent_decoder import (
     chunk_count,
     decrypt,
     padme,
+    parse_manifest,
     parse_signed_blob,
     payload_size,
 )
@@ -47,12 +48,19 @@ def test_vector(path: Path) -> None:
     identity = (VECTORS / "keys" / f"{fields['identity']}.pem").read_bytes()
     expect = fields["expect"]
     context = bytes.fromhex(fields["context"]) if "context" in fields else None
-    if expect == "success":
+
+    def read() -> bytes:
         plaintext = decrypt(envelope, payload, identity, context)
-        assert hashlib.sha256(plaintext).hexdigest() == fields["plaintext-sha256"]
+        if fields.get("object") == "manifest":  # section 6: parse it as 5.3 says
+            assert context is not None
+            parse_manifest(plaintext, context[17:33].hex(), int.from_bytes(context[33:], "big"))
+        return plaintext
+
+    if expect == "success":
+        assert hashlib.sha256(read()).hexdigest() == fields["plaintext-sha256"]
     else:
         with pytest.raises(FAILURES[expect]):
-            decrypt(envelope, payload, identity, context)
+            read()
 
 
 def test_vectors_present() -> None:

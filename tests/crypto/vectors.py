@@ -18,6 +18,7 @@ class Vector:
     payload: bytes
     plaintext_sha256: str | None
     context: bytes | None = None  # the context a reader expects; None: offline (kind 1)
+    object: str | None = None  # "manifest": the plaintext is also parsed as one (format.md 6)
 
 
 def load(path: str) -> Vector:
@@ -33,6 +34,7 @@ def load(path: str) -> Vector:
         os.path.basename(path)[: -len(".vec")], fields["expect"], fields["description"],
         identity, body[:env_len], body[env_len:], fields.get("plaintext-sha256"),
         bytes.fromhex(fields["context"]) if "context" in fields else None,
+        fields.get("object"),
     )
 
 
