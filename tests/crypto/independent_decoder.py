@@ -344,8 +344,8 @@ def parse_manifest(plaintext: bytes, dir_id: str, version: int) -> dict:
     """5.3, strictly: every rule of the list there, in no particular order."""
     import json
 
-    if len(plaintext) > 16 * 2**20:
-        raise FormatFailure("manifest above 16 MiB")
+    if len(plaintext) > 32 * 2**20:
+        raise FormatFailure("manifest above 32 MiB")
     if not 1 <= version < 2**63:
         raise FormatFailure("manifest version out of range")
     try:

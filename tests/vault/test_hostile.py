@@ -156,10 +156,10 @@ def test_too_many_entries_rejected_before_entries_are_parsed(team: Team) -> None
 
 
 def test_oversized_manifest_rejected_before_decrypting(team: Team) -> None:
-    """17 MiB of plaintext (the limit is 16 MiB): the sealed length says so up front."""
+    """33 MiB of plaintext (the limit is 32 MiB): the sealed length says so up front."""
     body = team.plain()
     body["entries"]["plan.txt"] = dict(body["entries"]["plan.txt"])
-    team.bob_signs(json.dumps(body).encode()[:-1] + b',"pad":"' + b"x" * (17 << 20) + b'"}')
+    team.bob_signs(json.dumps(body).encode()[:-1] + b',"pad":"' + b"x" * (33 << 20) + b'"}')
     with pytest.raises(FormatError, match="larger than"):
         team.open().listdir("/proj")
 
