@@ -42,7 +42,11 @@ class VaultState:
                 with open(self.path) as f:
                     data = json.load(f)
                 self.header_digest = data.get("header")
-                self.seen = {str(k): int(v) for k, v in data.get("dirs", {}).items()}
+                # A floor of 2^63 or more came from a manifest that readers now reject
+                # (format.md 3.2); kept, it would refuse every valid manifest forever.
+                self.seen = {
+                    str(k): int(v) for k, v in data.get("dirs", {}).items() if int(v) < 1 << 63
+                }
                 self.access = dict(data.get("access", {}))
             except (OSError, ValueError):
                 # A damaged state file loses rollback memory, never data.

@@ -269,6 +269,10 @@ def cli(tmp_path: Path, identity: Identity, key_file: str,
     src.write_bytes(b"small file " * 100)
     r = run_csfs("put", str(src), "/small.txt", env=env)
     assert r.returncode == 0, r.stderr
+    big = tmp_path / "big.bin"
+    big.write_bytes(os.urandom(9 << 20))  # above SMALL_FILE: downloaded to a temp file
+    r = run_csfs("put", str(big), "/big.bin", env=env)
+    assert r.returncode == 0, r.stderr
     r = run_csfs("mkdir", "/d", env=env)
     assert r.returncode == 0, r.stderr
     v = Vault.open(open_store(env["CSFS_STORE"]), identity, state_dir=str(tmp_path / "peek"))
@@ -295,15 +299,17 @@ def _run_measured(*args: str, env: dict[str, str]) -> tuple[Any, int]:
     return r, peak
 
 
-@pytest.mark.parametrize("what", ["payload", "envelope", "manifest", "header"])
+@pytest.mark.parametrize("what", ["payload", "large-payload", "envelope", "manifest", "header"])
 def test_swapped_huge_object_costs_no_memory(cli: tuple[Vault, dict[str, str]],
                                              what: str) -> None:
     v, env = cli
-    e = v.lookup("/small.txt")
+    e = v.lookup("/big.bin" if what == "large-payload" else "/small.txt")
     key = {"payload": content_key(e.id, e.version), "envelope": envelope_key(e.id, e.version),
+           "large-payload": content_key(e.id, e.version),
            "manifest": manifest_key(v.lookup("/d").id), "header": HEADER_KEY}[what]
     _make_huge(env["CSFS_STORE"], key)
-    args = ("ls", "/d") if what == "manifest" else ("cat", "/small.txt")
+    args = (("ls", "/d") if what == "manifest" else
+            ("cat", "/big.bin") if what == "large-payload" else ("cat", "/small.txt"))
     r, peak_kb = _run_measured(*args, env=env)
     assert_one_line_error(r)
     assert r.stdout == ""
@@ -380,3 +386,41 @@ def test_writer_errors_are_one_line_through_the_cli(team: Team, tmp_path: Path) 
     assert_one_line_error(run_csfs("ls", "/proj", env=env), 3)
     r = run_csfs("fsck", env=env)
     assert "Traceback" not in r.stderr and r.returncode != 0, r.stderr
+
+
+def test_floor_poisoned_by_an_older_client_is_dropped(team: Team) -> None:
+    """A client that accepted a 2^64-1 manifest before this fix saved that floor: it is
+    not a version any valid manifest can reach, so the client forgets it."""
+    a = team.open()
+    a.listdir("/proj")
+    a.state.seen[team.proj] = (1 << 64) - 1
+    a.state.dirty = True
+    a.close()
+    again = Vault.open(team.store, team.alice, state_dir=os.path.dirname(a.state.path or ""),
+                       config_dir=str(team.tmp / "again"), ttl=0.0)
+    assert again.state.floor(team.proj) == 0
+    assert "plan.txt" in again.listdir("/proj")
+
+
+def test_cache_reads_of_envelopes_are_bounded(tmp_path: Path) -> None:
+    """The mount reads envelopes through its ciphertext cache: a swapped huge one is a
+    FormatError after at most 2 MiB + 1 bytes, not a 1 GiB read."""
+    import tracemalloc
+
+    from csfs.crypto.envelope import MAX_ENVELOPE_SIZE
+    from csfs.vault.cache import ObjectCache
+
+    store = open_store(str(tmp_path / "store"))
+    key = envelope_key(new_id(), 1)
+    store.put(key, b"x")
+    _make_huge(str(tmp_path / "store"), key)
+    cache = ObjectCache(str(tmp_path / "cache"), store, 1 << 30)
+    tracemalloc.start()
+    try:
+        with pytest.raises(FormatError, match="larger than"):
+            cache.get_small(key)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+        cache.close()
+    assert peak < 4 * MAX_ENVELOPE_SIZE
