@@ -14,9 +14,10 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from csfs.crypto import Context, Identity, Recipient
-from csfs.crypto.envelope import KIND_DIRECTORY
+from csfs.crypto.envelope import KIND_DIRECTORY, MAX_VERSION
 from csfs.crypto.keys import load_recipient_pem
 from csfs.crypto.sealed import max_object_size, open_object, seal_object
+from csfs.crypto.stream import MAX_PLAINTEXT
 from csfs.errors import AuthenticationError, FormatError, UsageError
 from csfs.vault.layout import check_id
 
@@ -34,8 +35,6 @@ MAX_ENTRIES = 100_000
 MAX_TARGET = 4095  # symlink target bytes: PATH_MAX (4096) less its NUL
 MAX_READERS = 1024  # one envelope stanza per reader (MAX_STANZAS)
 MAX_READER_PEM = 16 << 10
-MAX_VERSION = (1 << 63) - 1
-MAX_SIZE = 1 << 48  # the largest plaintext an envelope can carry
 MTIME_RANGE = (-(1 << 63), (1 << 63) - 1)
 MAX_MANIFEST_OBJECT = max_object_size(MAX_MANIFEST_BYTES)  # what a reader GETs at most
 _MANIFEST_FIELDS = {"format", "dir_id", "mode", "mtime_ns", "readers", "writers", "entries"}
@@ -109,7 +108,7 @@ class Entry:
             id=check_id(obj["id"]),
             type=kind,
             mode=json_int(obj["mode"], "mode", 0, 0o7777),
-            size=json_int(obj.get("size", 0), "size", 0, MAX_SIZE),
+            size=json_int(obj.get("size", 0), "size", 0, MAX_PLAINTEXT),
             mtime_ns=json_int(obj["mtime_ns"], "mtime_ns", *MTIME_RANGE),
             version=json_int(obj.get("version", 0), "version", 0, MAX_VERSION),
             target=target,
