@@ -303,7 +303,6 @@ def read_manifest(obj: bytes, vault: dict, dir_id: str, identity_pem: bytes) -> 
     from (a "d" entry carries none): it is taken from the envelope here, and the
     caller must apply the rollback rule to it.
     """
-    import json
 
     if len(obj) < 4:
         raise FormatFailure("short manifest object")
