@@ -289,9 +289,11 @@ def _run_measured(*args: str, env: dict[str, str]) -> tuple[Any, int]:
     """Run the CLI; return its result (the RSS line removed) and its peak RSS in KiB."""
     import subprocess
 
-    code = ("import atexit, resource, sys; atexit.register(lambda: print('PEAK-RSS', "
-            "resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, file=sys.stderr)); "
-            + CSFS[-1])
+    # VmHWM is this process image's own peak (ru_maxrss would include the pytest
+    # process it was forked from: Linux keeps it across exec).
+    code = ("import atexit, re, sys; atexit.register(lambda: print('PEAK-RSS', re.search("
+            "r'VmHWM:\\s+(\\d+)', open('/proc/self/status').read()).group(1), "
+            "file=sys.stderr)); " + CSFS[-1])
     r = subprocess.run([CSFS[0], "-c", code, *args], env=env, capture_output=True, text=True,
                        timeout=300)
     peak = int(re.search(r"PEAK-RSS (\d+)", r.stderr).group(1))  # type: ignore[union-attr]
