@@ -20,7 +20,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import BinaryIO
 
-from csfs.errors import AlreadyExists, UsageError
+from csfs.errors import AlreadyExists, FormatError, UsageError
 from csfs.vault.manifest import Entry, check_name, shown_name
 
 DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -42,6 +42,12 @@ def current_umask() -> int:
 def local_mode(mode: int, umask: int) -> int:
     """What a downloaded file or folder gets: permission bits only, masked by the umask."""
     return mode & 0o777 & ~umask
+
+
+def _set_time(fd: int, mtime_ns: int) -> None:
+    # A time the platform cannot hold (a writer chose it) leaves the file's own time.
+    with contextlib.suppress(OverflowError):
+        os.utime(fd, ns=(mtime_ns, mtime_ns))
 
 
 def _kind(st_mode: int) -> str:
@@ -119,7 +125,7 @@ class Destination:
     def set_folder(self, parts: list[str], mode: int, mtime_ns: int) -> None:
         with self.folder(parts) as fd:
             os.fchmod(fd, mode)
-            os.utime(fd, ns=(mtime_ns, mtime_ns))
+            _set_time(fd, mtime_ns)
 
     def _replaceable(self, parent: int, parts: list[str], overwrite: bool) -> None:
         st = _lstat_at(parent, parts[-1])
@@ -135,6 +141,8 @@ class Destination:
     def place_link(self, parts: list[str], target: str, *, overwrite: bool) -> None:
         """A symbolic link at ``parts``; replaces a file or link (never a folder), never
         follows one."""
+        if not target or "\0" in target:
+            raise FormatError(f"{self.path(parts)}: the vault holds a symbolic link with no target")
         with self.folder(parts[:-1]) as parent:
             name = parts[-1]
             st = _lstat_at(parent, name)
@@ -174,7 +182,7 @@ class Destination:
                     fill(f)
                     f.flush()
                     os.fchmod(f.fileno(), local_mode(entry.mode, umask))
-                    os.utime(f.fileno(), ns=(entry.mtime_ns, entry.mtime_ns))
+                    _set_time(f.fileno(), entry.mtime_ns)
                 self._replaceable(parent, parts, overwrite)
                 os.replace(tmp, parts[-1], src_dir_fd=parent, dst_dir_fd=parent)
             except BaseException:

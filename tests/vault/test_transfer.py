@@ -122,6 +122,38 @@ def test_surrogate_name_alias_cannot_write_through_a_symlink(team: Team) -> None
     assert r.returncode == 4 and "UTF-8" in r.stderr, r.stderr
 
 
+@pytest.mark.parametrize("name", ["..", ".", "a/b", "x\0y", "\udcff", "\ud800", "n" * 256,
+                                  "\u00e9" * 128])
+def test_get_refuses_bad_names(team: Team, name: str) -> None:
+    bob = team.bob
+    plant(bob, SHARED, {name: Entry(new_id(), "l", mode=0o777, target=str(team.outside))})
+    dest = team.tmp / "dl"
+    r = team.alice("get", "-r", "/proj", str(dest))
+    assert_one_line_error(r)
+    assert team.outside_bytes() == 0 and not dest.exists()
+
+
+@pytest.mark.parametrize("entry", [
+    Entry("1" * 32, "l", mode=0o777, target=""),
+    Entry("1" * 32, "l", mode=0o777, target="a\0b"),
+    Entry("1" * 32, "f", mode=0o644, mtime_ns=2**100),
+    Entry("1" * 32, "d", mode=0o755, mtime_ns=-2**70),
+])
+def test_get_odd_entries_clear_error_or_safe(team: Team, entry: Entry) -> None:
+    bob = team.bob
+    if entry.type == "d":
+        bob.mkdir(f"{SHARED}/real")
+        entry = replace(bob.lookup(f"{SHARED}/real"), mtime_ns=entry.mtime_ns)
+        plant(bob, SHARED, {"real": entry})
+    else:
+        plant(bob, SHARED, {"odd": entry})
+    r = team.alice("get", "-r", "/proj", str(team.tmp / "dl"))
+    assert "Traceback" not in r.stderr
+    if r.returncode:
+        assert_one_line_error(r)
+    assert team.outside_bytes() == 0
+
+
 def test_names_are_strict_utf8() -> None:
     for bad in (SURROGATES, "\udcff", "a\ud800b"):
         with pytest.raises(UsageError, match="UTF-8"):
@@ -326,4 +358,4 @@ def test_failed_download_leaves_no_temp_files(team: Team) -> None:
     r = team.alice("get", "-r", "/proj", str(dl / "tree"))
     assert_one_line_error(r)
     leftovers = [f for _, _, fs in os.walk(dl) for f in fs]
-    assert leftovers == []
+    assert leftovers == [] and not (dl / "tree").exists()
