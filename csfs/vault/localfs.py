@@ -174,7 +174,9 @@ class Destination:
             self._replaceable(parent, parts, overwrite)
             tmp = TMP_PREFIX + secrets.token_hex(8)
             fd = os.open(
-                tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600,
+                tmp,
+                os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC,
+                0o600,
                 dir_fd=parent,
             )
             try:

@@ -248,7 +248,7 @@ def test_get_masks_modes_and_drops_special_bits(team: Team, umask_022: None) -> 
     assert (dl / "ro" / "inside").read_bytes() == b"x"
     team.ok("get", "/proj/suid", str(team.tmp / "one"))
     assert stat.S_IMODE(os.lstat(team.tmp / "one").st_mode) == 0o755
-    os.chmod(dl / "ro", 0o755)  # so that the test folder can be removed
+    os.chmod(dl / "ro", 0o700)  # so that the test folder can be removed
 
 
 # -- 3. cycles ----------------------------------------------------------------------------
