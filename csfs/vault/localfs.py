@@ -203,8 +203,10 @@ def open_destination(local: str, *, tree: bool) -> tuple[Destination, list[str]]
     """The folder a download writes into, and the name(s) below it it writes.
 
     For a tree, ``local`` itself becomes the top folder (created if missing, with
-    missing parents, like `mkdir -p`); for one file, ``local``'s folder must exist.
-    The path the user named is trusted as given; nothing below it is followed.
+    missing parents, like `mkdir -p`), and is not followed if it is a symbolic
+    link: `csfs get` names it by appending the vault name to a folder the user
+    gave. For one file, ``local``'s folder must exist. The folders above are
+    the user's and are taken as given; nothing below is followed.
     """
     shown = os.path.abspath(local)
     parent, name = os.path.split(shown.rstrip("/") or "/")
@@ -218,12 +220,12 @@ def open_destination(local: str, *, tree: bool) -> tuple[Destination, list[str]]
         try:
             fd = os.open(shown, DIR_FLAGS)
         except OSError:
-            if os.path.islink(shown) and os.path.isdir(shown):
-                fd = os.open(shown, DIR_FLAGS & ~os.O_NOFOLLOW)  # the user named this link
-            elif os.path.lexists(shown):
-                raise AlreadyExists(f"{local} exists and is not a folder; not replaced") from None
-            else:
+            st = os.lstat(shown) if os.path.lexists(shown) else None
+            if st is None or stat.S_ISDIR(st.st_mode):
                 raise
+            raise AlreadyExists(
+                f"{local} exists and is {_kind(st.st_mode)}, not a folder; not replaced"
+            ) from None
         return Destination(fd, shown, created), []
     if not name:
         raise UsageError(f"not a file name: {local}")

@@ -190,6 +190,22 @@ def test_resync_never_follows_a_symlink_it_made_earlier(team: Team) -> None:
     assert os.readlink(dl / "proj" / "s") == str(team.outside)  # left as it was
 
 
+def test_tree_destination_named_by_get_is_not_followed(team: Team) -> None:
+    """`get -r /proj/ln DIR` writes into DIR/ln, a name the vault chose: an earlier
+    `get /proj/ln DIR` may have made it a link out."""
+    bob = team.bob
+    bob.symlink(str(team.outside), f"{SHARED}/ln")
+    dl = team.tmp / "dl"
+    dl.mkdir()
+    team.ok("get", "/proj/ln", str(dl))
+    bob.remove(f"{SHARED}/ln")
+    bob.mkdir(f"{SHARED}/ln")
+    write_bytes(bob, f"{SHARED}/ln/evil", b"evil")
+    r = team.alice("get", "-r", "/proj/ln", str(dl))
+    assert_one_line_error(r, 2)
+    assert "symbolic link" in r.stderr and team.outside_bytes() == 0
+
+
 def test_resync_replaces_files_and_links_without_following(team: Team) -> None:
     bob = team.bob
     write_bytes(bob, f"{SHARED}/f", b"one")
