@@ -77,3 +77,19 @@ def test_directory_cycle_is_eio_and_find_ends(make_vault: Any) -> None:
         os.listdir(m.p("a/b/loop/b"))
     assert exc.value.errno == errno.EIO
     assert os.path.ismount(m.path) and os.listdir(m.p("a")) == ["b"]
+
+
+def test_names_that_are_not_utf8_are_refused_on_the_mount(make_vault: Any) -> None:
+    """Vault names are strict UTF-8 (format.md 5.3): a program creating `caf\\xe9`
+    (Latin-1) on the mount gets EINVAL, and nothing reaches the vault."""
+    vault = make_vault("local")
+    m = vault.mount()
+    bad = os.fsencode(m.path) + b"/caf\xe9"
+    for make in (lambda: open(bad, "wb").close(), lambda: os.mkdir(bad),
+                 lambda: os.symlink(b"x", bad)):
+        with pytest.raises(OSError) as exc:
+            make()
+        assert exc.value.errno == errno.EINVAL
+    assert os.listdir(m.path) == []
+    m.sync()
+    assert vault.cli("ls", "/").stdout == b""
