@@ -1044,20 +1044,11 @@ class Vault:
             with ThreadPoolExecutor(max_workers=workers) as pool:
                 list(pool.map(download, jobs))
             for parts, entry in reversed(folders):  # children first: a read-only folder last
-                if not parts:
-                    entry = self._folder_attrs(entry)
                 dest.set_folder(parts, local_mode(entry.mode, umask), entry.mtime_ns)
             failed = False
         finally:
             dest.close(failed=failed)
         return len(jobs)
-
-    def _folder_attrs(self, entry: Entry) -> Entry:
-        """A folder entry with its mode and time, also for the root (kept in its manifest)."""
-        if entry.id != self.root_id:
-            return entry
-        manifest = self.load_dir(entry.id)[0]
-        return replace(entry, mode=manifest.mode, mtime_ns=manifest.mtime_ns)
 
     def download_to(self, entry: Entry, local: str, *, overwrite: bool = False) -> None:
         """Decrypt ``entry`` into ``local`` atomically: no partial plaintext on failure,

@@ -232,7 +232,8 @@ def test_put_refuses_local_names_that_are_not_utf8(team: Team) -> None:
         f.write(b"latin-1 name")
     r = team.alice("put", "-r", str(src), "/up")
     assert_one_line_error(r, 2)
-    assert "UTF-8" in r.stderr
+    assert "UTF-8" in r.stderr and "caf\\xe9" in r.stderr
+    assert "up" not in team.ok("ls", "/")  # checked before anything was uploaded
     r = team.alice("put", os.fsdecode(bad), "/proj/")
     assert_one_line_error(r, 2)
     assert "UTF-8" in r.stderr
