@@ -155,28 +155,41 @@ def put(sources: tuple[str, ...], dest: str, recursive: bool, **kw: Any) -> None
                 target = (
                     posixpath.join(dest, os.path.basename(src.rstrip("/"))) if dest_is_dir else dest
                 )
-                if os.path.isdir(src):
+                try:
+                    st = os.stat(src)
+                except FileNotFoundError:
+                    raise UsageError(f"no such file: {src}") from None
+                if stat.S_ISDIR(st.st_mode):
                     if not recursive:
                         raise UsageError(f"{src} is a directory", hint="use put -r")
                     vault.put_tree(src, target, progress=bar)
-                elif os.path.isfile(src):
-                    st = os.stat(src)
+                elif stat.S_ISREG(st.st_mode):
                     with open(src, "rb") as f:
                         vault.write_file(
                             target, f, mode=stat.S_IMODE(st.st_mode), mtime_ns=st.st_mtime_ns
                         )
                     bar(st.st_size)
                 else:
-                    raise UsageError(f"no such file: {src}")
+                    raise UsageError(f"not a regular file: {src}")
 
 
 @cli.command()
 @click.argument("source")
 @click.argument("dest")
 @click.option("-r", "--recursive", is_flag=True, help="Copy directories recursively.")
+@click.option(
+    "-f",
+    "--force",
+    is_flag=True,
+    help="Replace an existing local file. Without it, get refuses to overwrite. "
+    "(get -r always updates files and links of an earlier download, never a folder.)",
+)
 @store_options
-def get(source: str, dest: str, recursive: bool, **kw: Any) -> None:
-    """Decrypt SOURCE from the vault into the local path DEST."""
+def get(source: str, dest: str, recursive: bool, force: bool, **kw: Any) -> None:
+    """Decrypt SOURCE from the vault into the local path DEST.
+
+    Modes are masked by your umask; setuid, setgid and sticky bits are never
+    restored. Nothing below DEST is followed if it is a symbolic link."""
     opts = pop_store_opts(kw)
     with vault_from(opts) as vault:
         entry = vault.lookup(source)
@@ -188,11 +201,9 @@ def get(source: str, dest: str, recursive: bool, **kw: Any) -> None:
             total = sum(e.size for _, e in vault.walk(source) if e.type == "f")
             with progress_bar(total, "downloading") as bar:
                 vault.get_tree(source, dest, progress=bar)
-        elif entry.type == "l":
-            os.symlink(entry.target, dest)
         else:
             with progress_bar(entry.size, "downloading") as bar:
-                vault.download_to(entry, dest)
+                vault.download_to(entry, dest, overwrite=force)
                 bar(entry.size)
 
 

@@ -46,12 +46,32 @@ _ENTRY_FIELDS = {
 
 
 def check_name(name: str) -> str:
-    """A single path component: what POSIX allows, minus what would be ambiguous."""
+    """A single path component: what POSIX allows, minus what would be ambiguous.
+
+    Names are strict UTF-8 (docs/format.md 5.3): a lone surrogate, as
+    surrogateescape makes from bytes that are not UTF-8, is refused, since two
+    different strings would then be the same bytes on a local disk.
+    """
     if not name or name in (".", "..") or "/" in name or "\0" in name:
         raise UsageError(f"invalid file name {name!r}")
-    if len(name.encode("utf-8", "surrogateescape")) > MAX_NAME:
+    try:
+        encoded = name.encode("utf-8")
+    except UnicodeEncodeError:
+        shown = name.encode("utf-8", "backslashreplace").decode("utf-8")
+        raise UsageError(f"file name is not valid UTF-8: {shown}") from None
+    if len(encoded) > MAX_NAME:
         raise UsageError(f"file name too long ({MAX_NAME} bytes at most): {name[:40]}...")
     return name
+
+
+def shown_name(name: str) -> str:
+    """A local name (surrogateescape from the OS) for a message: the bytes that are not
+    UTF-8 as \\x escapes, never raw."""
+    try:
+        raw = name.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:  # a surrogate that no byte decodes to
+        raw = name.encode("utf-8", "backslashreplace")
+    return raw.decode("utf-8", "backslashreplace")
 
 
 def _no_dupes(pairs: list[tuple[str, Any]]) -> dict[str, Any]:

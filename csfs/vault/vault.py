@@ -67,6 +67,13 @@ from csfs.vault.layout import (
     read_limited,
     read_limited_with_etag,
 )
+from csfs.vault.localfs import (
+    LocalItem,
+    current_umask,
+    local_mode,
+    open_destination,
+    scan_local_tree,
+)
 from csfs.vault.manifest import MAX_MANIFEST_OBJECT, DirectoryManifest, Entry, check_name
 from csfs.vault.state import VaultState, default_state_dir
 
@@ -496,6 +503,7 @@ class Vault:
     def lookup(self, path: str) -> Entry:
         parts = split_path(path)
         entry = self.root_entry()
+        above = {entry.id}  # the folders on this path: one met again is a cycle
         for i, name in enumerate(parts):
             if entry.type != "d":
                 raise NotADirectory(f"not a directory: /{'/'.join(parts[:i])}")
@@ -503,6 +511,10 @@ class Vault:
             found = manifest.entries.get(name)
             if found is None:
                 raise NotFound(f"no such file or directory: /{'/'.join(parts[: i + 1])}")
+            if found.type == "d":
+                if found.id in above:
+                    raise IntegrityError(cycle_message("/" + "/".join(parts[: i + 1])))
+                above.add(found.id)
             entry = found
         return entry
 
@@ -884,26 +896,39 @@ class Vault:
         progress: Callable[[int], None] | None = None,
     ) -> int:
         """Upload a local tree: all file objects in parallel, then one manifest switch
-        per directory. Returns the number of files."""
+        per directory. Returns the number of files. The whole tree is checked first
+        (UTF-8 names; only files, folders and symbolic links, a link stored as a link
+        and never followed), so a refusal leaves the vault as it was."""
+        items = scan_local_tree(local_dir)
+        by_folder: dict[tuple[str, ...], list[LocalItem]] = {(): []}
+        for item in items:
+            by_folder.setdefault(tuple(item.parts[:-1]), []).append(item)
+            if item.type == "d":
+                by_folder.setdefault(tuple(item.parts), [])
         if not self.exists(path):
             self.mkdir(path, parents=True)
         count = 0
-        for root, dirs, files in os.walk(local_dir):
-            rel = os.path.relpath(root, local_dir)
-            vpath = path if rel == "." else posixpath.join(path, *rel.split(os.sep))
+        for rel, children in by_folder.items():  # parents first: dicts keep insertion order
+            root = os.path.join(local_dir, *rel)
+            vpath = posixpath.join(path, *rel)
             dir_entry = self.lookup(vpath)
+            if dir_entry.type != "d":
+                raise NotADirectory(f"{vpath} exists in the vault and is not a folder")
             manifest, _ = self.load_dir(dir_entry.id)
-            for d in sorted(dirs):
-                sub = posixpath.join(vpath, d)
-                if d not in manifest.entries:
-                    self.mkdir(sub, mode=stat.S_IMODE(os.stat(os.path.join(root, d)).st_mode))
-            regular = [
-                f
-                for f in sorted(files)
-                if os.path.isfile(os.path.join(root, f))
-                and not os.path.islink(os.path.join(root, f))
-            ]
-            links = [f for f in sorted(files) if os.path.islink(os.path.join(root, f))]
+            for item in children:
+                name = item.parts[-1]
+                cur = manifest.entries.get(name)
+                if cur is not None and cur.type != item.type:
+                    raise AlreadyExists(
+                        f"{posixpath.join(vpath, name)} exists in the vault as another kind "
+                        "of entry; not replaced"
+                    )
+            for item in children:
+                name = item.parts[-1]
+                if item.type == "d" and name not in manifest.entries:
+                    self.mkdir(posixpath.join(vpath, name), mode=stat.S_IMODE(item.st.st_mode))
+            regular = [i.parts[-1] for i in children if i.type == "f"]
+            links = {i.parts[-1]: i.target for i in children if i.type == "l"}
 
             def upload(
                 name: str, root: str = root, manifest: DirectoryManifest = manifest
@@ -931,7 +956,7 @@ class Vault:
 
             with ThreadPoolExecutor(max_workers=workers) as pool:
                 results = list(pool.map(upload, regular))
-            link_entries = [(n, os.readlink(os.path.join(root, n))) for n in links]
+            link_entries = sorted(links.items())
 
             def switch_all(
                 m: DirectoryManifest,
@@ -946,7 +971,8 @@ class Vault:
                     else:
                         lost.append((name, new))
                 for name, target in link_entries:
-                    if name not in m.entries:
+                    cur = m.entries.get(name)
+                    if cur is None or (cur.type == "l" and cur.target != target):
                         m.entries[name] = Entry(
                             new_id(), "l", mode=0o777, mtime_ns=time.time_ns(), target=target
                         )
@@ -958,6 +984,39 @@ class Vault:
             count += len(results)
         return count
 
+    def download_plan(self, path: str) -> list[tuple[list[str], Entry]]:
+        """Every (parts below ``path``, entry) to download, parents first. A folder met
+        again on its own path (a cycle) or listed twice is refused, before anything
+        is written: a tree written by someone else must not make a download endless,
+        exponential, or silently incomplete."""
+        top = self.lookup(path)
+        base = "/" + "/".join(split_path(path))
+        plan: list[tuple[list[str], Entry]] = []
+        first_seen: dict[str, str] = {top.id: base}
+        stack: list[tuple[list[str], Entry, frozenset[str]]] = [([], top, frozenset({top.id}))]
+        while stack:
+            parts, entry, above = stack.pop()
+            plan.append((parts, entry))
+            if entry.type != "d":
+                continue
+            manifest = self.load_dir(entry.id)[0]
+            for name, child in sorted(manifest.entries.items(), reverse=True):
+                shown = posixpath.join(base, *parts, name)
+                if child.type == "d":
+                    if child.id in above:
+                        raise IntegrityError(cycle_message(shown))
+                    if child.id in first_seen:
+                        raise IntegrityError(
+                            f"a folder is listed twice in the vault: {shown} and "
+                            f"{first_seen[child.id]}; nothing downloaded",
+                            hint="a writer made this tree; run csfs fsck",
+                        )
+                    first_seen[child.id] = shown
+                    stack.append(([*parts, name], child, above | {child.id}))
+                else:
+                    stack.append(([*parts, name], child, above))
+        return plan
+
     def get_tree(
         self,
         path: str,
@@ -966,43 +1025,66 @@ class Vault:
         workers: int = 16,
         progress: Callable[[int], None] | None = None,
     ) -> int:
-        """Download a tree; each file lands via a temp file and a rename. Returns the file count."""
-        jobs: list[tuple[str, Entry]] = []
-        for vpath, entry in self.walk(path):
-            rel = posixpath.relpath(vpath, path)
-            local = local_dir if rel == "." else os.path.join(local_dir, *rel.split("/"))
-            if entry.type == "d":
-                os.makedirs(local, exist_ok=True)
-            elif entry.type == "l":
-                if not os.path.lexists(local):
-                    os.symlink(entry.target, local)
-            else:
-                jobs.append((local, entry))
+        """Download a tree into ``local_dir`` (docs/design.md, downloads): nothing below
+        ``local_dir`` is followed if it is a symbolic link, each file lands via a temp
+        file and a rename, modes are masked by the umask, and folder modes are set
+        once their contents are in. Files and links replace files and links of an
+        earlier download; a folder is never replaced. Returns the file count."""
+        plan = self.download_plan(path)
+        umask = current_umask()
+        dest, _ = open_destination(local_dir, tree=True)
+        failed = True
+        try:
+            jobs: list[tuple[list[str], Entry]] = []
+            folders: list[tuple[list[str], Entry]] = []
+            for parts, entry in plan:
+                if entry.type == "d":
+                    if parts:
+                        dest.make_folder(parts)
+                    folders.append((parts, entry))
+                elif entry.type == "l":
+                    dest.place_link(parts, entry.target, overwrite=True)
+                else:
+                    jobs.append((parts, entry))
 
-        def download(job: tuple[str, Entry]) -> None:
-            local, entry = job
-            self.download_to(entry, local)
-            if progress:
-                progress(entry.size)
+            def download(job: tuple[list[str], Entry]) -> None:
+                parts, entry = job
+                dest.write_file(
+                    parts,
+                    entry,
+                    lambda f: self.read_file(entry, f),
+                    umask=umask,
+                    overwrite=True,
+                )
+                if progress:
+                    progress(entry.size)
 
-        with ThreadPoolExecutor(max_workers=workers) as pool:
-            list(pool.map(download, jobs))
+            with ThreadPoolExecutor(max_workers=workers) as pool:
+                list(pool.map(download, jobs))
+            for parts, entry in reversed(folders):  # children first: a read-only folder last
+                dest.set_folder(parts, local_mode(entry.mode, umask), entry.mtime_ns)
+            failed = False
+        finally:
+            dest.close(failed=failed)
         return len(jobs)
 
-    def download_to(self, entry: Entry, local: str) -> None:
-        """Decrypt ``entry`` into ``local`` atomically: no partial plaintext on failure."""
-        directory = os.path.dirname(os.path.abspath(local))
-        fd, tmp = tempfile.mkstemp(prefix=".csfs-tmp-", dir=directory)
+    def download_to(self, entry: Entry, local: str, *, overwrite: bool = False) -> None:
+        """Decrypt ``entry`` into ``local`` atomically: no partial plaintext on failure,
+        the mode masked by the umask, an existing file replaced only with ``overwrite``."""
+        dest, parts = open_destination(local, tree=False)
         try:
-            os.fchmod(fd, entry.mode & 0o7777 or 0o600)
-            with os.fdopen(fd, "wb") as f:
-                self.read_file(entry, f)
-            os.replace(tmp, local)
-            os.utime(local, ns=(entry.mtime_ns, entry.mtime_ns))
-        except BaseException:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
-            raise
+            if entry.type == "l":
+                dest.place_link(parts, entry.target, overwrite=overwrite)
+            else:
+                dest.write_file(
+                    parts,
+                    entry,
+                    lambda f: self.read_file(entry, f),
+                    umask=current_umask(),
+                    overwrite=overwrite,
+                )
+        finally:
+            dest.close(failed=False)
 
 
 class _PartSink:
@@ -1085,6 +1167,10 @@ def _known_size(src: BinaryIO) -> int:
         return end - pos
     except (OSError, ValueError, AttributeError):
         return SMALL_FILE + 1
+
+
+def cycle_message(path: str) -> str:
+    return f"directory cycle in the vault: {path} leads back to a folder above it"
 
 
 def _virtual_id(path: str) -> str:
