@@ -1,0 +1,84 @@
+"""Attacks on access authority by a member with its own key and bucket write access
+(issue 9, outside review). Alice owns the vault; Bob and Carol are members. Every
+test is written as the attack: what the attacker does with its own key and raw
+store writes, and what it must not get.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import pytest
+
+from csfs.crypto import Identity, parse_envelope
+from csfs.errors import CsfsError, NoMatchingKeyError
+from csfs.vault import sharing
+from csfs.vault.layout import envelope_key
+from csfs.vault.manifest import Entry
+from tests.vault.conftest import read_bytes, write_bytes
+from tests.vault.test_sharing import BOB, CAROL, Users, users  # noqa: F401  (fixture)
+
+
+def _opens(users: Users, who: Identity) -> set[str]:
+    """Every manifest and envelope in the bucket that ``who`` can open."""
+    out = set()
+    for info in users.store.list(""):
+        raw = users.store.get(info.key)
+        if info.key.startswith("m/"):
+            env_len = int.from_bytes(raw[:4], "big")
+            env = parse_envelope(raw[4:4 + env_len])
+        elif info.key.startswith("k/"):
+            env = parse_envelope(raw)
+        else:
+            continue
+        try:
+            env.open(who)
+        except NoMatchingKeyError:
+            continue
+        out.add(info.key)
+    return out
+
+
+def _ids_in_bucket(users: Users) -> dict[str, str]:
+    """What Bob learns from a bucket listing: every folder id (m/<id>) and file id."""
+    out = {}
+    for info in users.store.list(""):
+        kind, _, rest = info.key.partition("/")
+        if kind == "m":
+            out[rest] = "d"
+    return out
+
+
+# -- 1. a writer's alias must not gain it readership of the owner's folders ---------------
+
+
+def test_planted_aliases_gain_a_writer_nothing_on_a_routine_unshare(users: Users) -> None:
+    users.a.mkdir("/secret")
+    write_bytes(users.a, "/secret/s.txt", b"alice's secret")
+    sharing.share(users.a, "/proj", BOB, write=True)
+    sharing.share(users.a, "/proj", CAROL)
+    b = users.open("bob")
+    proj = b.lookup("/Shared/alice/proj").id
+    before = _opens(users, users.bob)
+    # Bob lists every folder id of the bucket (the root's is in the public header) in
+    # /proj, and /private.txt too (its id from the listing, its size guessed right).
+    private = users.a.lookup("/private.txt")
+    planted = {f"a{i}": Entry(node, "d", mode=0o755)
+               for i, node in enumerate([b.header.root_id, *_ids_in_bucket(users)])}
+    planted["p.txt"] = replace(private, mode=0o644)
+
+    b.update_dir(proj, lambda m: m.entries.update(planted))
+    # Alice's routine unshare of Carol, with re-encryption.
+    report = sharing.unshare(users.open("alice"), "/proj", CAROL, reencrypt=True)
+    assert report.problems  # the aliases are reported
+    a = users.open("alice")
+    shared = {f"m/{a.lookup(p).id}" for p in ("/proj", "/proj/sub")} | {
+        envelope_key(e.id, e.version) for e in (a.lookup(p) for p in
+                                                ("/proj/plan.txt", "/proj/sub/deep.txt"))}
+    assert _opens(users, users.bob) - before <= shared, "Bob gained a reader's key"
+    for path in ("/", "/secret"):
+        assert f"m/{a.lookup(path).id}" not in _opens(users, users.bob)
+    for path, data in (("/private.txt", b"alice only"), ("/secret/s.txt", b"alice's secret")):
+        e = a.lookup(path)
+        assert envelope_key(e.id, e.version) not in _opens(users, users.bob)
+        assert read_bytes(a, path) == data  # nothing the owner had was deleted
