@@ -45,6 +45,7 @@ from csfs.errors import (
     CrossShare,
     CsfsError,
     DirectoryNotEmpty,
+    FormatError,
     IntegrityError,
     IsADirectory,
     NoMatchingKeyError,
@@ -70,6 +71,7 @@ from csfs.vault.state import VaultState, default_state_dir
 T = TypeVar("T")
 SMALL_FILE = 8 << 20  # payloads up to this size are built in memory, larger ones in a temp file
 MAX_RETRIES = 50
+VERSION_LIMIT = 1 << 63  # manifest versions at or above are format errors (format.md 5.3)
 
 
 def split_path(path: str) -> list[str]:
@@ -367,6 +369,10 @@ class Vault:
             manifest = DirectoryManifest.open(
                 raw, self.vault_id, dir_id, self.identity, self.signers_for(dir_id)
             )
+            if manifest.version >= VERSION_LIMIT:
+                # Before it can raise the rollback floor: a writer's 2^64-1 would
+                # otherwise block every later write here, revocation included.
+                raise FormatError("a directory manifest has an out-of-range version")
             if manifest.version < floor:
                 raise AuthenticationError(
                     "a directory manifest was rolled back to an older version (replay)"

@@ -82,3 +82,37 @@ def test_planted_aliases_gain_a_writer_nothing_on_a_routine_unshare(users: Users
         e = a.lookup(path)
         assert envelope_key(e.id, e.version) not in _opens(users, users.bob)
         assert read_bytes(a, path) == data  # nothing the owner had was deleted
+
+
+# -- 2. revocation cannot be blocked by what the revoked member wrote ---------------------
+
+
+def _forge_huge(users: Users, b: object, node: str) -> None:
+    vault = b  # type: ignore[assignment]
+    m, _ = vault.load_dir(node)  # type: ignore[attr-defined]
+    forged = m.copy()
+    forged.version = 2**64 - 1
+    users.store.put(f"m/{node}", forged.seal(vault.vault_id, users.bob))  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("how", ["unshare", "member rm"])
+def test_a_huge_manifest_version_does_not_block_revocation(users: Users, how: str) -> None:
+    sharing.share(users.a, "/proj", BOB, write=True)
+    b = users.open("bob")
+    sub = b.lookup("/Shared/alice/proj/sub").id
+    _forge_huge(users, b, sub)
+    a = users.open("alice")
+    with pytest.raises(CsfsError):
+        a.listdir("/proj/sub")  # refused, and the owner's floor is not raised to 2^64-1
+    if how == "unshare":
+        report = sharing.unshare(a, "/proj", BOB)
+        assert any("/proj/sub" in p for p in report.problems)
+    else:
+        assert sharing.remove_member(a, BOB) == ["/proj"]
+    assert users.open("alice").access.current.grants == {}
+    assert not users.open("bob").access.notices  # Bob's share is gone
+    # The owner goes on writing there, and can replace the forged folder.
+    write_bytes(a, "/proj/after.txt", b"after")
+    a.remove("/proj/sub", recursive=True)
+    a.mkdir("/proj/sub")
+    assert read_bytes(users.open("alice"), "/proj/after.txt") == b"after"
