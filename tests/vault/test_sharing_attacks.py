@@ -7,6 +7,7 @@ store writes, and what it must not get.
 from __future__ import annotations
 
 from dataclasses import replace
+from typing import Any
 
 import pytest
 
@@ -15,7 +16,9 @@ from csfs.errors import CsfsError, NoMatchingKeyError
 from csfs.vault import sharing
 from csfs.vault.layout import envelope_key
 from csfs.vault.manifest import Entry
-from tests.vault.conftest import read_bytes, write_bytes
+from csfs.vault.fsck import fsck
+from tests.vault.conftest import assert_one_line_error, read_bytes, run_csfs, write_bytes
+from tests.vault.test_sharing_cli import ok, people, pub  # noqa: F401  (fixture)
 from tests.vault.test_sharing import BOB, CAROL, Users, users  # noqa: F401  (fixture)
 
 
@@ -116,3 +119,35 @@ def test_a_huge_manifest_version_does_not_block_revocation(users: Users, how: st
     a.remove("/proj/sub", recursive=True)
     a.mkdir("/proj/sub")
     assert read_bytes(users.open("alice"), "/proj/after.txt") == b"after"
+
+
+# -- 7, 9. fsck and unshare as users run them ------------------------------------------------
+
+
+def test_unshare_of_what_is_not_shared_is_a_clear_error(people: Any) -> None:
+    alice, bob, _ = people
+    ok(alice, "member", "add", pub(bob), "--name", "bob")
+    r = run_csfs("unshare", "/projects", "--with", "bob", env=alice)
+    assert_one_line_error(r)
+    assert "not shared with bob" in r.stderr
+
+
+def test_a_file_share_grantee_fsck_is_clean(people: Any) -> None:
+    alice, bob, _ = people
+    ok(alice, "member", "add", pub(bob), "--name", "bob")
+    ok(alice, "share", "/projects/report.txt", "--with", "bob")
+    assert ok(bob, "cat", "/Shared/alice/report.txt") == "quarterly numbers\n"
+    r = run_csfs("fsck", env=bob)
+    assert r.returncode == 0, r.stdout + r.stderr
+
+
+def test_fsck_names_a_planted_alias(users: Users) -> None:
+    users.a.mkdir("/secret")
+    sharing.share(users.a, "/proj", BOB, write=True)
+    b = users.open("bob")
+    secret = users.a.lookup("/secret")
+    b.update_dir(b.lookup("/Shared/alice/proj").id,
+                 lambda m: m.entries.__setitem__("evil", secret))
+    problems = fsck(users.open("alice")).problems
+    assert any("alias" in p and "/proj/evil" in p for p in problems), problems
+    assert not any("interrupted move?" in p for p in problems)
