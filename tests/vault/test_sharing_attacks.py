@@ -1,3 +1,4 @@
+# ruff: noqa: F811  (the users and people fixtures are imported from the sharing tests)
 """Attacks on access authority by a member with its own key and bucket write access
 (issue 9, outside review). Alice owns the vault; Bob and Carol are members. Every
 test is written as the attack: what the attacker does with its own key and raw
@@ -14,12 +15,12 @@ import pytest
 from csfs.crypto import Identity, parse_envelope
 from csfs.errors import CsfsError, NoMatchingKeyError
 from csfs.vault import sharing
+from csfs.vault.fsck import fsck
 from csfs.vault.layout import envelope_key
 from csfs.vault.manifest import Entry
-from csfs.vault.fsck import fsck
 from tests.vault.conftest import assert_one_line_error, read_bytes, run_csfs, write_bytes
-from tests.vault.test_sharing_cli import ok, people, pub  # noqa: F401  (fixture)
 from tests.vault.test_sharing import BOB, CAROL, Users, users  # noqa: F401  (fixture)
+from tests.vault.test_sharing_cli import ok, people, pub  # noqa: F401  (fixture)
 
 
 def _opens(users: Users, who: Identity) -> set[str]:
