@@ -20,7 +20,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from csfs.crypto import Context, Identity, Recipient
@@ -304,6 +304,10 @@ class Notice:
     name: str
     owner: str
     write: bool
+    # Local state, never stored: the name this client shows the share under. Chosen
+    # once, when its first grant is applied, and kept for the life of the share, so a
+    # later share under the same name never takes over a path in use (format.md 7.4).
+    shown: str = ""
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -313,6 +317,7 @@ class Notice:
             "name": self.name,
             "owner": self.owner,
             "write": self.write,
+            "shown": self.shown,
         }
 
 
@@ -558,7 +563,15 @@ class AccessLog:
             or notice.type != body.get("type", "d")
         ):
             raise AuthenticationError("a share notice does not match its log entry")
-        self.notices[notice.node] = notice
+        prior = self.notices.get(notice.node)
+        if prior is not None and prior.shown:
+            shown = prior.shown  # a new grant on a share already shown keeps its name
+        else:
+            taken = {n.shown for n in self.notices.values()}
+            shown, n = notice.name, 2
+            while shown in taken:
+                shown, n = f"{notice.name} ({n})", n + 1
+        self.notices[notice.node] = replace(notice, shown=shown)
 
     def _check_pins(self) -> None:
         """Trust on first use: pin new names; remember names whose key changed."""

@@ -253,8 +253,11 @@ class Vault:
         )
         ro = 0o555
         entries: dict[str, Entry] = {}
-        for notice in sorted(self.access.notices.values(), key=lambda n: (n.name, n.node)):
-            name, n = notice.name, 2
+        # The name chosen when the share was first applied (AccessLog._read_notice), so
+        # that a later share never displaces an earlier one's path.
+        notices = sorted(self.access.notices.values(), key=lambda n: (not n.shown, n.node))
+        for notice in notices:
+            name, n = notice.shown or notice.name, 2
             while name in entries:
                 name, n = f"{notice.name} ({n})", n + 1
             if notice.type == "f":

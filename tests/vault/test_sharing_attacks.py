@@ -152,3 +152,28 @@ def test_fsck_names_a_planted_alias(users: Users) -> None:
     problems = fsck(users.open("alice")).problems
     assert any("alias" in p and "/proj/evil" in p for p in problems), problems
     assert not any("interrupted move?" in p for p in problems)
+
+
+# -- 5. a later share never takes over an earlier share's name -------------------------------
+
+
+def test_a_new_share_never_takes_over_a_shared_name(users: Users) -> None:
+    sharing.share(users.a, "/proj", BOB, write=True)
+    proj = users.a.lookup("/proj").id
+    # Another folder named proj whose id sorts first (ids are random: make a few).
+    n = 0
+    while True:
+        n += 1
+        other = users.a.mkdir(f"/x{n}/proj", parents=True)
+        if other.id < proj:
+            break
+    b = users.open("bob")
+    assert b.lookup("/Shared/alice/proj").id == proj
+    sharing.share(users.a, f"/x{n}/proj", BOB)
+    for fresh in (False, True):
+        b = users.open("bob", fresh=fresh)
+        assert b.lookup("/Shared/alice/proj").id == proj  # Bob keeps writing where he was
+        assert b.lookup("/Shared/alice/proj (2)").id == other.id
+    sharing.unshare(users.a, "/proj", BOB)
+    b = users.open("bob")  # the later share keeps its name for its whole life
+    assert list(b.listdir("/Shared/alice")) == ["proj (2)"]
