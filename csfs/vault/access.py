@@ -435,6 +435,10 @@ class AccessLog:
         )
         self.notices = {n["node"]: Notice(**n) for n in saved.get("notices", [])}
         self.changed_keys: dict[str, tuple[str, str]] = {}  # name -> (pinned fp, logged fp)
+        # The remembered part of the chain is verified again once per open (each
+        # command, each mount start: format.md 7.2), so a changed old entry is found
+        # by the next command, not only by `csfs log` or fsck.
+        self.chain_checked = False
 
     # -- reading ---------------------------------------------------------------------
 
@@ -481,10 +485,17 @@ class AccessLog:
         n = self._list()
         if limit is not None:
             n = min(n, limit)
-        if self.seq:
+        if self.seq and not self.chain_checked:
+            prev = self.header.digest
+            for seq in range(1, self.seq + 1):
+                prev = self._fetch(seq, prev).hash
+            if prev != self.head:
+                raise _rewritten(self.seq)
+        elif self.seq:
             raw = self.store.get(log_key(self.seq))
             if hashlib.sha256(raw).hexdigest() != self.head:
                 raise _rewritten(self.seq)
+        self.chain_checked = True
         # The whole chain first, then the bodies (format.md 7.2).
         new, prev = [], self.head
         for seq in range(self.seq + 1, n + 1):

@@ -13,8 +13,9 @@ from typing import Any
 import pytest
 
 from csfs.crypto import Identity, parse_envelope
-from csfs.errors import CsfsError, NoMatchingKeyError
+from csfs.errors import AuthenticationError, CsfsError, NoMatchingKeyError
 from csfs.vault import sharing
+from csfs.vault.access import log_key
 from csfs.vault.fsck import fsck
 from csfs.vault.layout import envelope_key
 from csfs.vault.manifest import Entry
@@ -177,3 +178,19 @@ def test_a_new_share_never_takes_over_a_shared_name(users: Users) -> None:
     sharing.unshare(users.a, "/proj", BOB)
     b = users.open("bob")  # the later share keeps its name for its whole life
     assert list(b.listdir("/Shared/alice")) == ["proj (2)"]
+
+
+# -- 8. old log entries are verified again at every open --------------------------------------
+
+
+def test_a_changed_old_log_entry_is_found_at_the_next_open(users: Users) -> None:
+    sharing.share(users.a, "/proj", BOB)
+    sharing.share(users.a, "/proj/sub", CAROL)
+    users.open("bob")  # Bob's client remembers the head (entry 5)
+    raw = bytearray(users.store.get(log_key(2)))
+    raw[len(raw) // 2] ^= 1
+    users.store.put(log_key(2), bytes(raw))
+    with pytest.raises(AuthenticationError):
+        users.open("bob")  # a command with a remembered head
+    with pytest.raises(AuthenticationError):
+        users.open("alice")
