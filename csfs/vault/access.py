@@ -485,15 +485,15 @@ class AccessLog:
         n = self._list()
         if limit is not None:
             n = min(n, limit)
+        if self.seq:
+            raw = self.store.get(log_key(self.seq))
+            if hashlib.sha256(raw).hexdigest() != self.head:
+                raise _rewritten(self.seq)
         if self.seq and not self.chain_checked:
             prev = self.header.digest
             for seq in range(1, self.seq + 1):
                 prev = self._fetch(seq, prev).hash
             if prev != self.head:
-                raise _rewritten(self.seq)
-        elif self.seq:
-            raw = self.store.get(log_key(self.seq))
-            if hashlib.sha256(raw).hexdigest() != self.head:
                 raise _rewritten(self.seq)
         self.chain_checked = True
         # The whole chain first, then the bodies (format.md 7.2).

@@ -337,7 +337,7 @@ def _reseal(
         try:
             current = vault.load_dir(dir_id)[0]
             force = resign is not None and current.signer == resign
-            vault.update_dir(dir_id, apply, force=force)
+            vault.update_dir(dir_id, apply, force=force, sets_readers=True)
             count += vault.load_dir(dir_id)[0].version != current.version
         except CsfsError as exc:
             if problems is None:
@@ -372,7 +372,7 @@ def _point(
         def apply(m: DirectoryManifest) -> None:
             m.readers, m.entries = list(readers), {name: entry}
 
-        vault.update_dir(entry.id, apply)
+        vault.update_dir(entry.id, apply, sets_readers=True)
     return 1, {n: _recipients(rs) for n, rs in everyone.items()}
 
 

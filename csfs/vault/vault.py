@@ -35,6 +35,7 @@ from csfs.crypto import (
     encrypt_stream,
 )
 from csfs.crypto.envelope import KIND_FILE
+from csfs.crypto.keys import load_recipient_pem
 from csfs.crypto.sealed import decrypt_opened, open_envelope
 from csfs.crypto.stream import HEADER_SIZE, ChunkCipher, payload_size
 from csfs.errors import (
@@ -328,6 +329,50 @@ class Vault:
         sets = [self.access.writer_keys(root) for root in self.share_roots_of(node_id)]
         return set.intersection(*sets)
 
+    def log_readers(self, node_id: str) -> set[str] | None:
+        """Fingerprints the access log lets read ``node_id``: the root's readers plus
+        members granted on it or above, on every path by which it was seen (format.md
+        7.5). Only the owner sees the tree above the share roots; for a member this is
+        None (no check). A manifest's own ``readers`` list is never the authority: a
+        replayed pre-revocation manifest still names the removed member."""
+        if not self.is_owner:
+            return None
+        root = self.header.root_id
+        base = {r.fingerprint for r in self.load_dir(root)[0].recipients()}
+        grants = self.access.current.grants
+        memo: dict[str, set[str]] = {}
+
+        def granted(node: str, seen: frozenset[str]) -> set[str] | None:
+            if node == root:
+                return set()
+            if node in memo:
+                return memo[node]
+            own = {fp for fp in grants.get(node, {}) if self.access.trusted(fp) is not None}
+            with self._lock:
+                parents = set(self._parents.get(node, ()))
+            if not parents and not self._discovering:
+                self._discover(node)
+                with self._lock:
+                    parents = set(self._parents.get(node, ()))
+            above = [granted(p, seen | {node}) for p in parents if p not in seen]
+            known = [a for a in above if a is not None]
+            if not known and parents:
+                return None  # only a cycle leads here: it grants nothing on its own
+            out = (set.intersection(*known) if known else set()) | own
+            memo[node] = out
+            return out
+
+        return base | (granted(node_id, frozenset()) or set())
+
+    def _log_checked(self, node_id: str, readers: list[str]) -> list[str]:
+        """``readers`` without the keys the log does not let read ``node_id``."""
+        allowed = self.log_readers(node_id)
+        if allowed is None:
+            return list(readers)
+        return [
+            r for r in readers if load_recipient_pem(r.encode(), "reader key").fingerprint in allowed
+        ]
+
     def may_write(self, dir_id: str) -> bool:
         if dir_id in self._virtual:
             return False
@@ -399,9 +444,18 @@ class Vault:
                 self._children[dir_id] = children
 
     def update_dir(
-        self, dir_id: str, change: Callable[[DirectoryManifest], T], *, force: bool = False
+        self,
+        dir_id: str,
+        change: Callable[[DirectoryManifest], T],
+        *,
+        force: bool = False,
+        sets_readers: bool = False,
     ) -> T:
         """Apply ``change`` to a copy of the manifest and switch it with If-Match.
+
+        The readers found in the manifest are kept only where the log grants them
+        (log_readers), unless ``sets_readers``: the change computed them from the log
+        itself (share and unshare, from the state their entry is about to create).
 
         On a lost race the manifest is re-read and ``change`` re-applied, so
         changes to different entries merge; ``change`` decides what a true
@@ -413,6 +467,8 @@ class Vault:
             manifest, etag = self.load_dir(dir_id, fresh=fresh)
             new = manifest.copy()
             result = change(new)
+            if not sets_readers:
+                new.readers = self._log_checked(dir_id, new.readers)
             if not force and new.encode_plain() == manifest.encode_plain():
                 return result  # nothing to switch
             new.version = manifest.version + 1
@@ -447,7 +503,8 @@ class Vault:
                 out += self.load_dir(file_id)[0].recipients()
             except NoMatchingKeyError:
                 pass  # a pointer this key cannot read is one it cannot keep current either
-        return list(dict.fromkeys(out))
+        allowed = self.log_readers(file_id)
+        return [r for r in dict.fromkeys(out) if allowed is None or r.fingerprint in allowed]
 
     def _sync_file_shares(self, old: DirectoryManifest, new: DirectoryManifest) -> None:
         """Keep the pointer of each shared file in ``new`` equal to its entry.
@@ -478,8 +535,9 @@ class Vault:
         dir_id = new_id()
         with self._lock:
             self._parents.setdefault(dir_id, set()).add(parent.dir_id)
+        readers = self._log_checked(dir_id, parent.readers)
         child = DirectoryManifest(
-            dir_id, version=1, readers=list(parent.readers), mtime_ns=time.time_ns(), mode=mode
+            dir_id, version=1, readers=readers, mtime_ns=time.time_ns(), mode=mode
         )
         self.store.put(
             manifest_key(dir_id), child.seal(self.vault_id, self.identity), if_none_match=True

@@ -194,3 +194,22 @@ def test_a_changed_old_log_entry_is_found_at_the_next_open(users: Users) -> None
         users.open("bob")  # a command with a remembered head
     with pytest.raises(AuthenticationError):
         users.open("alice")
+
+
+# -- 3. a replayed pre-revocation manifest does not bring a removed reader back ----------------
+
+
+def test_a_replayed_manifest_does_not_wrap_to_a_removed_member(users: Users) -> None:
+    sharing.share(users.a, "/proj", BOB)
+    proj = users.a.lookup("/proj").id
+    old = users.store.get(f"m/{proj}")  # owner-signed, readers: alice and Bob
+    sharing.remove_member(users.a, BOB)
+    users.store.put(f"m/{proj}", old)  # the store (or Bob) replays it
+    a = users.open("alice", fresh=True)  # a new machine of the owner: no floor yet
+    write_bytes(a, "/proj/new.txt", b"after Bob left")
+    a.mkdir("/proj/newdir")
+    e = a.lookup("/proj/new.txt")
+    with pytest.raises(NoMatchingKeyError):
+        parse_envelope(users.store.get(envelope_key(e.id, e.version))).open(users.bob)
+    for path in ("/proj", "/proj/newdir"):
+        assert f"m/{a.lookup(path).id}" not in _opens(users, users.bob), path
