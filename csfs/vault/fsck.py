@@ -109,6 +109,14 @@ def fsck(
             reachable.add(log_key(entry.seq))
             if body is not None and body["op"] == "share":
                 reachable.add(notice_key(str(body["notice"])))
+        for seq in sorted(vault.access.planted):
+            # Ignored by every client (format.md 7.2). Kept, not deleted as an orphan:
+            # it is evidence, and removing it changes nothing for the chain.
+            reachable.add(log_key(seq))
+            report.problems.append(
+                f"access log: object {log_key(seq)} is not signed by the owner "
+                "(planted by a member or the store; ignored)"
+            )
     except CsfsError as exc:
         report.problems.append(f"access log: {exc.message}")
     try:

@@ -338,8 +338,10 @@ def test_log_forked_by_non_owner(logged: Users) -> None:
                                         "member": bob.access.me, "write": True,
                                         "notice": "0" * 32, "writers": {}},
                        [logged.bob.recipient])
-    with pytest.raises(AuthenticationError, match="not signed by the vault owner"):
-        logged.open("alice")
+    # Ignored, not obeyed (format.md 7.2): Bob gains nothing, and nobody is stopped.
+    a = logged.open("alice")
+    assert logged.a.header.root_id not in a.access.current.grants
+    assert a.access.planted == {forged.seq + 1}
 
 
 def test_log_and_notices_hide_names(logged: Users, s3_client: Any, s3_bucket: str) -> None:

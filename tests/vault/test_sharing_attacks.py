@@ -213,3 +213,52 @@ def test_a_replayed_manifest_does_not_wrap_to_a_removed_member(users: Users) -> 
         parse_envelope(users.store.get(envelope_key(e.id, e.version))).open(users.bob)
     for path in ("/proj", "/proj/newdir"):
         assert f"m/{a.lookup(path).id}" not in _opens(users, users.bob), path
+
+
+# -- 4. a log entry a member planted stops nobody --------------------------------------------
+
+
+def _plant(users: Users, seq: int, raw: bytes | None = None) -> None:
+    """Bob, with bucket credentials, writes a/<seq>: signed by his own key, or junk."""
+    from csfs.vault.access import AccessLog
+
+    b = users.open("bob")
+    if raw is not None:
+        users.store.put(log_key(seq), raw)
+        return
+    forged = AccessLog(users.store, b.header, users.bob, b.state, b.access.pins)
+    forged.head = b.access.head
+    assert forged._put(seq, {"op": "share", "node": users.a.header.root_id,
+                             "member": b.access.me, "write": True,
+                             "notice": "0" * 32, "writers": {}}, [users.bob.recipient])
+
+
+def test_a_planted_log_entry_is_ignored_and_the_owner_goes_on(users: Users) -> None:
+    sharing.share(users.a, "/proj", BOB, write=True)
+    n = max(int(i.key[2:], 16) for i in users.store.list("a/"))
+    _plant(users, n + 1)  # the next seq, signed by Bob
+    _plant(users, n + 3, b"junk")  # and a junk object further on
+    _plant(users, 2**64 - 1, b"junk")  # and one at the highest number there is
+    for who in ("alice", "bob", "carol"):
+        for fresh in (False, True):
+            v = users.open(who, fresh=fresh)  # nobody is stopped
+            assert users.a.header.root_id not in v.access.current.grants
+            assert v.access.planted == {n + 1, n + 3, 2**64 - 1}
+    # The owner appends past the planted objects, and everyone follows.
+    a = users.open("alice")
+    sharing.share(a, "/proj/sub", CAROL)
+    sharing.unshare(a, "/proj", BOB)
+    assert read_bytes(users.open("carol", fresh=True), "/Shared/alice/sub/deep.txt") == b"deep"
+    assert not users.open("bob").access.notices
+    problems = fsck(users.open("alice")).problems
+    assert any("not signed by the owner" in p for p in problems), problems
+
+
+def test_a_planted_entry_cannot_hide_a_removed_owner_entry(users: Users) -> None:
+    sharing.share(users.a, "/proj", BOB)
+    sharing.share(users.a, "/proj/sub", CAROL)
+    n = max(int(i.key[2:], 16) for i in users.store.list("a/"))
+    # The store replaces entry n-1 (an owner entry) by junk: entry n no longer links.
+    users.store.put(log_key(n - 1), b"junk")
+    with pytest.raises(AuthenticationError, match="gap"):
+        users.open("carol", fresh=True)
