@@ -120,8 +120,13 @@ class Vault:
         self._access_checked = 0.0
         # Every directory each node was seen listed in: the nearest share roots above
         # a node decide whose signatures are accepted for it (format.md 7.3).
+        # Directories' parents are also remembered between runs (VaultState.listed_in).
         self._parents: dict[str, set[str]] = {}
         self._children: dict[str, set[str]] = {}
+        for child, parents in state.listed_in.items():
+            self._parents[child] = set(parents)
+            for parent in parents:
+                self._children.setdefault(parent, set()).add(child)
         self._virtual: dict[str, DirectoryManifest] = {}
         self._discovering = False
         self.pointer_errors: list[str] = []  # shown by `csfs status`; fsck finds stale ones
@@ -437,11 +442,15 @@ class Vault:
             if cached is None or cached[0].version <= manifest.version:
                 self._manifests[dir_id] = (manifest, etag)
                 children = {c.id for c in manifest.entries.values()}
-                for gone in self._children.get(dir_id, set()) - children:
-                    self._parents.get(gone, set()).discard(dir_id)
+                gone = self._children.get(dir_id, set()) - children
+                for node in gone:
+                    self._parents.get(node, set()).discard(dir_id)
                 for child in children:
                     self._parents.setdefault(child, set()).add(dir_id)
                 self._children[dir_id] = children
+                dirs = {c.id for c in manifest.entries.values() if c.type == "d"}
+                for node in dirs | (gone & set(self.state.listed_in)):
+                    self.state.set_listed_in(node, self._parents.get(node, set()))
 
     def update_dir(
         self,

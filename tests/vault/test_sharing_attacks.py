@@ -18,7 +18,7 @@ from csfs.vault import sharing
 from csfs.vault.access import log_key
 from csfs.vault.fsck import fsck
 from csfs.vault.layout import envelope_key
-from csfs.vault.manifest import Entry
+from csfs.vault.manifest import DirectoryManifest, Entry
 from tests.vault.conftest import assert_one_line_error, read_bytes, run_csfs, write_bytes
 from tests.vault.test_sharing import BOB, CAROL, Users, users  # noqa: F401  (fixture)
 from tests.vault.test_sharing_cli import ok, people, pub  # noqa: F401  (fixture)
@@ -262,3 +262,31 @@ def test_a_planted_entry_cannot_hide_a_removed_owner_entry(users: Users) -> None
     users.store.put(log_key(n - 1), b"junk")
     with pytest.raises(AuthenticationError, match="gap"):
         users.open("carol", fresh=True)
+
+
+# -- 6. a writer cannot sign for an owner-only folder by listing it in its share --------------
+
+
+def test_a_writer_cannot_sign_for_an_owner_only_folder_through_its_share(users: Users) -> None:
+    users.a.mkdir("/priv/secret2", parents=True)
+    write_bytes(users.a, "/priv/secret2/x", b"alice's")
+    sharing.share(users.a, "/proj", CAROL, write=True)
+    earlier = users.open("alice")  # an earlier run of the owner saw the folder
+    assert read_bytes(earlier, "/priv/secret2/x") == b"alice's"
+    earlier.close()
+    secret = users.a.lookup("/priv/secret2")
+    c = users.open("carol")
+    proj = c.lookup("/Shared/alice/proj").id
+    mine = write_bytes(c, "/Shared/alice/proj/x", b"carol's bytes")
+    forged = DirectoryManifest(secret.id, version=1 << 40, entries={"x": mine},
+                               readers=[users.alice.recipient.to_pem().decode(),
+                                        users.carol.recipient.to_pem().decode()])
+    users.store.put(f"m/{secret.id}", forged.seal(c.vault_id, users.carol))
+    c.update_dir(proj, lambda m: m.entries.__setitem__("alias", secret))
+    a = users.open("alice")  # a later command of the owner, through the planted path
+    with pytest.raises(AuthenticationError, match="not an authorised writer"):
+        read_bytes(a, "/proj/alias/x")
+    with pytest.raises(AuthenticationError):
+        users.open("alice").listdir("/priv/secret2")
+    problems = fsck(users.open("alice")).problems
+    assert any("alias" in p for p in problems) and not any("move?" in p for p in problems)
