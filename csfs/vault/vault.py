@@ -374,9 +374,7 @@ class Vault:
         allowed = self.log_readers(node_id)
         if allowed is None:
             return list(readers)
-        return [
-            r for r in readers if load_recipient_pem(r.encode(), "reader key").fingerprint in allowed
-        ]
+        return [r for r in readers if _fingerprint(r) in allowed]
 
     def may_write(self, dir_id: str) -> bool:
         if dir_id in self._virtual:
@@ -1143,6 +1141,10 @@ def _known_size(src: BinaryIO) -> int:
         return end - pos
     except (OSError, ValueError, AttributeError):
         return SMALL_FILE + 1
+
+
+def _fingerprint(pem: str) -> str:
+    return load_recipient_pem(pem.encode(), "reader key").fingerprint
 
 
 def _virtual_id(path: str) -> str:

@@ -290,3 +290,17 @@ def test_a_writer_cannot_sign_for_an_owner_only_folder_through_its_share(users: 
         users.open("alice").listdir("/priv/secret2")
     problems = fsck(users.open("alice")).problems
     assert any("alias" in p for p in problems) and not any("move?" in p for p in problems)
+
+
+def test_a_planted_log_object_stops_no_command(people: Any) -> None:
+    alice, bob, tmp = people
+    ok(alice, "member", "add", pub(bob), "--name", "bob")
+    ok(alice, "share", "/projects", "--with", "bob")
+    log = tmp / "store" / "a"
+    top = max(int(p.name, 16) for p in log.iterdir())
+    (log / f"{top + 1:016x}").write_bytes(b"planted by bob")
+    for env in (alice, bob):
+        assert ok(env, "ls", "/" if env is alice else "/Shared/alice").strip()
+    ok(alice, "unshare", "/projects", "--with", "bob")  # the owner appends past it
+    r = run_csfs("fsck", env=alice)
+    assert r.returncode != 0 and "not signed by the owner" in r.stdout + r.stderr
