@@ -10,6 +10,7 @@ and re-applies its change; a real conflict becomes a conflict copy.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import io
 import os
@@ -510,7 +511,11 @@ class Vault:
                 out += self.load_dir(file_id)[0].recipients()
             except NoMatchingKeyError:
                 pass  # a pointer this key cannot read is one it cannot keep current either
-        allowed = self.log_readers(file_id)
+        # From the directory, not the file: a new file is listed nowhere yet.
+        allowed = self.log_readers(parent.dir_id)
+        if allowed is not None:
+            grants = self.access.current.grants.get(file_id, {})
+            allowed |= {fp for fp in grants if self.access.trusted(fp) is not None}
         return [r for r in dict.fromkeys(out) if allowed is None or r.fingerprint in allowed]
 
     def _sync_file_shares(self, old: DirectoryManifest, new: DirectoryManifest) -> None:
@@ -1143,6 +1148,7 @@ def _known_size(src: BinaryIO) -> int:
         return SMALL_FILE + 1
 
 
+@functools.lru_cache(maxsize=1024)
 def _fingerprint(pem: str) -> str:
     return load_recipient_pem(pem.encode(), "reader key").fingerprint
 

@@ -201,8 +201,9 @@ def test_a_changed_old_log_entry_is_found_at_the_next_open(users: Users) -> None
 
 def test_a_replayed_manifest_does_not_wrap_to_a_removed_member(users: Users) -> None:
     sharing.share(users.a, "/proj", BOB)
+    sharing.share(users.a, "/proj", CAROL)
     proj = users.a.lookup("/proj").id
-    old = users.store.get(f"m/{proj}")  # owner-signed, readers: alice and Bob
+    old = users.store.get(f"m/{proj}")  # owner-signed, readers: alice, Bob and Carol
     sharing.remove_member(users.a, BOB)
     users.store.put(f"m/{proj}", old)  # the store (or Bob) replays it
     a = users.open("alice", fresh=True)  # a new machine of the owner: no floor yet
@@ -211,7 +212,9 @@ def test_a_replayed_manifest_does_not_wrap_to_a_removed_member(users: Users) -> 
     e = a.lookup("/proj/new.txt")
     with pytest.raises(NoMatchingKeyError):
         parse_envelope(users.store.get(envelope_key(e.id, e.version))).open(users.bob)
+    parse_envelope(users.store.get(envelope_key(e.id, e.version))).open(users.carol)  # still hers
     for path in ("/proj", "/proj/newdir"):
+        assert f"m/{a.lookup(path).id}" in _opens(users, users.carol), path
         assert f"m/{a.lookup(path).id}" not in _opens(users, users.bob), path
 
 
