@@ -126,9 +126,7 @@ def remove_member(vault: Vault, name: str) -> list[str]:
     if member.recipient.verify_key_bytes == vault.header.owner:
         raise UsageError("the owner cannot be removed")
     nodes = [n for n, g in vault.access.current.grants.items() if member.fingerprint in g]
-    # The tolerant walk, not Vault.walk: a folder the member forged must not stop this.
-    locations = _index(vault).locations
-    paths = {n: locations[n][0] for n in nodes if n in locations}
+    paths = find_paths(vault, set(nodes))  # a folder the member forged must not stop this
     # Outermost first, so that inner grants are not refused as "covered by an outer one".
     done = []
     for node in sorted(nodes, key=lambda n: len(paths.get(n, ""))):
@@ -233,14 +231,10 @@ def _index(vault: Vault) -> _Tree:
 
 
 def find_paths(vault: Vault, nodes: set[str]) -> dict[str, str]:
-    """The current path of each of ``nodes`` (those not found are left out)."""
-    out: dict[str, str] = {}
-    for path, entry in vault.walk("/"):
-        if entry.id in nodes and entry.id not in out:
-            out[entry.id] = path
-            if len(out) == len(nodes):
-                break
-    return out
+    """The current path of each of ``nodes`` (those not found are left out), by the
+    tolerant walk: a folder someone forged must not stop `csfs shares`."""
+    locations = _index(vault).locations
+    return {n: locations[n][0] for n in nodes if n in locations}
 
 
 def _writers_along(state: AccessState, chain: list[str]) -> list[str]:
