@@ -184,8 +184,11 @@ def main() -> None:
           {**entries, 4: b"junk"}, notices)
     write("entry_bad_prev", "authentication", "entry 7 re-signed with prev of entry 5", "bob",
           header_raw, {**upto7, 7: resign({**obj, "prev": h[5]})}, notices)
-    write("entry_bad_seq", "authentication", "entry 7 re-signed claiming seq 8", "bob",
-          header_raw, {**upto7, 7: resign({**obj, "seq": 8})}, notices)
+    write("entry_bad_seq", "success", "entry 7 re-signed claiming seq 8: a misplaced copy, "
+          "ignored", "bob", header_raw, {**upto7, 7: resign({**obj, "seq": 8})}, notices)
+    write("entry_copied_above_head", "success",
+          "a copy of entry 5 put at a/9 by someone with bucket access: ignored", "bob",
+          header_raw, {**entries, 9: entries[5]}, notices)
     write("entry_other_vault", "format", "entry 7 re-signed naming another vault", "bob",
           header_raw, {**upto7, 7: resign({**obj, "vault_id": "0" * 32})}, notices)
     write("entry_bad_format", "format", "entry 7 re-signed with format csfs-log-2", "bob",

@@ -208,6 +208,10 @@ def _b64(value: Any, what: str) -> bytes:
         raise FormatFailure(f"{what} is not standard base64") from exc
 
 
+class MisplacedEntry(AuthFailure):
+    """7.2: an owner entry under another number than its own is a planted copy."""
+
+
 def verify_entry(blob: bytes, seq: int, prev: bytes, owner: bytes, vault_id: str) -> dict:
     """7.2: the checks a reader makes on every entry it fetches -> the entry JSON."""
     payload, signer = parse_signed_blob(blob, LOG_ENTRY_DOMAIN)
@@ -219,8 +223,10 @@ def verify_entry(blob: bytes, seq: int, prev: bytes, owner: bytes, vault_id: str
         raise FormatFailure("log entry format is not csfs-log-1")
     if entry.get("vault_id") != vault_id:
         raise FormatFailure("log entry names another vault")
-    if entry.get("seq") != seq or type(entry.get("seq")) is not int:
+    if type(entry.get("seq")) is not int:
         raise AuthFailure(f"object a/{seq} holds entry {entry.get('seq')!r}")
+    if entry["seq"] != seq:
+        raise MisplacedEntry(f"object a/{seq} holds entry {entry['seq']}")
     if not isinstance(entry.get("prev"), str) or not HASH_HEX.fullmatch(entry["prev"]):
         raise AuthFailure("prev is not 64 lowercase hex digits")
     if not hmac.compare_digest(bytes.fromhex(entry["prev"]), prev):
@@ -504,7 +510,10 @@ def read_log(
             continue  # planted
         if signer != owner:
             continue  # planted
-        verified[seq] = verify_entry(entries[seq], seq, prev, owner, vault_id)
+        try:
+            verified[seq] = verify_entry(entries[seq], seq, prev, owner, vault_id)
+        except MisplacedEntry:
+            continue  # an owner entry copied under another number: planted
         prev = hashlib.sha256(entries[seq]).digest()
 
     # 6.1 `readable`: whether the identity opens each body (context kind 4).

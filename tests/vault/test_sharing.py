@@ -295,7 +295,8 @@ def test_log_entries_reordered(logged: Users) -> None:
     e3, e4 = logged.store.get(log_key(3)), logged.store.get(log_key(4))
     logged.store.put(log_key(3), e4)
     logged.store.put(log_key(4), e3)
-    with pytest.raises(AuthenticationError, match="another number"):
+    # Each is a misplaced copy (ignored, format.md 7.2); entry 5 then follows neither.
+    with pytest.raises(AuthenticationError, match="gap"):
         users_open_fresh(logged)
 
 

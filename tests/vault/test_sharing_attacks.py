@@ -241,13 +241,14 @@ def test_a_planted_log_entry_is_ignored_and_the_owner_goes_on(users: Users) -> N
     sharing.share(users.a, "/proj", BOB, write=True)
     n = max(int(i.key[2:], 16) for i in users.store.list("a/"))
     _plant(users, n + 1)  # the next seq, signed by Bob
+    _plant(users, n + 2, users.store.get(log_key(2)))  # a copy of an owner entry
     _plant(users, n + 3, b"junk")  # and a junk object further on
     _plant(users, 2**64 - 1, b"junk")  # and one at the highest number there is
     for who in ("alice", "bob", "carol"):
         for fresh in (False, True):
             v = users.open(who, fresh=fresh)  # nobody is stopped
             assert users.a.header.root_id not in v.access.current.grants
-            assert v.access.planted == {n + 1, n + 3, 2**64 - 1}
+            assert v.access.planted == {n + 1, n + 2, n + 3, 2**64 - 1}
     # The owner appends past the planted objects, and everyone follows.
     a = users.open("alice")
     sharing.share(a, "/proj/sub", CAROL)
