@@ -13,6 +13,7 @@ from __future__ import annotations
 import base64
 import io
 import posixpath
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -250,12 +251,42 @@ def _writers_along(state: AccessState, chain: list[str]) -> list[str]:
 def _writer_map(
     tree: _Tree, state: AccessState, items: list[tuple[str, Entry]]
 ) -> dict[str, list[str]]:
-    """The writer list of every share root among ``items``, under ``state``."""
+    """The writer list of every share root among ``items``, under ``state``: the
+    members with a "w" grant on it or above *on every path* to it, so that a writer
+    who lists another share's root in its own gains no authority there."""
+    common = _meet(
+        tree,
+        lambda n: {fp for fp, mode in state.grants.get(n, {}).items() if mode == "w"},
+        set(),
+    )
     return {
-        e.id: _writers_along(state, tree.chain(p))
+        e.id: [fp for fp in _writers_along(state, tree.chain(p)) if fp in common.get(e.id, ())]
         for p, e in items
         if e.type in ("d", "f") and e.id in state.grants
     }
+
+
+def _meet(tree: _Tree, own: Callable[[str], set[str]], at_root: set[str]) -> dict[str, set[str]]:
+    """For every node: the intersection, over the folders that list it, of their
+    value, plus ``own(node)``; the root's value is ``at_root``. The greatest fixed
+    point, i.e. the meet over every path from the root (a cycle only adds)."""
+    root = tree.order[0][1].id if tree.order else ""
+    values: dict[str, set[str]] = {root: set(at_root)}
+    nodes = list(dict.fromkeys(e.id for _, e in tree.order))
+    for _ in range(len(nodes) + 2):  # each round can only shrink a set; it settles
+        changed = False
+        for node in nodes:
+            if node == root:
+                continue
+            known = [values[p] for p in tree.parents.get(node, ()) if p in values]
+            if not known:
+                continue
+            now = set.intersection(*known) | own(node)
+            if values.get(node) != now:
+                values[node], changed = now, True
+        if not changed:
+            break
+    return values
 
 
 def _log_readers(vault: Vault, tree: _Tree, state: AccessState) -> dict[str, list[str]]:
@@ -268,8 +299,7 @@ def _log_readers(vault: Vault, tree: _Tree, state: AccessState) -> dict[str, lis
     The greatest fixed point of readers(n) = (intersection over the folders p that list
     n of readers(p)) + grants(n), with the root fixed: the meet over all paths, cycles
     included (a path through a cycle only adds grants)."""
-    root = vault.header.root_id
-    base = list(vault.load_dir(root, fresh=True)[0].readers)
+    base = list(vault.load_dir(vault.header.root_id, fresh=True)[0].readers)
 
     def granted(node: str) -> list[str]:
         out = []
@@ -279,21 +309,7 @@ def _log_readers(vault: Vault, tree: _Tree, state: AccessState) -> dict[str, lis
                 out.append(member.recipient.to_pem().decode())
         return out
 
-    readers: dict[str, set[str]] = {root: set(base)}
-    nodes = list(dict.fromkeys(e.id for _, e in tree.order))
-    for _ in range(len(nodes) + 2):  # each round can only shrink a set; it settles
-        changed = False
-        for node in nodes:
-            if node == root:
-                continue
-            known = [readers[p] for p in tree.parents.get(node, ()) if p in readers]
-            if not known:
-                continue
-            now = set.intersection(*known) | set(granted(node))
-            if readers.get(node) != now:
-                readers[node], changed = now, True
-        if not changed:
-            break
+    readers = _meet(tree, lambda n: set(granted(n)), set(base))
     order = [*base, *sorted({k for ks in readers.values() for k in ks} - set(base))]
     return {n: [k for k in order if k in ks] for n, ks in readers.items()}
 

@@ -309,3 +309,20 @@ def test_a_planted_log_object_stops_no_command(people: Any) -> None:
     ok(alice, "unshare", "/projects", "--with", "bob")  # the owner appends past it
     r = run_csfs("fsck", env=alice)
     assert r.returncode != 0 and "not signed by the owner" in r.stdout + r.stderr
+
+
+def test_a_planted_alias_gains_a_writer_no_write_authority_on_unshare(users: Users) -> None:
+    """Bob (writer of /proj) lists /secret (Carol's read share) in /proj; the owner's next
+    unshare under /proj must not record Bob as a writer of /secret."""
+    users.a.mkdir("/secret")
+    sharing.share(users.a, "/secret", CAROL)
+    sharing.share(users.a, "/proj", BOB, write=True)
+    sharing.share(users.a, "/proj", CAROL)
+    secret = users.a.lookup("/secret")
+    b = users.open("bob")
+    b.update_dir(b.lookup("/Shared/alice/proj").id,
+                 lambda m: m.entries.__setitem__("evil", secret))
+    sharing.unshare(users.open("alice"), "/proj", CAROL)
+    bob_fp = users.bob.recipient.fingerprint
+    assert bob_fp not in users.open("alice").access.current.writers.get(secret.id, [])
+    assert bob_fp not in users.open("carol").access.current.writers.get(secret.id, [])
