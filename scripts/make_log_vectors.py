@@ -79,6 +79,20 @@ def reseal_body(raw: bytes, header: VaultHeader, edit: Any) -> bytes:
     return resign(obj)
 
 
+def moved(raw: bytes, header: VaultHeader, seq: int, prev: str) -> bytes:
+    """The owner's entry ``raw`` as if appended at ``seq`` after the entry hashing to
+    ``prev`` (its body sealed again under the new seq's context)."""
+    obj = payload(raw)
+    sealed = base64.b64decode(obj["body"])
+    old = Context(KIND_LOG, header.vault_id_bytes, bytes(16), obj["seq"])
+    _, plain = open_object(sealed, ALICE, old, allowed_signers=None, what="body")
+    new = Context(KIND_LOG, header.vault_id_bytes, bytes(16), seq)
+    recipients = [i.recipient for i in IDENTITIES.values()]
+    obj.update(seq=seq, prev=prev,
+               body=base64.b64encode(seal_object(plain, recipients, ALICE, new)).decode())
+    return resign(obj)
+
+
 def replay(header_raw: bytes, entries: dict[int, bytes], notices: dict[str, bytes],
            who: str) -> dict[str, Any]:
     """What a correct reader derives, via the library (the expected result)."""
@@ -157,12 +171,24 @@ def main() -> None:
     # not the broken link to entry 8, is what a reader must catch.
     upto7 = without(8)
     obj = payload(entries[7])
-    write("entry_signed_by_member", "authentication", "entry 7 signed by bob, not the owner",
-          "bob", header_raw, {**upto7, 7: resign(obj, IDENTITIES["bob"])}, notices)
+    # Objects not signed by the owner are planted: ignored, never fatal (7.2).
+    planted = resign(obj, IDENTITIES["bob"])
+    write("entry_signed_by_member", "success", "entry 7 signed by bob, not the owner: ignored",
+          "bob", header_raw, {**upto7, 7: planted}, notices)
+    write("entry_planted_then_owner", "success",
+          "a/7 signed by bob and a/9 junk, both ignored; the owner's entry 7 appended as 8 "
+          "with prev of entry 6", "bob", header_raw,
+          {**upto7, 7: planted, 8: moved(entries[7], header, 8, h[6]), 9: b"junk"}, notices)
+    write("entry_replaced_by_junk", "authentication",
+          "entry 4 replaced by junk: entry 5 does not follow entry 3", "bob", header_raw,
+          {**entries, 4: b"junk"}, notices)
     write("entry_bad_prev", "authentication", "entry 7 re-signed with prev of entry 5", "bob",
           header_raw, {**upto7, 7: resign({**obj, "prev": h[5]})}, notices)
-    write("entry_bad_seq", "authentication", "entry 7 re-signed claiming seq 8", "bob",
-          header_raw, {**upto7, 7: resign({**obj, "seq": 8})}, notices)
+    write("entry_bad_seq", "success", "entry 7 re-signed claiming seq 8: a misplaced copy, "
+          "ignored", "bob", header_raw, {**upto7, 7: resign({**obj, "seq": 8})}, notices)
+    write("entry_copied_above_head", "success",
+          "a copy of entry 5 put at a/9 by someone with bucket access: ignored", "bob",
+          header_raw, {**entries, 9: entries[5]}, notices)
     write("entry_other_vault", "format", "entry 7 re-signed naming another vault", "bob",
           header_raw, {**upto7, 7: resign({**obj, "vault_id": "0" * 32})}, notices)
     write("entry_bad_format", "format", "entry 7 re-signed with format csfs-log-2", "bob",
@@ -186,7 +212,9 @@ def main() -> None:
           "bob", header_raw, without(8), notices, (8, h[8]))
     write("head_rewritten", "authentication", "entry 5's hash differs from the one pinned",
           "bob", header_raw, entries, notices, (5, h[4]))
-    nid, nraw = next(iter(notices.items()))
+    # Bob's notice (of entry 4, his share), whatever order the random notice ids sort in.
+    nid, nraw = next((k, r) for k, r in notices.items()
+                     if _notice_for(r, k, entries, header)[0] == 4)
     bob_notice = _notice_for(nraw, nid, entries, header)
     write("notice_for_other_node", "authentication",
           "bob's notice re-sealed by the owner naming another folder", "bob", header_raw,

@@ -20,7 +20,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from csfs.crypto import Context, Identity, Recipient
@@ -307,6 +307,10 @@ class Notice:
     name: str
     owner: str
     write: bool
+    # Local state, never stored: the name this client shows the share under. Chosen
+    # once, when its first grant is applied, and kept for the life of the share, so a
+    # later share under the same name never takes over a path in use (format.md 7.4).
+    shown: str = ""
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -316,6 +320,7 @@ class Notice:
             "name": self.name,
             "owner": self.owner,
             "write": self.write,
+            "shown": self.shown,
         }
 
 
@@ -438,84 +443,124 @@ class AccessLog:
         )
         self.notices = {n["node"]: Notice(**n) for n in saved.get("notices", [])}
         self.changed_keys: dict[str, tuple[str, str]] = {}  # name -> (pinned fp, logged fp)
+        # The remembered part of the chain is verified again once per open (each
+        # command, each mount start: format.md 7.2), so a changed old entry is found
+        # by the next command, not only by `csfs log` or fsck.
+        self.chain_checked = False
+        self.present: set[int] = set()  # seqs in the store at the last refresh
+        self.planted: set[int] = set()  # of those, objects not signed by the owner: ignored
 
     # -- reading ---------------------------------------------------------------------
 
-    def _list(self) -> int:
-        """The highest seq in the store, after checking that 1..n are all present."""
+    def _list(self) -> list[int]:
+        """The seqs present in the store, ascending. Numbers need not be contiguous:
+        a deleted owner entry is caught by the next one's ``prev`` (format.md 7.2)."""
         seqs = sorted(
             int(m.group(1), 16)
             for info in self.store.list("a/")
             if (m := _LOG_KEY.fullmatch(info.key))
         )
-        n = seqs[-1] if seqs else 0
-        if n != len(seqs):  # numbered 1..n: no room for a gap (nor a huge bogus range)
-            missing = next(i for i, seq in enumerate(seqs, 1) if seq != i)
-            raise AuthenticationError(
-                f"the access log has a gap: entry {missing} was removed (tampering)"
-            )
-        if n < self.seq:
+        if (seqs[-1] if seqs else 0) < self.seq:
             raise AuthenticationError(
                 f"the access log was rolled back: this client saw {self.seq} entries, "
-                f"the store has {n} (tampering)"
+                f"the store has {seqs[-1] if seqs else 0} (tampering)"
             )
-        return n
+        self.present = set(seqs)
+        return seqs
 
-    def _fetch(self, seq: int, prev: str) -> LogEntry:
+    def _fetch(self, seq: int, prev: str, after: int) -> LogEntry | None:
+        """Entry ``seq``, which must follow the owner entry ``after`` (hash ``prev``);
+        None for an object not signed by the owner: a member or the store planted it,
+        and it is ignored (format.md 7.2), never a reason to stop."""
         try:
             raw = read_limited(self.store, log_key(seq), MAX_SIGNED_BLOB, "access log entry")
         except NotFound:
             raise AuthenticationError(f"access log entry {seq} vanished (tampering)") from None
+        try:
+            owner_signed = verify_blob(raw, LOG_DOMAIN, "access log entry")[1] == self.header.owner
+        except (AuthenticationError, FormatError):
+            owner_signed = False
+        if not owner_signed:
+            self.planted.add(seq)
+            return None
         entry = LogEntry.decode(raw, self.header)
         if entry.seq != seq:
-            raise AuthenticationError(f"access log entry {seq} is stored under another number")
+            # A copy of an owner entry put under another number: anyone who can write
+            # the bucket can make one, so it is planted, not a reason to stop. (An
+            # entry moved away from its own number still breaks the next link.)
+            self.planted.add(seq)
+            return None
         if entry.prev != prev:
+            if seq != after + 1:
+                raise AuthenticationError(
+                    f"the access log has a gap: an entry after {after} was removed or "
+                    "replaced (tampering)"
+                )
             raise AuthenticationError(
-                f"access log entry {seq} does not follow entry {seq - 1} "
+                f"access log entry {seq} does not follow entry {after} "
                 "(entries were edited, removed or reordered)"
             )
         return entry
+
+    def _chain(self, seqs: list[int], prev: str, after: int) -> list[LogEntry]:
+        out = []
+        for seq in seqs:
+            entry = self._fetch(seq, prev, after)
+            if entry is not None:
+                out.append(entry)
+                prev, after = entry.hash, entry.seq
+        return out
 
     def refresh(self) -> AccessState:
         return self.refresh_to(None)
 
     def refresh_to(self, limit: int | None) -> AccessState:
         """Read new entries (up to ``limit``, for tests and vectors) and apply them."""
-        n = self._list()
+        self.planted = set()
+        seqs = self._list()
         if limit is not None:
-            n = min(n, limit)
+            seqs = [s for s in seqs if s <= limit]
         if self.seq:
-            raw = read_limited(self.store, log_key(self.seq), MAX_SIGNED_BLOB, "access log entry")
+            try:
+                raw = read_limited(
+                    self.store, log_key(self.seq), MAX_SIGNED_BLOB, "access log entry"
+                )
+            except NotFound:
+                raise AuthenticationError(
+                    f"the access log was rolled back: entry {self.seq}, which this client "
+                    "saw, is gone (tampering)"
+                ) from None
             if hashlib.sha256(raw).hexdigest() != self.head:
                 raise _rewritten(self.seq)
+        if self.seq and not self.chain_checked:
+            old = self._chain([s for s in seqs if s <= self.seq], self.header.digest, 0)
+            if not old or old[-1].hash != self.head:
+                raise _rewritten(self.seq)
+        self.chain_checked = True
         # The whole chain first, then the bodies (format.md 7.2).
-        new, prev = [], self.head
-        for seq in range(self.seq + 1, n + 1):
-            new.append(self._fetch(seq, prev))
-            prev = new[-1].hash
+        new = self._chain([s for s in seqs if s > self.seq], self.head, self.seq)
         for entry in new:
             self._apply(entry)
             self.seq, self.head = entry.seq, entry.hash
-        if n:
+        if seqs:
             self._check_pins()
             self._save()
         return self.current
 
     def verify_all(self) -> list[tuple[LogEntry, dict[str, Any] | None]]:
-        """Fetch and check the whole chain; the bodies this key can open, else None."""
-        n = self._list()
-        prev = self.header.digest
+        """Fetch and check the whole chain; the bodies this key can open, else None.
+        Objects not signed by the owner are skipped and left in ``planted``."""
+        self.planted = set()
+        entries = self._chain(self._list(), self.header.digest, 0)
         out: list[tuple[LogEntry, dict[str, Any] | None]] = []
-        for seq in range(1, n + 1):
-            entry = self._fetch(seq, prev)
-            if seq == self.seq and entry.hash != self.head:
-                raise _rewritten(seq)
+        for entry in entries:
+            if entry.seq == self.seq and entry.hash != self.head:
+                raise _rewritten(entry.seq)
             try:
                 body: dict[str, Any] | None = entry.open(self.identity, self.header)
             except NoMatchingKeyError:
                 body = None
             out.append((entry, body))
-            prev = entry.hash
         return out
 
     def _apply(self, entry: LogEntry) -> None:
@@ -566,7 +611,15 @@ class AccessLog:
             or notice.type != body.get("type", "d")
         ):
             raise AuthenticationError("a share notice does not match its log entry")
-        self.notices[notice.node] = notice
+        prior = self.notices.get(notice.node)
+        if prior is not None and prior.shown:
+            shown = prior.shown  # a new grant on a share already shown keeps its name
+        else:
+            taken = {n.shown for n in self.notices.values()}
+            shown, n = notice.name, 2
+            while shown in taken:
+                shown, n = f"{notice.name} ({n})", n + 1
+        self.notices[notice.node] = replace(notice, shown=shown)
 
     def _check_pins(self) -> None:
         """Trust on first use: pin new names; remember names whose key changed."""
@@ -625,7 +678,9 @@ class AccessLog:
         for _ in range(20):
             self.refresh()
             seq = self.seq + 1
-            if seq == 1:
+            while seq in self.present:  # taken by an object someone planted: skip it
+                seq += 1
+            if self.seq == 0:
                 self.genesis()
                 continue
             body, extra = make(self.current.copy(), seq)

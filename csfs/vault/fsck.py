@@ -61,17 +61,17 @@ def fsck(
     """
     report = FsckReport()
     reachable = {HEADER_KEY}
-    seen_nodes: dict[str, str] = {}
+    seen_nodes: dict[str, tuple[str, str | None]] = {}  # node -> (first path, its folder)
 
-    def visit(path: str, entry: Entry) -> None:
+    def visit(path: str, entry: Entry, parent: str | None = None) -> None:
         if progress:
             progress(path)
         if entry.id in seen_nodes and entry.type != "l":
-            report.problems.append(
-                f"{path}: same node as {seen_nodes[entry.id]} (an interrupted move?)"
-            )
+            other, other_parent = seen_nodes[entry.id]
+            what = _alias(vault, other_parent, parent)
+            report.problems.append(f"{path}: same node as {other}: {what}")
             return  # checked once; and a cycle must not recurse forever
-        seen_nodes[entry.id] = path
+        seen_nodes[entry.id] = (path, parent)
         if entry.type == "d":
             reachable.add(manifest_key(entry.id))
             try:
@@ -81,10 +81,12 @@ def fsck(
                 return
             report.directories += 1
             for name, child in sorted(manifest.entries.items()):
-                visit(f"{path.rstrip('/')}/{name}", child)
+                visit(f"{path.rstrip('/')}/{name}", child, entry.id)
         elif entry.type == "f":
             report.files += 1
-            if vault.is_file_share(entry.id):
+            if vault.is_file_share(entry.id) and not vault.shared_view:
+                # (A grantee's entry is the pointer's own, shown read-only: nothing to
+                # compare; its pointer verified when it was listed.)
                 reachable.add(manifest_key(entry.id))
                 try:
                     pointer = vault.load_dir(entry.id, fresh=True)[0]
@@ -107,6 +109,14 @@ def fsck(
             reachable.add(log_key(entry.seq))
             if body is not None and body["op"] == "share":
                 reachable.add(notice_key(str(body["notice"])))
+        for seq in sorted(vault.access.planted):
+            # Ignored by every client (format.md 7.2). Kept, not deleted as an orphan:
+            # it is evidence, and removing it changes nothing for the chain.
+            reachable.add(log_key(seq))
+            report.problems.append(
+                f"access log: object {log_key(seq)} is not signed by the owner "
+                "(planted by a member or the store; ignored)"
+            )
     except CsfsError as exc:
         report.problems.append(f"access log: {exc.message}")
     try:
@@ -135,3 +145,15 @@ def fsck(
             except NotFound:
                 pass
     return report
+
+
+
+def _alias(vault: Vault, first: str | None, second: str | None) -> str:
+    """What a node listed twice is. A move cut short leaves it in two folders under
+    the same share roots (moves across a share boundary are refused); anything else,
+    the vault root listed in a folder included, was planted by a writer."""
+    if first is None or second is None or (
+        vault.share_roots_of(first) != vault.share_roots_of(second)
+    ):
+        return "an alias planted by a writer"
+    return "an alias (planted by a writer, or left by a move cut short)"

@@ -13,6 +13,7 @@ from __future__ import annotations
 import base64
 import io
 import posixpath
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -126,7 +127,7 @@ def remove_member(vault: Vault, name: str) -> list[str]:
     if member.recipient.verify_key_bytes == vault.header.owner:
         raise UsageError("the owner cannot be removed")
     nodes = [n for n, g in vault.access.current.grants.items() if member.fingerprint in g]
-    paths = find_paths(vault, set(nodes))
+    paths = find_paths(vault, set(nodes))  # a folder the member forged must not stop this
     # Outermost first, so that inner grants are not refused as "covered by an outer one".
     done = []
     for node in sorted(nodes, key=lambda n: len(paths.get(n, ""))):
@@ -169,6 +170,7 @@ class _Tree:
     order: list[tuple[str, Entry]] = field(default_factory=list)  # parents before children
     ids: dict[str, str] = field(default_factory=dict)  # path -> node id
     locations: dict[str, list[str]] = field(default_factory=dict)  # node id -> paths
+    parents: dict[str, set[str]] = field(default_factory=dict)  # node id -> listing folders
     problems: list[str] = field(default_factory=list)
 
     def chain(self, path: str) -> list[str]:
@@ -185,6 +187,23 @@ class _Tree:
             for p, e in items
             if len(self.locations[e.id]) > 1
         ]
+
+    def reachable_twice(self) -> set[str]:
+        """Nodes reachable by more than one path: those listed in two folders (or in
+        a cycle) and everything below them. The walk lists their subtrees once only,
+        so a path-based answer for them would be the answer for one place only."""
+        children: dict[str, set[str]] = {}
+        for child, ps in self.parents.items():
+            for p in ps:
+                children.setdefault(p, set()).add(child)
+        todo = [n for n, ps in self.parents.items() if len(ps) > 1]
+        out: set[str] = set()
+        while todo:
+            node = todo.pop()
+            if node not in out:
+                out.add(node)
+                todo.extend(children.get(node, ()))
+        return out
 
 
 def _index(vault: Vault) -> _Tree:
@@ -207,19 +226,16 @@ def _index(vault: Vault) -> _Tree:
             tree.problems.append(f"{path}: {exc.message}")
             continue
         for name, child in sorted(manifest.entries.items(), reverse=True):
+            tree.parents.setdefault(child.id, set()).add(entry.id)
             stack.append((posixpath.join(path, name), child))
     return tree
 
 
 def find_paths(vault: Vault, nodes: set[str]) -> dict[str, str]:
-    """The current path of each of ``nodes`` (those not found are left out)."""
-    out: dict[str, str] = {}
-    for path, entry in vault.walk("/"):
-        if entry.id in nodes and entry.id not in out:
-            out[entry.id] = path
-            if len(out) == len(nodes):
-                break
-    return out
+    """The current path of each of ``nodes`` (those not found are left out), by the
+    tolerant walk: a folder someone forged must not stop `csfs shares`."""
+    locations = _index(vault).locations
+    return {n: locations[n][0] for n in nodes if n in locations}
 
 
 def _writers_along(state: AccessState, chain: list[str]) -> list[str]:
@@ -235,27 +251,71 @@ def _writers_along(state: AccessState, chain: list[str]) -> list[str]:
 def _writer_map(
     tree: _Tree, state: AccessState, items: list[tuple[str, Entry]]
 ) -> dict[str, list[str]]:
-    """The writer list of every share root among ``items``, under ``state``."""
+    """The writer list of every share root among ``items``, under ``state``: the
+    members with a "w" grant on it or above *on every path* to it, so that a writer
+    who lists another share's root in its own gains no authority there."""
+    common = _meet(
+        tree,
+        lambda n: {fp for fp, mode in state.grants.get(n, {}).items() if mode == "w"},
+        set(),
+    )
     return {
-        e.id: _writers_along(state, tree.chain(p))
+        e.id: [fp for fp in _writers_along(state, tree.chain(p)) if fp in common.get(e.id, ())]
         for p, e in items
         if e.type in ("d", "f") and e.id in state.grants
     }
 
 
-def _readers(vault: Vault, base: list[str], state: AccessState, chain: list[str]) -> list[str]:
-    """Who may read a directory, from the log alone: the vault-wide readers (the
-    root's, owner-signed) plus members granted on it or above. A key a writer
-    added to a manifest by hand does not survive a share or unshare."""
-    out = list(base)
-    for node in chain:
+def _meet(tree: _Tree, own: Callable[[str], set[str]], at_root: set[str]) -> dict[str, set[str]]:
+    """For every node: the intersection, over the folders that list it, of their
+    value, plus ``own(node)``; the root's value is ``at_root``. The greatest fixed
+    point, i.e. the meet over every path from the root (a cycle only adds)."""
+    root = tree.order[0][1].id if tree.order else ""
+    values: dict[str, set[str]] = {root: set(at_root)}
+    nodes = list(dict.fromkeys(e.id for _, e in tree.order))
+    for _ in range(len(nodes) + 2):  # each round can only shrink a set; it settles
+        changed = False
+        for node in nodes:
+            if node == root:
+                continue
+            known = [values[p] for p in tree.parents.get(node, ()) if p in values]
+            if not known:
+                continue
+            now = set.intersection(*known) | own(node)
+            if values.get(node) != now:
+                values[node], changed = now, True
+        if not changed:
+            break
+    return values
+
+
+def _log_readers(vault: Vault, tree: _Tree, state: AccessState) -> dict[str, list[str]]:
+    """Who may read each node of the tree, from the log alone (format.md 7.5): the
+    vault-wide readers (the root's, owner-signed) plus members granted on the node or
+    above it, on *every* path that reaches it. A node listed in two folders gets only
+    the readers common to both, so a writer who lists another folder's id in its own
+    share gains nothing; a key a writer added to a manifest by hand counts nowhere.
+
+    The greatest fixed point of readers(n) = (intersection over the folders p that list
+    n of readers(p)) + grants(n), with the root fixed: the meet over all paths, cycles
+    included (a path through a cycle only adds grants)."""
+    base = list(vault.load_dir(vault.header.root_id, fresh=True)[0].readers)
+
+    def granted(node: str) -> list[str]:
+        out = []
         for fp in sorted(state.grants.get(node, {})):
             member = vault.access.trusted(fp)
             if member is not None:
-                pem = member.recipient.to_pem().decode()
-                if pem not in out:
-                    out.append(pem)
-    return out
+                out.append(member.recipient.to_pem().decode())
+        return out
+
+    readers = _meet(tree, lambda n: set(granted(n)), set(base))
+    order = [*base, *sorted({k for ks in readers.values() for k in ks} - set(base))]
+    return {n: [k for k in order if k in ks] for n, ks in readers.items()}
+
+
+def _recipients(pems: list[str]) -> list[Recipient]:
+    return [load_recipient_pem(r.encode(), "reader key") for r in pems]
 
 
 # -- share and unshare -----------------------------------------------------------------------
@@ -267,33 +327,34 @@ def _reseal(
     items: list[tuple[str, Entry]],
     state: AccessState,
     resign: bytes | None,
+    problems: list[str] | None = None,
 ) -> tuple[int, dict[str, list[Recipient]]]:
-    """Set the readers of each directory among ``items`` from ``state``; re-sign as
-    the owner manifests signed by ``resign`` (a writer about to lose its authority).
-    A node listed in several places gets the readers common to all of them.
-    Returns the number of manifests written and each directory's recipients."""
-    base = vault.load_dir(vault.header.root_id, fresh=True)[0].readers
-    wanted: dict[str, list[str]] = {}
-    for path, entry in items:
-        if entry.type != "d":
-            continue
-        mine = _readers(vault, base, state, tree.chain(path))
-        prev = wanted.get(entry.id)
-        wanted[entry.id] = mine if prev is None else [r for r in prev if r in mine]
+    """Set the readers of each directory among ``items`` from ``state`` (over the
+    whole tree: _log_readers); re-sign as the owner manifests signed by ``resign`` (a
+    writer about to lose its authority). With ``problems``, a directory that cannot be
+    re-sealed (unreadable, forged, at the highest version) is reported there and left
+    alone instead of stopping: revocation must not be blocked by what the member wrote.
+    Returns the number of manifests written and each node's recipients."""
+    readers = _log_readers(vault, tree, state)
     count = 0
-    for dir_id, readers in wanted.items():
+    for dir_id in dict.fromkeys(e.id for _, e in items if e.type == "d"):
+        if dir_id not in readers:
+            continue
 
-        def apply(m: DirectoryManifest, readers: list[str] = readers) -> None:
-            m.readers = list(readers)
+        def apply(m: DirectoryManifest, mine: list[str] = readers[dir_id]) -> None:
+            m.readers = list(mine)
 
-        current = vault.load_dir(dir_id)[0]
-        force = resign is not None and current.signer == resign
-        vault.update_dir(dir_id, apply, force=force)
-        count += vault.load_dir(dir_id)[0].version != current.version
-    recipients = {
-        d: [load_recipient_pem(r.encode(), "reader key") for r in rs] for d, rs in wanted.items()
-    }
-    return count, recipients
+        try:
+            current = vault.load_dir(dir_id)[0]
+            force = resign is not None and current.signer == resign
+            vault.update_dir(dir_id, apply, force=force, sets_readers=True)
+            count += vault.load_dir(dir_id)[0].version != current.version
+        except CsfsError as exc:
+            if problems is None:
+                raise
+            where = tree.locations.get(dir_id, [dir_id])[0]
+            problems.append(f"{where}: left alone: {exc.message}")
+    return count, {n: _recipients(rs) for n, rs in readers.items()}
 
 
 def _point(
@@ -301,11 +362,9 @@ def _point(
 ) -> tuple[int, dict[str, list[Recipient]]]:
     """Create or update a shared file's pointer (format.md 7.6): one entry, sealed to
     the file's directory readers plus the members granted the file. Returns the
-    number of objects written and the recipients for its current version."""
-    base = vault.load_dir(vault.header.root_id, fresh=True)[0].readers
-    parent_path = posixpath.dirname(path)
-    readers = _readers(vault, base, state, [*tree.chain(parent_path), entry.id])
-    parent_id = tree.ids[parent_path]
+    number of objects written and each node's recipients."""
+    everyone = _log_readers(vault, tree, state)
+    readers = everyone[entry.id]
     name = posixpath.basename(path)
     try:
         vault.load_dir(entry.id, fresh=True)
@@ -323,10 +382,8 @@ def _point(
         def apply(m: DirectoryManifest) -> None:
             m.readers, m.entries = list(readers), {name: entry}
 
-        vault.update_dir(entry.id, apply)
-    pointer_recipients = [load_recipient_pem(r.encode(), "reader key") for r in readers]
-    parent_recipients = vault.load_dir(parent_id)[0].recipients()
-    return 1, {parent_id: list(dict.fromkeys([*parent_recipients, *pointer_recipients]))}
+        vault.update_dir(entry.id, apply, sets_readers=True)
+    return 1, {n: _recipients(rs) for n, rs in everyone.items()}
 
 
 def _rewrap(
@@ -335,13 +392,26 @@ def _rewrap(
     files: list[tuple[str, Entry]],
     recipients: dict[str, list[Recipient]],
     only_signer: bytes | None = None,
+    problems: list[str] | None = None,
 ) -> int:
-    """Re-wrap the current version of each file to its directory's readers
-    (only those signed by ``only_signer``, if given), signed by the owner."""
+    """Re-wrap the current version of each file to its readers from the log, over
+    the whole tree (only those signed by ``only_signer``, if given), signed by the
+    owner. With ``problems``, a file that cannot be re-wrapped is reported there."""
 
     def one(item: tuple[str, Entry]) -> int:
+        try:
+            return attempt(item)
+        except CsfsError as exc:
+            if problems is None:
+                raise
+            problems.append(f"{item[0]}: left alone: {exc.message}")
+            return 0
+
+    def attempt(item: tuple[str, Entry]) -> int:
         path, entry = item
-        to = recipients[tree.ids[posixpath.dirname(path)]]
+        to = recipients.get(entry.id)
+        if to is None:
+            return 0  # listed only in a folder that does not verify: vouches for nothing
         key = envelope_key(entry.id, entry.version)
         for _ in range(5):
             raw, etag = vault.store.get_with_etag(key)
@@ -421,6 +491,13 @@ def share(vault: Vault, path: str, name: str, *, write: bool = False) -> ShareRe
 
 
 def unshare(vault: Vault, path: str, name: str, *, reencrypt: bool = False) -> ShareReport:
+    """Withdraw ``name``'s grant at ``path``.
+
+    Revocation must go through whatever the member planted: aliases are reported
+    (never used to compute readers: _log_readers), and a manifest or envelope that
+    cannot be re-sealed (unreadable, forged, at the highest version) is reported and
+    left alone; the log entry, which ends the member's authority, is appended anyway.
+    """
     _require_owner(vault)
     vault.refresh_access(force=True)
     member = vault.access.current.by_name(name)
@@ -433,15 +510,16 @@ def unshare(vault: Vault, path: str, name: str, *, reencrypt: bool = False) -> S
             raise UsageError(
                 f"{name} has access to {path} through {outer}", hint=f"unshare {outer} instead"
             )
-    # Aliases are not refused here: revocation must go through, and taking a key
-    # away from an extra place is never harmful.
+    if member.fingerprint not in grants.get(entry.id, {}):
+        raise UsageError(f"{path} is not shared with {name}", hint="see `csfs shares`")
     items = tree.under(path)
-    report = ShareReport(problems=[f"{p} is the same node as {o}" for p, o in tree.aliased(items)])
-    after = vault.access.current.copy()
-    g = after.grants.get(entry.id, {})
-    g.pop(member.fingerprint, None)
-    if not g:
-        after.grants.pop(entry.id, None)
+    twice = tree.reachable_twice()
+    report = ShareReport(
+        problems=[
+            *(f"{p} is the same node as {o} (an alias)" for p, o in tree.aliased(items)),
+            *tree.problems,
+        ]
+    )
     # While the member is still a writer, take over (re-sign as the owner) what it
     # signed: once the log says it is not, its signatures no longer count. A
     # member that could not write here signed nothing that counted.
@@ -452,31 +530,47 @@ def unshare(vault: Vault, path: str, name: str, *, reencrypt: bool = False) -> S
     leaving = member.recipient.verify_key_bytes if was_writer else None
     before = vault.access.current
     if leaving is not None:
-        _, current = _reseal(vault, tree, items, before, leaving)
-        report.envelopes = _rewrap(vault, tree, items, current, only_signer=leaving)
-    if member.fingerprint in grants.get(entry.id, {}):
+        _, current = _reseal(vault, tree, items, before, leaving, report.problems)
+        report.envelopes = _rewrap(
+            vault, tree, items, current, only_signer=leaving, problems=report.problems
+        )
 
-        def make(state: AccessState, seq: int) -> tuple[dict[str, Any], list[Recipient]]:
-            g = state.grants.get(entry.id, {})
-            g.pop(member.fingerprint, None)
-            if not g:
-                state.grants.pop(entry.id, None)
-            writer_map = _writer_map(tree, state, items)
-            writer_map.setdefault(entry.id, [])
-            return {
-                "op": "unshare",
-                "node": entry.id,
-                "member": member.fingerprint,
-                "writers": writer_map,
-            }, []
+    def make(state: AccessState, seq: int) -> tuple[dict[str, Any], list[Recipient]]:
+        g = state.grants.get(entry.id, {})
+        g.pop(member.fingerprint, None)
+        if not g:
+            state.grants.pop(entry.id, None)
+        writer_map = _writer_map(tree, state, items)
+        writer_map.setdefault(entry.id, [])
+        return {
+            "op": "unshare",
+            "node": entry.id,
+            "member": member.fingerprint,
+            "writers": writer_map,
+        }, []
 
-        vault.access.append(make)
+    vault.access.append(make)
     if entry.type == "f":
-        report.directories, _ = _point(vault, tree, path, entry, vault.access.current)
+        try:
+            report.directories, _ = _point(vault, tree, path, entry, vault.access.current)
+        except CsfsError as exc:
+            report.problems.append(f"{path} (share pointer): left alone: {exc.message}")
     else:
-        report.directories, _ = _reseal(vault, tree, items, vault.access.current, None)
+        report.directories, _ = _reseal(
+            vault, tree, items, vault.access.current, None, report.problems
+        )
     if reencrypt:
-        files = {e.id: (p, e) for p, e in items if e.type == "f" and e.version}
+        files = {}
+        for p, e in items:
+            if e.type != "f" or not e.version:
+                continue
+            if e.id in twice:
+                # Its versions are also reached from elsewhere: a new version here
+                # would be wrapped to this folder's readers, and deleting the old one
+                # would break the other place. The owner removes the alias first.
+                report.problems.append(f"{p}: not re-encrypted: also listed elsewhere")
+                continue
+            files[e.id] = (p, e)
         _reencrypt(vault, list(files.values()), report)
     return report
 
@@ -490,7 +584,10 @@ def _reencrypt(vault: Vault, files: list[tuple[str, Entry]], report: ShareReport
     old versions' objects deleted."""
     by_dir: dict[str, list[tuple[str, Entry]]] = {}
     for path, entry in files:
-        by_dir.setdefault(vault.parent_of(path)[0], []).append((path, entry))
+        try:
+            by_dir.setdefault(vault.parent_of(path)[0], []).append((path, entry))
+        except CsfsError as exc:
+            report.problems.append(f"{path}: not re-encrypted: {exc.message}")
 
     def upload(item: tuple[str, Entry], parent: DirectoryManifest) -> tuple[str, Entry, Entry]:
         path, old = item
@@ -502,8 +599,12 @@ def _reencrypt(vault: Vault, files: list[tuple[str, Entry]], report: ShareReport
 
     with ThreadPoolExecutor(max_workers=WORKERS) as pool:
         for dir_id, items in by_dir.items():
-            parent = vault.load_dir(dir_id, fresh=True)[0]
-            done = list(pool.map(lambda it, p=parent: upload(it, p), items))
+            try:
+                parent = vault.load_dir(dir_id, fresh=True)[0]
+                done = list(pool.map(lambda it, p=parent: upload(it, p), items))
+            except CsfsError as exc:
+                report.problems.append(f"{items[0][0]}: not re-encrypted: {exc.message}")
+                continue
 
             def switch(m: DirectoryManifest, done: list[tuple[str, Entry, Entry]] = done) -> list:
                 switched = []

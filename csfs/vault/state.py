@@ -36,6 +36,11 @@ class VaultState:
         # Per key fingerprint: the verified access-log head and what it derived. Two
         # keys used on one machine (an owner and a member) each keep their own.
         self.access: dict[str, dict[str, Any]] = {}
+        # Directory id -> the folders this client has seen listing it (any key it used).
+        # Remembered so that "listed in two folders" (format.md 7.3) holds across runs:
+        # a writer who lists an owner-only folder in its share cannot sign for it in a
+        # later run that reaches it only through the share.
+        self.listed_in: dict[str, list[str]] = {}
         self.dirty = False
         if self.path and os.path.exists(self.path):
             try:
@@ -48,6 +53,9 @@ class VaultState:
                     str(k): int(v) for k, v in data.get("dirs", {}).items() if int(v) < 1 << 63
                 }
                 self.access = dict(data.get("access", {}))
+                self.listed_in = {
+                    str(k): [str(p) for p in v] for k, v in data.get("parents", {}).items()
+                }
             except (OSError, ValueError):
                 # A damaged state file loses rollback memory, never data.
                 self.seen = {}
@@ -74,6 +82,16 @@ class VaultState:
                 self.seen[dir_id] = version
                 self.dirty = True
 
+    def set_listed_in(self, dir_id: str, parents: set[str]) -> None:
+        with self.lock:
+            now = sorted(parents)
+            if self.listed_in.get(dir_id, []) != now:
+                if now:
+                    self.listed_in[dir_id] = now
+                else:
+                    self.listed_in.pop(dir_id, None)
+                self.dirty = True
+
     def access_for(self, fingerprint: str) -> dict[str, Any]:
         with self.lock:
             return dict(self.access.get(fingerprint, {}))
@@ -88,7 +106,12 @@ class VaultState:
             return
         with self.lock:
             data = json.dumps(
-                {"header": self.header_digest, "dirs": self.seen, "access": self.access}
+                {
+                    "header": self.header_digest,
+                    "dirs": self.seen,
+                    "access": self.access,
+                    "parents": self.listed_in,
+                }
             )
             self.dirty = False
         os.makedirs(os.path.dirname(self.path), mode=0o700, exist_ok=True)

@@ -10,6 +10,7 @@ and re-applies its change; a real conflict becomes a conflict copy.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import io
 import os
@@ -35,6 +36,7 @@ from csfs.crypto import (
     encrypt_stream,
 )
 from csfs.crypto.envelope import KIND_FILE, MAX_ENVELOPE_SIZE
+from csfs.crypto.keys import load_recipient_pem
 from csfs.crypto.sealed import decrypt_opened, max_payload_size, open_envelope
 from csfs.crypto.stream import HEADER_SIZE, ChunkCipher, payload_size
 from csfs.errors import (
@@ -45,6 +47,7 @@ from csfs.errors import (
     CrossShare,
     CsfsError,
     DirectoryNotEmpty,
+    FormatError,
     IntegrityError,
     IsADirectory,
     NoMatchingKeyError,
@@ -81,6 +84,7 @@ T = TypeVar("T")
 SMALL_FILE = 8 << 20  # payloads up to this size are built in memory, larger ones in a temp file
 MAX_RETRIES = 50
 _EXTENDED = "a file's ciphertext is longer than its directory entry allows: extended or replaced"
+VERSION_LIMIT = 1 << 63  # manifest versions at or above are format errors (format.md 5.3)
 
 
 def split_path(path: str) -> list[str]:
@@ -128,8 +132,13 @@ class Vault:
         self._access_checked = 0.0
         # Every directory each node was seen listed in: the nearest share roots above
         # a node decide whose signatures are accepted for it (format.md 7.3).
+        # Directories' parents are also remembered between runs (VaultState.listed_in).
         self._parents: dict[str, set[str]] = {}
         self._children: dict[str, set[str]] = {}
+        for child, parents in state.listed_in.items():
+            self._parents[child] = set(parents)
+            for parent in parents:
+                self._children.setdefault(parent, set()).add(child)
         self._virtual: dict[str, DirectoryManifest] = {}
         self._discovering = False
         self.pointer_errors: list[str] = []  # shown by `csfs status`; fsck finds stale ones
@@ -266,8 +275,11 @@ class Vault:
         )
         ro = 0o555
         entries: dict[str, Entry] = {}
-        for notice in sorted(self.access.notices.values(), key=lambda n: (n.name, n.node)):
-            name, n = notice.name, 2
+        # The name chosen when the share was first applied (AccessLog._read_notice), so
+        # that a later share never displaces an earlier one's path.
+        notices = sorted(self.access.notices.values(), key=lambda n: (not n.shown, n.node))
+        for notice in notices:
+            name, n = notice.shown or notice.name, 2
             while name in entries:
                 name, n = f"{notice.name} ({n})", n + 1
             if notice.type == "f":
@@ -338,6 +350,48 @@ class Vault:
         sets = [self.access.writer_keys(root) for root in self.share_roots_of(node_id)]
         return set.intersection(*sets)
 
+    def log_readers(self, node_id: str) -> set[str] | None:
+        """Fingerprints the access log lets read ``node_id``: the root's readers plus
+        members granted on it or above, on every path by which it was seen (format.md
+        7.5). Only the owner sees the tree above the share roots; for a member this is
+        None (no check). A manifest's own ``readers`` list is never the authority: a
+        replayed pre-revocation manifest still names the removed member."""
+        if not self.is_owner:
+            return None
+        root = self.header.root_id
+        base = {r.fingerprint for r in self.load_dir(root)[0].recipients()}
+        grants = self.access.current.grants
+        memo: dict[str, set[str]] = {}
+
+        def granted(node: str, seen: frozenset[str]) -> set[str] | None:
+            if node == root:
+                return set()
+            if node in memo:
+                return memo[node]
+            own = {fp for fp in grants.get(node, {}) if self.access.trusted(fp) is not None}
+            with self._lock:
+                parents = set(self._parents.get(node, ()))
+            if not parents and not self._discovering:
+                self._discover(node)
+                with self._lock:
+                    parents = set(self._parents.get(node, ()))
+            above = [granted(p, seen | {node}) for p in parents if p not in seen]
+            known = [a for a in above if a is not None]
+            if not known and parents:
+                return None  # only a cycle leads here: it grants nothing on its own
+            out = (set.intersection(*known) if known else set()) | own
+            memo[node] = out
+            return out
+
+        return base | (granted(node_id, frozenset()) or set())
+
+    def _log_checked(self, node_id: str, readers: list[str]) -> list[str]:
+        """``readers`` without the keys the log does not let read ``node_id``."""
+        allowed = self.log_readers(node_id)
+        if allowed is None:
+            return list(readers)
+        return [r for r in readers if _fingerprint(r) in allowed]
+
     def may_write(self, dir_id: str) -> bool:
         if dir_id in self._virtual:
             return False
@@ -384,6 +438,10 @@ class Vault:
             manifest = DirectoryManifest.open(
                 raw, self.vault_id, dir_id, self.identity, self.signers_for(dir_id)
             )
+            if manifest.version >= VERSION_LIMIT:
+                # Before it can raise the rollback floor: a writer's 2^64-1 would
+                # otherwise block every later write here, revocation included.
+                raise FormatError("a directory manifest has an out-of-range version")
             if manifest.version < floor:
                 raise AuthenticationError(
                     "a directory manifest was rolled back to an older version (replay)"
@@ -400,16 +458,29 @@ class Vault:
             if cached is None or cached[0].version <= manifest.version:
                 self._manifests[dir_id] = (manifest, etag)
                 children = {c.id for c in manifest.entries.values()}
-                for gone in self._children.get(dir_id, set()) - children:
-                    self._parents.get(gone, set()).discard(dir_id)
+                gone = self._children.get(dir_id, set()) - children
+                for node in gone:
+                    self._parents.get(node, set()).discard(dir_id)
                 for child in children:
                     self._parents.setdefault(child, set()).add(dir_id)
                 self._children[dir_id] = children
+                dirs = {c.id for c in manifest.entries.values() if c.type == "d"}
+                for node in dirs | (gone & set(self.state.listed_in)):
+                    self.state.set_listed_in(node, self._parents.get(node, set()))
 
     def update_dir(
-        self, dir_id: str, change: Callable[[DirectoryManifest], T], *, force: bool = False
+        self,
+        dir_id: str,
+        change: Callable[[DirectoryManifest], T],
+        *,
+        force: bool = False,
+        sets_readers: bool = False,
     ) -> T:
         """Apply ``change`` to a copy of the manifest and switch it with If-Match.
+
+        The readers found in the manifest are kept only where the log grants them
+        (log_readers), unless ``sets_readers``: the change computed them from the log
+        itself (share and unshare, from the state their entry is about to create).
 
         On a lost race the manifest is re-read and ``change`` re-applied, so
         changes to different entries merge; ``change`` decides what a true
@@ -421,6 +492,8 @@ class Vault:
             manifest, etag = self.load_dir(dir_id, fresh=fresh)
             new = manifest.copy()
             result = change(new)
+            if not sets_readers:
+                new.readers = self._log_checked(dir_id, new.readers)
             if not force and new.encode_plain() == manifest.encode_plain():
                 return result  # nothing to switch
             new.version = manifest.version + 1
@@ -455,7 +528,12 @@ class Vault:
                 out += self.load_dir(file_id)[0].recipients()
             except NoMatchingKeyError:
                 pass  # a pointer this key cannot read is one it cannot keep current either
-        return list(dict.fromkeys(out))
+        # From the directory, not the file: a new file is listed nowhere yet.
+        allowed = self.log_readers(parent.dir_id)
+        if allowed is not None:
+            grants = self.access.current.grants.get(file_id, {})
+            allowed |= {fp for fp in grants if self.access.trusted(fp) is not None}
+        return [r for r in dict.fromkeys(out) if allowed is None or r.fingerprint in allowed]
 
     def _sync_file_shares(self, old: DirectoryManifest, new: DirectoryManifest) -> None:
         """Keep the pointer of each shared file in ``new`` equal to its entry.
@@ -486,8 +564,9 @@ class Vault:
         dir_id = new_id()
         with self._lock:
             self._parents.setdefault(dir_id, set()).add(parent.dir_id)
+        readers = self._log_checked(dir_id, parent.readers)
         child = DirectoryManifest(
-            dir_id, version=1, readers=list(parent.readers), mtime_ns=time.time_ns(), mode=mode
+            dir_id, version=1, readers=readers, mtime_ns=time.time_ns(), mode=mode
         )
         self.store.put(
             manifest_key(dir_id), child.seal(self.vault_id, self.identity), if_none_match=True
@@ -1171,6 +1250,11 @@ def _known_size(src: BinaryIO) -> int:
 
 def cycle_message(path: str) -> str:
     return f"directory cycle in the vault: {path} leads back to a folder above it"
+
+
+@functools.lru_cache(maxsize=1024)
+def _fingerprint(pem: str) -> str:
+    return load_recipient_pem(pem.encode(), "reader key").fingerprint
 
 
 def _virtual_id(path: str) -> str:

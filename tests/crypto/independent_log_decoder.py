@@ -208,6 +208,10 @@ def _b64(value: Any, what: str) -> bytes:
         raise FormatFailure(f"{what} is not standard base64") from exc
 
 
+class MisplacedEntry(AuthFailure):
+    """7.2: an owner entry under another number than its own is a planted copy."""
+
+
 def verify_entry(blob: bytes, seq: int, prev: bytes, owner: bytes, vault_id: str) -> dict:
     """7.2: the checks a reader makes on every entry it fetches -> the entry JSON."""
     payload, signer = parse_signed_blob(blob, LOG_ENTRY_DOMAIN)
@@ -219,8 +223,10 @@ def verify_entry(blob: bytes, seq: int, prev: bytes, owner: bytes, vault_id: str
         raise FormatFailure("log entry format is not csfs-log-1")
     if entry.get("vault_id") != vault_id:
         raise FormatFailure("log entry names another vault")
-    if entry.get("seq") != seq or type(entry.get("seq")) is not int:
+    if type(entry.get("seq")) is not int:
         raise AuthFailure(f"object a/{seq} holds entry {entry.get('seq')!r}")
+    if entry["seq"] != seq:
+        raise MisplacedEntry(f"object a/{seq} holds entry {entry['seq']}")
     if not isinstance(entry.get("prev"), str) or not HASH_HEX.fullmatch(entry["prev"]):
         raise AuthFailure("prev is not 64 lowercase hex digits")
     if not hmac.compare_digest(bytes.fromhex(entry["prev"]), prev):
@@ -481,27 +487,33 @@ def read_log(
     vault = parse_vault_header(header)
     owner, vault_id = bytes.fromhex(vault["owner"]), vault["vault_id"]
 
-    # 7.2: the whole chain, gaps and the remembered head are checked before any
-    # body is opened. SPEC GAP (7.2): the order among those three is not given;
-    # it decides the class only when a log has both a gap (or a moved head) and
-    # an entry with a bad `format` or `vault_id`. This reader checks gaps, then
-    # the head, then the chain.
+    # 7.2: the remembered head, then the chain, are checked before any body is
+    # opened. Objects not signed by the owner (not a signed blob, a bad signature,
+    # another signer) are planted: skipped, never obeyed, never fatal. Numbers may
+    # be missing; a removed or replaced owner entry shows as the next owner
+    # entry's `prev` not matching.
     top = max(entries, default=0)
-    missing = [seq for seq in range(1, top + 1) if seq not in entries]
-    if missing:
-        raise AuthFailure(f"log entries missing: {missing}")
     if pinned is not None:
         head_seq, head_hash = pinned
-        if top < head_seq:
+        if top < head_seq or head_seq not in entries:
             raise AuthFailure("log is shorter than the remembered head (rollback)")
         if not hmac.compare_digest(hashlib.sha256(entries[head_seq]).digest(), head_hash):
             raise AuthFailure("entry at the remembered head has another hash (rewrite)")
 
-    # 7.2: every entry is verified, including those the reader will not open.
+    # 7.2: every owner entry is verified, including those the reader will not open.
     prev = hashlib.sha256(header).digest()
     verified: dict[int, dict] = {}
-    for seq in range(1, top + 1):
-        verified[seq] = verify_entry(entries[seq], seq, prev, owner, vault_id)
+    for seq in sorted(entries):
+        try:
+            _, signer = parse_signed_blob(entries[seq], LOG_ENTRY_DOMAIN)
+        except (AuthFailure, FormatFailure):
+            continue  # planted
+        if signer != owner:
+            continue  # planted
+        try:
+            verified[seq] = verify_entry(entries[seq], seq, prev, owner, vault_id)
+        except MisplacedEntry:
+            continue  # an owner entry copied under another number: planted
         prev = hashlib.sha256(entries[seq]).digest()
 
     # 6.1 `readable`: whether the identity opens each body (context kind 4).
@@ -517,7 +529,7 @@ def read_log(
     is_owner = key.ed25519_pub == owner  # 7.4: the owner holds no notices
     state: State | None = None
     held: dict[str, dict] = {}  # node -> 6.1 notice of our latest share entry for it
-    for seq in range(1, top + 1):
+    for seq in verified:
         body = bodies[seq]
         if state is None:
             if body is not None and body.get("op") == "member-add":
@@ -554,7 +566,7 @@ def read_log(
         "grants": state.grants,
         "members": {fp: m.name for fp, (_, m) in state.members.items()},
         "notices": result_notices,
-        "readable": [bodies[seq] is not None for seq in range(1, top + 1)],
+        "readable": [bodies[seq] is not None for seq in verified],
         "writers": state.writers,
     }
 

@@ -295,7 +295,8 @@ def test_log_entries_reordered(logged: Users) -> None:
     e3, e4 = logged.store.get(log_key(3)), logged.store.get(log_key(4))
     logged.store.put(log_key(3), e4)
     logged.store.put(log_key(4), e3)
-    with pytest.raises(AuthenticationError, match="another number"):
+    # Each is a misplaced copy (ignored, format.md 7.2); entry 5 then follows neither.
+    with pytest.raises(AuthenticationError, match="gap"):
         users_open_fresh(logged)
 
 
@@ -338,8 +339,10 @@ def test_log_forked_by_non_owner(logged: Users) -> None:
                                         "member": bob.access.me, "write": True,
                                         "notice": "0" * 32, "writers": {}},
                        [logged.bob.recipient])
-    with pytest.raises(AuthenticationError, match="not signed by the vault owner"):
-        logged.open("alice")
+    # Ignored, not obeyed (format.md 7.2): Bob gains nothing, and nobody is stopped.
+    a = logged.open("alice")
+    assert logged.a.header.root_id not in a.access.current.grants
+    assert a.access.planted == {forged.seq + 1}
 
 
 def test_log_and_notices_hide_names(logged: Users, s3_client: Any, s3_bucket: str) -> None:
