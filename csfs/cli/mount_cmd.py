@@ -84,8 +84,9 @@ def mount(
     store_url = opts["store"]
     check_mountpoint(mountpoint)
     # Before any local folder is made for it: a mistyped store leaves nothing behind.
-    if not store_has(open_store(store_url, endpoint_url=opts["endpoint_url"]), HEADER_KEY):
-        raise NotFound(f"no csfs vault at {store_url}", hint="create one with `csfs init`")
+    store = open_store(store_url, endpoint_url=opts["endpoint_url"])
+    if not store_has(store, HEADER_KEY):
+        raise NotFound(f"no csfs vault at {store.url}", hint="create one with `csfs init`")
     if cache_dir is None:
         tag = hashlib.sha256(f"{store_url}\0{identity.recipient.fingerprint}".encode()).hexdigest()
         cache_dir = os.path.join(CACHE_HOME, "csfs", tag[:24])

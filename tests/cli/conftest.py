@@ -1,0 +1,5 @@
+"""CLI fixtures: the vault tests' key file and subprocess environment, reused."""
+
+from __future__ import annotations
+
+from tests.vault.conftest import cli_env, identity, key_file  # noqa: F401 - fixtures
