@@ -79,14 +79,14 @@ def mount(
 
     opts = pop_store_opts(kw)
     limit = parse_size(cache_size)
-    identity = unlock(opts["key"], opts["passphrase_file"])  # asked once, before forking
-    owners = trusted_owners(opts["trust_owner"])
     store_url = opts["store"]
     check_mountpoint(mountpoint)
     # Before any local folder is made for it: a mistyped store leaves nothing behind.
     store = open_store(store_url, endpoint_url=opts["endpoint_url"])
     if not store_has(store, HEADER_KEY):
         raise NotFound(f"no csfs vault at {store.url}", hint="create one with `csfs init`")
+    identity = unlock(opts["key"], opts["passphrase_file"])  # asked once, before forking
+    owners = trusted_owners(opts["trust_owner"])
     if cache_dir is None:
         tag = hashlib.sha256(f"{store_url}\0{identity.recipient.fingerprint}".encode()).hexdigest()
         cache_dir = os.path.join(CACHE_HOME, "csfs", tag[:24])

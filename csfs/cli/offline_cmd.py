@@ -79,7 +79,7 @@ def encrypt(
         file, pubs, out=output, envelope_out=envelope, signer=signer, force=force
     )
     if out != "-":
-        click.echo(f"wrote {out} and {env}", err=True)
+        click.echo(f"wrote {shown(out)} and {shown(env)}", err=True)
 
 
 @cli.command()
@@ -116,4 +116,4 @@ def decrypt(
         file, identity, out=output, envelope=envelope, force=force, allowed_signers=allowed
     )
     if out != "-":
-        click.echo(f"wrote {os.path.normpath(out)}", err=True)
+        click.echo(f"wrote {shown(os.path.normpath(out))}", err=True)

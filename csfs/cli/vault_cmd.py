@@ -341,9 +341,9 @@ def fsck_cmd(repair: bool, grace: float, **kw: Any) -> None:
     for problem in report.problems:
         click.echo(f"csfs: fsck: {shown_message(problem)}", err=True)
     for key in report.orphans:
-        click.echo(f"orphan {key}" + (" (deleted)" if repair and report.ok else ""))
+        click.echo(f"orphan {shown(key)}" + (" (deleted)" if repair and report.ok else ""))
     for key in report.recent:
-        click.echo(f"orphan {key} (younger than --grace: kept, may be an upload in flight)")
+        click.echo(f"orphan {shown(key)} (younger than --grace: kept, may be an upload in flight)")
     for key in report.unknown:
         click.echo(f"unknown object {shown(key)} (not written by csfs; left alone)")
     click.echo(
