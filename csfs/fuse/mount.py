@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import json
 import logging
 import os
 import shutil
@@ -130,10 +131,7 @@ def run_mount(
             msg = pipe.read().decode(errors="replace")
         if msg != "ready":
             os.waitpid(pid, 0)
-            raise StoreError(
-                msg.strip() or "the mount daemon exited before the mount was ready",
-                hint=f"see {log_file}",
-            )
+            raise _daemon_error(msg, log_file)
         return
     os.close(r)
     os.setsid()
@@ -152,9 +150,29 @@ def run_mount(
         _serve(make_fs, mountpoint, read_only, options, log_file, report, False, log_paths)
         status = 0
     except BaseException as exc:
-        report(getattr(exc, "message", None) or str(exc) or type(exc).__name__)
+        # The whole error crosses the pipe: its hint and exit code matter to the user.
+        failure = {
+            "message": getattr(exc, "message", None) or str(exc) or type(exc).__name__,
+            "hint": exc.hint if isinstance(exc, CsfsError) else None,
+            "exit_code": exc.exit_code if isinstance(exc, CsfsError) else StoreError.exit_code,
+        }
+        report(json.dumps(failure))
     finally:
         os._exit(status)
+
+
+def _daemon_error(msg: str, log_file: str) -> CsfsError:
+    """The error the mount daemon reported before it was ready, as the CLI shows it."""
+    try:
+        failure = json.loads(msg)
+        err = StoreError(str(failure["message"]), hint=failure.get("hint") or f"see {log_file}")
+        err.exit_code = int(failure["exit_code"])
+    except (ValueError, TypeError, KeyError):
+        return StoreError(
+            msg.strip() or "the mount daemon exited before the mount was ready",
+            hint=f"see {log_file}",
+        )
+    return err
 
 
 def _serve(

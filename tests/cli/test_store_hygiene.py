@@ -131,6 +131,12 @@ def test_header_changed_hint_names_forget_store(cli_env: dict[str, str],
     assert_one_line_error(r, 4)
     assert "header changed" in r.stderr
     assert f"csfs forget-store --store file://{store}" in r.stderr
+    # The mount says the same, hint and exit code included.
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    r = run_csfs("mount", str(mnt), "--cache-dir", str(tmp_path / "cache"), env=env)
+    assert_one_line_error(r, 4)
+    assert "header changed" in r.stderr and "csfs forget-store" in r.stderr
     state_files = list((tmp_path / "cli-state" / "csfs" / "vaults").iterdir())
     assert len(state_files) == 1
     assert "forgot" in ok(env, "forget-store", "--store", f"file://{store}")
