@@ -139,9 +139,25 @@ class CsfsGroup(click.Group):
     command_class = CsfsCommand
     group_class = type  # subgroups (`member`) are CsfsGroups too
 
+    def make_context(
+        self,
+        info_name: str | None,
+        args: list[str],
+        parent: click.Context | None = None,
+        **extra: Any,
+    ) -> click.Context:
+        try:
+            return super().make_context(info_name, args, parent, **extra)
+        except click.ClickException as exc:
+            exc.message = shown_message(exc.message)  # a usage error may quote an argument
+            raise
+
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
+        except click.ClickException as exc:
+            exc.message = shown_message(exc.message)
+            raise
         except CsfsError as err:
             fail(err)
         except ValueError as err:

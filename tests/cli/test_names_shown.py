@@ -87,3 +87,11 @@ def test_shares_escape_paths(tmp_path: Path, cli_env: dict[str, str]) -> None:
     assert_escaped(ok(bob, "shares"))
     assert_escaped(ok(bob, "ls", "/Shared/alice"))
     assert_escaped(ok(alice, "unshare", "/" + EVIL, "--with", "bob"))
+
+
+def test_usage_errors_escape_arguments(env: dict[str, str]) -> None:
+    """click's own usage errors quote what was typed (or pasted, or globbed)."""
+    for args in (["ls", "/", EVIL], [EVIL], ["ls", "--x" + EVIL]):
+        r = run_csfs(*args, env=env)
+        assert r.returncode == 2, r.stderr
+        assert_escaped(r.stderr)
