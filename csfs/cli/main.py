@@ -133,6 +133,13 @@ class CsfsCommand(click.Command):
         return super().invoke(ctx)
 
 
+def _escaped(exc: click.ClickException) -> click.ClickException:
+    """click's own error, with the arguments it quotes escaped like any name."""
+    if isinstance(exc, click.UsageError):
+        return click.UsageError(shown_message(exc.format_message()), ctx=exc.ctx)
+    return click.ClickException(shown_message(exc.format_message()))  # exit code 1, as before
+
+
 class CsfsGroup(click.Group):
     """A click group that renders library errors in one place."""
 
@@ -149,15 +156,13 @@ class CsfsGroup(click.Group):
         try:
             return super().make_context(info_name, args, parent, **extra)
         except click.ClickException as exc:
-            exc.message = shown_message(exc.message)  # a usage error may quote an argument
-            raise
+            raise _escaped(exc) from None
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
             return super().invoke(ctx)
         except click.ClickException as exc:
-            exc.message = shown_message(exc.message)
-            raise
+            raise _escaped(exc) from None
         except CsfsError as err:
             fail(err)
         except ValueError as err:
