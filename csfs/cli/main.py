@@ -14,6 +14,7 @@ from typing import Any
 
 import click
 from click.core import ParameterSource
+from click.exceptions import NoArgsIsHelpError
 
 from csfs.errors import CsfsError, KeyFileError
 
@@ -135,6 +136,8 @@ class CsfsCommand(click.Command):
 
 def _escaped(exc: click.ClickException) -> click.ClickException:
     """click's own error, with the arguments it quotes escaped like any name."""
+    if isinstance(exc, NoArgsIsHelpError):
+        return exc  # it shows the help text, nothing typed
     if isinstance(exc, click.UsageError):
         return click.UsageError(shown_message(exc.format_message()), ctx=exc.ctx)
     return click.ClickException(shown_message(exc.format_message()))  # exit code 1, as before
