@@ -2,4 +2,9 @@
 
 from __future__ import annotations
 
-from tests.vault.conftest import cli_env, identity, key_file  # noqa: F401 - fixtures
+from tests.vault.conftest import (  # noqa: F401 - fixtures
+    cli_env,
+    identity,
+    key_file,
+    moto_cli_env,
+)

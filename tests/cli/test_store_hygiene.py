@@ -7,6 +7,8 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import pytest
+
 from tests.vault.conftest import assert_one_line_error, run_csfs
 
 
@@ -84,22 +86,25 @@ def test_options_before_the_command(cli_env: dict[str, str], tmp_path: Path) -> 
     assert "BEGIN PUBLIC KEY" in ok(env, "--key", key, "pubkey")
 
 
-def test_recreated_store_has_a_way_back(cli_env: dict[str, str], tmp_path: Path) -> None:
+@pytest.mark.parametrize("backend", ["local", "moto"])
+def test_recreated_store_has_a_way_back(backend: str, cli_env: dict[str, str], tmp_path: Path,
+                                        request: pytest.FixtureRequest) -> None:
     """The trap: the bucket was wiped and re-created; `csfs init` used to fail with
     'header changed ... do not trust this store' and leave a half-made vault."""
     store = tmp_path / "store"
     env = {**cli_env, "CSFS_STORE": str(store)}
+    if backend == "moto":
+        env = dict(request.getfixturevalue("moto_cli_env"))
     ok(env, "init")
     (tmp_path / "f").write_bytes(b"old")
     ok(env, "put", str(tmp_path / "f"), "/old")
-    import shutil
-    shutil.rmtree(store)  # wiped
+    wipe(env)
     # init refuses, writes nothing, and says what to do
     r = run_csfs("init", env=env)
     assert_one_line_error(r, 2)
     assert "remembers another vault" in r.stderr and "--replace-pin" in r.stderr
     assert "forget-store" in r.stderr
-    assert not store.exists() or not any(store.iterdir())
+    assert objects(env) == []
     # the deliberate way: init --replace-pin
     ok(env, "init", "--replace-pin")
     assert ok(env, "ls") == ""
@@ -110,6 +115,30 @@ def test_recreated_store_has_a_way_back(cli_env: dict[str, str], tmp_path: Path)
     assert_one_line_error(r, 2)
     assert "already exists" in r.stderr
     assert ok(env, "ls") == "new\n"
+
+
+def wipe(env: dict[str, str]) -> None:
+    """Delete the store and create it again, empty, as its owner might."""
+    url = env["CSFS_STORE"]
+    if not url.startswith("s3://"):
+        import shutil
+        shutil.rmtree(url)
+        return
+    from tests.servers import DUMMY_ENV, _admin_client
+    s3 = _admin_client(env["AWS_ENDPOINT_URL"], DUMMY_ENV["AWS_ACCESS_KEY_ID"],
+                       DUMMY_ENV["AWS_SECRET_ACCESS_KEY"])
+    bucket = url[len("s3://"):]
+    for o in s3.list_objects_v2(Bucket=bucket).get("Contents", []):
+        s3.delete_object(Bucket=bucket, Key=o["Key"])
+    s3.delete_bucket(Bucket=bucket)
+    s3.create_bucket(Bucket=bucket)
+
+
+def objects(env: dict[str, str]) -> list[str]:
+    from csfs.store import open_store
+    store = open_store(env["CSFS_STORE"], endpoint_url=env.get("AWS_ENDPOINT_URL"),
+                       path_style=True)
+    return [o.key for o in store.list()]
 
 
 def test_header_changed_hint_names_forget_store(cli_env: dict[str, str],
