@@ -40,8 +40,8 @@ def test_mv_onto_itself_is_a_no_op(cli_env: dict[str, str], tmp_path: Path) -> N
 
 
 def _all_commands() -> list[tuple[str, click.Command]]:
-    from csfs.cli.main import cli, main  # noqa: F401 - main's imports register every command
     from csfs.cli import keys_cmd, mount_cmd, offline_cmd, share_cmd, vault_cmd  # noqa: F401
+    from csfs.cli.main import cli, main  # noqa: F401 - main's imports register every command
 
     found: list[tuple[str, click.Command]] = [("csfs", cli)]
     todo: list[tuple[str, click.Group]] = [("csfs", cli)]
