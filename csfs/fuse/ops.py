@@ -113,13 +113,17 @@ _HANDLE_OPS = frozenset({"read", "write", "flush", "release", "fsync"})
 
 
 def _without_paths(msg: str, args: tuple[Any, ...]) -> str:
-    """``msg`` with every path argument, and each folder above it, replaced."""
+    """``msg`` with every path argument, each folder above it, and each of their
+    names quoted on its own (as messages quote a bare name), replaced."""
     paths = {a for a in args if isinstance(a, str) and a.startswith("/") and a != "/"}
+    names = {repr(part) for path in paths for part in path.split("/") if part}
     for path in list(paths):
         while (path := os.path.dirname(path)) != "/":
             paths.add(path)
     for path in sorted(paths, key=len, reverse=True):
         msg = msg.replace(path, "<path>")
+    for name in sorted(names, key=len, reverse=True):
+        msg = msg.replace(name, "<name>")
     return msg
 
 
