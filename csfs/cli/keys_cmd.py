@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import click
 
-from csfs.cli.main import DEFAULT_KEY_DIR, DEFAULT_NAME, cli, passphrase_option, read_passphrase
+from csfs.cli.main import (
+    DEFAULT_KEY_DIR,
+    DEFAULT_NAME,
+    cli,
+    passphrase_option,
+    read_passphrase,
+    shown,
+)
 from csfs.crypto import generate_identity, save_identity
 from csfs.crypto.keys import KeyKind
 
@@ -52,6 +59,6 @@ def keygen(
     passphrase = None if no_passphrase else read_passphrase(passphrase_file, confirm=True)
     identity = generate_identity(kind)
     private_path, public_path = save_identity(identity, directory, name, passphrase)
-    click.echo(f"private key: {private_path}", err=True)
-    click.echo(f"public key:  {public_path}", err=True)
+    click.echo(f"private key: {shown(private_path)}", err=True)
+    click.echo(f"public key:  {shown(public_path)}", err=True)
     click.echo(identity.recipient.fingerprint)

@@ -9,10 +9,10 @@ from typing import Any
 
 import click
 
-from csfs.cli.main import cli
+from csfs.cli.main import cli, shown, shown_message
 from csfs.cli.offline_cmd import unlock
 from csfs.cli.vault_cmd import pop_store_opts, store_options, trusted_owners
-from csfs.errors import StoreError, UsageError
+from csfs.errors import NotFound, StoreError, UsageError
 
 CACHE_HOME = os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache")
 
@@ -51,6 +51,12 @@ def parse_size(text: str) -> int:
     help="Seconds before other clients' changes are noticed.",
 )
 @click.option("-o", "options", multiple=True, help="FUSE options, e.g. -o allow_other.")
+@click.option(
+    "--log-paths",
+    is_flag=True,
+    help="Debugging: write file paths, in clear, into the mount log (by default it "
+    "names files only by their random node ids, so no name reaches the local disk).",
+)
 @store_options
 def mount(
     mountpoint: str,
@@ -60,28 +66,36 @@ def mount(
     read_only: bool,
     ttl: float,
     options: tuple[str, ...],
+    log_paths: bool,
     **kw: Any,
 ) -> None:
     """Mount the vault at MOUNTPOINT; returns once the mount is ready."""
-    from csfs.fuse.mount import lock_cache_dir, run_mount
+    from csfs.fuse.mount import check_mountpoint, lock_cache_dir, run_mount
     from csfs.store import open_store
     from csfs.vault import Vault
     from csfs.vault.filesystem import FileSystem
+    from csfs.vault.layout import HEADER_KEY
+    from csfs.vault.vault import store_has
 
     opts = pop_store_opts(kw)
     limit = parse_size(cache_size)
+    store_url = opts["store"]
+    check_mountpoint(mountpoint)
+    # Before any local folder is made for it: a mistyped store leaves nothing behind.
+    store = open_store(store_url, endpoint_url=opts["endpoint_url"])
+    if not store_has(store, HEADER_KEY):
+        raise NotFound(f"no csfs vault at {store.url}", hint="create one with `csfs init`")
     identity = unlock(opts["key"], opts["passphrase_file"])  # asked once, before forking
     owners = trusted_owners(opts["trust_owner"])
-    store_url = opts["store"]
     if cache_dir is None:
         tag = hashlib.sha256(f"{store_url}\0{identity.recipient.fingerprint}".encode()).hexdigest()
         cache_dir = os.path.join(CACHE_HOME, "csfs", tag[:24])
     cache_dir = os.path.abspath(cache_dir)
-    lock_fd = lock_cache_dir(cache_dir)
+    lock_fd = lock_cache_dir(cache_dir, mountpoint)
     os.close(lock_fd)  # checked early for a clear error; the daemon takes it for good
 
     def make_fs() -> FileSystem:
-        lock_cache_dir(cache_dir)  # held for the daemon's lifetime
+        lock_cache_dir(cache_dir, mountpoint)  # held for the daemon's lifetime
         store = open_store(store_url, endpoint_url=opts["endpoint_url"])
         vault = Vault.open(store, identity, ttl=ttl, tmp_dir=cache_dir, trusted_owners=owners)
         return FileSystem(vault, cache_dir, limit, read_only=read_only)
@@ -93,11 +107,11 @@ def mount(
         read_only=read_only,
         options=list(options),
         log_file=os.path.join(cache_dir, "mount.log"),
+        log_paths=log_paths,
     )
     if not foreground:
-        click.echo(
-            f"mounted at {mountpoint} (log: {os.path.join(cache_dir, 'mount.log')})", err=True
-        )
+        log_file = os.path.join(cache_dir, "mount.log")
+        click.echo(f"mounted at {shown(mountpoint)} (log: {shown(log_file)})", err=True)
 
 
 @cli.command()
@@ -137,5 +151,5 @@ def status(mountpoint: str) -> None:
     errors = r.get("errors") or []
     click.echo(f"errors: {len(errors)}")
     for e in errors:
-        click.echo(f"  {e}")
+        click.echo(f"  {shown_message(str(e))}")
     sys.stdout.flush()

@@ -12,15 +12,27 @@ from csfs.cli.main import (
     default_public_key,
     passphrase_option,
     read_passphrase,
+    shown,
+    warn,
 )
-from csfs.crypto import Identity, load_identity, load_recipient
-from csfs.crypto.keys import key_file_is_encrypted
+from csfs.crypto import Identity, load_recipient
+from csfs.crypto.keys import load_identity_pem, loose_permissions, read_key_file
 from csfs.offline import decrypt_file, encrypt_file
 
 
 def unlock(key_path: str, passphrase_file: str | None) -> Identity:
-    passphrase = read_passphrase(passphrase_file) if key_file_is_encrypted(key_path) else None
-    return load_identity(key_path, passphrase)
+    data = read_key_file(key_path)
+    mode = loose_permissions(key_path)
+    if mode is not None and b"PRIVATE KEY" in data:
+        # As ssh does; a warning, not a refusal, so a shared or odd setup keeps working.
+        warn(
+            f"private key file {shown(key_path)} can be read or changed by other users "
+            f"(mode {mode:04o})",
+            hint=f"chmod 600 {shown(key_path)}",
+        )
+    encrypted = b"ENCRYPTED PRIVATE KEY" in data
+    passphrase = read_passphrase(passphrase_file) if encrypted else None
+    return load_identity_pem(data, passphrase, what=key_path)
 
 
 @cli.command()
@@ -67,7 +79,7 @@ def encrypt(
         file, pubs, out=output, envelope_out=envelope, signer=signer, force=force
     )
     if out != "-":
-        click.echo(f"wrote {out} and {env}", err=True)
+        click.echo(f"wrote {shown(out)} and {shown(env)}", err=True)
 
 
 @cli.command()
@@ -104,4 +116,4 @@ def decrypt(
         file, identity, out=output, envelope=envelope, force=force, allowed_signers=allowed
     )
     if out != "-":
-        click.echo(f"wrote {os.path.normpath(out)}", err=True)
+        click.echo(f"wrote {shown(os.path.normpath(out))}", err=True)

@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from csfs.cli.main import cli, default_private_key, passphrase_option
+from csfs.cli.main import cli, default_private_key, passphrase_option, shown, shown_message
 from csfs.cli.offline_cmd import unlock
 from csfs.cli.vault_cmd import pop_store_opts, store_options, vault_from
 from csfs.crypto.keys import public_key_file, read_key_file
@@ -45,7 +45,7 @@ def member_add(public_key: str, name: str, **kw: Any) -> None:
     """Add the holder of PUB.pem (made by `csfs keygen`) as a member."""
     with vault_from(pop_store_opts(kw)) as vault:
         m = sharing.add_member(vault, read_key_file(public_key), name)
-    click.echo(f"member {m.name}: {m.fingerprint}")
+    click.echo(f"member {shown(m.name)}: {m.fingerprint}")
 
 
 @member.command("ls")
@@ -58,7 +58,8 @@ def member_ls(**kw: Any) -> None:
         for m in sorted(log.current.members.values(), key=lambda m: m.name):
             role = "owner" if m.recipient.verify_key_bytes == vault.header.owner else "member"
             flag = "  KEY CHANGED (see `csfs member trust`)" if m.name in log.changed_keys else ""
-            click.echo(f"{m.name:<16} {role:<7} {m.recipient.kind:<15} {m.fingerprint}{flag}")
+            name = shown(m.name)
+            click.echo(f"{name:<16} {role:<7} {m.recipient.kind:<15} {m.fingerprint}{flag}")
 
 
 @member.command("rm")
@@ -68,8 +69,8 @@ def member_rm(name: str, **kw: Any) -> None:
     """Unshare everything shared with NAME, then remove the member."""
     with vault_from(pop_store_opts(kw)) as vault:
         for path in sharing.remove_member(vault, name):
-            click.echo(f"unshared {path}", err=True)
-    click.echo(f"removed member {name}", err=True)
+            click.echo(f"unshared {shown(path)}", err=True)
+    click.echo(f"removed member {shown(name)}", err=True)
 
 
 @member.command("trust")
@@ -81,7 +82,11 @@ def member_trust(name: str, **kw: Any) -> None:
     one can be added."""
     with vault_from(pop_store_opts(kw)) as vault:
         fingerprint = sharing.trust_member(vault, name)
-    click.echo(f"{name}: now trusting {fingerprint}" if fingerprint else f"{name}: pin forgotten")
+    click.echo(
+        f"{shown(name)}: now trusting {fingerprint}"
+        if fingerprint
+        else f"{shown(name)}: pin forgotten"
+    )
 
 
 @cli.command()
@@ -95,7 +100,7 @@ def share(path: str, name: str, write: bool, **kw: Any) -> None:
     with vault_from(pop_store_opts(kw)) as vault:
         r = sharing.share(vault, path, name, write=write)
     click.echo(
-        f"shared {path} with {name} ({'read-write' if write else 'read-only'}): "
+        f"shared {shown(path)} with {shown(name)} ({'read-write' if write else 'read-only'}): "
         f"{r.directories} manifests and {r.envelopes} envelopes re-wrapped, "
         f"no content rewritten, {time.monotonic() - start:.1f}s",
         err=True,
@@ -115,15 +120,15 @@ def unshare(path: str, name: str, reencrypt: bool, **kw: Any) -> None:
     with vault_from(pop_store_opts(kw)) as vault:
         r = sharing.unshare(vault, path, name, reencrypt=reencrypt)
     for problem in r.problems:
-        click.echo(f"csfs: warning: {problem}; run `csfs fsck`", err=True)
+        click.echo(f"csfs: warning: {shown_message(problem)}; run `csfs fsck`", err=True)
     extra = (
         f"; {r.files_reencrypted} files re-encrypted, {r.bytes_rewritten} bytes rewritten, "
         f"{r.versions_deleted} old versions deleted"
         if reencrypt
-        else f"; existing versions stay readable to copies {name} may hold (use --reencrypt)"
+        else f"; existing versions stay readable to copies {shown(name)} may hold (use --reencrypt)"
     )
     click.echo(
-        f"unshared {path} from {name}: {r.directories} manifests re-sealed{extra}, "
+        f"unshared {shown(path)} from {shown(name)}: {r.directories} manifests re-sealed{extra}, "
         f"{time.monotonic() - start:.1f}s",
         err=True,
     )
@@ -136,8 +141,8 @@ def shares(**kw: Any) -> None:
     with vault_from(pop_store_opts(kw)) as vault:
         for s in sharing.list_shares(vault):
             mode = "rw" if s.write else "r "
-            arrow = f"-> {s.member}" if s.direction == "out" else f"<- {s.member}"
-            click.echo(f"{mode} {s.path}  {arrow}")
+            arrow = f"-> {shown(s.member)}" if s.direction == "out" else f"<- {shown(s.member)}"
+            click.echo(f"{mode} {shown(s.path)}  {arrow}")
 
 
 @cli.command()
@@ -150,5 +155,6 @@ def log(**kw: Any) -> None:
         names = {fp: m.name for fp, m in vault.access.current.members.items()}
         for entry, body in entries:
             when = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(entry.time_ns / 1e9))
-            click.echo(f"{entry.seq:>5} {when} {entry.hash[:12]} {describe_entry(body, names)}")
+            what = shown_message(describe_entry(body, names))
+            click.echo(f"{entry.seq:>5} {when} {entry.hash[:12]} {what}")
     click.echo(f"log verified: {len(entries)} entries, chain intact", err=True)

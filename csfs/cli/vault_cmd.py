@@ -13,13 +13,15 @@ from typing import Any
 
 import click
 
-from csfs.cli.main import cli, default_private_key, passphrase_option
+from csfs.cli.main import cli, default_private_key, passphrase_option, shown, shown_message
 from csfs.cli.offline_cmd import unlock
 from csfs.crypto import load_recipient
 from csfs.errors import NotFound, UsageError
 from csfs.store import open_store
 from csfs.vault import Entry, Vault
 from csfs.vault.fsck import fsck
+from csfs.vault.state import forget_store_state
+from csfs.vault.vault import split_path
 
 DEFAULT_STORE = os.path.join(
     os.environ.get("XDG_DATA_HOME") or os.path.expanduser("~/.local/share"), "csfs", "store"
@@ -112,15 +114,50 @@ def progress_bar(total: int, label: str) -> Iterator[Callable[[int], None]]:
     show_default=True,
     help="Your name as members see it (their view is Shared/NAME/...).",
 )
+@click.option(
+    "--replace-pin",
+    is_flag=True,
+    help="This client remembers another vault at this store (you wiped and re-created "
+    "it): forget that vault's pinned header, rollback floors and access state, and "
+    "create the new vault. Only if you are sure nobody else replaced it.",
+)
 @store_options
-def init(readers: tuple[str, ...], name: str, **kw: Any) -> None:
+def init(readers: tuple[str, ...], name: str, replace_pin: bool, **kw: Any) -> None:
     """Create an empty vault in the store, owned by your key."""
     opts = pop_store_opts(kw)
     identity = unlock(opts["key"], opts["passphrase_file"])
     backend = open_store(opts["store"], endpoint_url=opts["endpoint_url"])
-    vault = Vault.create(backend, identity, readers=[load_recipient(p) for p in readers], name=name)
+    vault = Vault.create(
+        backend,
+        identity,
+        readers=[load_recipient(p) for p in readers],
+        name=name,
+        replace_pin=replace_pin,
+    )
     vault.close()
-    click.echo(f"created vault {vault.header.vault_id} at {vault.store.url}", err=True)
+    click.echo(f"created vault {vault.header.vault_id} at {shown(vault.store.url)}", err=True)
+
+
+@cli.command(name="forget-store")
+@click.option(
+    "--store",
+    envvar="CSFS_STORE",
+    default=DEFAULT_STORE,
+    show_default=True,
+    help="The store to forget (env CSFS_STORE).",
+)
+@click.option(
+    "--endpoint-url", envvar="AWS_ENDPOINT_URL", help="S3 endpoint (env AWS_ENDPOINT_URL)."
+)
+def forget_store(store: str, endpoint_url: str | None) -> None:
+    """Forget what this client remembers about a store: the vault header it pinned,
+    the rollback floors of its folders and its access-log state. For a store you
+    wiped and re-created on purpose; the next open trusts it like a new one."""
+    url = open_store(store, endpoint_url=endpoint_url).url
+    if forget_store_state(url):
+        click.echo(f"forgot the vault at {shown(url)}", err=True)
+    else:
+        click.echo(f"nothing remembered about {shown(url)}", err=True)
 
 
 def local_size(paths: list[str]) -> int:
@@ -238,13 +275,13 @@ def ls(path: str, long: bool, **kw: Any) -> None:
             else [(posixpath.basename(path), entry)]
         )
         for name, e in sorted(items):
-            shown = name + ("/" if e.type == "d" and not long else "")
+            label = shown(name) + ("/" if e.type == "d" and not long else "")
             if long:
                 when = time.strftime("%Y-%m-%d %H:%M", time.localtime(e.mtime_ns / 1e9))
-                target = f" -> {e.target}" if e.type == "l" else ""
-                click.echo(f"{mode_string(e)} {e.size:>12} {when} {shown}{target}")
+                target = f" -> {shown(e.target)}" if e.type == "l" else ""
+                click.echo(f"{mode_string(e)} {e.size:>12} {when} {label}{target}")
             else:
-                click.echo(shown)
+                click.echo(label)
 
 
 @cli.command()
@@ -284,6 +321,9 @@ def mv(source: str, dest: str, **kw: Any) -> None:
     """Move or rename within the vault (rewrites manifests only, never content)."""
     opts = pop_store_opts(kw)
     with vault_from(opts) as vault:
+        if split_path(source) == split_path(dest):
+            vault.lookup(source)  # as rename(2): a path onto itself is a no-op, if it exists
+            return
         if dest.endswith("/") or (vault.exists(dest) and vault.lookup(dest).type == "d"):
             dest = posixpath.join(dest, posixpath.basename(source.rstrip("/")))
         vault.rename(source, dest)
@@ -310,13 +350,13 @@ def fsck_cmd(repair: bool, grace: float, **kw: Any) -> None:
     with vault_from(opts) as vault:
         report = fsck(vault, repair=repair, grace=grace * 60)
     for problem in report.problems:
-        click.echo(f"csfs: fsck: {problem}", err=True)
+        click.echo(f"csfs: fsck: {shown_message(problem)}", err=True)
     for key in report.orphans:
-        click.echo(f"orphan {key}" + (" (deleted)" if repair and report.ok else ""))
+        click.echo(f"orphan {shown(key)}" + (" (deleted)" if repair and report.ok else ""))
     for key in report.recent:
-        click.echo(f"orphan {key} (younger than --grace: kept, may be an upload in flight)")
+        click.echo(f"orphan {shown(key)} (younger than --grace: kept, may be an upload in flight)")
     for key in report.unknown:
-        click.echo(f"unknown object {key} (not written by csfs; left alone)")
+        click.echo(f"unknown object {shown(key)} (not written by csfs; left alone)")
     click.echo(
         f"{report.directories} directories, {report.files} files, "
         f"{report.bytes_verified} bytes verified, {len(report.problems)} problems, "

@@ -258,7 +258,16 @@ def _blocks(data: bytes, what: str) -> list[bytes]:
 
 def load_identity_pem(data: bytes, passphrase: bytes | None, what: str = "key file") -> Identity:
     parts: list[object] = []
-    for block in _blocks(data, what):
+    blocks = _blocks(data, what)
+    labels = [block.split(b"\n", 1)[0] for block in blocks]
+    if not any(b"PRIVATE KEY" in label for label in labels) and any(
+        b"PUBLIC KEY" in label or SELF_SIGNATURE_LABEL.encode() in label for label in labels
+    ):
+        raise KeyFileError(
+            f"{what} is a public key file, not a private key",
+            hint="give your private key (NAME_private_key.pem, made by `csfs keygen`)",
+        )
+    for block in blocks:
         encrypted = b"ENCRYPTED PRIVATE KEY" in block.split(b"\n", 1)[0]
         if encrypted and passphrase is None:
             raise KeyFileError(
@@ -342,6 +351,16 @@ def load_recipient(path: str) -> Recipient:
 
 def load_identity(path: str, passphrase: bytes | None) -> Identity:
     return load_identity_pem(read_key_file(path), passphrase, what=path)
+
+
+def loose_permissions(path: str) -> int | None:
+    """The permission bits of a private key file that its group or others may use,
+    or None if only its owner can. The caller decides how loudly to say so."""
+    try:
+        mode = os.stat(path).st_mode & 0o777
+    except OSError:
+        return None  # reading it will report the problem
+    return mode if mode & 0o077 else None
 
 
 def key_file_is_encrypted(path: str) -> bool:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import json
 import logging
 import os
 import shutil
@@ -15,7 +16,7 @@ from typing import Any
 
 import mfusepy as fuse
 
-from csfs.errors import StoreError, UsageError
+from csfs.errors import CsfsError, StoreError, UsageError
 from csfs.fuse.control import ControlServer, request, socket_path
 from csfs.fuse.ops import CsfsOperations
 from csfs.vault.filesystem import FileSystem
@@ -46,26 +47,60 @@ def fuse_options(read_only: bool, extra: list[str]) -> dict[str, Any]:
 class _Ops(CsfsOperations):
     """Adds the readiness signal: libfuse calls init once the mount is live."""
 
-    def __init__(self, fs: FileSystem, ready: Callable[[], None]) -> None:
-        super().__init__(fs)
+    def __init__(self, fs: FileSystem, ready: Callable[[], None], *, log_paths: bool) -> None:
+        super().__init__(fs, log_paths=log_paths)
         self._ready = ready
 
     def init(self, path: str) -> None:
         self._ready()
 
 
-def lock_cache_dir(cache_dir: str) -> int:
+def lock_cache_dir(cache_dir: str, mountpoint: str) -> int:
+    """Lock the cache folder for one mount; the lock file names the mount point that
+    holds it, so that a second mount can say which one is in the way."""
     os.makedirs(cache_dir, mode=0o700, exist_ok=True)
     fd = os.open(os.path.join(cache_dir, "lock"), os.O_RDWR | os.O_CREAT, 0o600)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
+        holder = os.pread(fd, 4096, 0).decode(errors="replace").strip()
         os.close(fd)
         raise UsageError(
-            f"cache folder {cache_dir} is in use by another mount",
-            hint="pass --cache-dir to give this mount its own",
+            f"the csfs mount at {holder or 'another mount point'} already uses "
+            f"cache folder {cache_dir}",
+            hint="unmount it first (`csfs umount`), or pass --cache-dir to give this mount "
+            "its own",
         ) from None
+    where = os.path.abspath(mountpoint).encode()
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, where, 0)
     return fd
+
+
+def _csfs_mount_of(mountpoint: str) -> str | None:
+    """The store a live csfs mount at ``mountpoint`` serves, or None if it is no csfs mount."""
+    try:
+        reply = request(mountpoint, "status", timeout=5)
+    except (CsfsError, OSError, ValueError):
+        return None
+    return str(reply.get("store") or "a csfs store") if reply.get("ok") else None
+
+
+def check_mountpoint(mountpoint: str) -> None:
+    """A clear error for a mount point that cannot take a new mount."""
+    if not os.path.isdir(mountpoint):
+        raise UsageError(f"mount point {mountpoint} is not a directory")
+    if os.path.ismount(mountpoint):
+        store = _csfs_mount_of(mountpoint)
+        if store is not None:
+            raise UsageError(
+                f"{mountpoint} is already a csfs mount (of {store})",
+                hint=f"use it, or unmount it first with `csfs umount {mountpoint}`",
+            )
+        raise UsageError(
+            f"{mountpoint} is already in use as a mount point (not by csfs)",
+            hint="pick an empty folder that nothing is mounted on",
+        )
 
 
 def run_mount(
@@ -76,14 +111,17 @@ def run_mount(
     read_only: bool,
     options: list[str],
     log_file: str,
+    log_paths: bool = False,
 ) -> None:
-    """Mount and serve until unmounted. In the background, return once the mount is ready."""
-    if not os.path.isdir(mountpoint):
-        raise UsageError(f"mount point {mountpoint} is not a directory")
-    if os.path.ismount(mountpoint):
-        raise UsageError(f"{mountpoint} is already a mount point")
+    """Mount and serve until unmounted. In the background, return once the mount is ready.
+
+    The log names files by node id; ``log_paths`` (a debugging aid) writes their
+    paths into it in clear."""
+    check_mountpoint(mountpoint)
     if foreground:
-        _serve(make_fs, mountpoint, read_only, options, log_file, lambda msg: None, True)
+        _serve(
+            make_fs, mountpoint, read_only, options, log_file, lambda msg: None, True, log_paths
+        )
         return
     r, w = os.pipe()
     pid = os.fork()
@@ -93,10 +131,7 @@ def run_mount(
             msg = pipe.read().decode(errors="replace")
         if msg != "ready":
             os.waitpid(pid, 0)
-            raise StoreError(
-                msg.strip() or "the mount daemon exited before the mount was ready",
-                hint=f"see {log_file}",
-            )
+            raise _daemon_error(msg, log_file)
         return
     os.close(r)
     os.setsid()
@@ -112,12 +147,32 @@ def run_mount(
         devnull = os.open(os.devnull, os.O_RDWR)
         for fd in (0, 1, 2):
             os.dup2(devnull, fd)
-        _serve(make_fs, mountpoint, read_only, options, log_file, report, False)
+        _serve(make_fs, mountpoint, read_only, options, log_file, report, False, log_paths)
         status = 0
     except BaseException as exc:
-        report(getattr(exc, "message", None) or str(exc) or type(exc).__name__)
+        # The whole error crosses the pipe: its hint and exit code matter to the user.
+        failure = {
+            "message": getattr(exc, "message", None) or str(exc) or type(exc).__name__,
+            "hint": exc.hint if isinstance(exc, CsfsError) else None,
+            "exit_code": exc.exit_code if isinstance(exc, CsfsError) else StoreError.exit_code,
+        }
+        report(json.dumps(failure))
     finally:
         os._exit(status)
+
+
+def _daemon_error(msg: str, log_file: str) -> CsfsError:
+    """The error the mount daemon reported before it was ready, as the CLI shows it."""
+    try:
+        failure = json.loads(msg)
+        err = StoreError(str(failure["message"]), hint=failure.get("hint") or f"see {log_file}")
+        err.exit_code = int(failure["exit_code"])
+    except (ValueError, TypeError, KeyError):
+        return StoreError(
+            msg.strip() or "the mount daemon exited before the mount was ready",
+            hint=f"see {log_file}",
+        )
+    return err
 
 
 def _serve(
@@ -128,6 +183,7 @@ def _serve(
     log_file: str,
     report: Callable[[str], None],
     foreground: bool,
+    log_paths: bool,
 ) -> None:
     handlers: list[logging.Handler] = [logging.FileHandler(log_file)]
     if foreground:
@@ -145,7 +201,7 @@ def _serve(
             done = fs.sync(timeout=req.get("wait"))
             return {"ok": done, "error": None if done else "timed out", **fs.status()}
         if cmd == "status":
-            return {"ok": True, **fs.status()}
+            return {"ok": True, **fs.status(), "store": fs.vault.store.url}
         return {"ok": False, "error": f"unknown command {cmd!r}"}
 
     server = ControlServer(mountpoint, control)
@@ -160,7 +216,8 @@ def _serve(
 
     opts = fuse_options(read_only, options)
     try:
-        fuse.FUSE(_Ops(fs, ready), mountpoint, foreground=True, nothreads=False, **opts)
+        ops = _Ops(fs, ready, log_paths=log_paths)
+        fuse.FUSE(ops, mountpoint, foreground=True, nothreads=False, **opts)
     except RuntimeError as exc:
         # mfusepy raises RuntimeError(code) when fuse_main fails, e.g. on a bad -o option.
         given = ",".join(k if v is True else f"{k}={v}" for k, v in opts.items())

@@ -3,16 +3,22 @@
 Errors map onto errno in one place (:func:`errno_for`). An exception in a
 handler becomes an errno for that one call; it never takes the mount down.
 Tampered data is reported as EIO and logged.
+
+The log is a file on the local disk, and no file name may reach the local disk
+(docs/design.md): it names files by their random node ids, and takes paths out
+of error messages, unless the mount was started with ``--log-paths``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import functools
 import logging
 import os
 import stat
 import time
+import traceback
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -78,28 +84,81 @@ def translated(func: F) -> F:
             code = errno_for(exc)
             if code == errno.EIO:
                 msg = exc.message if isinstance(exc, CsfsError) else repr(exc)
-                log.error(
-                    "%s %s: %s",
-                    func.__name__,
-                    args[:1],
-                    msg,
-                    exc_info=not isinstance(exc, CsfsError),
-                )
+                if self.log_paths:
+                    log.error(
+                        "%s %s: %s",
+                        func.__name__,
+                        args[:1],
+                        msg,
+                        exc_info=not isinstance(exc, CsfsError),
+                    )
+                else:
+                    log.error(
+                        "%s %s: %s%s",
+                        func.__name__,
+                        self._node_ref(func.__name__, args),
+                        _without_paths(msg, args),
+                        "" if isinstance(exc, CsfsError) else _frames(exc),
+                    )
+                # Kept in memory for `csfs status`, which the user asks for: paths help there.
                 self.fs._note_error(f"{func.__name__} {args[:1]}: {msg}")
-            elif code not in (errno.ENOENT,):
+            elif code not in (errno.ENOENT,) and self.log_paths:
                 log.debug("%s %s: errno %d", func.__name__, args[:1], code)
             raise fuse.FuseOSError(code) from None
 
     return wrapper  # type: ignore[return-value]
 
 
+_HANDLE_OPS = frozenset({"read", "write", "flush", "release", "fsync"})
+
+
+def _without_paths(msg: str, args: tuple[Any, ...]) -> str:
+    """``msg`` with every path argument, each folder above it, and each of their
+    names quoted on its own (as messages quote a bare name), replaced."""
+    paths = {a for a in args if isinstance(a, str) and a.startswith("/") and a != "/"}
+    names = {repr(part) for path in paths for part in path.split("/") if part}
+    for path in list(paths):
+        while (path := os.path.dirname(path)) != "/":
+            paths.add(path)
+    for path in sorted(paths, key=len, reverse=True):
+        msg = msg.replace(path, "<path>")
+    for name in sorted(names, key=len, reverse=True):
+        msg = msg.replace(name, "<name>")
+    return msg
+
+
+def _frames(exc: BaseException) -> str:
+    """Where an unexpected exception came from, without its message (it may hold a name)."""
+    where = "".join(traceback.format_tb(exc.__traceback__))
+    return f" ({type(exc).__name__}; run with --log-paths for its message)\n{where}"
+
+
 class CsfsOperations(fuse.Operations):
     use_ns = True
 
-    def __init__(self, fs: FileSystem) -> None:
+    def __init__(self, fs: FileSystem, *, log_paths: bool = False) -> None:
         self.fs = fs
+        self.log_paths = log_paths
         self.uid = os.getuid()
         self.gid = os.getgid()
+
+    def _node_ref(self, op: str, args: tuple[Any, ...]) -> str:
+        """The node an operation was about, by id: what the log may name."""
+        fh = args[-1] if op in _HANDLE_OPS else args[2] if op == "truncate" else None
+        if isinstance(fh, int):
+            with self.fs.lock:
+                of = self.fs.handles.get(fh)
+            if of is not None:
+                return f"node {of.file_id}"
+        path = args[0] if args and isinstance(args[0], str) else None
+        if path is None:
+            return "node ?"
+        # The node itself may be what failed to load: then say which folder it is in.
+        with contextlib.suppress(Exception):
+            return f"node {self.fs.lookup(path).id}"
+        with contextlib.suppress(Exception):
+            return f"in folder {self.fs.vault.parent_of(path)[0]}"
+        return "node ?"
 
     def _stat(self, a: Attr) -> dict[str, Any]:
         return {

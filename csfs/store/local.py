@@ -6,6 +6,10 @@ fsynced; ``list``/``get`` never see temp files), and lost conditional writes
 between processes (every change to the namespace happens under an ``flock``
 on ``root/.lock``).
 
+The root folder is created by the first write (only `csfs init` writes to a
+store that holds no vault yet), never by opening or reading: a mistyped store
+path used with `ls` or `cat` leaves no folders behind.
+
 Temp files live in the root folder rather than next to the object so that a
 concurrent ``delete`` (which prunes empty parent folders) can never pull a
 folder out from under a writer, and so crash leftovers sit in one place.
@@ -55,15 +59,12 @@ def _fsync_dir(path: str) -> None:
 
 
 class LocalStore:
-    """A :class:`~csfs.store.base.Store` over a folder (created with mode 0700)."""
+    """A :class:`~csfs.store.base.Store` over a folder (created, mode 0700, by the
+    first write)."""
 
     def __init__(self, root: str) -> None:
         self.root = os.path.abspath(root)
-        try:
-            os.makedirs(self.root, mode=0o700, exist_ok=True)
-        except OSError as exc:
-            raise StoreError(f"cannot create store folder {self.root}: {exc.strerror}") from None
-        if not os.path.isdir(self.root):
+        if os.path.lexists(self.root) and not os.path.isdir(self.root):
             raise StoreError(f"store path {self.root} is not a folder")
         self.url = "file://" + self.root
 
@@ -71,6 +72,12 @@ class LocalStore:
         return f"LocalStore({self.root!r})"
 
     # -- helpers -----------------------------------------------------------
+
+    def _ensure_root(self) -> None:
+        try:
+            os.makedirs(self.root, mode=0o700, exist_ok=True)
+        except OSError as exc:
+            raise StoreError(f"cannot create store folder {self.root}: {exc.strerror}") from None
 
     def _path(self, key: str) -> str:
         return os.path.join(self.root, *validate_key(key).split("/"))
@@ -126,6 +133,7 @@ class LocalStore:
 
     def _write_temp(self, fill: _Filler) -> tuple[str, str]:
         """Write a temp file with ``fill``, fsync it, and return (path, etag)."""
+        self._ensure_root()
         try:
             fd, tmp = tempfile.mkstemp(prefix=TEMP_PREFIX, dir=self.root)
         except OSError as exc:
@@ -159,6 +167,7 @@ class LocalStore:
         return self._commit(key, tmp, etag, if_none_match=if_none_match, if_match=if_match)
 
     def put_parts(self, key: str, parts: Iterable[bytes], *, if_none_match: bool = False) -> str:
+        self._ensure_root()
         return put_parts_via_file(self, key, parts, self.root, if_none_match=if_none_match)
 
     def put_file(self, key: str, path: str, *, if_none_match: bool = False) -> str:
@@ -281,6 +290,8 @@ class LocalStore:
     def delete(self, key: str) -> None:
         path = self._path(key)
         parent = os.path.dirname(path)
+        if not os.path.isdir(self.root):
+            return  # no store folder, so no object: already gone
         with self._locked():
             try:
                 os.unlink(path)

@@ -25,11 +25,30 @@ def default_state_dir() -> str:
     return os.path.join(base, "csfs", "vaults")
 
 
+def state_path(directory: str, store_url: str) -> str:
+    # Keyed by where the vault is, not by the id inside its (untrusted) header.
+    name = hashlib.sha256(store_url.encode()).hexdigest()[:32]
+    return os.path.join(directory, f"{name}.json")
+
+
+def forget_store_state(store_url: str, directory: str | None = None) -> bool:
+    """Delete everything this client remembers about the vault at ``store_url``
+    (pinned header, rollback floors, access-log state of every key); True if
+    there was something. The next open is a first open: the owner must be
+    trusted again, and rollback is undetectable until the client has seen the
+    vault anew."""
+    path = state_path(directory if directory is not None else default_state_dir(), store_url)
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        return False
+    return True
+
+
 class VaultState:
     def __init__(self, directory: str | None, store_url: str) -> None:
-        # Keyed by where the vault is, not by the id inside its (untrusted) header.
-        name = hashlib.sha256(store_url.encode()).hexdigest()[:32]
-        self.path = os.path.join(directory, f"{name}.json") if directory else None
+        self.store_url = store_url
+        self.path = state_path(directory, store_url) if directory else None
         self.lock = threading.Lock()
         self.header_digest: str | None = None
         self.seen: dict[str, int] = {}
@@ -68,8 +87,18 @@ class VaultState:
             elif self.header_digest != digest:
                 raise AuthenticationError(
                     "the vault header changed since this client last saw it",
-                    hint="someone replaced the vault's header object; do not trust this store",
+                    hint=f"if you wiped and re-created {self.store_url} yourself, run "
+                    f"`csfs forget-store --store {self.store_url}`; otherwise someone "
+                    "replaced the vault's header: do not trust this store",
                 )
+
+    def forget(self) -> None:
+        """Drop the pinned header and everything learnt under it (saved by :meth:`save`)."""
+        with self.lock:
+            self.header_digest = None
+            self.seen = {}
+            self.access = {}
+            self.dirty = True
 
     def floor(self, dir_id: str) -> int:
         """The highest version of this directory's manifest seen so far."""

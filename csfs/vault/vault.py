@@ -156,25 +156,34 @@ class Vault:
         readers: list[Recipient] | None = None,
         name: str = "owner",
         config_dir: str | None = None,
+        replace_pin: bool = False,
     ) -> Vault:
         """A new, empty vault owned by ``identity``; ``readers`` can also read everything.
 
-        ``name`` is the owner's member name, shown to those it shares with."""
+        ``name`` is the owner's member name, shown to those it shares with. If this
+        client remembers another vault at this store, nothing is written unless
+        ``replace_pin`` says to forget it (a store wiped and re-created on purpose)."""
         check_member_name(name)
+        state = VaultState(_state_dir(state_dir), store.url)
+        exists = UsageError(
+            f"a vault already exists at {store.url}", hint="use it, or pick another --store"
+        )
+        if state.header_digest is not None:
+            if store_has(store, HEADER_KEY):
+                raise exists
+            if not replace_pin:
+                raise UsageError(
+                    f"this client remembers another vault at {store.url}, now gone",
+                    hint="if you wiped and re-created this store on purpose, run "
+                    "`csfs init --replace-pin` (or `csfs forget-store` first)",
+                )
+            state.forget()  # in memory; saved only once the new vault exists
         header = VaultHeader.create(identity)
         try:
             store.put(HEADER_KEY, header.raw, if_none_match=True)
         except PreconditionFailed:
-            raise UsageError(
-                f"a vault already exists at {store.url}", hint="use it, or pick another --store"
-            ) from None
-        vault = cls(
-            store,
-            identity,
-            header,
-            VaultState(_state_dir(state_dir), store.url),
-            config_dir=config_dir,
-        )
+            raise exists from None
+        vault = cls(store, identity, header, state, config_dir=config_dir)
         everyone = list(dict.fromkeys([identity.recipient, *(readers or [])]))
         root = DirectoryManifest(
             header.root_id,
@@ -710,6 +719,8 @@ class Vault:
         src_parent, src_name = self.parent_of(src)
         dst_parent, dst_name = self.parent_of(dst)
         entry = self.lookup(src)
+        if (src_parent, src_name) == (dst_parent, dst_name):
+            return entry  # rename(2) of a path onto itself: nothing to do
         if self.share_roots_of(src_parent) != self.share_roots_of(dst_parent):
             # Its objects are wrapped to the readers where it is: moved across a share
             # boundary it would stay readable to the old readers and not to the new.
@@ -1260,6 +1271,14 @@ def _fingerprint(pem: str) -> str:
 def _virtual_id(path: str) -> str:
     """A stable id for a folder of the Shared view; it never names a store object."""
     return hashlib.sha256(b"csfs v1 virtual\0" + path.encode()).hexdigest()[:32]
+
+
+def store_has(store: Store, key: str) -> bool:
+    try:
+        store.head(key)
+    except NotFound:
+        return False
+    return True
 
 
 def _state_dir(state_dir: str | None) -> str:

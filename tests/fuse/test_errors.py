@@ -39,5 +39,5 @@ def test_second_mount_of_one_cache_is_refused(make_vault: Callable[[str], Vault]
     os.mkdir(other)
     r = vault.cli("mount", other, "--cache-dir", first.cache_dir, check=False)
     assert r.returncode == 2
-    assert "is in use by another mount" in r.stderr.decode()
+    assert f"the csfs mount at {first.path} already uses cache folder" in r.stderr.decode()
     assert not os.path.ismount(other)

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from csfs.errors import PreconditionFailed, StoreError
+from csfs.errors import NotFound, PreconditionFailed, StoreError
 from csfs.store import open_store
 from csfs.store.local import LocalStore
 from csfs.store.retry import RetryStore
@@ -123,8 +123,19 @@ def test_open_store_local_urls(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
         assert isinstance(store.inner, LocalStore)
     assert open_store(f"file://{tmp_path}/a").url == f"file://{tmp_path}/a"
     monkeypatch.chdir(tmp_path)
-    assert open_store("relative/store").url == f"file://{tmp_path}/relative/store"
+    store = open_store("relative/store")
+    assert store.url == f"file://{tmp_path}/relative/store"
+    # Opening and reading create nothing (a mistyped path leaves no folders behind);
+    # the first write makes the folder chain, mode 0700.
+    with pytest.raises(NotFound):
+        store.get("k")
+    assert list(store.list()) == []
+    store.delete("k")
+    assert not (tmp_path / "relative").exists()
+    store.put("k", b"v")
     assert (tmp_path / "relative" / "store").is_dir()
+    assert (tmp_path / "relative" / "store").stat().st_mode & 0o777 == 0o700
+    assert store.get("k") == b"v"
 
 
 @pytest.mark.parametrize(
