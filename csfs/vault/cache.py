@@ -33,6 +33,7 @@ class _Entry:
         self.blocks: set[int] = set()
         self.size: int | None = None  # object size, once known
         self.pinned = False
+        self.readers = 0  # reads between "blocks present" and pread: not evicted meanwhile
         self.bytes = 0
         self.last_block = -1  # for sequential-read detection
         self.frontier = -1  # highest block read ahead so far
@@ -177,16 +178,21 @@ class ObjectCache:
             return b""
         first, last = start // BLOCK, (end - 1) // BLOCK
         e = self._entry(key)
-        if size is not None and e.size is None:
-            with self.lock:
+        with self.lock:
+            e.readers += 1
+            if size is not None and e.size is None:
                 e.size = size
-        self._ensure(key, first, last)
-        self._read_ahead(key, e, first, last)
-        fd = os.open(e.path, os.O_RDONLY)
         try:
-            data = os.pread(fd, end - start, start)
+            self._ensure(key, first, last)
+            self._read_ahead(key, e, first, last)
+            fd = os.open(e.path, os.O_RDONLY)
+            try:
+                data = os.pread(fd, end - start, start)
+            finally:
+                os.close(fd)
         finally:
-            os.close(fd)
+            with self.lock:
+                e.readers -= 1
         if e.size is not None and end > e.size:
             end = e.size
         if len(data) < end - start and e.size is None:
@@ -236,11 +242,11 @@ class ObjectCache:
         """Where to write a new local object before :meth:`adopt`."""
         return self._file(key) + ".new"
 
-    def adopt(self, key: str, pinned: bool = True) -> None:
-        """Take the file at path_for_new(key) as the complete object ``key``."""
+    def adopt(self, key: str, pinned: bool = True, *, src: str | None = None) -> None:
+        """Take the file at ``src`` (default path_for_new(key)) as the complete object ``key``."""
         e = self._entry(key)
         with self.lock:
-            os.replace(self.path_for_new(key), e.path)
+            os.replace(src or self.path_for_new(key), e.path)
             size = os.path.getsize(e.path)
             self.total += size - e.bytes
             e.size = e.bytes = size
@@ -250,9 +256,16 @@ class ObjectCache:
         self._evict()
 
     def put_local(self, key: str, data: bytes, pinned: bool = True) -> None:
-        with open(self.path_for_new(key), "wb") as f:
-            f.write(data)
-        self.adopt(key, pinned)
+        # A temp file of this call's own: parallel first reads of one file all fetch
+        # its envelope, and a shared temp name let one rename away another's file.
+        tmp = f"{self.path_for_new(key)}.{threading.get_ident()}"
+        try:
+            with open(tmp, "wb") as f:
+                f.write(data)
+            self.adopt(key, pinned, src=tmp)
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
 
     def local_path(self, key: str) -> str | None:
         with self.lock:
@@ -292,7 +305,7 @@ class ObjectCache:
                 if total <= self.limit:
                     break
                 e = self.entries[key]
-                if e.pinned or key in busy:
+                if e.pinned or e.readers or key in busy:
                     continue
                 total -= e.bytes
                 self.total -= e.bytes

@@ -1,0 +1,76 @@
+"""Durability at the edges, below FUSE: the file system layer over real S3 (moto)
+behind the fault proxy (tests/faultproxy.py). Mount-level tests are in
+tests/fuse/test_offline.py."""
+
+from __future__ import annotations
+
+import os
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from csfs.crypto import generate_identity
+from csfs.store import open_store
+from csfs.vault import Vault
+from csfs.vault.filesystem import FileSystem
+from tests.faultproxy import FaultProxy
+
+
+@pytest.fixture
+def proxied(fault_proxy: FaultProxy, s3_bucket: str, tmp_path: Path) -> Iterator[
+        tuple[FaultProxy, str, Path]]:
+    me = generate_identity()
+    url = f"s3://{s3_bucket}"
+    Vault.create(open_store(url, endpoint_url=fault_proxy.endpoint_url, path_style=True), me,
+                 state_dir=str(tmp_path / "state"))
+    yield fault_proxy, url, tmp_path
+    fault_proxy.restore()
+
+
+def _fs(proxy: FaultProxy, url: str, tmp: Path, cache: str, ttl: float = 1.0,
+        identity=None) -> FileSystem:  # type: ignore[no-untyped-def]
+    store = open_store(url, endpoint_url=proxy.endpoint_url, path_style=True)
+    vault = Vault.open(store, identity, state_dir=str(tmp / "state"), ttl=ttl)
+    return FileSystem(vault, str(tmp / cache), 256 << 20)
+
+
+def test_parallel_first_reads_of_one_file_on_a_slow_store(fault_proxy: FaultProxy,
+                                                           s3_bucket: str,
+                                                           tmp_path: Path) -> None:
+    """The kernel sends read-ahead requests of one file in parallel; on a fresh mount
+    over a slow store every one of them fetches the file's envelope. None may fail."""
+    me = generate_identity()
+    url = f"s3://{s3_bucket}"
+    store = open_store(url, endpoint_url=fault_proxy.endpoint_url, path_style=True)
+    v = Vault.create(store, me, state_dir=str(tmp_path / "state"))
+    files = {f"/f{i}": os.urandom(300_000 + i) for i in range(6)}
+    for path, data in files.items():
+        v.write_file(path, __import__("io").BytesIO(data))
+    fault_proxy.slow(0.2)
+    failures: list[BaseException] = []
+    for round_ in range(2):
+        fs = FileSystem(Vault.open(store, me, state_dir=str(tmp_path / "state"), ttl=60),
+                        str(tmp_path / f"cache{round_}"), 256 << 20)
+        try:
+            fhs = {p: fs.open(p, os.O_RDONLY) for p in files}
+
+            def read(path: str, offset: int) -> None:
+                try:
+                    got = fs.read(fhs[path], offset, 65536)
+                    assert got == files[path][offset : offset + 65536]
+                except BaseException as exc:  # noqa: BLE001 - collected and reported
+                    failures.append(exc)
+
+            threads = [threading.Thread(target=read, args=(p, off))
+                       for p in files for off in range(0, 300_000, 65536)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+            for fh in fhs.values():
+                fs.release(fh)
+        finally:
+            fs.close()
+    assert not failures, failures[:3]
