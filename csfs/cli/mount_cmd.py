@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 import sys
+import time
 from typing import Any
 
 import click
@@ -131,6 +132,15 @@ def status(mountpoint: str) -> None:
     from csfs.fuse.control import request
 
     r = request(mountpoint, "status", timeout=30)
+    since = r.get("offline_since")
+    if since is not None:
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(since))
+        click.echo(
+            f"store: offline since {when}: serving the cache, "
+            f"{r['pending_files']} uploads waiting for the store"
+        )
+    else:
+        click.echo("store: online")
     click.echo(f"pending uploads: {r['pending_files']} files, {r['pending_bytes']} bytes")
     click.echo(f"cache: {r['cache_bytes']} of {r['cache_limit']} bytes")
     click.echo(f"open files: {r['open_files']}")

@@ -649,9 +649,14 @@ class FileSystem:
                 self._seal(of)
 
     def _seal(self, of: OpenFile) -> None:
-        """Close the current version: payload and envelope into the cache, then queue it."""
-        parent, _ = self.vault.load_dir(of.parent_id)
-        recipients = self.vault.recipients_for(parent, of.file_id)
+        """Close the current version: payload and envelope into the cache, then queue it.
+
+        Nothing here asks the store: the recipients are those of the directory as last
+        seen, however old, so a close() succeeds while the store is down. The uploader
+        checks them again (and re-wraps) before the version reaches the store.
+        """
+        parent = self.vault.known_dir(of.parent_id)
+        recipients = self.vault.recipients_for(parent, of.file_id, known=True)
         if of.state != "stream":
             if of.state == "clean":
                 self._to_scratch(of)
@@ -713,6 +718,7 @@ class FileSystem:
         pointers = [f"file share pointer not updated: {m}" for m in self.vault.pointer_errors]
         st["errors"] = [*st["errors"], *self.errors[-20:], *pointers]  # type: ignore[misc]
         st["open_files"] = len(self.open_files)
+        st["offline_since"] = self.vault.offline_since
         return st
 
     def close(self) -> None:

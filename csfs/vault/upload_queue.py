@@ -21,13 +21,14 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 
-from csfs.errors import CsfsError, NotFound, PreconditionFailed, StoreError
+from csfs.errors import CsfsError, NotFound, PreconditionFailed, StoreError, TransientStoreError
 from csfs.vault.cache import ObjectCache
 from csfs.vault.layout import content_key, envelope_key
 from csfs.vault.manifest import DirectoryManifest, Entry
 from csfs.vault.vault import Vault
 
 log = logging.getLogger("csfs.upload")
+PROBE_INTERVAL = 1.0  # seconds between probes of an unreachable store
 
 
 @dataclass
@@ -76,6 +77,8 @@ class UploadQueue:
         self._load()
         self.thread = threading.Thread(target=self._run, name="csfs-uploader", daemon=True)
         self.thread.start()
+        self.prober = threading.Thread(target=self._probe, name="csfs-probe", daemon=True)
+        self.prober.start()
 
     def _path(self, rec: Record) -> str:
         return os.path.join(self.dir, f"{rec.file_id}.json")
@@ -169,6 +172,7 @@ class UploadQueue:
             self.stopping = True
             self.lock.notify_all()
         self.thread.join(timeout=30)
+        self.prober.join(timeout=30)
         self.pool.shutdown(wait=True)
 
     # -- the uploader ----------------------------------------------------------------------
@@ -196,12 +200,35 @@ class UploadQueue:
                     self.errors.append(f"{time.strftime('%H:%M:%S')} upload failed: {msg}")
                 if self.on_error:
                     self.on_error(msg)
-                time.sleep(backoff)
-                backoff = min(backoff * 2, 30.0)
+                if isinstance(exc, TransientStoreError):
+                    # The store is unreachable: wait for the prober to hear from it
+                    # again, then upload at once (no backoff left to sit out).
+                    self.vault.went_offline()
+                    with self.lock:
+                        while not self.stopping and self.vault.offline:
+                            self.lock.wait(timeout=PROBE_INTERVAL)
+                else:
+                    time.sleep(backoff)
+                    backoff = min(backoff * 2, 30.0)
             finally:
                 with self.lock:
                     self.inflight.difference_update(r.file_id for r in batch)
                     self.inflight_seqs.difference_update(r.seq for r in batch)
+                    self.lock.notify_all()
+
+    def _probe(self) -> None:
+        """While the store is unreachable, ask it cheaply every PROBE_INTERVAL; wake the
+        uploader as soon as it answers."""
+        while True:
+            with self.lock:
+                if self.stopping:
+                    return
+                self.lock.wait(timeout=PROBE_INTERVAL)
+                if self.stopping:
+                    return
+            if self.vault.offline and self.vault.probe():
+                log.info("the store answers again: uploading what is pending")
+                with self.lock:
                     self.lock.notify_all()
 
     def _process(self, batch: list[Record]) -> None:
