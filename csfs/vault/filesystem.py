@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import hashlib
 import os
 import shutil
 import stat
@@ -23,7 +24,8 @@ from typing import Any, TypeVar
 
 from cachetools import LRUCache
 
-from csfs.crypto.envelope import Context
+from csfs.crypto import Recipient, parse_envelope
+from csfs.crypto.envelope import Context, rewrap_envelope
 from csfs.crypto.scratch import SCRATCH_CHUNK, ScratchFile
 from csfs.crypto.sealed import StreamSealer, open_envelope
 from csfs.crypto.stream import HEADER_SIZE, TAG_SIZE, ChunkCipher
@@ -34,6 +36,7 @@ from csfs.errors import (
     IsADirectory,
     NotFound,
     NotSupported,
+    TransientStoreError,
     UsageError,
 )
 from csfs.vault.cache import ObjectCache
@@ -112,6 +115,11 @@ class FileSystem:
         # content, many files per manifest switch.
         self.created: dict[tuple[str, str], Entry] = {}
         self.queue.on_commit = self._committed
+        # For each queued version, a digest of the readers it was sealed for: the
+        # uploader re-wraps it if its directory's readers are others by then.
+        self.sealed_dir = os.path.join(cache_dir, "sealed")
+        os.makedirs(self.sealed_dir, mode=0o700, exist_ok=True)
+        self.queue.before_upload = self._recheck_readers
 
     def _note_error(self, msg: str) -> None:
         with self.lock:
@@ -151,6 +159,9 @@ class FileSystem:
 
     def _committed(self, records: list[Record]) -> None:
         """Called by the uploader, under the commit lock, once records are in manifests."""
+        for r in records:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self._readers_file(r.file_id, r.version))
         with self.lock:
             for r in records:
                 e = self.created.get((r.parent_id, r.name))
@@ -680,6 +691,7 @@ class FileSystem:
             os.fsync(f.fileno())
             f.close()
             of.sealer = None
+        self._note_readers(of.file_id, of.version, recipients)
         ckey = content_key(of.file_id, of.version)
         self.cache.adopt(ckey, pinned=True)
         self.cache.put_local(envelope_key(of.file_id, of.version), env.encode(), pinned=True)
@@ -701,6 +713,45 @@ class FileSystem:
         of.base_version = of.version
         of.base_size = of.base_limit = of.size
         of.dirty = False
+
+    def _readers_file(self, file_id: str, version: int) -> str:
+        return os.path.join(self.sealed_dir, f"{file_id}.{version:x}")
+
+    def _note_readers(self, file_id: str, version: int, recipients: list[Recipient]) -> None:
+        with open(self._readers_file(file_id, version), "w") as f:
+            f.write(_readers_digest(recipients))
+
+    def _recheck_readers(self, rec: Record) -> None:
+        """Before a version leaves: wrap it to the readers its directory has now.
+
+        It was sealed for the readers last known, perhaps long ago (offline, or a
+        share or unshare since): a change becomes a re-wrap here, never a reader
+        that should not read it, or one that cannot. An unknown digest (lost in a
+        crash) counts as a change."""
+        parent = None if self.vault.offline else self.vault.load_dir(rec.parent_id)[0]
+        recipients = None if parent is None else self.vault.recipients_for(parent, rec.file_id)
+        if recipients is None or self.vault.offline:
+            # What is known may be old: check against the store, once it answers.
+            raise TransientStoreError("the store is unreachable")
+        path = self._readers_file(rec.file_id, rec.version)
+        digest = _readers_digest(recipients)
+        try:
+            with open(path) as f:
+                sealed = f.read()
+        except FileNotFoundError:
+            sealed = ""
+        if sealed != digest:
+            ekey = envelope_key(rec.file_id, rec.version)
+            env = parse_envelope(self.cache.get_small(ekey))
+            raw = rewrap_envelope(env, self.vault.identity, recipients, self.vault.identity)
+            self.cache.put_local(ekey, raw.encode(), pinned=True)
+            try:
+                # Uploaded before a crash, wrapped to the old readers: replace it.
+                _, etag = self.vault.store.get_with_etag(ekey)
+                self.vault.store.put(ekey, raw.encode(), if_match=etag)
+            except NotFound:
+                pass
+            self._note_readers(rec.file_id, rec.version, recipients)
 
     def fsync(self, fh: int) -> None:
         of = self._handle(fh)
@@ -725,6 +776,10 @@ class FileSystem:
         self.queue.stop()
         self.cache.close()
         self.vault.close()
+
+
+def _readers_digest(recipients: list[Recipient]) -> str:
+    return hashlib.sha256(b"\n".join(sorted(r.to_pem() for r in recipients))).hexdigest()
 
 
 def mode_bits(attr: Attr) -> int:

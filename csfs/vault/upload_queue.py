@@ -72,6 +72,8 @@ class UploadQueue:
         self.errors: list[str] = []
         self.on_error = on_error
         self.on_commit: Callable[[list[Record]], None] | None = None
+        # Called before a version's objects are uploaded (re-wraps a stale envelope).
+        self.before_upload: Callable[[Record], None] | None = None
         self.stopping = False
         self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="csfs-upload")
         self._load()
@@ -269,6 +271,8 @@ class UploadQueue:
                         self.cache.set_pinned(key, cur is not None and key in cur.keys)
 
     def _upload_objects(self, rec: Record) -> None:
+        if self.before_upload is not None and rec.version:
+            self.before_upload(rec)
         for key in rec.keys:
             path = self.cache.local_path(key)
             if path is None:

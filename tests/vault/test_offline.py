@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -74,3 +75,40 @@ def test_parallel_first_reads_of_one_file_on_a_slow_store(fault_proxy: FaultProx
         finally:
             fs.close()
     assert not failures, failures[:3]
+
+
+def test_version_sealed_offline_is_rewrapped_to_readers_added_meanwhile(
+        fault_proxy: FaultProxy, s3_bucket: str, tmp_path: Path) -> None:
+    """Alice's mount seals a file while the store is down, for the readers it last
+    knew; meanwhile (from another machine) she shares the folder with Bob. The
+    version that reaches the store must be readable by Bob: re-wrapped at upload."""
+    from csfs.crypto.keys import public_key_file
+    from csfs.vault import sharing
+    from tests.vault.conftest import read_bytes
+
+    alice, bob = generate_identity(), generate_identity()
+    url = f"s3://{s3_bucket}"
+    direct = open_store(url, endpoint_url=fault_proxy.endpoint_url.replace(
+        str(fault_proxy.port), str(fault_proxy.upstream[1])), path_style=True)
+    a2 = Vault.create(direct, alice, state_dir=str(tmp_path / "a2"), name="alice")
+    a2.mkdir("/proj")
+    sharing.add_member(a2, public_key_file(bob), "bob")
+    proxied = open_store(url, endpoint_url=fault_proxy.endpoint_url, path_style=True)
+    fs = FileSystem(Vault.open(proxied, alice, state_dir=str(tmp_path / "a1"), ttl=1),
+                    str(tmp_path / "cache"), 64 << 20)
+    try:
+        assert fs.readdir("/proj") == []
+        fault_proxy.outage()
+        time.sleep(1.5)  # past the TTL
+        data = os.urandom(100_000)
+        fh = fs.create("/proj/offline.txt", 0o644)
+        fs.write(fh, 0, data)
+        fs.release(fh)  # sealed for Alice alone, the readers last known
+        sharing.share(a2, "/proj", "bob")
+        fault_proxy.restore()
+        assert fs.sync(timeout=60)
+    finally:
+        fs.close()
+    b = Vault.open(direct, bob, state_dir=str(tmp_path / "bob"),
+                   trusted_owners={alice.recipient.verify_key_bytes})
+    assert read_bytes(b, "/Shared/alice/proj/offline.txt") == data
