@@ -16,6 +16,7 @@ from csfs.cli.vault_cmd import pop_store_opts, store_options, trusted_owners
 from csfs.errors import StoreError, UsageError
 
 CACHE_HOME = os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache")
+DEFAULT_CACHE_SIZE = "2G"
 
 
 def parse_size(text: str) -> int:
@@ -40,9 +41,8 @@ def parse_size(text: str) -> int:
 )
 @click.option(
     "--cache-size",
-    default="2G",
-    show_default=True,
-    help="Bound on the cache (dirty files are kept beyond it until uploaded).",
+    help="Bound on the cache (dirty files are kept beyond it until uploaded). "
+    "Default: 2G, or less if the cache folder's disk has less room.",
 )
 @click.option("--read-only", is_flag=True, help="Mount read-only.")
 @click.option(
@@ -57,7 +57,7 @@ def mount(
     mountpoint: str,
     foreground: bool,
     cache_dir: str | None,
-    cache_size: str,
+    cache_size: str | None,
     read_only: bool,
     ttl: float,
     options: tuple[str, ...],
@@ -67,10 +67,11 @@ def mount(
     from csfs.fuse.mount import lock_cache_dir, run_mount
     from csfs.store import open_store
     from csfs.vault import Vault
+    from csfs.vault.cache import fit_limit
     from csfs.vault.filesystem import FileSystem
 
     opts = pop_store_opts(kw)
-    limit = parse_size(cache_size)
+    limit = parse_size(cache_size or DEFAULT_CACHE_SIZE)
     identity = unlock(opts["key"], opts["passphrase_file"])  # asked once, before forking
     owners = trusted_owners(opts["trust_owner"])
     store_url = opts["store"]
@@ -80,6 +81,20 @@ def mount(
     cache_dir = os.path.abspath(cache_dir)
     lock_fd = lock_cache_dir(cache_dir)
     os.close(lock_fd)  # checked early for a clear error; the daemon takes it for good
+    fit = fit_limit(cache_dir, limit)
+    if fit < limit and cache_size is None:
+        click.echo(
+            f"csfs: warning: the disk of {cache_dir} has room for {fit >> 20} MiB of cache: "
+            f"the cache is bounded to that, not {limit >> 20} MiB",
+            err=True,
+        )
+        limit = fit
+    elif fit < limit:
+        click.echo(
+            f"csfs: warning: --cache-size {cache_size} is more than the disk of {cache_dir} "
+            f"holds ({fit >> 20} MiB); when it is full, clean entries are evicted early",
+            err=True,
+        )
 
     def make_fs() -> FileSystem:
         lock_cache_dir(cache_dir)  # held for the daemon's lifetime

@@ -504,8 +504,8 @@ class FileSystem:
         self._discard(of)
         of.version = new_version()
         of.sealer_path = self.cache.path_for_new(content_key(of.file_id, of.version))
-        f = open(of.sealer_path, "wb")
-        of.sealer = StreamSealer(f, self._context(of))
+        f = self.cache.open_new(of.sealer_path)
+        of.sealer = StreamSealer(f, self._context(of))  # type: ignore[arg-type]
         of.sealer.file = f  # type: ignore[attr-defined]
         of.state = "stream"
         of.size = 0
@@ -526,13 +526,15 @@ class FileSystem:
                     rf.seek(HEADER_SIZE + i * (cs + TAG_SIZE))
                     buf += sealer.chunk_plaintext(i, rf.read(cs + TAG_SIZE))
                     while len(buf) >= C:
-                        scratch.write_chunk(index, bytes(buf[:C]))
+                        piece = bytes(buf[:C])
+                        self.cache.roomy(functools.partial(scratch.write_chunk, index, piece))
                         index += 1
                         del buf[:C]
                 buf += sealer.pending_tail()
                 while buf:
                     piece = bytes(buf[:C])
-                    scratch.write_chunk(index, piece + bytes(C - len(piece)))
+                    whole = piece + bytes(C - len(piece))
+                    self.cache.roomy(functools.partial(scratch.write_chunk, index, whole))
                     index += 1
                     del buf[:C]
             f.close()
@@ -600,7 +602,7 @@ class FileSystem:
             else:
                 chunk = self._chunk(of, index)
                 chunk[inner : inner + take] = data[pos : pos + take]
-            of.scratch.write_chunk(index, bytes(chunk))
+            self.cache.roomy(functools.partial(of.scratch.write_chunk, index, bytes(chunk)))
             pos += take
 
     def truncate(self, path: str | None, length: int, fh: int | None = None) -> None:
@@ -642,7 +644,7 @@ class FileSystem:
                 if inner:
                     chunk = self._chunk(of, index)
                     chunk[inner:] = bytes(C - inner)
-                    of.scratch.write_chunk(index, bytes(chunk))
+                    self.cache.roomy(functools.partial(of.scratch.write_chunk, index, bytes(chunk)))
                     of.scratch.drop_from(index + 1)
                 else:
                     of.scratch.drop_from(index)
@@ -674,14 +676,16 @@ class FileSystem:
             scratch_of = of
             version = new_version()
             path = self.cache.path_for_new(content_key(of.file_id, version))
-            with open(path, "wb") as f:
-                sealer = StreamSealer(f, self.vault.file_context(of.file_id, version))
+            f = self.cache.open_new(path)
+            try:
+                sealer = StreamSealer(f, self.vault.file_context(of.file_id, version))  # type: ignore[arg-type]
                 for i in range(-(-scratch_of.size // C)):
                     chunk = self._chunk(scratch_of, i)
                     sealer.write(memoryview(chunk)[: min(C, scratch_of.size - i * C)])
                 env = sealer.finish(recipients, self.vault.identity)
-                f.flush()
                 os.fsync(f.fileno())
+            finally:
+                f.close()
             of.version = version
         else:
             assert of.sealer is not None
@@ -718,8 +722,11 @@ class FileSystem:
         return os.path.join(self.sealed_dir, f"{file_id}.{version:x}")
 
     def _note_readers(self, file_id: str, version: int, recipients: list[Recipient]) -> None:
-        with open(self._readers_file(file_id, version), "w") as f:
-            f.write(_readers_digest(recipients))
+        def write() -> None:
+            with open(self._readers_file(file_id, version), "w") as f:
+                f.write(_readers_digest(recipients))
+
+        self.cache.roomy(write)
 
     def _recheck_readers(self, rec: Record) -> None:
         """Before a version leaves: wrap it to the readers its directory has now.
