@@ -34,6 +34,7 @@ from csfs.errors import (
     CrossShare,
     DirectoryNotEmpty,
     IsADirectory,
+    NoMatchingKeyError,
     NotFound,
     NotSupported,
     TransientStoreError,
@@ -750,7 +751,10 @@ class FileSystem:
         if sealed != digest:
             ekey = envelope_key(rec.file_id, rec.version)
             env = parse_envelope(self.cache.get_small(ekey))
-            raw = rewrap_envelope(env, self.vault.identity, recipients, self.vault.identity)
+            try:
+                raw = rewrap_envelope(env, self.vault.identity, recipients, self.vault.identity)
+            except NoMatchingKeyError:
+                return  # sealed without our own key: we can only upload it as it is
             self.cache.put_local(ekey, raw.encode(), pinned=True)
             try:
                 # Uploaded before a crash, wrapped to the old readers: replace it.

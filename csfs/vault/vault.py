@@ -106,7 +106,7 @@ class Vault:
         )
         # The last verified manifest of every directory seen, however old: what the
         # mount serves and seals against while the store is unreachable (offline mode).
-        self._known: LRUCache[str, tuple[DirectoryManifest, str]] = LRUCache(maxsize=65536)
+        self._known: LRUCache[str, tuple[DirectoryManifest, str]] = LRUCache(maxsize=16384)
         self.offline_since: float | None = None  # wall-clock time the store stopped answering
         self._lock = threading.RLock()
         self.state.pin_header(header.digest)

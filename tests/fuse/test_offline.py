@@ -7,6 +7,7 @@ mount daemon reaches through AWS_ENDPOINT_URL."""
 from __future__ import annotations
 
 import os
+import threading
 import time
 from collections.abc import Callable
 
@@ -105,3 +106,68 @@ def test_close_during_outage_seals_without_the_store(make_vault: Callable[[str],
     fresh = vault.mount("fresh", cache_dir=os.path.join(vault.root, "fresh-cache"))
     for name, data in want.items():
         assert read_file(fresh.p(name)) == data, name
+
+
+def test_git_fsck_through_a_fresh_mount_on_a_slow_store(make_vault: Callable[[str], Vault],
+                                                         fault_proxy: FaultProxy,
+                                                         tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """git fsck reads a pack with parallel read-ahead; on a fresh mount over a slow
+    store those first reads raced each other in the cache and one failed (ENOENT)."""
+    import subprocess
+    vault = make_vault("moto")
+    vault.env["AWS_ENDPOINT_URL"] = fault_proxy.endpoint_url
+    m = vault.mount(ttl=60)
+    home = tmp_path / "home"
+    home.mkdir()
+    env = {"PATH": os.environ["PATH"], "HOME": str(home), "GIT_CONFIG_NOSYSTEM": "1",
+           "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@x", "GIT_COMMITTER_NAME": "t",
+           "GIT_COMMITTER_EMAIL": "t@x"}
+
+    def git(*args: str, cwd: str) -> None:
+        subprocess.run(["git", *args], cwd=cwd, env=env, check=True, capture_output=True,
+                       timeout=300)
+
+    repo = m.p("repo")
+    os.mkdir(repo)
+    git("init", "-q", "-b", "main", cwd=repo)
+    for i in range(6):
+        with open(os.path.join(repo, f"blob{i}"), "wb") as f:
+            f.write(os.urandom(400_000))
+        git("add", ".", cwd=repo)
+        git("commit", "-q", "-m", f"c{i}", cwd=repo)
+    git("gc", "-q", cwd=repo)
+    m.sync()
+    fault_proxy.slow(0.1)
+    pack_dir = os.path.join("repo", ".git", "objects", "pack")
+    packs = [os.path.join(pack_dir, n) for n in os.listdir(m.p(pack_dir))]
+    want = {p: read_file(m.p(p)) for p in packs}
+    for round_ in range(2):
+        fresh = vault.mount(f"fresh{round_}", cache_dir=os.path.join(vault.root, f"fc{round_}"),
+                            ttl=60)
+        # Several readers of each pack at once, as git's threads and the kernel's
+        # read-ahead are: every first read of a file fetches its envelope.
+        failures: list[BaseException] = []
+        for p, data in want.items():
+            start = threading.Barrier(8)
+
+            def read(i: int, path: str = fresh.p(p), data: bytes = data,
+                     start: threading.Barrier = start) -> None:
+                try:
+                    fd = os.open(path, os.O_RDONLY)
+                    try:
+                        start.wait()
+                        at = i * len(data) // 8
+                        assert os.pread(fd, 65536, at) == data[at:at + 65536]
+                    finally:
+                        os.close(fd)
+                except BaseException as exc:  # noqa: BLE001 - collected and reported
+                    failures.append(exc)
+
+            threads = [threading.Thread(target=read, args=(i,)) for i in range(8)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+        assert not failures, failures[:3]
+        git("fsck", "--strict", cwd=fresh.p("repo"))
+        fresh.umount()
