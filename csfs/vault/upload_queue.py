@@ -69,6 +69,11 @@ class UploadQueue:
         self.inflight: set[str] = set()  # file ids the uploader is working on
         self.inflight_seqs: set[int] = set()  # and exactly which records
         self.seq = 0
+        # Each file's versions that its newest record derives from besides its base:
+        # ones replaced in the queue (an attempt may have switched one in, its reply
+        # lost) and the base of one whose upload was under way (it may fail). Finding
+        # one of them in the directory is no conflict.
+        self.superseded: dict[str, set[int]] = {}
         self.errors: list[str] = []
         self.on_error = on_error
         self.on_commit: Callable[[list[Record]], None] | None = None
@@ -128,8 +133,12 @@ class UploadQueue:
             old = self.records.get(rec.file_id)
             # A record that is queued but not being uploaded never reaches the store:
             # replace it. One being uploaded will land first, so it is our base.
+            chain = self.superseded.setdefault(rec.file_id, set())
+            if old is not None and old.seq in self.inflight_seqs:
+                chain.add(old.base_version)  # if that upload fails, the store keeps this
             if old is not None and old.seq not in self.inflight_seqs:
-                rec.base_version = old.base_version  # the store never saw ``old``
+                rec.base_version = old.base_version  # the store never saw ``old``...
+                chain.add(old.version)  # ...unless a failed attempt switched it in
                 for key in old.keys:
                     if key not in rec.keys:
                         # Not dropped: a reader may still have that version open.
@@ -264,6 +273,7 @@ class UploadQueue:
                     cur = self.records.get(r.file_id)
                     if cur is not None and cur.seq == r.seq:
                         del self.records[r.file_id]
+                        self.superseded.pop(r.file_id, None)
                         with contextlib.suppress(FileNotFoundError):
                             os.unlink(self._path(r))
                         cur = None
@@ -298,7 +308,8 @@ class UploadQueue:
             new = Entry(
                 r.file_id, "f", mode=r.mode, size=r.size, mtime_ns=r.mtime_ns, version=r.version
             )
-            ours = (r.base_version, r.version)
+            with self.lock:
+                ours = (r.base_version, r.version, *self.superseded.get(r.file_id, ()))
             found = m.entries.get(r.name)
             if found is not None and found.id == r.file_id and found.version in ours:
                 m.entries[r.name] = new
