@@ -105,7 +105,22 @@ class FileSystem:
         shutil.rmtree(self.scratch_dir, ignore_errors=True)  # keys died with the last process
         os.makedirs(self.scratch_dir, mode=0o700)
         self.errors: list[str] = []
-        self.queue = UploadQueue(vault, self.cache, cache_dir, on_error=self._note_error)
+        # For each queued version, a digest of the readers it was sealed for: the
+        # uploader re-wraps it if its directory's readers are others by then.
+        self.sealed_dir = os.path.join(cache_dir, "sealed")
+        os.makedirs(self.sealed_dir, mode=0o700, exist_ok=True)
+        self.queue = UploadQueue(
+            vault,
+            self.cache,
+            cache_dir,
+            on_error=self._note_error,
+            before_upload=self._recheck_readers,
+        )
+        with self.queue.lock:
+            live = {f"{r.file_id}.{r.version:x}" for r in self.queue.records.values()}
+        for name in set(os.listdir(self.sealed_dir)) - live:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(os.path.join(self.sealed_dir, name))
         self.lock = threading.RLock()
         self.open_files: dict[str, OpenFile] = {}
         self.handles: dict[int, OpenFile] = {}
@@ -116,11 +131,6 @@ class FileSystem:
         # content, many files per manifest switch.
         self.created: dict[tuple[str, str], Entry] = {}
         self.queue.on_commit = self._committed
-        # For each queued version, a digest of the readers it was sealed for: the
-        # uploader re-wraps it if its directory's readers are others by then.
-        self.sealed_dir = os.path.join(cache_dir, "sealed")
-        os.makedirs(self.sealed_dir, mode=0o700, exist_ok=True)
-        self.queue.before_upload = self._recheck_readers
 
     def _note_error(self, msg: str) -> None:
         with self.lock:

@@ -59,6 +59,7 @@ class UploadQueue:
         directory: str,
         on_error: Callable[[str], None] | None = None,
         workers: int = 8,
+        before_upload: Callable[[Record], None] | None = None,
     ) -> None:
         self.vault = vault
         self.cache = cache
@@ -77,8 +78,9 @@ class UploadQueue:
         self.errors: list[str] = []
         self.on_error = on_error
         self.on_commit: Callable[[list[Record]], None] | None = None
-        # Called before a version's objects are uploaded (re-wraps a stale envelope).
-        self.before_upload: Callable[[Record], None] | None = None
+        # Called before a version's objects are uploaded (re-wraps a stale envelope);
+        # set before the uploader starts, as records from the last mount go at once.
+        self.before_upload = before_upload
         self.stopping = False
         self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="csfs-upload")
         self._load()
