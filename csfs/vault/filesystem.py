@@ -459,7 +459,8 @@ class FileSystem:
 
     def _cipher(self, file_id: str, version: int) -> ChunkCipher:
         key = (file_id, version)
-        cipher = self.ciphers.get(key)
+        with self.lock:  # cachetools caches are not thread-safe: a racing eviction raised
+            cipher = self.ciphers.get(key)
         if cipher is None:
             env = self.cache.get_small(envelope_key(file_id, version))
             header = self.cache.read(content_key(file_id, version), 0, HEADER_SIZE)
@@ -470,7 +471,8 @@ class FileSystem:
                 context=self.vault.file_context(file_id, version),
                 allowed_signers=self.vault.signers_for(file_id),
             )
-            self.ciphers[key] = cipher
+            with self.lock:
+                self.ciphers[key] = cipher
         return cipher
 
     def read_version(self, file_id: str, version: int, offset: int, size: int) -> bytes:
@@ -481,7 +483,8 @@ class FileSystem:
             return self._read_version(file_id, version, offset, size)
         except AuthenticationError:
             # A damaged cache entry must not pass for tampering in the store: refetch once.
-            self.ciphers.pop((file_id, version), None)
+            with self.lock:
+                self.ciphers.pop((file_id, version), None)
             self.cache.drop(content_key(file_id, version))
             self.cache.drop(envelope_key(file_id, version))
             return self._read_version(file_id, version, offset, size)

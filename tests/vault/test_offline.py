@@ -112,3 +112,49 @@ def test_version_sealed_offline_is_rewrapped_to_readers_added_meanwhile(
     b = Vault.open(direct, bob, state_dir=str(tmp_path / "bob"),
                    trusted_owners={alice.recipient.verify_key_bytes})
     assert read_bytes(b, "/Shared/alice/proj/offline.txt") == data
+
+
+def test_parallel_reads_of_many_files_share_the_cipher_cache_safely(tmp_path: Path) -> None:
+    """Readers of more files than the cipher cache holds, at once (a git fsck of a big
+    repository): an eviction racing a lookup must not fail a read. The cache is made
+    small here so that evictions are frequent (the mount's holds 1024)."""
+    import sys
+
+    from cachetools import LRUCache
+
+    me = generate_identity()
+    store = open_store(str(tmp_path / "store"))
+    v = Vault.create(store, me, state_dir=str(tmp_path / "state"))
+    files = {f"/f{i}": os.urandom(100 + i) for i in range(24)}
+    for path, data in files.items():
+        v.write_file(path, __import__("io").BytesIO(data))
+    fs = FileSystem(Vault.open(store, me, state_dir=str(tmp_path / "state"), ttl=60),
+                    str(tmp_path / "cache"), 64 << 20)
+    fs.ciphers = LRUCache(maxsize=4)
+    fhs = {p: fs.open(p, os.O_RDONLY) for p in files}
+    failures: list[BaseException] = []
+
+    def reader(seed: int) -> None:
+        import random
+        rng = random.Random(seed)
+        try:
+            for _ in range(3000):
+                p = rng.choice(list(files))
+                assert fs.read(fhs[p], 0, 4096) == files[p]
+        except BaseException as exc:  # noqa: BLE001 - collected and reported
+            failures.append(exc)
+
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # switch threads often, as a loaded machine does
+    try:
+        threads = [threading.Thread(target=reader, args=(i,)) for i in range(6)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    finally:
+        sys.setswitchinterval(interval)
+        for fh in fhs.values():
+            fs.release(fh)
+        fs.close()
+    assert not failures, failures[:3]
