@@ -7,6 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from tests.faultproxy import FaultProxy
 from tests.servers import DUMMY_ENV, MotoServer, make_bucket, start_moto_server
 
 
@@ -32,3 +33,11 @@ def _private_config(
 ) -> None:
     """Member pins (~/.config/csfs) go to a folder of each test's own, never the real home."""
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path_factory.mktemp("config")))
+
+
+@pytest.fixture
+def fault_proxy(moto_server: MotoServer) -> Iterator[FaultProxy]:
+    """A fault-injecting proxy in front of the moto server (tests/faultproxy.py): point
+    AWS_ENDPOINT_URL at ``fault_proxy.endpoint_url``, then inject faults from the test."""
+    with FaultProxy(moto_server.endpoint_url) as proxy:
+        yield proxy

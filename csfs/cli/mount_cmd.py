@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 import sys
+import time
 from typing import Any
 
 import click
@@ -15,6 +16,7 @@ from csfs.cli.vault_cmd import pop_store_opts, store_options, trusted_owners
 from csfs.errors import NotFound, StoreError, UsageError
 
 CACHE_HOME = os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache")
+DEFAULT_CACHE_SIZE = "2G"
 
 
 def parse_size(text: str) -> int:
@@ -39,9 +41,8 @@ def parse_size(text: str) -> int:
 )
 @click.option(
     "--cache-size",
-    default="2G",
-    show_default=True,
-    help="Bound on the cache (dirty files are kept beyond it until uploaded).",
+    help="Bound on the cache (dirty files are kept beyond it until uploaded). "
+    "Default: 2G, or less if the cache folder's disk has less room.",
 )
 @click.option("--read-only", is_flag=True, help="Mount read-only.")
 @click.option(
@@ -62,7 +63,7 @@ def mount(
     mountpoint: str,
     foreground: bool,
     cache_dir: str | None,
-    cache_size: str,
+    cache_size: str | None,
     read_only: bool,
     ttl: float,
     options: tuple[str, ...],
@@ -73,12 +74,13 @@ def mount(
     from csfs.fuse.mount import check_mountpoint, lock_cache_dir, run_mount
     from csfs.store import open_store
     from csfs.vault import Vault
+    from csfs.vault.cache import fit_limit
     from csfs.vault.filesystem import FileSystem
     from csfs.vault.layout import HEADER_KEY
     from csfs.vault.vault import store_has
 
     opts = pop_store_opts(kw)
-    limit = parse_size(cache_size)
+    limit = parse_size(cache_size or DEFAULT_CACHE_SIZE)
     store_url = opts["store"]
     check_mountpoint(mountpoint)
     # Before any local folder is made for it: a mistyped store leaves nothing behind.
@@ -93,6 +95,20 @@ def mount(
     cache_dir = os.path.abspath(cache_dir)
     lock_fd = lock_cache_dir(cache_dir, mountpoint)
     os.close(lock_fd)  # checked early for a clear error; the daemon takes it for good
+    fit = fit_limit(cache_dir, limit)
+    if fit < limit and cache_size is None:
+        click.echo(
+            f"csfs: warning: the disk of {cache_dir} has room for {fit >> 20} MiB of cache: "
+            f"the cache is bounded to that, not {limit >> 20} MiB",
+            err=True,
+        )
+        limit = fit
+    elif fit < limit:
+        click.echo(
+            f"csfs: warning: --cache-size {cache_size} is more than the disk of {cache_dir} "
+            f"holds ({fit >> 20} MiB); when it is full, clean entries are evicted early",
+            err=True,
+        )
 
     def make_fs() -> FileSystem:
         lock_cache_dir(cache_dir, mountpoint)  # held for the daemon's lifetime
@@ -145,6 +161,15 @@ def status(mountpoint: str) -> None:
     from csfs.fuse.control import request
 
     r = request(mountpoint, "status", timeout=30)
+    since = r.get("offline_since")
+    if since is not None:
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(since))
+        click.echo(
+            f"store: offline since {when}: serving the cache, "
+            f"{r['pending_files']} uploads waiting for the store"
+        )
+    else:
+        click.echo("store: online")
     click.echo(f"pending uploads: {r['pending_files']} files, {r['pending_bytes']} bytes")
     click.echo(f"cache: {r['cache_bytes']} of {r['cache_limit']} bytes")
     click.echo(f"open files: {r['open_files']}")

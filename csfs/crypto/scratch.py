@@ -48,8 +48,11 @@ class ScratchFile:
         if len(plain) != SCRATCH_CHUNK:
             raise ValueError("scratch chunks are written whole")
         nonce = os.urandom(12)
-        slot = nonce + self.aead.encrypt(nonce, plain, index.to_bytes(8, "big"))
-        os.pwrite(self.fd, slot, index * _SLOT)
+        slot = memoryview(nonce + self.aead.encrypt(nonce, plain, index.to_bytes(8, "big")))
+        at = index * _SLOT
+        while slot:  # a nearly full disk takes part of a write without an error
+            n = os.pwrite(self.fd, slot, at)
+            slot, at = slot[n:], at + n
         self.present.add(index)
 
     def drop_from(self, index: int) -> None:

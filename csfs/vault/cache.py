@@ -10,11 +10,16 @@ Block maps are kept on disk, so the cache survives a remount.
 from __future__ import annotations
 
 import contextlib
+import errno
 import hashlib
+import logging
 import os
+import shutil
 import threading
 from collections import OrderedDict
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
+from typing import TypeVar
 
 from csfs.crypto.envelope import MAX_ENVELOPE_SIZE
 from csfs.errors import FormatError, NotFound
@@ -26,6 +31,24 @@ BLOCK = 1 << 20
 # prefetch in large runs, several at once.
 READ_AHEAD = 64  # blocks fetched ahead of a sequential reader
 FETCH_RUN = 32  # blocks per ranged GET when prefetching
+MIN_LIMIT = 16 << 20  # the smallest cache a mount accepts
+ROOM = 32 << 20  # free space an emergency eviction (on ENOSPC) tries to leave
+T = TypeVar("T")
+log = logging.getLogger("csfs.cache")
+
+
+def fit_limit(directory: str, wanted: int) -> int:
+    """A cache bound that the disk under ``directory`` can hold: ``wanted``, or less if
+    what is free there (plus what the cache already uses) is less. The cache must not
+    fill its disk before it evicts anything."""
+    usage = shutil.disk_usage(directory)
+    have = 0
+    for d, _, files in os.walk(directory):
+        for f in files:
+            with contextlib.suppress(OSError):
+                have += os.lstat(os.path.join(d, f)).st_blocks * 512
+    # Some room is left for the queue, scratch files and block maps.
+    return min(wanted, max(MIN_LIMIT, (usage.free + have) * 9 // 10))
 
 
 class _Entry:
@@ -34,6 +57,7 @@ class _Entry:
         self.blocks: set[int] = set()
         self.size: int | None = None  # object size, once known
         self.pinned = False
+        self.readers = 0  # reads between "blocks present" and pread: not evicted meanwhile
         self.bytes = 0
         self.last_block = -1  # for sequential-read detection
         self.frontier = -1  # highest block read ahead so far
@@ -110,11 +134,18 @@ class ObjectCache:
         e = self._entry(key)
         start = first * BLOCK
         data = self.store.get(key, start, start + count * BLOCK)
-        fd = os.open(e.path, os.O_RDWR | os.O_CREAT, 0o600)
-        try:
-            os.pwrite(fd, data, start)
-        finally:
-            os.close(fd)
+
+        def store_blocks() -> None:
+            fd = os.open(e.path, os.O_RDWR | os.O_CREAT, 0o600)
+            try:
+                view, at = memoryview(data), start
+                while view:
+                    n = os.pwrite(fd, view, at)
+                    view, at = view[n:], at + n
+            finally:
+                os.close(fd)
+
+        self.roomy(store_blocks)
         with self.lock:
             got = -(-len(data) // BLOCK) if data else 0
             if 0 < len(data) < count * BLOCK and e.size is None:
@@ -178,16 +209,21 @@ class ObjectCache:
             return b""
         first, last = start // BLOCK, (end - 1) // BLOCK
         e = self._entry(key)
-        if size is not None and e.size is None:
-            with self.lock:
+        with self.lock:
+            e.readers += 1
+            if size is not None and e.size is None:
                 e.size = size
-        self._ensure(key, first, last)
-        self._read_ahead(key, e, first, last)
-        fd = os.open(e.path, os.O_RDONLY)
         try:
-            data = os.pread(fd, end - start, start)
+            self._ensure(key, first, last)
+            self._read_ahead(key, e, first, last)
+            fd = os.open(e.path, os.O_RDONLY)
+            try:
+                data = os.pread(fd, end - start, start)
+            finally:
+                os.close(fd)
         finally:
-            os.close(fd)
+            with self.lock:
+                e.readers -= 1
         if e.size is not None and end > e.size:
             end = e.size
         if len(data) < end - start and e.size is None:
@@ -240,11 +276,11 @@ class ObjectCache:
         """Where to write a new local object before :meth:`adopt`."""
         return self._file(key) + ".new"
 
-    def adopt(self, key: str, pinned: bool = True) -> None:
-        """Take the file at path_for_new(key) as the complete object ``key``."""
+    def adopt(self, key: str, pinned: bool = True, *, src: str | None = None) -> None:
+        """Take the file at ``src`` (default path_for_new(key)) as the complete object ``key``."""
         e = self._entry(key)
         with self.lock:
-            os.replace(self.path_for_new(key), e.path)
+            os.replace(src or self.path_for_new(key), e.path)
             size = os.path.getsize(e.path)
             self.total += size - e.bytes
             e.size = e.bytes = size
@@ -254,9 +290,19 @@ class ObjectCache:
         self._evict()
 
     def put_local(self, key: str, data: bytes, pinned: bool = True) -> None:
-        with open(self.path_for_new(key), "wb") as f:
-            f.write(data)
-        self.adopt(key, pinned)
+        # A temp file of this call's own: parallel first reads of one file all fetch
+        # its envelope, and a shared temp name let one rename away another's file.
+        tmp = f"{self.path_for_new(key)}.{threading.get_ident()}"
+        try:
+            f = self.open_new(tmp)
+            try:
+                f.write(data)
+            finally:
+                f.close()
+            self.adopt(key, pinned, src=tmp)
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
 
     def local_path(self, key: str) -> str | None:
         with self.lock:
@@ -282,6 +328,44 @@ class ObjectCache:
 
     # -- bounds -------------------------------------------------------------------------
 
+    def open_new(self, path: str) -> RoomyFile:
+        """A new file in the cache folder whose writes make room when the disk is full."""
+        return RoomyFile(path, self)
+
+    def roomy(self, write: Callable[[], T]) -> T:
+        """Run ``write`` (which must be safe to repeat); on ENOSPC make room, then retry."""
+        while True:
+            try:
+                return write()
+            except OSError as exc:
+                if exc.errno != errno.ENOSPC or not self.make_room():
+                    raise
+
+    def make_room(self) -> bool:
+        """The disk is full: evict clean entries, least recently used first, until
+        ROOM is free or none is left, and keep the bound below what fits from now
+        on. False if nothing could be evicted (everything left is pending upload)."""
+        freed = False
+        with self.lock:
+            busy = {k for k, _ in self.inflight}
+            for key in list(self.entries):
+                if shutil.disk_usage(self.dir).free >= ROOM and freed:
+                    break
+                e = self.entries[key]
+                if e.pinned or e.readers or key in busy or not e.bytes:
+                    continue
+                self.total -= e.bytes
+                del self.entries[key]
+                self._remove_files(e.path)
+                freed = True
+            lowered = max(MIN_LIMIT, self.total + shutil.disk_usage(self.dir).free * 9 // 10)
+            if lowered < self.limit:
+                log.warning(
+                    "cache disk full: cache bound lowered from %d to %d bytes", self.limit, lowered
+                )
+                self.limit = lowered
+        return freed
+
     def used(self) -> int:
         with self.lock:
             return self.total
@@ -296,7 +380,7 @@ class ObjectCache:
                 if total <= self.limit:
                     break
                 e = self.entries[key]
-                if e.pinned or key in busy:
+                if e.pinned or e.readers or key in busy:
                     continue
                 total -= e.bytes
                 self.total -= e.bytes
@@ -305,3 +389,35 @@ class ObjectCache:
 
     def close(self) -> None:
         self.pool.shutdown(wait=True, cancel_futures=True)
+
+
+class RoomyFile:
+    """A write-only file in the cache folder: a write that finds the disk full makes
+    room (evicts clean cache entries) and goes on where it stopped."""
+
+    def __init__(self, path: str, cache: ObjectCache) -> None:
+        self.fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        self.cache = cache
+
+    def write(self, data: bytes | bytearray | memoryview) -> int:
+        view = memoryview(data).cast("B")
+        while view:
+            try:
+                n = os.write(self.fd, view)
+            except OSError as exc:
+                if exc.errno != errno.ENOSPC or not self.cache.make_room():
+                    raise
+                continue
+            view = view[n:]
+        return len(data)
+
+    def flush(self) -> None:
+        pass  # unbuffered
+
+    def fileno(self) -> int:
+        return self.fd
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import hashlib
 import os
 import shutil
 import stat
@@ -23,7 +24,8 @@ from typing import Any, TypeVar
 
 from cachetools import LRUCache
 
-from csfs.crypto.envelope import Context
+from csfs.crypto import Recipient, parse_envelope
+from csfs.crypto.envelope import Context, rewrap_envelope
 from csfs.crypto.scratch import SCRATCH_CHUNK, ScratchFile
 from csfs.crypto.sealed import StreamSealer, open_envelope
 from csfs.crypto.stream import HEADER_SIZE, TAG_SIZE, ChunkCipher
@@ -32,8 +34,10 @@ from csfs.errors import (
     CrossShare,
     DirectoryNotEmpty,
     IsADirectory,
+    NoMatchingKeyError,
     NotFound,
     NotSupported,
+    TransientStoreError,
     UsageError,
 )
 from csfs.vault.cache import ObjectCache
@@ -101,7 +105,22 @@ class FileSystem:
         shutil.rmtree(self.scratch_dir, ignore_errors=True)  # keys died with the last process
         os.makedirs(self.scratch_dir, mode=0o700)
         self.errors: list[str] = []
-        self.queue = UploadQueue(vault, self.cache, cache_dir, on_error=self._note_error)
+        # For each queued version, a digest of the readers it was sealed for: the
+        # uploader re-wraps it if its directory's readers are others by then.
+        self.sealed_dir = os.path.join(cache_dir, "sealed")
+        os.makedirs(self.sealed_dir, mode=0o700, exist_ok=True)
+        self.queue = UploadQueue(
+            vault,
+            self.cache,
+            cache_dir,
+            on_error=self._note_error,
+            before_upload=self._recheck_readers,
+        )
+        with self.queue.lock:
+            live = {f"{r.file_id}.{r.version:x}" for r in self.queue.records.values()}
+        for name in set(os.listdir(self.sealed_dir)) - live:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(os.path.join(self.sealed_dir, name))
         self.lock = threading.RLock()
         self.open_files: dict[str, OpenFile] = {}
         self.handles: dict[int, OpenFile] = {}
@@ -151,6 +170,9 @@ class FileSystem:
 
     def _committed(self, records: list[Record]) -> None:
         """Called by the uploader, under the commit lock, once records are in manifests."""
+        for r in records:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self._readers_file(r.file_id, r.version))
         with self.lock:
             for r in records:
                 e = self.created.get((r.parent_id, r.name))
@@ -437,7 +459,8 @@ class FileSystem:
 
     def _cipher(self, file_id: str, version: int) -> ChunkCipher:
         key = (file_id, version)
-        cipher = self.ciphers.get(key)
+        with self.lock:  # cachetools caches are not thread-safe: a racing eviction raised
+            cipher = self.ciphers.get(key)
         if cipher is None:
             env = self.cache.get_small(envelope_key(file_id, version))
             header = self.cache.read(content_key(file_id, version), 0, HEADER_SIZE)
@@ -448,7 +471,8 @@ class FileSystem:
                 context=self.vault.file_context(file_id, version),
                 allowed_signers=self.vault.signers_for(file_id),
             )
-            self.ciphers[key] = cipher
+            with self.lock:
+                self.ciphers[key] = cipher
         return cipher
 
     def read_version(self, file_id: str, version: int, offset: int, size: int) -> bytes:
@@ -459,7 +483,8 @@ class FileSystem:
             return self._read_version(file_id, version, offset, size)
         except AuthenticationError:
             # A damaged cache entry must not pass for tampering in the store: refetch once.
-            self.ciphers.pop((file_id, version), None)
+            with self.lock:
+                self.ciphers.pop((file_id, version), None)
             self.cache.drop(content_key(file_id, version))
             self.cache.drop(envelope_key(file_id, version))
             return self._read_version(file_id, version, offset, size)
@@ -493,8 +518,8 @@ class FileSystem:
         self._discard(of)
         of.version = new_version()
         of.sealer_path = self.cache.path_for_new(content_key(of.file_id, of.version))
-        f = open(of.sealer_path, "wb")
-        of.sealer = StreamSealer(f, self._context(of))
+        f = self.cache.open_new(of.sealer_path)
+        of.sealer = StreamSealer(f, self._context(of))  # type: ignore[arg-type]
         of.sealer.file = f  # type: ignore[attr-defined]
         of.state = "stream"
         of.size = 0
@@ -515,13 +540,15 @@ class FileSystem:
                     rf.seek(HEADER_SIZE + i * (cs + TAG_SIZE))
                     buf += sealer.chunk_plaintext(i, rf.read(cs + TAG_SIZE))
                     while len(buf) >= C:
-                        scratch.write_chunk(index, bytes(buf[:C]))
+                        piece = bytes(buf[:C])
+                        self.cache.roomy(functools.partial(scratch.write_chunk, index, piece))
                         index += 1
                         del buf[:C]
                 buf += sealer.pending_tail()
                 while buf:
                     piece = bytes(buf[:C])
-                    scratch.write_chunk(index, piece + bytes(C - len(piece)))
+                    whole = piece + bytes(C - len(piece))
+                    self.cache.roomy(functools.partial(scratch.write_chunk, index, whole))
                     index += 1
                     del buf[:C]
             f.close()
@@ -589,7 +616,7 @@ class FileSystem:
             else:
                 chunk = self._chunk(of, index)
                 chunk[inner : inner + take] = data[pos : pos + take]
-            of.scratch.write_chunk(index, bytes(chunk))
+            self.cache.roomy(functools.partial(of.scratch.write_chunk, index, bytes(chunk)))
             pos += take
 
     def truncate(self, path: str | None, length: int, fh: int | None = None) -> None:
@@ -631,7 +658,7 @@ class FileSystem:
                 if inner:
                     chunk = self._chunk(of, index)
                     chunk[inner:] = bytes(C - inner)
-                    of.scratch.write_chunk(index, bytes(chunk))
+                    self.cache.roomy(functools.partial(of.scratch.write_chunk, index, bytes(chunk)))
                     of.scratch.drop_from(index + 1)
                 else:
                     of.scratch.drop_from(index)
@@ -649,23 +676,30 @@ class FileSystem:
                 self._seal(of)
 
     def _seal(self, of: OpenFile) -> None:
-        """Close the current version: payload and envelope into the cache, then queue it."""
-        parent, _ = self.vault.load_dir(of.parent_id)
-        recipients = self.vault.recipients_for(parent, of.file_id)
+        """Close the current version: payload and envelope into the cache, then queue it.
+
+        Nothing here asks the store: the recipients are those of the directory as last
+        seen, however old, so a close() succeeds while the store is down. The uploader
+        checks them again (and re-wraps) before the version reaches the store.
+        """
+        parent = self.vault.known_dir(of.parent_id)
+        recipients = self.vault.recipients_for(parent, of.file_id, known=True)
         if of.state != "stream":
             if of.state == "clean":
                 self._to_scratch(of)
             scratch_of = of
             version = new_version()
             path = self.cache.path_for_new(content_key(of.file_id, version))
-            with open(path, "wb") as f:
-                sealer = StreamSealer(f, self.vault.file_context(of.file_id, version))
+            f = self.cache.open_new(path)
+            try:
+                sealer = StreamSealer(f, self.vault.file_context(of.file_id, version))  # type: ignore[arg-type]
                 for i in range(-(-scratch_of.size // C)):
                     chunk = self._chunk(scratch_of, i)
                     sealer.write(memoryview(chunk)[: min(C, scratch_of.size - i * C)])
                 env = sealer.finish(recipients, self.vault.identity)
-                f.flush()
                 os.fsync(f.fileno())
+            finally:
+                f.close()
             of.version = version
         else:
             assert of.sealer is not None
@@ -675,6 +709,7 @@ class FileSystem:
             os.fsync(f.fileno())
             f.close()
             of.sealer = None
+        self._note_readers(of.file_id, of.version, recipients)
         ckey = content_key(of.file_id, of.version)
         self.cache.adopt(ckey, pinned=True)
         self.cache.put_local(envelope_key(of.file_id, of.version), env.encode(), pinned=True)
@@ -697,6 +732,51 @@ class FileSystem:
         of.base_size = of.base_limit = of.size
         of.dirty = False
 
+    def _readers_file(self, file_id: str, version: int) -> str:
+        return os.path.join(self.sealed_dir, f"{file_id}.{version:x}")
+
+    def _note_readers(self, file_id: str, version: int, recipients: list[Recipient]) -> None:
+        def write() -> None:
+            with open(self._readers_file(file_id, version), "w") as f:
+                f.write(_readers_digest(recipients))
+
+        self.cache.roomy(write)
+
+    def _recheck_readers(self, rec: Record) -> None:
+        """Before a version leaves: wrap it to the readers its directory has now.
+
+        It was sealed for the readers last known, perhaps long ago (offline, or a
+        share or unshare since): a change becomes a re-wrap here, never a reader
+        that should not read it, or one that cannot. An unknown digest (lost in a
+        crash) counts as a change."""
+        parent = None if self.vault.offline else self.vault.load_dir(rec.parent_id)[0]
+        recipients = None if parent is None else self.vault.recipients_for(parent, rec.file_id)
+        if recipients is None or self.vault.offline:
+            # What is known may be old: check against the store, once it answers.
+            raise TransientStoreError("the store is unreachable")
+        path = self._readers_file(rec.file_id, rec.version)
+        digest = _readers_digest(recipients)
+        try:
+            with open(path) as f:
+                sealed = f.read()
+        except FileNotFoundError:
+            sealed = ""
+        if sealed != digest:
+            ekey = envelope_key(rec.file_id, rec.version)
+            env = parse_envelope(self.cache.get_small(ekey))
+            try:
+                raw = rewrap_envelope(env, self.vault.identity, recipients, self.vault.identity)
+            except NoMatchingKeyError:
+                return  # sealed without our own key: we can only upload it as it is
+            self.cache.put_local(ekey, raw.encode(), pinned=True)
+            try:
+                # Uploaded before a crash, wrapped to the old readers: replace it.
+                _, etag = self.vault.store.get_with_etag(ekey)
+                self.vault.store.put(ekey, raw.encode(), if_match=etag)
+            except NotFound:
+                pass
+            self._note_readers(rec.file_id, rec.version, recipients)
+
     def fsync(self, fh: int) -> None:
         of = self._handle(fh)
         self.flush(fh)
@@ -713,12 +793,17 @@ class FileSystem:
         pointers = [f"file share pointer not updated: {m}" for m in self.vault.pointer_errors]
         st["errors"] = [*st["errors"], *self.errors[-20:], *pointers]  # type: ignore[misc]
         st["open_files"] = len(self.open_files)
+        st["offline_since"] = self.vault.offline_since
         return st
 
     def close(self) -> None:
         self.queue.stop()
         self.cache.close()
         self.vault.close()
+
+
+def _readers_digest(recipients: list[Recipient]) -> str:
+    return hashlib.sha256(b"\n".join(sorted(r.to_pem() for r in recipients))).hexdigest()
 
 
 def mode_bits(attr: Attr) -> int:

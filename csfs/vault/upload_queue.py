@@ -21,13 +21,14 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 
-from csfs.errors import CsfsError, NotFound, PreconditionFailed, StoreError
+from csfs.errors import CsfsError, NotFound, PreconditionFailed, StoreError, TransientStoreError
 from csfs.vault.cache import ObjectCache
 from csfs.vault.layout import content_key, envelope_key
 from csfs.vault.manifest import DirectoryManifest, Entry
 from csfs.vault.vault import Vault
 
 log = logging.getLogger("csfs.upload")
+PROBE_INTERVAL = 1.0  # seconds between probes of an unreachable store
 
 
 @dataclass
@@ -58,6 +59,7 @@ class UploadQueue:
         directory: str,
         on_error: Callable[[str], None] | None = None,
         workers: int = 8,
+        before_upload: Callable[[Record], None] | None = None,
     ) -> None:
         self.vault = vault
         self.cache = cache
@@ -68,14 +70,24 @@ class UploadQueue:
         self.inflight: set[str] = set()  # file ids the uploader is working on
         self.inflight_seqs: set[int] = set()  # and exactly which records
         self.seq = 0
+        # Each file's versions that its newest record derives from besides its base:
+        # ones replaced in the queue (an attempt may have switched one in, its reply
+        # lost) and the base of one whose upload was under way (it may fail). Finding
+        # one of them in the directory is no conflict.
+        self.superseded: dict[str, set[int]] = {}
         self.errors: list[str] = []
         self.on_error = on_error
         self.on_commit: Callable[[list[Record]], None] | None = None
+        # Called before a version's objects are uploaded (re-wraps a stale envelope);
+        # set before the uploader starts, as records from the last mount go at once.
+        self.before_upload = before_upload
         self.stopping = False
         self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="csfs-upload")
         self._load()
         self.thread = threading.Thread(target=self._run, name="csfs-uploader", daemon=True)
         self.thread.start()
+        self.prober = threading.Thread(target=self._probe, name="csfs-probe", daemon=True)
+        self.prober.start()
 
     def _path(self, rec: Record) -> str:
         return os.path.join(self.dir, f"{rec.file_id}.json")
@@ -123,8 +135,12 @@ class UploadQueue:
             old = self.records.get(rec.file_id)
             # A record that is queued but not being uploaded never reaches the store:
             # replace it. One being uploaded will land first, so it is our base.
+            chain = self.superseded.setdefault(rec.file_id, set())
+            if old is not None and old.seq in self.inflight_seqs:
+                chain.add(old.base_version)  # if that upload fails, the store keeps this
             if old is not None and old.seq not in self.inflight_seqs:
-                rec.base_version = old.base_version  # the store never saw ``old``
+                rec.base_version = old.base_version  # the store never saw ``old``...
+                chain.add(old.version)  # ...unless a failed attempt switched it in
                 for key in old.keys:
                     if key not in rec.keys:
                         # Not dropped: a reader may still have that version open.
@@ -169,6 +185,7 @@ class UploadQueue:
             self.stopping = True
             self.lock.notify_all()
         self.thread.join(timeout=30)
+        self.prober.join(timeout=30)
         self.pool.shutdown(wait=True)
 
     # -- the uploader ----------------------------------------------------------------------
@@ -196,12 +213,35 @@ class UploadQueue:
                     self.errors.append(f"{time.strftime('%H:%M:%S')} upload failed: {msg}")
                 if self.on_error:
                     self.on_error(msg)
-                time.sleep(backoff)
-                backoff = min(backoff * 2, 30.0)
+                if isinstance(exc, TransientStoreError):
+                    # The store is unreachable: wait for the prober to hear from it
+                    # again, then upload at once (no backoff left to sit out).
+                    self.vault.went_offline()
+                    with self.lock:
+                        while not self.stopping and self.vault.offline:
+                            self.lock.wait(timeout=PROBE_INTERVAL)
+                else:
+                    time.sleep(backoff)
+                    backoff = min(backoff * 2, 30.0)
             finally:
                 with self.lock:
                     self.inflight.difference_update(r.file_id for r in batch)
                     self.inflight_seqs.difference_update(r.seq for r in batch)
+                    self.lock.notify_all()
+
+    def _probe(self) -> None:
+        """While the store is unreachable, ask it cheaply every PROBE_INTERVAL; wake the
+        uploader as soon as it answers."""
+        while True:
+            with self.lock:
+                if self.stopping:
+                    return
+                self.lock.wait(timeout=PROBE_INTERVAL)
+                if self.stopping:
+                    return
+            if self.vault.offline and self.vault.probe():
+                log.info("the store answers again: uploading what is pending")
+                with self.lock:
                     self.lock.notify_all()
 
     def _process(self, batch: list[Record]) -> None:
@@ -235,6 +275,7 @@ class UploadQueue:
                     cur = self.records.get(r.file_id)
                     if cur is not None and cur.seq == r.seq:
                         del self.records[r.file_id]
+                        self.superseded.pop(r.file_id, None)
                         with contextlib.suppress(FileNotFoundError):
                             os.unlink(self._path(r))
                         cur = None
@@ -242,6 +283,8 @@ class UploadQueue:
                         self.cache.set_pinned(key, cur is not None and key in cur.keys)
 
     def _upload_objects(self, rec: Record) -> None:
+        if self.before_upload is not None and rec.version:
+            self.before_upload(rec)
         for key in rec.keys:
             path = self.cache.local_path(key)
             if path is None:
@@ -267,7 +310,8 @@ class UploadQueue:
             new = Entry(
                 r.file_id, "f", mode=r.mode, size=r.size, mtime_ns=r.mtime_ns, version=r.version
             )
-            ours = (r.base_version, r.version)
+            with self.lock:
+                ours = (r.base_version, r.version, *self.superseded.get(r.file_id, ()))
             found = m.entries.get(r.name)
             if found is not None and found.id == r.file_id and found.version in ours:
                 m.entries[r.name] = new

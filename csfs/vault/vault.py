@@ -26,7 +26,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from typing import BinaryIO, TypeVar
 
-from cachetools import TTLCache
+from cachetools import LRUCache, TTLCache
 
 from csfs.crypto import (
     Context,
@@ -54,6 +54,7 @@ from csfs.errors import (
     NotADirectory,
     NotFound,
     PreconditionFailed,
+    TransientStoreError,
     UsageError,
 )
 from csfs.store import Store
@@ -118,6 +119,10 @@ class Vault:
         self._manifests: TTLCache[str, tuple[DirectoryManifest, str]] = TTLCache(
             maxsize=4096, ttl=ttl
         )
+        # The last verified manifest of every directory seen, however old: what the
+        # mount serves and seals against while the store is unreachable (offline mode).
+        self._known: LRUCache[str, tuple[DirectoryManifest, str]] = LRUCache(maxsize=16384)
+        self.offline_since: float | None = None  # wall-clock time the store stopped answering
         self._lock = threading.RLock()
         self.state.pin_header(header.digest)
         self.access = AccessLog(
@@ -248,9 +253,11 @@ class Vault:
         return self.access.is_owner
 
     def refresh_access(self, *, force: bool = False) -> None:
-        """Read new access-log entries, at most once per TTL unless forced."""
+        """Read new access-log entries, at most once per TTL unless forced.
+
+        Offline, what is known stays in force until the store answers again."""
         now = time.monotonic()
-        if not force and now - self._access_checked < self._access_ttl:
+        if not force and (now - self._access_checked < self._access_ttl or self.offline):
             return
         # One refresh at a time; other threads go on with what is known meanwhile.
         if not self._access_lock.acquire(blocking=force):
@@ -258,13 +265,50 @@ class Vault:
         try:
             if not force and now - self._access_checked < self._access_ttl:
                 return
-            self.access.refresh()
+            try:
+                self.access.refresh()
+            except TransientStoreError:
+                if force:
+                    raise
+                self.went_offline()
+                return
             virtual = self._build_virtual() if self.shared_view else {}
             with self._lock:
                 self._virtual = virtual
                 self._access_checked = time.monotonic()
         finally:
             self._access_lock.release()
+
+    # -- offline mode -----------------------------------------------------------------
+
+    @property
+    def offline(self) -> bool:
+        return self.offline_since is not None
+
+    def went_offline(self) -> None:
+        with self._lock:
+            if self.offline_since is None:
+                self.offline_since = time.time()
+
+    def probe(self) -> bool:
+        """One cheap round trip (HEAD of the header); back online if the store answers."""
+        try:
+            self.store.head(HEADER_KEY)
+        except TransientStoreError:
+            return False
+        with self._lock:
+            self.offline_since = None
+        return True
+
+    def known_dir(self, dir_id: str) -> DirectoryManifest:
+        """The last verified manifest of a directory, however old, with no round trip
+        (sealing a file needs nothing from the store); loaded if never seen."""
+        virtual = self._virtual.get(dir_id)
+        if virtual is not None:
+            return virtual
+        with self._lock:
+            known = self._known.get(dir_id)
+        return known[0] if known is not None else self.load_dir(dir_id)[0]
 
     @property
     def shared_view(self) -> bool:
@@ -431,8 +475,20 @@ class Vault:
             return virtual, ""
         with self._lock:
             cached = None if fresh else self._manifests.get(dir_id)
+            known = self._known.get(dir_id)
         if cached is not None:
             return cached
+        if self.offline and known is not None and not fresh:
+            return known  # served stale until the store answers a probe again
+        try:
+            return self._fetch_dir(dir_id)
+        except TransientStoreError:
+            self.went_offline()
+            if known is None or fresh:
+                raise
+            return known
+
+    def _fetch_dir(self, dir_id: str) -> tuple[DirectoryManifest, str]:
         for _ in range(5):
             # A manifest older than what we knew *before* asking is a rollback. One
             # older than what a concurrent switch of ours recorded meanwhile is just
@@ -466,6 +522,9 @@ class Vault:
             cached = self._manifests.get(dir_id)
             if cached is None or cached[0].version <= manifest.version:
                 self._manifests[dir_id] = (manifest, etag)
+                known = self._known.get(dir_id)
+                if known is None or known[0].version <= manifest.version:
+                    self._known[dir_id] = (manifest, etag)
                 children = {c.id for c in manifest.entries.values()}
                 gone = self._children.get(dir_id, set()) - children
                 for node in gone:
@@ -528,13 +587,17 @@ class Vault:
     def is_file_share(self, node_id: str) -> bool:
         return node_id in self.access.file_roots
 
-    def recipients_for(self, parent: DirectoryManifest, file_id: str) -> list[Recipient]:
+    def recipients_for(
+        self, parent: DirectoryManifest, file_id: str, *, known: bool = False
+    ) -> list[Recipient]:
         """Who a new version of ``file_id`` is wrapped to: its directory's readers,
-        plus, for a shared file, the readers of its share pointer."""
+        plus, for a shared file, the readers of its share pointer (``known``: as last
+        seen, with no round trip)."""
         out = parent.recipients()
         if self.is_file_share(file_id):
             try:
-                out += self.load_dir(file_id)[0].recipients()
+                pointer = self.known_dir(file_id) if known else self.load_dir(file_id)[0]
+                out += pointer.recipients()
             except NoMatchingKeyError:
                 pass  # a pointer this key cannot read is one it cannot keep current either
         # From the directory, not the file: a new file is listed nowhere yet.

@@ -82,3 +82,45 @@ def test_cache_size_bound(tmp_path: Path, make_vault) -> None:  # type: ignore[n
     assert peak <= limit + slack, f"cache grew to {peak} bytes (limit {limit})"
     assert tree_bytes(m.cache_dir) <= limit + slack
     assert tree_bytes(m.cache_dir) > 8 << 20  # it does cache
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path):  # type: ignore[no-untyped-def]
+    """A 20 MiB tmpfs for a cache folder (root only); unmounted afterwards."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root")
+    where = tmp_path / "small-disk"
+    where.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=20m", "tmpfs", str(where)], check=True)
+    try:
+        yield str(where)
+    finally:
+        subprocess.run(["umount", "-l", str(where)], check=False)
+
+
+def test_full_cache_disk_evicts_clean_entries(make_vault, small_disk: str) -> None:  # type: ignore[no-untyped-def]
+    """A cache folder on a disk smaller than --cache-size: once uploaded, what is
+    cached is evicted when the disk fills, and writes and reads go on."""
+    vault = make_vault("local")
+    m = vault.mount(cache_dir=os.path.join(small_disk, "cache"), cache_size="1G")
+    want = {f"f{i}": os.urandom(3 << 20) for i in range(10)}  # 30 MiB through a 20 MiB disk
+    for name, data in want.items():
+        with open(m.p(name), "wb") as f:
+            f.write(data)
+        m.sync()
+    for name, data in want.items():
+        with open(m.p(name), "rb") as f:
+            assert f.read() == data, name
+    assert "errors: 0" in m.status()
+
+
+def test_default_cache_size_fits_the_disk(make_vault, small_disk: str) -> None:  # type: ignore[no-untyped-def]
+    vault = make_vault("local")
+    cache = os.path.join(small_disk, "cache")
+    m = vault.mount(cache_dir=cache)  # the default, 2G, is more than the disk holds
+    limit = int(m.status().split("cache: ")[1].split(" of ")[1].split()[0])
+    assert limit <= 20 << 20
+    m.umount()
+    r = vault.cli("mount", m.path, "--cache-dir", cache)
+    assert b"csfs: warning: the disk of" in r.stderr
+    assert b"Traceback" not in r.stderr

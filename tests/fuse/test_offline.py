@@ -1,0 +1,222 @@
+"""The store is optional at close time: a mount over a store that goes away keeps
+every closed file, serves what it has cached, and uploads once the store is back.
+
+Real mounts over moto S3 behind the fault proxy (tests/faultproxy.py), which the
+mount daemon reaches through AWS_ENDPOINT_URL."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections.abc import Callable
+
+import pytest
+
+from tests.faultproxy import FaultProxy
+from tests.fuse.helpers import Vault, read_file, requires_fuse
+
+pytestmark = [pytest.mark.mount, requires_fuse]
+
+
+def _write(path: str, data: bytes, mode: str = "wb") -> None:
+    with open(path, mode) as f:  # close() must return 0: the version is in the queue
+        f.write(data)
+
+
+def test_store_outage_loses_no_closed_file(make_vault: Callable[[str], Vault],
+                                           fault_proxy: FaultProxy) -> None:
+    vault = make_vault("moto")
+    vault.env["AWS_ENDPOINT_URL"] = fault_proxy.endpoint_url
+    m = vault.mount(ttl=1)
+    os.mkdir(m.p("d"))
+    want = {"a": os.urandom(70_000), "b": os.urandom(5000), "d/c": os.urandom(300_000)}
+    for name, data in want.items():
+        _write(m.p(name), data)
+    m.sync()
+    for name, data in want.items():
+        assert read_file(m.p(name)) == data  # cached from here on
+
+    fault_proxy.outage()
+    time.sleep(2)  # past the TTL: every cached manifest and the access state are stale
+    ops = acked = 0
+    t0 = time.monotonic()
+    # Reads and listings are served from the cache, stale.
+    assert sorted(os.listdir(m.path)) == ["a", "b", "d"]
+    assert os.listdir(m.p("d")) == ["c"]
+    assert read_file(m.p("d/c")) == want["d/c"]
+    ops += 3
+    # Overwrite, append, create (in two folders), rename of a new file: every close() is 0.
+    want["a"] = os.urandom(100_000)
+    _write(m.p("a"), want["a"])
+    _write(m.p("b"), b"more", "ab")
+    want["b"] += b"more"
+    want["new"] = os.urandom(2_000_000)
+    _write(m.p("new.tmp"), want["new"])
+    os.rename(m.p("new.tmp"), m.p("new"))
+    want["d/e"] = b"e" * 10
+    _write(m.p("d/e"), want["d/e"])
+    ops += 5
+    acked += 4
+    for name in ("a", "b", "new", "d/e"):
+        assert read_file(m.p(name)) == want[name]
+        ops += 1
+    assert os.stat(m.p("new")).st_size == 2_000_000
+    status = m.status()
+    assert "store: offline since" in status, status
+    assert "pending uploads: 4 files" in status, status
+    offline_ops_s = time.monotonic() - t0
+
+    fault_proxy.restore()
+    t1 = time.monotonic()
+    m.sync(timeout=60)
+    drained_s = time.monotonic() - t1
+    assert drained_s < 15, f"uploads began {drained_s:.1f} s after the store came back"
+    assert "store: online" in m.status()
+
+    fresh = vault.mount("fresh", cache_dir=os.path.join(vault.root, "fresh-cache"))
+    lost = [name for name, data in want.items() if read_file(fresh.p(name)) != data]
+    print(f"\noffline: {ops} operations in {offline_ops_s:.1f} s, {acked} closes acknowledged, "
+          f"faults injected {fault_proxy.counts['faults']}, drained {drained_s:.1f} s after "
+          f"the store came back, lost {len(lost)}")
+    assert not lost
+    assert sorted(os.listdir(fresh.path)) == ["a", "b", "d", "new"]
+
+
+def test_close_during_outage_seals_without_the_store(make_vault: Callable[[str], Vault],
+                                                     fault_proxy: FaultProxy) -> None:
+    """Files opened while the store answered, written and closed after it went away
+    and the TTL expired: close() needs nothing from the store (no manifest GET, no
+    access-log LIST), and the bytes reach the store once it is back."""
+    vault = make_vault("moto")
+    vault.env["AWS_ENDPOINT_URL"] = fault_proxy.endpoint_url
+    m = vault.mount(ttl=1)
+    _write(m.p("old"), b"old version")
+    m.sync()
+    fds = {"old": os.open(m.p("old"), os.O_WRONLY | os.O_TRUNC),
+           "created": os.open(m.p("created"), os.O_WRONLY | os.O_CREAT, 0o644)}
+    want = {name: os.urandom(200_000) for name in fds}
+    fault_proxy.outage()
+    time.sleep(2)  # past the TTL
+    for name, fd in fds.items():
+        os.write(fd, want[name])
+        os.close(fd)  # raised EIO before: the seal asked the store, and the bytes were dropped
+    fault_proxy.restore()
+    m.sync(timeout=60)
+    fresh = vault.mount("fresh", cache_dir=os.path.join(vault.root, "fresh-cache"))
+    for name, data in want.items():
+        assert read_file(fresh.p(name)) == data, name
+
+
+def test_git_fsck_through_a_fresh_mount_on_a_slow_store(make_vault: Callable[[str], Vault],
+                                                         fault_proxy: FaultProxy,
+                                                         tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """git fsck reads a pack with parallel read-ahead; on a fresh mount over a slow
+    store those first reads raced each other in the cache and one failed (ENOENT)."""
+    import subprocess
+    vault = make_vault("moto")
+    vault.env["AWS_ENDPOINT_URL"] = fault_proxy.endpoint_url
+    m = vault.mount(ttl=60)
+    home = tmp_path / "home"
+    home.mkdir()
+    env = {"PATH": os.environ["PATH"], "HOME": str(home), "GIT_CONFIG_NOSYSTEM": "1",
+           "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@x", "GIT_COMMITTER_NAME": "t",
+           "GIT_COMMITTER_EMAIL": "t@x"}
+
+    def git(*args: str, cwd: str) -> None:
+        subprocess.run(["git", *args], cwd=cwd, env=env, check=True, capture_output=True,
+                       timeout=300)
+
+    repo = m.p("repo")
+    os.mkdir(repo)
+    git("init", "-q", "-b", "main", cwd=repo)
+    for i in range(6):
+        with open(os.path.join(repo, f"blob{i}"), "wb") as f:
+            f.write(os.urandom(400_000))
+        git("add", ".", cwd=repo)
+        git("commit", "-q", "-m", f"c{i}", cwd=repo)
+    git("gc", "-q", cwd=repo)
+    m.sync()
+    fault_proxy.slow(0.1)
+    pack_dir = os.path.join("repo", ".git", "objects", "pack")
+    packs = [os.path.join(pack_dir, n) for n in os.listdir(m.p(pack_dir))]
+    want = {p: read_file(m.p(p)) for p in packs}
+    for round_ in range(2):
+        fresh = vault.mount(f"fresh{round_}", cache_dir=os.path.join(vault.root, f"fc{round_}"),
+                            ttl=60)
+        # Several readers of each pack at once, as git's threads and the kernel's
+        # read-ahead are: every first read of a file fetches its envelope.
+        failures: list[BaseException] = []
+        for p, data in want.items():
+            start = threading.Barrier(8)
+
+            def read(i: int, path: str = fresh.p(p), data: bytes = data,
+                     start: threading.Barrier = start) -> None:
+                try:
+                    fd = os.open(path, os.O_RDONLY)
+                    try:
+                        start.wait()
+                        at = i * len(data) // 8
+                        assert os.pread(fd, 65536, at) == data[at:at + 65536]
+                    finally:
+                        os.close(fd)
+                except BaseException as exc:  # noqa: BLE001 - collected and reported
+                    failures.append(exc)
+
+            threads = [threading.Thread(target=read, args=(i,)) for i in range(8)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+        assert not failures, failures[:3]
+        git("fsck", "--strict", cwd=fresh.p("repo"))
+        fresh.umount()
+
+
+def test_workload_under_store_faults_loses_nothing(make_vault: Callable[[str], Vault],
+                                                   fault_proxy: FaultProxy) -> None:
+    """Creates, overwrites, appends and reads through a mount while the store answers
+    503, resets connections, drops replies to requests it carried out, goes away for
+    seconds and answers slowly. Every close() returns 0; after the store recovers
+    every acknowledged byte is in it."""
+    import random
+    rng = random.Random(1234)  # a fixed plan: the same faults at the same steps each run
+    vault = make_vault("moto")
+    vault.env["AWS_ENDPOINT_URL"] = fault_proxy.endpoint_url
+    m = vault.mount(ttl=1)
+    os.mkdir(m.p("w"))
+    want: dict[str, bytes] = {}
+    ops = acked = 0
+    faults = [lambda: fault_proxy.errors(3), lambda: fault_proxy.resets(3),
+              lambda: fault_proxy.drops(2), lambda: fault_proxy.outage(3),
+              lambda: fault_proxy.slow(0.2), fault_proxy.restore]
+    for step in range(80):
+        if step % 5 == 0:
+            rng.choice(faults)()
+        name = f"w/f{rng.randrange(20)}"
+        action = rng.choice(["write", "write", "append", "read"])
+        if action == "read" and name in want:
+            assert read_file(m.p(name)) == want[name], name
+        elif action == "append" and name in want:
+            extra = os.urandom(rng.choice([10, 70_000]))
+            _write(m.p(name), extra, "ab")
+            want[name] += extra
+            acked += 1
+        else:
+            data = os.urandom(rng.choice([0, 100, 65_536, 300_000, 1_500_000]))
+            _write(m.p(name), data)
+            want[name] = data
+            acked += 1
+        ops += 1
+        if step % 20 == 19:
+            time.sleep(1.2)  # let the TTL lapse now and then: manifests are fetched again
+    fault_proxy.restore()
+    m.sync(timeout=120)
+    fresh = vault.mount("fresh", cache_dir=os.path.join(vault.root, "fresh-cache"))
+    lost = [n for n, data in want.items() if read_file(fresh.p(n)) != data]
+    print(f"\nworkload: {ops} operations, {acked} closes acknowledged, "
+          f"{fault_proxy.counts['faults']} faults injected over "
+          f"{fault_proxy.counts['requests']} requests, lost {len(lost)}")
+    assert not lost, [(n, len(want[n]), os.path.getsize(fresh.p(n)), os.listdir(fresh.p("w")),
+                       m.status()) for n in lost]
+    assert sorted(os.listdir(fresh.p("w"))) == sorted(n.split("/")[1] for n in want)
