@@ -64,8 +64,8 @@ def as_user(fn: Callable[[], Any], uid: int = OTHER_UID, gid: int = OTHER_GID,
             out = ("err", (e.errno, e.strerror, e.filename))
         except BaseException as e:  # reported to the parent as text
             out = ("exc", repr(e))
-        with os.fdopen(w, "wb") as f:
-            f.write(pickle.dumps(out))
+        with os.fdopen(w, "wb") as out_file:
+            out_file.write(pickle.dumps(out))
         os._exit(0)
     os.close(w)
 
@@ -76,8 +76,8 @@ def as_user(fn: Callable[[], Any], uid: int = OTHER_UID, gid: int = OTHER_GID,
     old = signal.signal(signal.SIGALRM, stuck)
     signal.alarm(int(timeout))
     try:
-        with os.fdopen(r, "rb") as f:
-            data = f.read()
+        with os.fdopen(r, "rb") as in_file:
+            data = in_file.read()
         os.waitpid(pid, 0)
     finally:
         signal.alarm(0)
