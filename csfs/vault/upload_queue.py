@@ -19,7 +19,7 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 from csfs.errors import CsfsError, NotFound, PreconditionFailed, StoreError
 from csfs.vault.cache import ObjectCache
@@ -42,6 +42,8 @@ class Record:
     mode: int
     mtime_ns: int
     deleted: bool = False  # unlinked locally: upload nothing, commit nothing
+    ctime_ns: int = 0  # 0: keep the entry's (records written by older code have neither)
+    atime_ns: int = 0
 
     @property
     def keys(self) -> list[str]:
@@ -71,6 +73,8 @@ class UploadQueue:
         self.errors: list[str] = []
         self.on_error = on_error
         self.on_commit: Callable[[list[Record]], None] | None = None
+        # The metadata (owner, xattrs) of a file that no manifest holds yet.
+        self.metadata_for: Callable[[str], Entry | None] | None = None
         self.stopping = False
         self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="csfs-upload")
         self._load()
@@ -219,6 +223,7 @@ class UploadQueue:
                     now.deleted = latest.deleted
                     if latest.seq == r.seq:
                         now.mode, now.mtime_ns = latest.mode, latest.mtime_ns
+                        now.ctime_ns, now.atime_ns = latest.ctime_ns, latest.atime_ns
                     if not now.deleted:
                         current.append(now)
             by_parent: dict[str, list[Record]] = {}
@@ -260,15 +265,22 @@ class UploadQueue:
                 except NotFound:
                     raise
 
+    def _metadata(self, m: DirectoryManifest, r: Record) -> Entry:
+        """What the new entry keeps of the file's metadata: the manifest's entry for
+        it (a chown or setxattr since), else what the file system made it with."""
+        for e in m.entries.values():
+            if e.id == r.file_id and e.type == "f":
+                return e
+        made = self.metadata_for(r.file_id) if self.metadata_for is not None else None
+        return made if made is not None else Entry(r.file_id, "f")
+
     def _switch(self, m: DirectoryManifest, recs: list[Record]) -> list[tuple[str, Entry]]:
         """Point each record's entry at its new version; return the ones that lost a race."""
         lost = []
         for r in recs:
-            new = Entry(
-                r.file_id, "f", mode=r.mode, size=r.size, mtime_ns=r.mtime_ns, version=r.version
-            )
             ours = (r.base_version, r.version)
             found = m.entries.get(r.name)
+            new = _with_content(self._metadata(m, r), r)
             if found is not None and found.id == r.file_id and found.version in ours:
                 m.entries[r.name] = new
                 continue
@@ -286,3 +298,15 @@ class UploadQueue:
                 )
                 lost.append((r.name, new))
         return lost
+
+
+def _with_content(meta: Entry, r: Record) -> Entry:
+    return replace(
+        meta,
+        mode=r.mode,
+        size=r.size,
+        mtime_ns=r.mtime_ns,
+        version=r.version,
+        ctime_ns=r.ctime_ns or meta.ctime_ns,
+        atime_ns=r.atime_ns or meta.atime_ns,
+    )

@@ -23,7 +23,7 @@ import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
-from typing import BinaryIO, TypeVar
+from typing import Any, BinaryIO, TypeVar
 
 from cachetools import TTLCache
 
@@ -50,6 +50,7 @@ from csfs.errors import (
     NoMatchingKeyError,
     NotADirectory,
     NotFound,
+    NotSupported,
     PreconditionFailed,
     UsageError,
 )
@@ -407,8 +408,11 @@ class Vault:
             if not force and new.encode_plain() == manifest.encode_plain():
                 return result  # nothing to switch
             new.version = manifest.version + 1
-            if new.mtime_ns == manifest.mtime_ns:  # unless the change set it (root utimens)
-                new.mtime_ns = time.time_ns()
+            now = time.time_ns()
+            if new.mtime_ns == manifest.mtime_ns:  # unless the change set it (utimens)
+                new.mtime_ns = now
+            if new.ctime_ns == manifest.ctime_ns:  # a change to the folder is a change of it
+                new.ctime_ns = now
             raw = new.seal(self.vault_id, self.identity)
             try:
                 new_etag = self.store.put(manifest_key(dir_id), raw, if_match=etag)
@@ -481,7 +485,14 @@ class Vault:
 
     def root_entry(self) -> Entry:
         manifest, _ = self.load_dir(self.root_id)
-        return Entry(self.root_id, "d", mode=manifest.mode, mtime_ns=manifest.mtime_ns)
+        return Entry(
+            self.root_id,
+            "d",
+            mode=manifest.mode,
+            mtime_ns=manifest.mtime_ns,
+            ctime_ns=manifest.ctime_ns,
+            atime_ns=manifest.atime_ns,
+        )
 
     def lookup(self, path: str) -> Entry:
         parts = split_path(path)
@@ -521,7 +532,10 @@ class Vault:
 
     # -- directories and links ----------------------------------------------------------
 
-    def mkdir(self, path: str, mode: int = 0o755, *, parents: bool = False) -> Entry:
+    def mkdir(
+        self, path: str, mode: int = 0o755, *, parents: bool = False, **meta: Any
+    ) -> Entry:
+        """``meta``: further Entry fields of the new directory (owner, for example)."""
         parts = split_path(path)
         if parents:
             for i in range(1, len(parts)):
@@ -534,7 +548,9 @@ class Vault:
             if parents and parent.entries[name].type == "d":
                 return parent.entries[name]
             raise AlreadyExists(f"already exists: {path}")
-        entry = Entry(self.new_directory(parent, mode), "d", mode=mode, mtime_ns=time.time_ns())
+        entry = Entry(
+            self.new_directory(parent, mode), "d", mode=mode, mtime_ns=time.time_ns(), **meta
+        )
 
         def add(m: DirectoryManifest) -> Entry:
             if name in m.entries:
@@ -547,9 +563,13 @@ class Vault:
 
         return self.update_dir(parent_id, add)
 
-    def symlink(self, target: str, path: str) -> Entry:
+    def symlink(self, target: str, path: str, **meta: Any) -> Entry:
+        return self.make_node(path, Entry(new_id(), "l", mode=0o777, target=target, **meta))
+
+    def make_node(self, path: str, entry: Entry) -> Entry:
+        """Add a content-less entry (symlink, FIFO, socket, device) under a new name."""
         parent_id, name = self.parent_of(path)
-        entry = Entry(new_id(), "l", mode=0o777, mtime_ns=time.time_ns(), target=target)
+        entry = replace(entry, mtime_ns=time.time_ns())
 
         def add(m: DirectoryManifest) -> Entry:
             if name in m.entries:
@@ -559,12 +579,16 @@ class Vault:
 
         return self.update_dir(parent_id, add)
 
-    def setattr(self, path: str, *, mode: int | None = None, mtime_ns: int | None = None) -> Entry:
+    def setattr(self, path: str, **changes: Any) -> Entry:
+        """Change Entry fields other than id, type and content (mode, owner, times, xattrs)."""
         if not split_path(path):
-            # The root has no entry in a parent: its manifest holds its mode and time.
+            # The root has no entry in a parent: its manifest holds its mode and times.
+            if set(changes) - {"mode", "mtime_ns", "atime_ns", "ctime_ns"}:
+                raise NotSupported("the vault root keeps only its mode and times")
+
             def change_root(m: DirectoryManifest) -> None:
-                m.mode = m.mode if mode is None else mode
-                m.mtime_ns = m.mtime_ns if mtime_ns is None else mtime_ns
+                for key, value in changes.items():
+                    setattr(m, key, value)
 
             self.update_dir(self.root_id, change_root)
             return self.root_entry()
@@ -574,11 +598,7 @@ class Vault:
             cur = m.entries.get(name)
             if cur is None:
                 raise NotFound(f"no such file or directory: {path}")
-            new = replace(
-                cur,
-                mode=cur.mode if mode is None else mode,
-                mtime_ns=cur.mtime_ns if mtime_ns is None else mtime_ns,
-            )
+            new = replace(cur, **changes)
             m.entries[name] = new
             return new
 
@@ -605,10 +625,15 @@ class Vault:
         # The objects of what was removed become orphans; `csfs fsck --repair` collects them.
         return self.update_dir(parent_id, drop)
 
-    def rename(self, src: str, dst: str, *, replace_existing: bool = True) -> Entry:
+    def rename(
+        self, src: str, dst: str, *, replace_existing: bool = True, ctime_ns: int | None = None
+    ) -> Entry:
+        """``ctime_ns``: also set the moved entry's change time (POSIX: a rename changes it)."""
         src_parent, src_name = self.parent_of(src)
         dst_parent, dst_name = self.parent_of(dst)
         entry = self.lookup(src)
+        if ctime_ns is not None:
+            entry = replace(entry, ctime_ns=ctime_ns)
         if self.share_roots_of(src_parent) != self.share_roots_of(dst_parent):
             # Its objects are wrapped to the readers where it is: moved across a share
             # boundary it would stay readable to the old readers and not to the new.
@@ -638,6 +663,8 @@ class Vault:
                     raise NotFound(f"no such file or directory: {src}")
                 check_target(m)
                 del m.entries[src_name]
+                if ctime_ns is not None:
+                    cur = replace(cur, ctime_ns=ctime_ns)
                 m.entries[dst_name] = cur
                 return cur
 
