@@ -119,6 +119,9 @@ class FileSystem:
         shutil.rmtree(self.scratch_dir, ignore_errors=True)  # keys died with the last process
         os.makedirs(self.scratch_dir, mode=0o700)
         self.errors: list[str] = []
+        # Folders whose content changed here ahead of their manifest (a file created
+        # but not committed yet): dir id -> time of that change.
+        self.touched: dict[str, int] = {}
         self.queue = UploadQueue(vault, self.cache, cache_dir, on_error=self._note_error)
         self.lock = threading.RLock()
         self.open_files: dict[str, OpenFile] = {}
@@ -131,11 +134,9 @@ class FileSystem:
         self.created: dict[tuple[str, str], Entry] = {}
         self.queue.on_commit = self._committed
         self.queue.metadata_for = self._metadata_for
+        self.queue.folder_time = lambda dir_id: self.touched.get(dir_id)
         # Who owns entries written without an owner (older code): the mounting user.
         self.owner = (os.getuid(), os.getgid())
-        # Folders whose content changed here ahead of their manifest (a file created
-        # but not committed yet): dir id -> time of that change.
-        self.touched: dict[str, int] = {}
         self.hidden: dict[str, OpenFile] = {}  # hidden path -> the unlinked open file
 
     def _note_error(self, msg: str) -> None:
@@ -457,7 +458,12 @@ class FileSystem:
             mode &= ~stat.S_ISUID
             if mode & stat.S_IXGRP:
                 mode &= ~stat.S_ISGID
-        changes: dict[str, Any] = {"uid": new_uid, "gid": new_gid, "ctime_ns": time.time_ns()}
+        changes: dict[str, Any] = {"ctime_ns": time.time_ns()}
+        # Only what changes: chown of the vault root to its present owner (tar -x of
+        # ".") succeeds, though the root's manifest keeps no owner.
+        for key, value, now in (("uid", new_uid, a.uid), ("gid", new_gid, a.gid)):
+            if value != now:
+                changes[key] = value
         if mode != a.mode:
             changes["mode"] = mode
         self._setattr(path, **changes)

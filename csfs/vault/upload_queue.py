@@ -75,6 +75,9 @@ class UploadQueue:
         self.on_commit: Callable[[list[Record]], None] | None = None
         # The metadata (owner, xattrs) of a file that no manifest holds yet.
         self.metadata_for: Callable[[str], Entry | None] | None = None
+        # When a folder's content last changed locally (a file created or removed),
+        # which its manifest takes with the commit; None: unchanged.
+        self.folder_time: Callable[[str], int | None] | None = None
         self.stopping = False
         self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="csfs-upload")
         self._load()
@@ -230,7 +233,9 @@ class UploadQueue:
             for r in current:
                 by_parent.setdefault(r.parent_id, []).append(r)
             for parent_id, recs in by_parent.items():
-                lost = self.vault.update_dir(parent_id, functools.partial(self._switch, recs=recs))
+                lost = self.vault.update_dir(
+                    parent_id, functools.partial(self._switch, recs=recs), touch=False
+                )
                 for name, entry in lost:
                     self.vault.conflict_copy(parent_id, name, entry)
             if self.on_commit is not None:
@@ -275,7 +280,14 @@ class UploadQueue:
         return made if made is not None else Entry(r.file_id, "f")
 
     def _switch(self, m: DirectoryManifest, recs: list[Record]) -> list[tuple[str, Entry]]:
-        """Point each record's entry at its new version; return the ones that lost a race."""
+        """Point each record's entry at its new version; return the ones that lost a race.
+
+        A new version leaves the folder's times alone (POSIX: writing a file does not
+        change its folder); a new name takes the time it was made here."""
+        changed = self.folder_time(m.dir_id) if self.folder_time is not None else None
+        if changed is not None:
+            m.mtime_ns = max(m.mtime_ns, changed)
+            m.ctime_ns = max(m.ctime_ns or m.mtime_ns, changed)
         lost = []
         for r in recs:
             ours = (r.base_version, r.version)

@@ -391,7 +391,12 @@ class Vault:
                 self._children[dir_id] = children
 
     def update_dir(
-        self, dir_id: str, change: Callable[[DirectoryManifest], T], *, force: bool = False
+        self,
+        dir_id: str,
+        change: Callable[[DirectoryManifest], T],
+        *,
+        force: bool = False,
+        touch: bool = True,
     ) -> T:
         """Apply ``change`` to a copy of the manifest and switch it with If-Match.
 
@@ -409,9 +414,11 @@ class Vault:
                 return result  # nothing to switch
             new.version = manifest.version + 1
             now = time.time_ns()
-            if new.mtime_ns == manifest.mtime_ns:  # unless the change set it (utimens)
+            # touch=False: the change sets the folder's times itself (a queued upload's
+            # commit, which happened earlier in POSIX terms).
+            if touch and new.mtime_ns == manifest.mtime_ns:  # unless the change set it
                 new.mtime_ns = now
-            if new.ctime_ns == manifest.ctime_ns:  # a change to the folder is a change of it
+            if touch and new.ctime_ns == manifest.ctime_ns:  # a change of content changes it
                 new.ctime_ns = now
             raw = new.seal(self.vault_id, self.identity)
             try:
