@@ -136,13 +136,10 @@ def translated(func: F) -> F:
 class CsfsOperations(fuse.Operations):
     use_ns = True
 
-    def __init__(self, fs: FileSystem, owner_override: tuple[int, int] | None = None) -> None:
+    def __init__(self, fs: FileSystem) -> None:
         self.fs = fs
-        # --owner-override: show every entry as this uid/gid (a mount used by one person).
-        self.owner_override = owner_override
 
     def _stat(self, a: Attr) -> dict[str, Any]:
-        uid, gid = self.owner_override or (a.uid, a.gid)
         return {
             "st_mode": mode_bits(a),
             "st_nlink": a.nlink,
@@ -150,8 +147,8 @@ class CsfsOperations(fuse.Operations):
             "st_mtime": a.mtime_ns,
             "st_ctime": a.ctime_ns,
             "st_atime": a.atime_ns,
-            "st_uid": uid,
-            "st_gid": gid,
+            "st_uid": a.uid,
+            "st_gid": a.gid,
             "st_rdev": a.rdev,
             "st_blocks": (a.size + 511) // 512,
             "st_blksize": 65536,

@@ -376,7 +376,7 @@ class FileSystem:
         self._writable()
         if posixpath.basename(new).startswith(self.HIDDEN) and self._hide(old, new):
             return
-        src_parent, src_name, _ = self._raw_entry(old)
+        src_parent, src_name, source = self._raw_entry(old)
         dst_parent, dst_name, target = self._raw_entry(new)
         if self.vault.share_roots_of(src_parent) != self.vault.share_roots_of(dst_parent):
             raise CrossShare(f"cannot move {old} across a share boundary", hint="copy it instead")
@@ -384,7 +384,13 @@ class FileSystem:
             moving = self.created.get((src_parent, src_name))
             target_created = self.created.get((dst_parent, dst_name))
         if target is not None and target.type == "d":
-            raise IsADirectory(f"is a directory: {new}")
+            if source is None or source.type != "d":
+                raise IsADirectory(f"is a directory: {new}")
+            # A folder replaces only an empty folder (the vault checks its manifest;
+            # files made here but not committed yet count too).
+            with self.lock:
+                if any(parent == target.id for parent, _ in self.created):
+                    raise DirectoryNotEmpty(f"directory not empty: {new}")
         if target_created is not None and (moving is None or target_created.id != moving.id):
             with self.lock:
                 del self.created[(dst_parent, dst_name)]

@@ -992,8 +992,9 @@ class Vault:
             elif entry.type == "l":
                 if not os.path.lexists(local):
                     os.symlink(entry.target, local)
-            else:
+            elif entry.type == "f":
                 jobs.append((local, entry))
+            # FIFOs, sockets and devices have no content to download: skipped.
 
         def download(job: tuple[str, Entry]) -> None:
             local, entry = job

@@ -67,10 +67,6 @@ CSFS_XFAIL: dict[str, str] = {
         "csfs keeps atime noatime-like (README): a read never writes a manifest; only "
         "utimensat sets atime",
     # rename
-    "test_rename_dir_over_empty_dir":
-        "issue 11: renaming a folder over an empty folder fails EISDIR",
-    "test_rename_dir_over_nonempty_dir_enotempty":
-        "issue 11: renaming a folder over a non-empty folder gives EISDIR, not ENOTEMPTY",
     "test_renameat2_exchange_files": _EXCHANGE.format("replaces the target: data loss"),
     "test_renameat2_exchange_file_and_dir": _EXCHANGE.format("fails EISDIR"),
     # sparse files

@@ -89,3 +89,16 @@ def test_unlinked_open_file_commits_nothing_and_leaves_no_name(vault: Vault) -> 
     m.sync()
     m.remount()
     assert os.listdir(m.path) == []
+
+
+def test_owner_override_shows_everything_as_the_mounting_user(vault: Vault) -> None:
+    m = vault.mount("mnt", ttl=1, extra=("--owner-override",))
+    path = m.p("f")
+    with open(path, "wb") as f:
+        f.write(b"x")
+    os.chown(path, OTHER_UID, OTHER_GID)  # stored, though not shown
+    assert (os.stat(path).st_uid, os.stat(path).st_gid) == (os.getuid(), os.getgid())
+    m.umount()
+    plain = vault.mount("plain", ttl=1)
+    st = os.stat(plain.p("f"))
+    assert (st.st_uid, st.st_gid) == (OTHER_UID, OTHER_GID)
