@@ -34,6 +34,7 @@ from csfs.errors import (
     CrossShare,
     DirectoryNotEmpty,
     IsADirectory,
+    NoMatchingKeyError,
     NotFound,
     NotPermitted,
     NotSupported,
@@ -218,7 +219,10 @@ class FileSystem:
             where = e.id if e.type == "d" else self.vault.parent_of(path)[0]
             e = self._read_only(e, where)
         if e.type == "d":
-            return self._attr(e, self.vault.load_dir(e.id)[0])
+            try:
+                return self._attr(e, self.vault.load_dir(e.id)[0])
+            except NoMatchingKeyError:
+                pass  # a folder this key cannot open: what its entry says
         return self._attr(e)
 
     def fgetattr(self, fh: int) -> Attr:
@@ -500,7 +504,7 @@ class FileSystem:
             for key, value in changes.items():
                 setattr(m, key, value)
 
-        self.vault.update_dir(folder.id, change, force=True)
+        self.vault.update_dir(folder.id, change, force=True, touch=False)
         with self.lock:
             self.touched.pop(folder.id, None)
 

@@ -597,7 +597,7 @@ class Vault:
                 for key, value in changes.items():
                     setattr(m, key, value)
 
-            self.update_dir(self.root_id, change_root)
+            self.update_dir(self.root_id, change_root, touch=False)
             return self.root_entry()
         parent_id, name = self.parent_of(path)
 
@@ -609,7 +609,8 @@ class Vault:
             m.entries[name] = new
             return new
 
-        return self.update_dir(parent_id, change)
+        # An entry's attributes are not the folder's content: its times stay (POSIX).
+        return self.update_dir(parent_id, change, touch=False)
 
     def remove(
         self, path: str, *, recursive: bool = False, expect_dir: bool | None = None

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 import pytest
 
 from tests.fuse.helpers import Vault, requires_fuse
-from tests.fuse.posix_helpers import OTHER_GID, OTHER_UID, as_user
+from tests.fuse.posix_helpers import OTHER_GID, OTHER_UID, UTIME_OMIT, as_user, utimensat
 
 pytestmark = [
     pytest.mark.mount,
@@ -102,3 +102,28 @@ def test_owner_override_shows_everything_as_the_mounting_user(vault: Vault) -> N
     plain = vault.mount("plain", ttl=1)
     st = os.stat(plain.p("f"))
     assert (st.st_uid, st.st_gid) == (OTHER_UID, OTHER_GID)
+
+
+def test_folder_times_change_only_with_its_names(vault: Vault) -> None:
+    """A folder's mtime follows creations, removals and renames in it, and nothing else:
+    not a chmod of a child, not a new version of a child (even once uploaded), and
+    not a utimensat that leaves mtime out (UTIME_OMIT)."""
+    m = vault.mount("mnt", ttl=1)
+    d = m.p("d")
+    os.mkdir(d)
+    with open(f"{d}/f", "wb") as f:
+        f.write(b"one")
+    m.sync()
+    os.utime(d, ns=(1_000_000_000, 2_000_000_000))
+    os.chmod(f"{d}/f", 0o600)
+    with open(f"{d}/f", "wb") as f:
+        f.write(b"two")
+    m.sync()
+    utimensat(d, (3, 0), (0, UTIME_OMIT))
+    st = os.stat(d)
+    assert (st.st_atime_ns, st.st_mtime_ns) == (3_000_000_000, 2_000_000_000)
+    m.remount()
+    assert os.stat(d).st_mtime_ns == 2_000_000_000
+    with open(f"{d}/g", "wb") as f:
+        f.write(b"new name")
+    assert os.stat(d).st_mtime_ns > 2_000_000_000
