@@ -328,6 +328,9 @@ class FileSystem:
     ) -> None:
         """A FIFO, socket or device node: an entry with no content (format.md 5.3)."""
         self._writable()
+        if stat.S_ISREG(mode):  # mknod(2) of a regular file: an empty one
+            self.release(self.create(path, stat.S_IMODE(mode), owner))
+            return
         kind = NODE_TYPES.get(stat.S_IFMT(mode))
         if kind is None:
             raise NotSupported("only FIFOs, sockets and device nodes are made by mknod")

@@ -3,6 +3,7 @@ second mount, and stays encrypted. test_posix.py checks the semantics within one
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
 import subprocess
@@ -127,3 +128,21 @@ def test_folder_times_change_only_with_its_names(vault: Vault) -> None:
     with open(f"{d}/g", "wb") as f:
         f.write(b"new name")
     assert os.stat(d).st_mtime_ns > 2_000_000_000
+
+
+def test_xattr_limits_and_mknod_regular(vault: Vault) -> None:
+    """format.md 5.3 limits: 64 KiB in all per entry (ENOSPC beyond), user.* only."""
+    m = vault.mount("mnt", ttl=1)
+    path = m.p("f")
+    os.mknod(path, 0o640 | stat.S_IFREG)
+    assert stat.S_ISREG(os.stat(path).st_mode) and os.stat(path).st_size == 0
+    os.setxattr(path, "user.a", bytes(40_000))
+    with pytest.raises(OSError) as info:
+        os.setxattr(path, "user.b", bytes(30_000))
+    assert info.value.errno == errno.ENOSPC
+    with pytest.raises(OSError) as info:
+        os.setxattr(path, "trusted.a", b"1")
+    assert info.value.errno == errno.ENOTSUP
+    assert os.listxattr(path) == ["user.a"]
+    os.removexattr(path, "user.a")
+    assert os.listxattr(path) == []
