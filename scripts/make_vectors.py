@@ -303,7 +303,8 @@ def vault_vectors() -> None:
     t = 1_700_000_000_000_000_000
     posix_id = seed("posix dir", 16)
     posix = DirectoryManifest(
-        posix_id.hex(), version=3, mtime_ns=t, ctime_ns=t + 5, atime_ns=t - 5, readers=[
+        posix_id.hex(), version=3, mtime_ns=t, ctime_ns=t + 5, atime_ns=t - 5, uid=1000, gid=100,
+        readers=[
             IDENTITIES["alice"].recipient.to_pem().decode()],
         entries={
             "owned.txt": Entry(node.hex(), "f", 0o4750, len(data), t, version, uid=1000,

@@ -210,6 +210,10 @@ class DirectoryManifest:
     # The directory's own times (format.md 5.3); None: mtime_ns, as older code wrote.
     ctime_ns: int | None = None
     atime_ns: int | None = None
+    # The vault root's owner (other folders' owners are in their entries); None: the
+    # mounting user's.
+    uid: int | None = None
+    gid: int | None = None
     signer: bytes = b""  # who signed the stored manifest; not part of its plaintext
 
     def copy(self) -> DirectoryManifest:
@@ -233,7 +237,7 @@ class DirectoryManifest:
             "writers": self.writers,
             "entries": {n: e.to_json() for n, e in sorted(self.entries.items())},
         }
-        for key in ("ctime_ns", "atime_ns"):
+        for key in ("ctime_ns", "atime_ns", "uid", "gid"):
             if getattr(self, key) is not None:
                 body[key] = getattr(self, key)
         return json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode(
@@ -259,6 +263,8 @@ class DirectoryManifest:
                 int(body.get("mode", 0o755)),
                 _exact_int(body, "ctime_ns", MAX_TIME_NS),
                 _exact_int(body, "atime_ns", MAX_TIME_NS),
+                _exact_int(body, "uid", MAX_ID),
+                _exact_int(body, "gid", MAX_ID),
             )
         except (KeyError, TypeError, ValueError, UsageError) as exc:
             raise FormatError(f"malformed directory manifest: {exc}") from None

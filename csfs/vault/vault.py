@@ -499,6 +499,8 @@ class Vault:
             mtime_ns=manifest.mtime_ns,
             ctime_ns=manifest.ctime_ns,
             atime_ns=manifest.atime_ns,
+            uid=manifest.uid,
+            gid=manifest.gid,
         )
 
     def lookup(self, path: str) -> Entry:
@@ -590,8 +592,8 @@ class Vault:
         """Change Entry fields other than id, type and content (mode, owner, times, xattrs)."""
         if not split_path(path):
             # The root has no entry in a parent: its manifest holds its mode and times.
-            if set(changes) - {"mode", "mtime_ns", "atime_ns", "ctime_ns"}:
-                raise NotSupported("the vault root keeps only its mode and times")
+            if set(changes) - {"mode", "mtime_ns", "atime_ns", "ctime_ns", "uid", "gid"}:
+                raise NotSupported("the vault root keeps only its mode, owner and times")
 
             def change_root(m: DirectoryManifest) -> None:
                 for key, value in changes.items():

@@ -178,6 +178,7 @@ def test_posix_manifest_vector_metadata() -> None:
     assert ours["owned.txt"]["xattrs"] == {"user.bin": bytes(range(5)), "user.color": b"blue"}
     assert ours["tty"]["rdev"] == 0x0501 and ours["sock"]["uid"] is None
     assert body["ctime_ns"] == body["mtime_ns"] + 5
+    assert (body["uid"], body["gid"]) == (1000, 100)
 
 
 BAD_ENTRIES = [

@@ -146,3 +146,12 @@ def test_xattr_limits_and_mknod_regular(vault: Vault) -> None:
     assert os.listxattr(path) == ["user.a"]
     os.removexattr(path, "user.a")
     assert os.listxattr(path) == []
+
+
+def test_vault_root_owner_is_stored(vault: Vault) -> None:
+    m = vault.mount("mnt", ttl=1)
+    assert os.stat(m.path).st_uid == os.getuid()  # no owner stored yet: the mounting user
+    os.chown(m.path, OTHER_UID, OTHER_GID)
+    m.sync()
+    m.remount()
+    assert (os.stat(m.path).st_uid, os.stat(m.path).st_gid) == (OTHER_UID, OTHER_GID)
