@@ -119,3 +119,27 @@ class AccessDenied(UsageError):  # noqa: N818
 
 class CrossShare(UsageError):  # noqa: N818
     """A move between places shared differently: EXDEV, so that mv copies instead."""
+
+
+class NameTooLong(UsageError):  # noqa: N818
+    """A file or extended attribute name over its limit (ENAMETOOLONG)."""
+
+
+class NotPermitted(UsageError):  # noqa: N818
+    """The caller may not change this (chown by a non-owner, for example): EPERM."""
+
+
+class XattrMissing(UsageError):  # noqa: N818
+    """No extended attribute of that name (ENODATA)."""
+
+
+class XattrTooBig(UsageError):  # noqa: N818
+    """An extended attribute value over the per-value limit (E2BIG)."""
+
+
+class XattrNoSpace(UsageError):  # noqa: N818
+    """The entry's extended attributes would exceed their total limit (ENOSPC)."""
+
+
+class XattrUnsupported(UsageError):  # noqa: N818
+    """An extended attribute namespace csfs does not store (ENOTSUP)."""

@@ -307,6 +307,28 @@ def vault_vectors() -> None:
     write("vault_manifest_moved", "authentication", "manifest put under another directory id",
           "alice", e, p, None, moved, "manifest")
     manifest_rejections(json.loads(plain), vault_id, dir_id)
+    # POSIX metadata (format.md 5.3): owner, times, xattrs, special files, folder times.
+    t = 1_700_000_000_000_000_000
+    posix_id = seed("posix dir", 16)
+    posix = DirectoryManifest(
+        posix_id.hex(), version=3, mtime_ns=t, ctime_ns=t + 5, atime_ns=t - 5, uid=1000, gid=100,
+        readers=[
+            IDENTITIES["alice"].recipient.to_pem().decode()],
+        entries={
+            "owned.txt": Entry(node.hex(), "f", 0o4750, len(data), t, version, uid=1000,
+                               gid=100, atime_ns=t + 1, ctime_ns=t + 2,
+                               xattrs=(("user.bin", bytes(range(5))), ("user.color", b"blue"))),
+            "fifo": Entry(seed("fifo", 16).hex(), "p", 0o600, 0, t, uid=0, gid=0),
+            "sock": Entry(seed("sock", 16).hex(), "s", 0o755, 0, t),
+            "tty": Entry(seed("tty", 16).hex(), "c", 0o620, 0, t, rdev=0x0501, uid=0, gid=5),
+            "disk": Entry(seed("disk", 16).hex(), "b", 0o660, 0, t, rdev=0x0800),
+        })
+    plain = posix.encode_plain()
+    pctx = Context(KIND_DIRECTORY, vault_id, posix_id, 3)
+    e, p = encrypt(plain, ["alice"], "posix manifest", shift=16, context=pctx)
+    write("vault_manifest_posix", "success",
+          "directory manifest with owner, times, xattrs and special files (5.3)",
+          "alice", e, p, plain, pctx, "manifest")
 
 
 def manifest_rejections(good: dict[str, Any], vault_id: bytes, dir_id: bytes) -> None:

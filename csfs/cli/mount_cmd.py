@@ -32,6 +32,11 @@ def parse_size(text: str) -> int:
     return value
 
 
+def _override(owner_override: bool) -> list[str]:
+    """libfuse's own uid=/gid= options replace st_uid/st_gid in every answer."""
+    return [f"uid={os.getuid()},gid={os.getgid()}"] if owner_override else []
+
+
 @cli.command()
 @click.argument("mountpoint", type=click.Path(file_okay=False))
 @click.option("-f", "--foreground", is_flag=True, help="Stay in the foreground.")
@@ -51,6 +56,11 @@ def parse_size(text: str) -> int:
     show_default=True,
     help="Seconds before other clients' changes are noticed.",
 )
+@click.option(
+    "--owner-override",
+    is_flag=True,
+    help="Show every file as owned by you (the stored owners are kept; chown still sets them).",
+)
 @click.option("-o", "options", multiple=True, help="FUSE options, e.g. -o allow_other.")
 @click.option(
     "--log-paths",
@@ -66,6 +76,7 @@ def mount(
     cache_size: str | None,
     read_only: bool,
     ttl: float,
+    owner_override: bool,
     options: tuple[str, ...],
     log_paths: bool,
     **kw: Any,
@@ -121,7 +132,7 @@ def mount(
         mountpoint,
         foreground=foreground,
         read_only=read_only,
-        options=list(options),
+        options=[*options, *_override(owner_override)],
         log_file=os.path.join(cache_dir, "mount.log"),
         log_paths=log_paths,
     )

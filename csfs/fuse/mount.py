@@ -30,6 +30,8 @@ def fuse_major() -> int:
 
 
 def fuse_options(read_only: bool, extra: list[str]) -> dict[str, Any]:
+    # No hard_remove: with it libfuse answers fstat of an unlinked open file ESTALE.
+    # Its .fuse_hidden* renames are unlinks to the file system (FileSystem.HIDDEN).
     opts: dict[str, Any] = {"fsname": "csfs", "default_permissions": True}
     if fuse_major() == 2:
         opts["big_writes"] = True

@@ -33,13 +33,20 @@ from csfs.errors import (
     DirectoryNotEmpty,
     FormatError,
     IsADirectory,
+    NameTooLong,
     NoMatchingKeyError,
     NotADirectory,
     NotFound,
+    NotPermitted,
     NotSupported,
     UsageError,
+    XattrMissing,
+    XattrNoSpace,
+    XattrTooBig,
+    XattrUnsupported,
 )
-from csfs.vault.filesystem import Attr, FileSystem, mode_bits
+from csfs.vault.filesystem import Attr, Caller, FileSystem, mode_bits
+from csfs.vault.manifest import XATTR_PREFIX
 
 log = logging.getLogger("csfs.fuse")
 F = TypeVar("F", bound=Callable[..., Any])
@@ -53,6 +60,12 @@ _ERRNO: list[tuple[type[BaseException], int]] = [
     (IsADirectory, errno.EISDIR),
     (DirectoryNotEmpty, errno.ENOTEMPTY),
     (NotSupported, errno.EPERM),
+    (NotPermitted, errno.EPERM),
+    (NameTooLong, errno.ENAMETOOLONG),
+    (XattrMissing, errno.ENODATA),
+    (XattrTooBig, errno.E2BIG),
+    (XattrNoSpace, errno.ENOSPC),
+    (XattrUnsupported, errno.ENOTSUP),
     (AccessDenied, errno.EACCES),
     (CrossShare, errno.EXDEV),
     (UsageError, errno.EINVAL),
@@ -62,6 +75,34 @@ _ERRNO: list[tuple[type[BaseException], int]] = [
     (PermissionError, errno.EROFS),
     (FileNotFoundError, errno.ENOENT),
 ]
+
+
+XATTR_CREATE = 1
+XATTR_REPLACE = 2
+
+
+def _id_or_keep(value: int) -> int:
+    """chown's uid/gid: -1 (also as an unsigned 32-bit value) keeps the current one."""
+    return -1 if value in (-1, 0xFFFFFFFF) else value
+
+
+def _time(value: int, now: int) -> int | None:
+    """utimensat's special values: UTIME_OMIT leaves the time, UTIME_NOW takes the clock."""
+    if value == UTIME_OMIT:
+        return None
+    return now if value == UTIME_NOW else value
+
+
+def _groups_of(pid: int) -> list[int]:
+    """Supplementary groups of a process, for chgrp by a file's owner (chown(2))."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("Groups:"):
+                    return [int(g) for g in line.split()[1:]]
+    except (OSError, ValueError):
+        pass
+    return []
 
 
 def errno_for(exc: BaseException) -> int:
@@ -139,8 +180,6 @@ class CsfsOperations(fuse.Operations):
     def __init__(self, fs: FileSystem, *, log_paths: bool = False) -> None:
         self.fs = fs
         self.log_paths = log_paths
-        self.uid = os.getuid()
-        self.gid = os.getgid()
 
     def _node_ref(self, op: str, args: tuple[Any, ...]) -> str:
         """The node an operation was about, by id: what the log may name."""
@@ -163,19 +202,35 @@ class CsfsOperations(fuse.Operations):
     def _stat(self, a: Attr) -> dict[str, Any]:
         return {
             "st_mode": mode_bits(a),
-            "st_nlink": 2 if a.type == "d" else 1,
+            "st_nlink": a.nlink,
             "st_size": len(a.target.encode()) if a.type == "l" else a.size,
             "st_mtime": a.mtime_ns,
-            "st_ctime": a.mtime_ns,
-            "st_atime": a.mtime_ns,
-            "st_uid": self.uid,
-            "st_gid": self.gid,
+            "st_ctime": a.ctime_ns,
+            "st_atime": a.atime_ns,
+            "st_uid": a.uid,
+            "st_gid": a.gid,
+            "st_rdev": a.rdev,
             "st_blocks": (a.size + 511) // 512,
             "st_blksize": 65536,
         }
 
+    @staticmethod
+    def _owner() -> tuple[int, int]:
+        """The uid and gid of the process making this request (it owns what it makes)."""
+        uid, gid, _ = fuse.fuse_get_context()
+        return uid, gid
+
+    @staticmethod
+    def _caller() -> Caller:
+        uid, gid, pid = fuse.fuse_get_context()
+        return Caller(uid, frozenset({gid, *_groups_of(pid)}))
+
     @translated
-    def getattr(self, path: str, fh: int | None = None) -> dict[str, Any]:
+    def getattr(self, path: str | None, fh: int | None = None) -> dict[str, Any]:
+        if path is None and fh is not None:
+            # An open file whose name is gone (hard_remove): served by its handle.
+            return self._stat(self.fs.fgetattr(fh))
+        assert path is not None
         return self._stat(self.fs.getattr(path))
 
     @translated
@@ -188,7 +243,12 @@ class CsfsOperations(fuse.Operations):
 
     @translated
     def mkdir(self, path: str, mode: int) -> int:
-        self.fs.mkdir(path, mode)
+        self.fs.mkdir(path, mode, self._owner())
+        return 0
+
+    @translated
+    def mknod(self, path: str, mode: int, dev: int) -> int:
+        self.fs.mknod(path, mode, dev, self._owner())
         return 0
 
     @translated
@@ -209,7 +269,7 @@ class CsfsOperations(fuse.Operations):
     @translated
     def symlink(self, target: str, source: str) -> int:
         # mfusepy passes (link path, link target).
-        self.fs.symlink(source, target)
+        self.fs.symlink(source, target, self._owner())
         return 0
 
     @translated
@@ -224,23 +284,20 @@ class CsfsOperations(fuse.Operations):
 
     @translated
     def chown(self, path: str, uid: int, gid: int) -> int:
-        if uid not in (-1, self.uid, 0xFFFFFFFF) or gid not in (-1, self.gid, 0xFFFFFFFF):
-            raise fuse.FuseOSError(errno.EPERM)
+        self.fs.chown(path, _id_or_keep(uid), _id_or_keep(gid), self._caller())
         return 0
 
     @translated
     def utimens(self, path: str, times: tuple[int, int] | None = None) -> int:
-        mtime = time.time_ns() if times is None else times[1]
-        if mtime == UTIME_OMIT:
-            return 0
-        if mtime == UTIME_NOW:
-            mtime = time.time_ns()
-        self.fs.utimens(path, mtime)
+        now = time.time_ns()
+        atime, mtime = (now, now) if times is None else (_time(times[0], now), _time(times[1], now))
+        if atime is not None or mtime is not None:
+            self.fs.utimens(path, atime, mtime)
         return 0
 
     @translated
     def create(self, path: str, mode: int, fi: Any = None) -> int:
-        return self.fs.create(path, stat.S_IMODE(mode))
+        return self.fs.create(path, stat.S_IMODE(mode), self._owner())
 
     @translated
     def open(self, path: str, flags: int) -> int:
@@ -294,18 +351,32 @@ class CsfsOperations(fuse.Operations):
         self.fs.getattr(path)
         return 0
 
-    # xattrs answer at once so that `ls -l` costs no extra round trips.
+    # xattrs are answered from the cached manifest, so `ls -l` costs no extra round trips.
+    @translated
     def getxattr(self, path: str, name: str, position: int = 0) -> bytes:
-        raise fuse.FuseOSError(errno.ENODATA)
+        if not name.startswith(XATTR_PREFIX):
+            raise fuse.FuseOSError(errno.ENODATA)  # security.*, system.*: never stored
+        return self.fs.getxattr(path, name)
 
+    @translated
     def listxattr(self, path: str) -> list[str]:
-        return []
+        return self.fs.listxattr(path)
 
+    @translated
     def setxattr(self, path: str, name: str, value: bytes, options: int, position: int = 0) -> int:
-        raise fuse.FuseOSError(errno.ENOTSUP)
+        self.fs.setxattr(
+            path,
+            name,
+            value,
+            only_new=bool(options & XATTR_CREATE),
+            only_existing=bool(options & XATTR_REPLACE),
+        )
+        return 0
 
+    @translated
     def removexattr(self, path: str, name: str) -> int:
-        raise fuse.FuseOSError(errno.ENOTSUP)
+        self.fs.removexattr(path, name)
+        return 0
 
     def destroy(self, path: str) -> None:
         self.fs.close()

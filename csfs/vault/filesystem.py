@@ -14,6 +14,7 @@ import contextlib
 import functools
 import hashlib
 import os
+import posixpath
 import shutil
 import stat
 import threading
@@ -30,19 +31,22 @@ from csfs.crypto.scratch import SCRATCH_CHUNK, ScratchFile
 from csfs.crypto.sealed import StreamSealer, open_envelope
 from csfs.crypto.stream import HEADER_SIZE, TAG_SIZE, ChunkCipher
 from csfs.errors import (
+    AlreadyExists,
     AuthenticationError,
     CrossShare,
     DirectoryNotEmpty,
     IsADirectory,
     NoMatchingKeyError,
     NotFound,
+    NotPermitted,
     NotSupported,
     TransientStoreError,
     UsageError,
+    XattrMissing,
 )
 from csfs.vault.cache import ObjectCache
 from csfs.vault.layout import content_key, envelope_key, new_id, new_version
-from csfs.vault.manifest import Entry
+from csfs.vault.manifest import DirectoryManifest, Entry, check_xattr_name, check_xattrs
 from csfs.vault.upload_queue import Record, UploadQueue
 from csfs.vault.vault import Vault, split_path
 
@@ -57,6 +61,12 @@ class Attr:
     size: int
     mtime_ns: int
     target: str = ""
+    uid: int = 0
+    gid: int = 0
+    atime_ns: int = 0
+    ctime_ns: int = 0
+    rdev: int = 0
+    nlink: int = 1
 
 
 class OpenFile:
@@ -72,6 +82,9 @@ class OpenFile:
         self.base_limit = entry.size  # base bytes at or past this offset read as zeros
         self.size = entry.size
         self.mtime_ns = entry.mtime_ns
+        self.ctime_ns = entry.ctime_ns or 0
+        self.atime_ns = entry.atime_ns or 0
+        self.entry = entry  # its metadata as opened; serves fstat once unlinked
         self.state = "clean"  # clean | stream | scratch
         self.sealer: StreamSealer | None = None
         self.sealer_path = ""
@@ -86,14 +99,19 @@ def _committing(method: Callable[..., T]) -> Callable[..., T]:
     """Run a namespace change under the vault's commit lock (see Vault.commit_lock)."""
 
     @functools.wraps(method)
-    def wrapper(self: FileSystem, *args: Any) -> T:
+    def wrapper(self: FileSystem, *args: Any, **kwargs: Any) -> T:
         with self.vault.commit_lock:
-            return method(self, *args)
+            return method(self, *args, **kwargs)
 
     return wrapper
 
 
 class FileSystem:
+    # libfuse renames an open file that is unlinked to this prefix and unlinks that
+    # name on the last release. Here that rename is the unlink: the name leaves the
+    # folder at once (POSIX), and the open file answers under its hidden name.
+    HIDDEN = ".fuse_hidden"
+
     def __init__(
         self, vault: Vault, cache_dir: str, cache_size: int, *, read_only: bool = False
     ) -> None:
@@ -105,6 +123,9 @@ class FileSystem:
         shutil.rmtree(self.scratch_dir, ignore_errors=True)  # keys died with the last process
         os.makedirs(self.scratch_dir, mode=0o700)
         self.errors: list[str] = []
+        # Folders whose content changed here ahead of their manifest (a file created
+        # but not committed yet): dir id -> time of that change.
+        self.touched: dict[str, int] = {}
         # For each queued version, a digest of the readers it was sealed for: the
         # uploader re-wraps it if its directory's readers are others by then.
         self.sealed_dir = os.path.join(cache_dir, "sealed")
@@ -131,6 +152,11 @@ class FileSystem:
         # content, many files per manifest switch.
         self.created: dict[tuple[str, str], Entry] = {}
         self.queue.on_commit = self._committed
+        self.queue.metadata_for = self._metadata_for
+        self.queue.folder_time = lambda dir_id: self.touched.get(dir_id)
+        # Who owns entries written without an owner (older code): the mounting user.
+        self.owner = (os.getuid(), os.getgid())
+        self.hidden: dict[str, OpenFile] = {}  # hidden path -> the unlinked open file
 
     def _note_error(self, msg: str) -> None:
         with self.lock:
@@ -149,12 +175,24 @@ class FileSystem:
             of = self.open_files.get(entry.id)
         if of is not None and (of.dirty or of.base_version != entry.version):
             return replace(
-                entry, size=of.size, mtime_ns=of.mtime_ns, version=of.base_version, mode=of.mode
+                entry,
+                size=of.size,
+                mtime_ns=of.mtime_ns,
+                version=of.base_version,
+                mode=of.mode,
+                ctime_ns=of.ctime_ns or entry.ctime_ns,
+                atime_ns=of.atime_ns or entry.atime_ns,
             )
         rec = self.queue.pending(entry.id)
         if rec is not None:
             return replace(
-                entry, size=rec.size, mtime_ns=rec.mtime_ns, version=rec.version, mode=rec.mode
+                entry,
+                size=rec.size,
+                mtime_ns=rec.mtime_ns,
+                version=rec.version,
+                mode=rec.mode,
+                ctime_ns=rec.ctime_ns or entry.ctime_ns,
+                atime_ns=rec.atime_ns or entry.atime_ns,
             )
         return entry
 
@@ -191,13 +229,38 @@ class FileSystem:
             return self._overlay(raw)
 
     def getattr(self, path: str) -> Attr:
+        with self.lock:
+            gone = self.hidden.get(path)
+        if gone is not None:
+            return self._open_attr(gone)
         e = self.lookup(path)
         if e.type == "d" and not split_path(path):
             e = self.vault.root_entry()
         if not self.vault.is_owner:
             where = e.id if e.type == "d" else self.vault.parent_of(path)[0]
             e = self._read_only(e, where)
-        return Attr(e.type, e.mode, e.size, e.mtime_ns, e.target)
+        if e.type == "d":
+            try:
+                return self._attr(e, self.vault.load_dir(e.id)[0])
+            except NoMatchingKeyError:
+                pass  # a folder this key cannot open: what its entry says
+        return self._attr(e)
+
+    def fgetattr(self, fh: int) -> Attr:
+        """Attributes through an open handle: what it serves, even once unlinked."""
+        return self._open_attr(self._handle(fh))
+
+    def _open_attr(self, of: OpenFile) -> Attr:
+        with of.lock:
+            e = replace(
+                of.entry,
+                mode=of.mode,
+                size=of.size,
+                mtime_ns=of.mtime_ns,
+                ctime_ns=of.ctime_ns or of.entry.ctime_ns,
+                atime_ns=of.atime_ns or of.entry.atime_ns,
+            )
+        return self._attr(e, nlink=1 if of.name else 0)
 
     def _read_only(self, e: Entry, dir_id: str) -> Entry:
         """Show what this key may not change without write bits, as a read-only share is."""
@@ -220,9 +283,33 @@ class FileSystem:
             out.append((n, self._attr(e)))
         return out
 
-    @staticmethod
-    def _attr(e: Entry) -> Attr:
-        return Attr(e.type, e.mode, e.size, e.mtime_ns, e.target)
+    def _attr(
+        self, e: Entry, folder: DirectoryManifest | None = None, nlink: int = 1
+    ) -> Attr:
+        """POSIX attributes of an entry; a folder's times and link count come from
+        its own manifest when given (every change of its content switches that)."""
+        mtime, atime, ctime = e.mtime_ns, e.atime_ns, e.ctime_ns
+        if folder is not None:
+            touched = self.touched.get(folder.dir_id, 0)
+            mtime = max(folder.mtime_ns, touched)
+            atime = folder.atime_ns
+            ctime = max(folder.ctime_ns or folder.mtime_ns, e.ctime_ns or 0, touched)
+            nlink = 2 + sum(1 for c in folder.entries.values() if c.type == "d")
+        elif e.type == "d":
+            nlink = 2
+        return Attr(
+            e.type,
+            e.mode,
+            e.size,
+            mtime,
+            e.target,
+            uid=self.owner[0] if e.uid is None else e.uid,
+            gid=self.owner[1] if e.gid is None else e.gid,
+            atime_ns=mtime if atime is None else atime,
+            ctime_ns=mtime if ctime is None else max(ctime, 0),
+            rdev=e.rdev,
+            nlink=nlink,
+        )
 
     def readlink(self, path: str) -> str:
         e = self.vault.lookup(path)
@@ -232,10 +319,49 @@ class FileSystem:
 
     # -- namespace ---------------------------------------------------------------------
 
+    def _new_owner(
+        self, path: str, mode: int, owner: tuple[int, int] | None, *, folder: bool
+    ) -> tuple[int, dict[str, Any]]:
+        """Mode and owner fields of a new entry made by ``owner`` (the caller's uid, gid).
+
+        In a setgid folder the new entry takes the folder's group, and a new folder
+        keeps the setgid bit (Linux inode_init_owner)."""
+        if owner is None:
+            return mode, {}
+        uid, gid = owner
+        parent = self._attr(self.lookup(posixpath.dirname(posixpath.normpath("/" + path))))
+        if parent.mode & stat.S_ISGID:
+            gid = parent.gid
+            if folder:
+                mode |= stat.S_ISGID
+        now = time.time_ns()
+        return mode, {"uid": uid, "gid": gid, "ctime_ns": now, "atime_ns": now}
+
     @_committing
-    def mkdir(self, path: str, mode: int) -> None:
+    def mkdir(self, path: str, mode: int, owner: tuple[int, int] | None = None) -> None:
         self._writable()
-        self.vault.mkdir(path, mode & 0o7777)
+        mode, meta = self._new_owner(path, mode & 0o7777, owner, folder=True)
+        self.vault.mkdir(path, mode, **meta)
+
+    @_committing
+    def mknod(
+        self, path: str, mode: int, rdev: int, owner: tuple[int, int] | None = None
+    ) -> None:
+        """A FIFO, socket or device node: an entry with no content (format.md 5.3)."""
+        self._writable()
+        if stat.S_ISREG(mode):  # mknod(2) of a regular file: an empty one
+            self.release(self.create(path, stat.S_IMODE(mode), owner))
+            return
+        kind = NODE_TYPES.get(stat.S_IFMT(mode))
+        if kind is None:
+            raise NotSupported("only FIFOs, sockets and device nodes are made by mknod")
+        parent_id, _, cur = self._raw_entry(path)
+        self.vault.check_writable(parent_id)
+        if cur is not None:
+            raise AlreadyExists(f"already exists: {path}")
+        perm, meta = self._new_owner(path, stat.S_IMODE(mode), owner, folder=False)
+        rdev = rdev if kind in ("c", "b") else 0
+        self.vault.make_node(path, Entry(new_id(), kind, mode=perm, rdev=rdev, **meta))
 
     @_committing
     def rmdir(self, path: str) -> None:
@@ -249,10 +375,14 @@ class FileSystem:
     @_committing
     def unlink(self, path: str) -> None:
         self._writable()
+        with self.lock:
+            if self.hidden.pop(path, None) is not None:
+                return  # unlinked already, when libfuse hid it
         parent_id, name, _ = self._raw_entry(path)
         with self.lock:
             created = self.created.pop((parent_id, name), None)
         if created is not None:
+            self.touched[parent_id] = time.time_ns()
             self._forget_file(created)
             return
         removed = self.vault.remove(path, expect_dir=False)
@@ -267,11 +397,14 @@ class FileSystem:
             of = self.open_files.get(removed.id)
             if of is not None:
                 of.name = ""
+                of.ctime_ns = time.time_ns()  # its link count dropped to 0
 
     @_committing
     def rename(self, old: str, new: str) -> None:
         self._writable()
-        src_parent, src_name, _ = self._raw_entry(old)
+        if posixpath.basename(new).startswith(self.HIDDEN) and self._hide(old, new):
+            return
+        src_parent, src_name, source = self._raw_entry(old)
         dst_parent, dst_name, target = self._raw_entry(new)
         if self.vault.share_roots_of(src_parent) != self.vault.share_roots_of(dst_parent):
             raise CrossShare(f"cannot move {old} across a share boundary", hint="copy it instead")
@@ -279,7 +412,13 @@ class FileSystem:
             moving = self.created.get((src_parent, src_name))
             target_created = self.created.get((dst_parent, dst_name))
         if target is not None and target.type == "d":
-            raise IsADirectory(f"is a directory: {new}")
+            if source is None or source.type != "d":
+                raise IsADirectory(f"is a directory: {new}")
+            # A folder replaces only an empty folder (the vault checks its manifest;
+            # files made here but not committed yet count too).
+            with self.lock:
+                if any(parent == target.id for parent, _ in self.created):
+                    raise DirectoryNotEmpty(f"directory not empty: {new}")
         if target_created is not None and (moving is None or target_created.id != moving.id):
             with self.lock:
                 del self.created[(dst_parent, dst_name)]
@@ -289,27 +428,43 @@ class FileSystem:
             # Not in any manifest yet: move it here; the uploader commits it where it is.
             if target is not None and target.id != moving.id:
                 self._forget_file(self.vault.remove(new, expect_dir=False))
+            now = time.time_ns()
             with self.lock:
                 del self.created[(src_parent, src_name)]
-                self.created[(dst_parent, dst_name)] = moving
+                self.created[(dst_parent, dst_name)] = replace(moving, ctime_ns=now)
+                self.touched[src_parent] = self.touched[dst_parent] = now
             entry = moving
         else:
             replaced = target
-            entry = self.vault.rename(old, new)
+            entry = self.vault.rename(old, new, ctime_ns=time.time_ns())
             if replaced is not None and replaced.id != entry.id:
                 self._forget_file(replaced)
         parent_id, name = dst_parent, dst_name
         if entry.type == "f":
-            self.queue.update(entry.id, parent_id=parent_id, name=name)
+            now = time.time_ns()
+            self.queue.update(entry.id, parent_id=parent_id, name=name, ctime_ns=now)
             with self.lock:
                 of = self.open_files.get(entry.id)
                 if of is not None:
-                    of.parent_id, of.name = parent_id, name
+                    of.parent_id, of.name, of.ctime_ns = parent_id, name, now
+
+    def _hide(self, old: str, new: str) -> bool:
+        """libfuse hides an open file that is unlinked: unlink it here for good."""
+        _, _, raw = self._raw_entry(old)
+        with self.lock:
+            of = self.open_files.get(raw.id) if raw is not None else None
+        if of is None:
+            return False
+        self.unlink(old)
+        with self.lock:
+            self.hidden[new] = of
+        return True
 
     @_committing
-    def symlink(self, target: str, path: str) -> None:
+    def symlink(self, target: str, path: str, owner: tuple[int, int] | None = None) -> None:
         self._writable()
-        self.vault.symlink(target, path)
+        _, meta = self._new_owner(path, 0o777, owner, folder=False)
+        self.vault.symlink(target, path, **meta)
 
     def link(self, target: str, path: str) -> None:
         raise NotSupported("hard links are not supported")
@@ -317,22 +472,115 @@ class FileSystem:
     @_committing
     def chmod(self, path: str, mode: int) -> None:
         self._writable()
-        self._setattr(path, mode=mode & 0o7777)
+        self._setattr(path, mode=mode & 0o7777, ctime_ns=time.time_ns())
 
     @_committing
-    def utimens(self, path: str, mtime_ns: int) -> None:
+    def chown(self, path: str, uid: int, gid: int, caller: Caller | None = None) -> None:
+        """Change owner and group (-1: keep); who may is checked as Linux does (chown(2))."""
         self._writable()
-        self._setattr(path, mtime_ns=mtime_ns)
+        a = self.getattr(path)
+        new_uid = a.uid if uid < 0 else uid
+        new_gid = a.gid if gid < 0 else gid
+        if caller is not None and caller.uid != 0:
+            if caller.uid != a.uid or new_uid != a.uid:
+                raise NotPermitted("only root may give a file away")
+            if new_gid != a.gid and new_gid not in caller.groups:
+                raise NotPermitted("the owner may only pick a group it belongs to")
+        mode = a.mode
+        if a.type != "d" and a.type != "l":
+            # Linux clears setuid, and setgid with group execute, on every chown.
+            mode &= ~stat.S_ISUID
+            if mode & stat.S_IXGRP:
+                mode &= ~stat.S_ISGID
+        changes: dict[str, Any] = {"ctime_ns": time.time_ns()}
+        # Only what changes: chown of the vault root to its present owner (tar -x of
+        # ".") succeeds, though the root's manifest keeps no owner.
+        for key, value, now in (("uid", new_uid, a.uid), ("gid", new_gid, a.gid)):
+            if value != now:
+                changes[key] = value
+        if mode != a.mode:
+            changes["mode"] = mode
+        self._setattr(path, **changes)
+
+    @_committing
+    def utimens(self, path: str, atime_ns: int | None, mtime_ns: int | None) -> None:
+        """Set either time or both (None: leave it, UTIME_OMIT); ctime becomes now."""
+        self._writable()
+        changes: dict[str, Any] = {"ctime_ns": time.time_ns()}
+        if atime_ns is not None:
+            changes["atime_ns"] = atime_ns
+        if mtime_ns is not None:
+            changes["mtime_ns"] = mtime_ns
+        if self.lookup(path).type == "d":
+            self._folder_times(path, changes)
+        else:
+            self._setattr(path, **changes)
+
+    def _folder_times(self, path: str, changes: dict[str, Any]) -> None:
+        """A folder's times live in its own manifest (every change of its content
+        switches that manifest anyway); its entry keeps mode, owner and xattrs."""
+        if not split_path(path):
+            self.vault.setattr(path, **changes)
+            return
+        folder = self.vault.lookup(path)
+
+        def change(m: DirectoryManifest) -> None:
+            for key, value in changes.items():
+                setattr(m, key, value)
+
+        self.vault.update_dir(folder.id, change, force=True, touch=False)
+        with self.lock:
+            self.touched.pop(folder.id, None)
+
+    # -- extended attributes (user.* only, in the entry: format.md 5.3) ----------------
+
+    def getxattr(self, path: str, name: str) -> bytes:
+        value = self._xattr_entry(path).xattr_dict().get(name)
+        if value is None:
+            raise XattrMissing(f"no extended attribute {name[:40]!r}")
+        return value
+
+    def listxattr(self, path: str) -> list[str]:
+        return [n for n, _ in self._xattr_entry(path).xattrs]
+
+    @_committing
+    def setxattr(
+        self, path: str, name: str, value: bytes, *, only_new: bool, only_existing: bool
+    ) -> None:
+        self._writable()
+        check_xattr_name(name)
+        current = self._xattr_entry(path).xattr_dict()
+        if only_new and name in current:
+            raise AlreadyExists(f"extended attribute exists: {name[:40]!r}")
+        if only_existing and name not in current:
+            raise XattrMissing(f"no extended attribute {name[:40]!r}")
+        current[name] = bytes(value)
+        xattrs = check_xattrs(list(current.items()))
+        self._setattr(path, xattrs=xattrs, ctime_ns=time.time_ns())
+
+    @_committing
+    def removexattr(self, path: str, name: str) -> None:
+        self._writable()
+        current = self._xattr_entry(path).xattr_dict()
+        if current.pop(name, None) is None:
+            check_xattr_name(name)
+            raise XattrMissing(f"no extended attribute {name[:40]!r}")
+        self._setattr(path, xattrs=tuple(sorted(current.items())), ctime_ns=time.time_ns())
+
+    def _xattr_entry(self, path: str) -> Entry:
+        """The entry holding a path's xattrs: the cached manifest, no store round trip."""
+        return self.lookup(path)
 
     def _setattr(self, path: str, **changes: Any) -> None:
-        """Mode and times. A file whose upload is still queued takes them with its
-        commit (no round trip: tar and rsync set them right after each close)."""
+        """Mode, owner, times, xattrs. A file whose upload is still queued takes mode and
+        times with its commit (no round trip: tar and rsync set them after each close)."""
         if split_path(path):
             self.vault.check_writable(self.vault.parent_of(path)[0])
         e = self._set_created(path, **changes)
         if e is None:
             e = self.vault.lookup(path)
-            if e.type != "f" or not self.queue.update(e.id, **changes):
+            queued = set(changes) <= RECORD_FIELDS and e.type == "f"
+            if not queued or not self.queue.update(e.id, **changes):
                 e = self.vault.setattr(path, **changes)
         self._update_open(e.id, **changes)
 
@@ -350,13 +598,25 @@ class FileSystem:
             return e
 
     def _update_open(self, file_id: str, **changes: Any) -> None:
-        self.queue.update(file_id, **changes)
+        carried = {k: v for k, v in changes.items() if k in RECORD_FIELDS}
+        other = {k: v for k, v in changes.items() if k not in RECORD_FIELDS}
+        if carried:
+            self.queue.update(file_id, **carried)
         with self.lock:
             of = self.open_files.get(file_id)
         if of is not None:
             with of.lock:
-                for k, v in changes.items():
+                for k, v in carried.items():
                     setattr(of, k, v)
+                of.entry = replace(of.entry, **other)
+
+    def _metadata_for(self, file_id: str) -> Entry | None:
+        """The entry a not yet committed file was made with (owner, xattrs)."""
+        with self.lock:
+            for e in self.created.values():
+                if e.id == file_id:
+                    return e
+        return None
 
     # -- handles -----------------------------------------------------------------------
 
@@ -391,17 +651,20 @@ class FileSystem:
         return of
 
     @_committing
-    def create(self, path: str, mode: int) -> int:
+    def create(self, path: str, mode: int, owner: tuple[int, int] | None = None) -> int:
         self._writable()
         parent_id, name, cur = self._raw_entry(path)
         self.vault.check_writable(parent_id)
         if cur is not None and cur.type == "d":
             raise IsADirectory(f"is a directory: {path}")
-        entry = Entry(new_id(), "f", mode=mode & 0o7777, mtime_ns=time.time_ns())
+        mode, meta = self._new_owner(path, mode & 0o7777, owner, folder=False)
+        now = time.time_ns()
+        entry = Entry(new_id(), "f", mode=mode, mtime_ns=now, **meta)
         with self.lock:
             # The kernel checked O_EXCL against what it saw. If another client made
             # the name meanwhile, the commit keeps both (a conflict copy).
             self.created[(parent_id, name)] = entry
+            self.touched[parent_id] = now
         of, fh = self._open_file(path)
         with of.lock:
             self._start_stream(of)
@@ -600,7 +863,7 @@ class FileSystem:
             else:
                 self._scratch_write(of, offset, data)
             of.size = max(of.size, offset + len(data))
-            of.mtime_ns = time.time_ns()
+            of.mtime_ns = of.ctime_ns = time.time_ns()
             of.dirty = True
         return len(data)
 
@@ -627,6 +890,12 @@ class FileSystem:
                 self._truncate(of, length)
             return
         assert path is not None
+        with self.lock:
+            gone = self.hidden.get(path)
+        if gone is not None:
+            with gone.lock:
+                self._truncate(gone, length)
+            return
         # A truncate(2) of a file we have open (libfuse sends open(O_TRUNC) this way
         # too) edits that open file; it is sealed when its handle is flushed.
         _, _, raw = self._raw_entry(path)
@@ -664,7 +933,7 @@ class FileSystem:
                     of.scratch.drop_from(index)
                 of.base_limit = min(of.base_limit, length)
             of.size = length
-        of.mtime_ns = time.time_ns()
+        of.mtime_ns = of.ctime_ns = time.time_ns()
         of.dirty = True
 
     # -- sealing -----------------------------------------------------------------------
@@ -724,6 +993,8 @@ class FileSystem:
             of.mode,
             of.mtime_ns,
             deleted=not of.name,
+            ctime_ns=of.ctime_ns,
+            atime_ns=of.atime_ns,
         )
         self.queue.enqueue(rec)
         # The new version is the base of whatever comes next on this handle.
@@ -806,6 +1077,21 @@ def _readers_digest(recipients: list[Recipient]) -> str:
     return hashlib.sha256(b"\n".join(sorted(r.to_pem() for r in recipients))).hexdigest()
 
 
+NODE_TYPES = {stat.S_IFIFO: "p", stat.S_IFSOCK: "s", stat.S_IFCHR: "c", stat.S_IFBLK: "b"}
+FILE_TYPES = {"d": stat.S_IFDIR, "l": stat.S_IFLNK, "f": stat.S_IFREG} | {
+    v: k for k, v in NODE_TYPES.items()
+}
+# Entry fields that a queued upload record carries to its commit.
+RECORD_FIELDS = frozenset({"mode", "mtime_ns", "ctime_ns", "atime_ns"})
+
+
+@dataclass(frozen=True)
+class Caller:
+    """Who makes a request: uid and the groups it belongs to (primary and supplementary)."""
+
+    uid: int
+    groups: frozenset[int]
+
+
 def mode_bits(attr: Attr) -> int:
-    kind = {"d": stat.S_IFDIR, "l": stat.S_IFLNK, "f": stat.S_IFREG}[attr.type]
-    return kind | (attr.mode & 0o7777)
+    return FILE_TYPES[attr.type] | (attr.mode & 0o7777)

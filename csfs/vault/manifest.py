@@ -9,6 +9,8 @@ that readers compare with the highest they have seen).
 
 from __future__ import annotations
 
+import base64
+import binascii
 import json
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -18,12 +20,30 @@ from csfs.crypto.envelope import KIND_DIRECTORY, MAX_VERSION
 from csfs.crypto.keys import load_recipient_pem
 from csfs.crypto.sealed import max_object_size, open_object, seal_object
 from csfs.crypto.stream import MAX_PLAINTEXT
-from csfs.errors import AuthenticationError, FormatError, UsageError
+from csfs.errors import (
+    AuthenticationError,
+    FormatError,
+    NameTooLong,
+    UsageError,
+    XattrNoSpace,
+    XattrTooBig,
+    XattrUnsupported,
+)
 from csfs.vault.layout import check_id
 
 MANIFEST_FORMAT = "csfs-dir-1"
 MAX_NAME = 255
-TYPES = ("f", "d", "l")
+# f file, d directory, l symlink, p FIFO, s socket, c/b character/block device
+TYPES = ("f", "d", "l", "p", "s", "c", "b")
+DEVICE_TYPES = ("c", "b")
+MAX_ID = 0xFFFF_FFFE  # uid/gid: 32 bits, minus (uid_t)-1, which means "no change"
+MAX_TIME_NS = (1 << 63) - 1
+MAX_RDEV = 0xFFFF_FFFF
+# Extended attributes (format.md 5.3): user.* only, bounded per entry.
+XATTR_PREFIX = "user."
+MAX_XATTR_NAME = 255
+MAX_XATTR_VALUE = 65536
+MAX_XATTR_TOTAL = 65536
 
 # Limits on what one manifest may hold (format.md 5.3). A writer can sign any
 # manifest it likes, and every reader of the directory pays for parsing it: these
@@ -38,11 +58,17 @@ MAX_READER_PEM = 16 << 10
 MTIME_RANGE = (-(1 << 63), (1 << 63) - 1)
 MAX_MANIFEST_OBJECT = max_object_size(MAX_MANIFEST_BYTES)  # what a reader GETs at most
 _MANIFEST_FIELDS = {"format", "dir_id", "mode", "mtime_ns", "readers", "writers", "entries"}
-_ENTRY_FIELDS = {
+_MANIFEST_OPTIONAL = {"ctime_ns", "atime_ns", "uid", "gid"}
+_ENTRY_FIELDS = {  # required, per type
     "f": {"id", "type", "mode", "mtime_ns", "size", "version"},
     "d": {"id", "type", "mode", "mtime_ns"},
     "l": {"id", "type", "mode", "mtime_ns", "target"},
+    "p": {"id", "type", "mode", "mtime_ns"},
+    "s": {"id", "type", "mode", "mtime_ns"},
+    "c": {"id", "type", "mode", "mtime_ns", "rdev"},
+    "b": {"id", "type", "mode", "mtime_ns", "rdev"},
 }
+_ENTRY_OPTIONAL = {"uid", "gid", "atime_ns", "ctime_ns", "xattrs"}
 
 
 def check_name(name: str) -> str:
@@ -60,7 +86,7 @@ def check_name(name: str) -> str:
         shown = name.encode("utf-8", "backslashreplace").decode("utf-8")
         raise UsageError(f"file name is not valid UTF-8: {shown}") from None
     if len(encoded) > MAX_NAME:
-        raise UsageError(f"file name too long ({MAX_NAME} bytes at most): {name[:40]}...")
+        raise NameTooLong(f"file name too long ({MAX_NAME} bytes at most): {name[:40]}...")
     return name
 
 
@@ -90,6 +116,13 @@ class Entry:
     mtime_ns: int = 0
     version: int = 0  # files: the current version; 0 means empty with no objects
     target: str = ""  # symlinks only
+    # Optional metadata (format.md 5.3); None: absent, as written by older code.
+    uid: int | None = None  # None: the mounting user's
+    gid: int | None = None
+    atime_ns: int | None = None  # None: mtime_ns
+    ctime_ns: int | None = None  # None: mtime_ns
+    rdev: int = 0  # device nodes only
+    xattrs: tuple[tuple[str, bytes], ...] = ()  # sorted by name; user.* only
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {
@@ -103,7 +136,17 @@ class Entry:
             out["version"] = self.version
         if self.type == "l":
             out["target"] = self.target
+        if self.type in DEVICE_TYPES:
+            out["rdev"] = self.rdev
+        for key in ("uid", "gid", "atime_ns", "ctime_ns"):
+            if getattr(self, key) is not None:
+                out[key] = getattr(self, key)
+        if self.xattrs:
+            out["xattrs"] = {n: base64.b64encode(v).decode("ascii") for n, v in self.xattrs}
         return out
+
+    def xattr_dict(self) -> dict[str, bytes]:
+        return dict(self.xattrs)
 
     @classmethod
     def from_json(cls, obj: Any) -> Entry:
@@ -113,16 +156,21 @@ class Entry:
         kind = obj.get("type")
         if kind not in TYPES:
             raise FormatError(f"unknown directory entry type {str(kind)[:20]!r}")
-        if set(obj) != _ENTRY_FIELDS[kind]:
+        required = _ENTRY_FIELDS[kind]
+        if not required <= set(obj) <= required | _ENTRY_OPTIONAL:
             raise FormatError(
-                f"malformed directory entry: fields {sorted(obj)} (type {kind!r} has exactly "
-                f"{sorted(_ENTRY_FIELDS[kind])})"
+                f"malformed directory entry: fields {sorted(obj)} (type {kind!r} has "
+                f"{sorted(required)}, optionally {sorted(_ENTRY_OPTIONAL)})"
             )
         target = obj.get("target", "")
         if kind == "l":
             if not isinstance(target, str) or not target or "\0" in target:
                 raise FormatError("malformed directory entry: bad symlink target")
-            if len(target.encode("utf-8", "surrogateescape")) > MAX_TARGET:
+            try:  # strict UTF-8, like names (format.md 5.3)
+                size = len(target.encode("utf-8"))
+            except UnicodeEncodeError:
+                raise FormatError("symlink target is not valid UTF-8") from None
+            if size > MAX_TARGET:
                 raise FormatError(f"symlink target longer than {MAX_TARGET} bytes")
         entry = cls(
             id=check_id(obj["id"]),
@@ -135,7 +183,79 @@ class Entry:
         )
         if entry.type == "f" and entry.version == 0 and entry.size != 0:
             raise FormatError("an empty file entry (version 0) has a size")
-        return entry
+        try:
+            return replace(entry, **_metadata_from_json(obj, kind))
+        except UsageError as exc:
+            raise FormatError(f"malformed directory entry: {exc.message}") from None
+
+
+def _exact_int(obj: dict[str, Any], key: str, high: int) -> int | None:
+    """An optional JSON integer in [0, high]: not a bool, not a float."""
+    if key not in obj:
+        return None
+    value = obj[key]
+    if type(value) is not int or not 0 <= value <= high:
+        raise FormatError(f"directory entry field {key!r} is not an integer in range")
+    return value
+
+
+def _metadata_from_json(obj: dict[str, Any], kind: str) -> dict[str, Any]:
+    """The optional fields of an entry (format.md 5.3), checked strictly."""
+    out: dict[str, Any] = {
+        "uid": _exact_int(obj, "uid", MAX_ID),
+        "gid": _exact_int(obj, "gid", MAX_ID),
+        "atime_ns": _exact_int(obj, "atime_ns", MAX_TIME_NS),
+        "ctime_ns": _exact_int(obj, "ctime_ns", MAX_TIME_NS),
+    }
+    rdev = _exact_int(obj, "rdev", MAX_RDEV)
+    if (rdev is not None) != (kind in DEVICE_TYPES):
+        raise FormatError("rdev is required on device entries and only there")
+    out["rdev"] = rdev or 0
+    raw = obj.get("xattrs")
+    if raw is not None:
+        if type(raw) is not dict or not raw:
+            raise FormatError("xattrs is not a non-empty object")
+        values = []
+        for name, text in raw.items():
+            if type(text) is not str:
+                raise FormatError("an xattr value is not a string")
+            try:
+                value = base64.b64decode(text.encode("ascii"), validate=True)
+            except (UnicodeEncodeError, binascii.Error):
+                raise FormatError("an xattr value is not base64") from None
+            if base64.b64encode(value).decode("ascii") != text:
+                raise FormatError("an xattr value is not canonical base64")
+            values.append((name, value))
+        out["xattrs"] = check_xattrs(values)
+    return out
+
+
+def check_xattr_name(name: str) -> str:
+    """A storable extended attribute name: user.*, strict UTF-8, bounded (format.md 5.3)."""
+    try:
+        size = len(name.encode("utf-8"))
+    except UnicodeEncodeError:
+        raise UsageError("extended attribute name is not UTF-8") from None
+    if not name.startswith(XATTR_PREFIX) or size == len(XATTR_PREFIX) or "\0" in name:
+        raise XattrUnsupported(f"unsupported extended attribute name {name[:40]!r}")
+    if size > MAX_XATTR_NAME:
+        raise NameTooLong(f"extended attribute name too long ({MAX_XATTR_NAME} bytes at most)")
+    return name
+
+
+def check_xattrs(pairs: list[tuple[str, bytes]]) -> tuple[tuple[str, bytes], ...]:
+    """Sorted, checked (name, value) pairs; raises if any limit is broken."""
+    total = 0
+    for name, value in pairs:
+        check_xattr_name(name)
+        if len(value) > MAX_XATTR_VALUE:
+            raise XattrTooBig(f"extended attribute value over {MAX_XATTR_VALUE} bytes")
+        total += len(name.encode("utf-8")) + len(value)
+    if total > MAX_XATTR_TOTAL:
+        raise XattrNoSpace(f"extended attributes over {MAX_XATTR_TOTAL} bytes on one entry")
+    if len({n for n, _ in pairs}) != len(pairs):
+        raise FormatError("duplicate extended attribute name")
+    return tuple(sorted(pairs))
 
 
 def json_int(value: Any, what: str, low: int, high: int) -> int:
@@ -156,6 +276,13 @@ class DirectoryManifest:
     writers: list[str] = field(default_factory=list)  # Ed25519 public keys, hex
     mtime_ns: int = 0
     mode: int = 0o755
+    # The directory's own times (format.md 5.3); None: mtime_ns, as older code wrote.
+    ctime_ns: int | None = None
+    atime_ns: int | None = None
+    # The vault root's owner (other folders' owners are in their entries); None: the
+    # mounting user's.
+    uid: int | None = None
+    gid: int | None = None
     signer: bytes = b""  # who signed the stored manifest; not part of its plaintext
 
     def copy(self) -> DirectoryManifest:
@@ -179,6 +306,9 @@ class DirectoryManifest:
             "writers": self.writers,
             "entries": {n: e.to_json() for n, e in sorted(self.entries.items())},
         }
+        for key in ("ctime_ns", "atime_ns", "uid", "gid"):
+            if getattr(self, key) is not None:
+                body[key] = getattr(self, key)
         return json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode(
             "utf-8", "surrogateescape"
         )
@@ -193,7 +323,7 @@ class DirectoryManifest:
         if not 1 <= version <= MAX_VERSION:
             raise FormatError("directory manifest version out of range")
         try:
-            body = json.loads(data.decode("utf-8", "surrogateescape"), object_pairs_hook=_no_dupes)
+            body = json.loads(data.decode("utf-8"), object_pairs_hook=_no_dupes)
         except RecursionError:
             # Deep nesting: no valid manifest is more than 3 levels deep.
             raise FormatError("malformed directory manifest: nested too deeply") from None
@@ -201,7 +331,7 @@ class DirectoryManifest:
             raise FormatError(f"malformed directory manifest: {exc}") from None
         if not isinstance(body, dict) or body.get("format") != MANIFEST_FORMAT:
             raise FormatError("unknown directory manifest format")
-        if set(body) != _MANIFEST_FIELDS:
+        if not _MANIFEST_FIELDS <= set(body) <= _MANIFEST_FIELDS | _MANIFEST_OPTIONAL:
             raise FormatError(f"malformed directory manifest: fields {sorted(body)}")
         if body["dir_id"] != dir_id:
             raise AuthenticationError("directory manifest names another directory")
@@ -226,6 +356,10 @@ class DirectoryManifest:
             [],
             json_int(body["mtime_ns"], "mtime_ns", *MTIME_RANGE),
             json_int(body["mode"], "mode", 0, 0o7777),
+            _exact_int(body, "ctime_ns", MAX_TIME_NS),
+            _exact_int(body, "atime_ns", MAX_TIME_NS),
+            _exact_int(body, "uid", MAX_ID),
+            _exact_int(body, "gid", MAX_ID),
         )
 
     def seal(self, vault_id: bytes, signer: Identity) -> bytes:

@@ -19,7 +19,7 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 from csfs.errors import CsfsError, NotFound, PreconditionFailed, StoreError, TransientStoreError
 from csfs.vault.cache import ObjectCache
@@ -43,6 +43,8 @@ class Record:
     mode: int
     mtime_ns: int
     deleted: bool = False  # unlinked locally: upload nothing, commit nothing
+    ctime_ns: int = 0  # 0: keep the entry's (records written by older code have neither)
+    atime_ns: int = 0
 
     @property
     def keys(self) -> list[str]:
@@ -81,6 +83,11 @@ class UploadQueue:
         # Called before a version's objects are uploaded (re-wraps a stale envelope);
         # set before the uploader starts, as records from the last mount go at once.
         self.before_upload = before_upload
+        # The metadata (owner, xattrs) of a file that no manifest holds yet.
+        self.metadata_for: Callable[[str], Entry | None] | None = None
+        # When a folder's content last changed locally (a file created or removed),
+        # which its manifest takes with the commit; None: unchanged.
+        self.folder_time: Callable[[str], int | None] | None = None
         self.stopping = False
         self.pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="csfs-upload")
         self._load()
@@ -259,13 +266,16 @@ class UploadQueue:
                     now.deleted = latest.deleted
                     if latest.seq == r.seq:
                         now.mode, now.mtime_ns = latest.mode, latest.mtime_ns
+                        now.ctime_ns, now.atime_ns = latest.ctime_ns, latest.atime_ns
                     if not now.deleted:
                         current.append(now)
             by_parent: dict[str, list[Record]] = {}
             for r in current:
                 by_parent.setdefault(r.parent_id, []).append(r)
             for parent_id, recs in by_parent.items():
-                lost = self.vault.update_dir(parent_id, functools.partial(self._switch, recs=recs))
+                lost = self.vault.update_dir(
+                    parent_id, functools.partial(self._switch, recs=recs), touch=False
+                )
                 for name, entry in lost:
                     self.vault.conflict_copy(parent_id, name, entry)
             if self.on_commit is not None:
@@ -303,16 +313,30 @@ class UploadQueue:
                 except NotFound:
                     raise
 
+    def _metadata(self, m: DirectoryManifest, r: Record) -> Entry:
+        """What the new entry keeps of the file's metadata: the manifest's entry for
+        it (a chown or setxattr since), else what the file system made it with."""
+        for e in m.entries.values():
+            if e.id == r.file_id and e.type == "f":
+                return e
+        made = self.metadata_for(r.file_id) if self.metadata_for is not None else None
+        return made if made is not None else Entry(r.file_id, "f")
+
     def _switch(self, m: DirectoryManifest, recs: list[Record]) -> list[tuple[str, Entry]]:
-        """Point each record's entry at its new version; return the ones that lost a race."""
+        """Point each record's entry at its new version; return the ones that lost a race.
+
+        A new version leaves the folder's times alone (POSIX: writing a file does not
+        change its folder); a new name takes the time it was made here."""
+        changed = self.folder_time(m.dir_id) if self.folder_time is not None else None
+        if changed is not None:
+            m.mtime_ns = max(m.mtime_ns, changed)
+            m.ctime_ns = max(m.ctime_ns or m.mtime_ns, changed)
         lost = []
         for r in recs:
-            new = Entry(
-                r.file_id, "f", mode=r.mode, size=r.size, mtime_ns=r.mtime_ns, version=r.version
-            )
             with self.lock:
                 ours = (r.base_version, r.version, *self.superseded.get(r.file_id, ()))
             found = m.entries.get(r.name)
+            new = _with_content(self._metadata(m, r), r)
             if found is not None and found.id == r.file_id and found.version in ours:
                 m.entries[r.name] = new
                 continue
@@ -330,3 +354,15 @@ class UploadQueue:
                 )
                 lost.append((r.name, new))
         return lost
+
+
+def _with_content(meta: Entry, r: Record) -> Entry:
+    return replace(
+        meta,
+        mode=r.mode,
+        size=r.size,
+        mtime_ns=r.mtime_ns,
+        version=r.version,
+        ctime_ns=r.ctime_ns or meta.ctime_ns,
+        atime_ns=r.atime_ns or meta.atime_ns,
+    )

@@ -24,7 +24,7 @@ import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
-from typing import BinaryIO, TypeVar
+from typing import Any, BinaryIO, TypeVar
 
 from cachetools import LRUCache, TTLCache
 
@@ -53,6 +53,7 @@ from csfs.errors import (
     NoMatchingKeyError,
     NotADirectory,
     NotFound,
+    NotSupported,
     PreconditionFailed,
     TransientStoreError,
     UsageError,
@@ -543,6 +544,7 @@ class Vault:
         *,
         force: bool = False,
         sets_readers: bool = False,
+        touch: bool = True,
     ) -> T:
         """Apply ``change`` to a copy of the manifest and switch it with If-Match.
 
@@ -565,8 +567,13 @@ class Vault:
             if not force and new.encode_plain() == manifest.encode_plain():
                 return result  # nothing to switch
             new.version = manifest.version + 1
-            if new.mtime_ns == manifest.mtime_ns:  # unless the change set it (root utimens)
-                new.mtime_ns = time.time_ns()
+            now = time.time_ns()
+            # touch=False: the change sets the folder's times itself (a queued upload's
+            # commit, which happened earlier in POSIX terms).
+            if touch and new.mtime_ns == manifest.mtime_ns:  # unless the change set it
+                new.mtime_ns = now
+            if touch and new.ctime_ns == manifest.ctime_ns:  # a change of content changes it
+                new.ctime_ns = now
             raw = new.seal(self.vault_id, self.identity)
             try:
                 new_etag = self.store.put(manifest_key(dir_id), raw, if_match=etag)
@@ -649,7 +656,16 @@ class Vault:
 
     def root_entry(self) -> Entry:
         manifest, _ = self.load_dir(self.root_id)
-        return Entry(self.root_id, "d", mode=manifest.mode, mtime_ns=manifest.mtime_ns)
+        return Entry(
+            self.root_id,
+            "d",
+            mode=manifest.mode,
+            mtime_ns=manifest.mtime_ns,
+            ctime_ns=manifest.ctime_ns,
+            atime_ns=manifest.atime_ns,
+            uid=manifest.uid,
+            gid=manifest.gid,
+        )
 
     def lookup(self, path: str) -> Entry:
         parts = split_path(path)
@@ -694,7 +710,10 @@ class Vault:
 
     # -- directories and links ----------------------------------------------------------
 
-    def mkdir(self, path: str, mode: int = 0o755, *, parents: bool = False) -> Entry:
+    def mkdir(
+        self, path: str, mode: int = 0o755, *, parents: bool = False, **meta: Any
+    ) -> Entry:
+        """``meta``: further Entry fields of the new directory (owner, for example)."""
         parts = split_path(path)
         if parents:
             for i in range(1, len(parts)):
@@ -707,7 +726,9 @@ class Vault:
             if parents and parent.entries[name].type == "d":
                 return parent.entries[name]
             raise AlreadyExists(f"already exists: {path}")
-        entry = Entry(self.new_directory(parent, mode), "d", mode=mode, mtime_ns=time.time_ns())
+        entry = Entry(
+            self.new_directory(parent, mode), "d", mode=mode, mtime_ns=time.time_ns(), **meta
+        )
 
         def add(m: DirectoryManifest) -> Entry:
             if name in m.entries:
@@ -720,9 +741,13 @@ class Vault:
 
         return self.update_dir(parent_id, add)
 
-    def symlink(self, target: str, path: str) -> Entry:
+    def symlink(self, target: str, path: str, **meta: Any) -> Entry:
+        return self.make_node(path, Entry(new_id(), "l", mode=0o777, target=target, **meta))
+
+    def make_node(self, path: str, entry: Entry) -> Entry:
+        """Add a content-less entry (symlink, FIFO, socket, device) under a new name."""
         parent_id, name = self.parent_of(path)
-        entry = Entry(new_id(), "l", mode=0o777, mtime_ns=time.time_ns(), target=target)
+        entry = replace(entry, mtime_ns=time.time_ns())
 
         def add(m: DirectoryManifest) -> Entry:
             if name in m.entries:
@@ -732,14 +757,18 @@ class Vault:
 
         return self.update_dir(parent_id, add)
 
-    def setattr(self, path: str, *, mode: int | None = None, mtime_ns: int | None = None) -> Entry:
+    def setattr(self, path: str, **changes: Any) -> Entry:
+        """Change Entry fields other than id, type and content (mode, owner, times, xattrs)."""
         if not split_path(path):
-            # The root has no entry in a parent: its manifest holds its mode and time.
-            def change_root(m: DirectoryManifest) -> None:
-                m.mode = m.mode if mode is None else mode
-                m.mtime_ns = m.mtime_ns if mtime_ns is None else mtime_ns
+            # The root has no entry in a parent: its manifest holds its mode and times.
+            if set(changes) - {"mode", "mtime_ns", "atime_ns", "ctime_ns", "uid", "gid"}:
+                raise NotSupported("the vault root keeps only its mode, owner and times")
 
-            self.update_dir(self.root_id, change_root)
+            def change_root(m: DirectoryManifest) -> None:
+                for key, value in changes.items():
+                    setattr(m, key, value)
+
+            self.update_dir(self.root_id, change_root, touch=False)
             return self.root_entry()
         parent_id, name = self.parent_of(path)
 
@@ -747,15 +776,12 @@ class Vault:
             cur = m.entries.get(name)
             if cur is None:
                 raise NotFound(f"no such file or directory: {path}")
-            new = replace(
-                cur,
-                mode=cur.mode if mode is None else mode,
-                mtime_ns=cur.mtime_ns if mtime_ns is None else mtime_ns,
-            )
+            new = replace(cur, **changes)
             m.entries[name] = new
             return new
 
-        return self.update_dir(parent_id, change)
+        # An entry's attributes are not the folder's content: its times stay (POSIX).
+        return self.update_dir(parent_id, change, touch=False)
 
     def remove(
         self, path: str, *, recursive: bool = False, expect_dir: bool | None = None
@@ -778,12 +804,17 @@ class Vault:
         # The objects of what was removed become orphans; `csfs fsck --repair` collects them.
         return self.update_dir(parent_id, drop)
 
-    def rename(self, src: str, dst: str, *, replace_existing: bool = True) -> Entry:
+    def rename(
+        self, src: str, dst: str, *, replace_existing: bool = True, ctime_ns: int | None = None
+    ) -> Entry:
+        """``ctime_ns``: also set the moved entry's change time (POSIX: a rename changes it)."""
         src_parent, src_name = self.parent_of(src)
         dst_parent, dst_name = self.parent_of(dst)
         entry = self.lookup(src)
         if (src_parent, src_name) == (dst_parent, dst_name):
             return entry  # rename(2) of a path onto itself: nothing to do
+        if ctime_ns is not None:
+            entry = replace(entry, ctime_ns=ctime_ns)
         if self.share_roots_of(src_parent) != self.share_roots_of(dst_parent):
             # Its objects are wrapped to the readers where it is: moved across a share
             # boundary it would stay readable to the old readers and not to the new.
@@ -813,6 +844,8 @@ class Vault:
                     raise NotFound(f"no such file or directory: {src}")
                 check_target(m)
                 del m.entries[src_name]
+                if ctime_ns is not None:
+                    cur = replace(cur, ctime_ns=ctime_ns)
                 m.entries[dst_name] = cur
                 return cur
 
@@ -1197,8 +1230,9 @@ class Vault:
                     folders.append((parts, entry))
                 elif entry.type == "l":
                     dest.place_link(parts, entry.target, overwrite=True)
-                else:
+                elif entry.type == "f":
                     jobs.append((parts, entry))
+                # FIFOs, sockets and devices have no content to download: skipped.
 
             def download(job: tuple[list[str], Entry]) -> None:
                 parts, entry = job

@@ -405,3 +405,57 @@ def read_file_version(get, vault: dict, entry: dict, identity_pem: bytes) -> byt
     if len(plaintext) != entry["size"]:
         raise AuthFailure("unsealed length differs from the entry's size")
     return plaintext
+
+
+# 5.3: an entry's optional POSIX metadata.
+ENTRY_TYPES = {"f", "d", "l", "p", "s", "c", "b"}
+ENTRY_RANGES = {
+    "uid": 4294967294,
+    "gid": 4294967294,
+    "atime_ns": (1 << 63) - 1,
+    "ctime_ns": (1 << 63) - 1,
+    "rdev": (1 << 32) - 1,
+}
+
+
+def check_entry_metadata(entry: dict) -> dict:
+    """5.3 -> {"uid", "gid", "atime_ns", "ctime_ns", "rdev", "xattrs" (name -> bytes)};
+    absent fields as None (rdev 0, xattrs {}). Raises FormatFailure on any broken rule."""
+    import base64
+    import binascii
+
+    kind = entry.get("type")
+    if kind not in ENTRY_TYPES:
+        raise FormatFailure("unknown entry type")
+    out: dict = {}
+    for key, high in ENTRY_RANGES.items():
+        value = entry.get(key)
+        if value is not None and (type(value) is not int or not 0 <= value <= high):
+            raise FormatFailure(f"{key} is not an integer in range")
+        out[key] = value
+    if (out["rdev"] is None) == (kind in ("c", "b")):
+        raise FormatFailure("rdev on a non-device entry, or missing on a device")
+    out["rdev"] = out["rdev"] or 0
+    xattrs = entry.get("xattrs")
+    out["xattrs"] = {}
+    if xattrs is None:
+        return out
+    if type(xattrs) is not dict or not xattrs:
+        raise FormatFailure("xattrs must be a non-empty object")
+    total = 0
+    for name, text in xattrs.items():
+        raw_name = name.encode("utf-8")
+        if not name.startswith("user.") or len(raw_name) == 5 or len(raw_name) > 255 \
+                or "\0" in name:
+            raise FormatFailure("bad xattr name")
+        try:
+            value = base64.b64decode(text, validate=True)
+        except (binascii.Error, ValueError, TypeError):
+            raise FormatFailure("xattr value is not base64") from None
+        if base64.b64encode(value).decode() != text or len(value) > 65536:
+            raise FormatFailure("xattr value not canonical or too long")
+        total += len(raw_name) + len(value)
+        out["xattrs"][name] = value
+    if total > 65536:
+        raise FormatFailure("xattrs over 65536 bytes")
+    return out

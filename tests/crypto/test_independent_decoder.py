@@ -5,6 +5,7 @@ Nothing here imports csfs: see independent_decoder.py.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import os
@@ -16,6 +17,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from tests.crypto.independent_decoder import (
+    check_entry_metadata,
     STANZAS_AT,
     VAULT_HEADER_DOMAIN,
     AuthFailure,
@@ -170,3 +172,44 @@ def test_signed_blob() -> None:
         parse_signed_blob(blob[:4] + b"j" + blob[5:], VAULT_HEADER_DOMAIN)
     with pytest.raises(FormatFailure):
         parse_signed_blob(blob + b"\0", VAULT_HEADER_DOMAIN)
+
+
+def test_posix_manifest_vector_metadata() -> None:
+    """5.3: the POSIX metadata vector read by the spec alone, and by the library, agree."""
+    identity = (VECTORS / "keys" / "alice.pem").read_bytes()
+    fields, envelope, payload = read_vector(VECTORS / "vault_manifest_posix.vec")
+    ctx = bytes.fromhex(fields["context"])
+    plain = decrypt(envelope, payload, identity, ctx)
+    body = json.loads(plain)
+    ours = {n: check_entry_metadata(e) for n, e in body["entries"].items()}
+    assert ours["owned.txt"]["uid"] == 1000 and ours["owned.txt"]["gid"] == 100
+    assert ours["owned.txt"]["xattrs"] == {"user.bin": bytes(range(5)), "user.color": b"blue"}
+    assert ours["tty"]["rdev"] == 0x0501 and ours["sock"]["uid"] is None
+    assert body["ctime_ns"] == body["mtime_ns"] + 5
+    assert (body["uid"], body["gid"]) == (1000, 100)
+
+
+BAD_ENTRIES = [
+    {"uid": True},
+    {"uid": 1.0},
+    {"uid": -1},
+    {"gid": 4294967295},
+    {"ctime_ns": 1 << 63},
+    {"rdev": 1},
+    {"xattrs": {}},
+    {"xattrs": {"security.x": "AA=="}},
+    {"xattrs": {"user.": "AA=="}},
+    {"xattrs": {"user.a": "AA"}},
+    {"xattrs": {"user.a": "AB=="}},
+    {"xattrs": {"user.a": 1}},
+    {"xattrs": {"user." + "n" * 251: "AA=="}},
+    {"xattrs": {"user.a": base64.b64encode(bytes(65536)).decode(), "user.b": "AA=="}},
+]
+
+
+@pytest.mark.parametrize("extra", BAD_ENTRIES, ids=[str(e)[:40] for e in BAD_ENTRIES])
+def test_bad_entry_metadata_rejected(extra: dict) -> None:
+    """The same cases are rejected by the library (tests/crypto/test_vectors.py)."""
+    entry = {"id": "00" * 16, "type": "p", "mode": 0o644, "mtime_ns": 1, **extra}
+    with pytest.raises(FormatFailure):
+        check_entry_metadata(entry)

@@ -4,16 +4,20 @@ from __future__ import annotations
 
 import hashlib
 import io
+import json
 import os
+from typing import Any
 
 import pytest
 
 from csfs.crypto.envelope import Context
 from csfs.crypto.keys import load_identity_pem
-from csfs.vault.manifest import DirectoryManifest
+from csfs.vault.manifest import DirectoryManifest, Entry
 from csfs.crypto.sealed import decrypt_stream
 from csfs.errors import AuthenticationError, FormatError, NoMatchingKeyError
 from csfs.offline import decrypt_file
+from tests.crypto.independent_decoder import check_entry_metadata
+from tests.crypto.test_independent_decoder import BAD_ENTRIES
 from tests.crypto.vectors import Vector, all_vectors
 
 EXPECT = {
@@ -113,3 +117,31 @@ def test_manifest_vector_decodes_as_a_manifest() -> None:
     manifest = DirectoryManifest.decode_plain(out.getvalue(), ctx.node_id.hex(), ctx.version)
     assert sorted(manifest.entries) == ["link", "notes.txt", "sub"]
     assert manifest.entries["link"].target == "notes.txt"
+
+
+def test_posix_manifest_vector_decodes_with_metadata() -> None:
+    """format.md 5.3: owner, times, xattrs and special files, as the spec reader sees them."""
+    vec = next(v for v in VECTORS if v.name == "vault_manifest_posix")
+    out = io.BytesIO()
+    decrypt_stream(io.BytesIO(vec.payload), vec.envelope, out,
+                   load_identity_pem(vec.identity_pem, None), context=context_of(vec))
+    ctx = context_of(vec)
+    assert ctx is not None
+    plain = out.getvalue()
+    lib = DirectoryManifest.decode_plain(plain, ctx.node_id.hex(), ctx.version)
+    spec = {n: check_entry_metadata(e) for n, e in json.loads(plain)["entries"].items()}
+    assert set(spec) == set(lib.entries)
+    for name, meta in spec.items():
+        e = lib.entries[name]
+        assert (e.uid, e.gid, e.atime_ns, e.ctime_ns, e.rdev, dict(e.xattrs)) == (
+            meta["uid"], meta["gid"], meta["atime_ns"], meta["ctime_ns"], meta["rdev"],
+            meta["xattrs"])
+    assert {e.type for e in lib.entries.values()} == {"f", "p", "s", "c", "b"}
+    assert lib.encode_plain() == plain  # the canonical form round-trips byte for byte
+
+
+@pytest.mark.parametrize("extra", BAD_ENTRIES, ids=[str(e)[:40] for e in BAD_ENTRIES])
+def test_bad_entry_metadata_is_a_format_error(extra: dict[str, Any]) -> None:
+    entry = {"id": "00" * 16, "type": "p", "mode": 0o644, "mtime_ns": 1, **extra}
+    with pytest.raises(FormatError):
+        Entry.from_json(entry)
