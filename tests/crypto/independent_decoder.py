@@ -322,8 +322,14 @@ ENTRY_KEYS = {
     "f": {"id", "type", "mode", "mtime_ns", "size", "version"},
     "d": {"id", "type", "mode", "mtime_ns"},
     "l": {"id", "type", "mode", "mtime_ns", "target"},
+    "p": {"id", "type", "mode", "mtime_ns"},
+    "s": {"id", "type", "mode", "mtime_ns"},
+    "c": {"id", "type", "mode", "mtime_ns", "rdev"},
+    "b": {"id", "type", "mode", "mtime_ns", "rdev"},
 }
+ENTRY_OPTIONAL = {"uid", "gid", "atime_ns", "ctime_ns", "xattrs"}
 MANIFEST_KEYS = {"format", "dir_id", "mode", "mtime_ns", "readers", "writers", "entries"}
+MANIFEST_OPTIONAL = {"ctime_ns", "atime_ns", "uid", "gid"}
 
 
 def _int(value: object, low: int, high: int) -> int:
@@ -351,8 +357,15 @@ def parse_manifest(plaintext: bytes, dir_id: str, version: int) -> dict:
         m = json.loads(plaintext.decode("utf-8"), object_pairs_hook=_unique)
     except (ValueError, RecursionError) as exc:
         raise FormatFailure("manifest is not JSON (or nested too deeply)") from exc
-    if not isinstance(m, dict) or m.get("format") != "csfs-dir-1" or set(m) != MANIFEST_KEYS:
+    if not isinstance(m, dict) or m.get("format") != "csfs-dir-1" \
+            or not MANIFEST_KEYS <= set(m) <= MANIFEST_KEYS | MANIFEST_OPTIONAL:
         raise FormatFailure("manifest keys")
+    for key in ("uid", "gid"):
+        if key in m:
+            _int(m[key], 0, 4294967294)
+    for key in ("ctime_ns", "atime_ns"):
+        if key in m:
+            _int(m[key], 0, 2**63 - 1)
     _int(m["mode"], 0, 0o7777)
     _int(m["mtime_ns"], -(2**63), 2**63 - 1)
     readers, entries = m["readers"], m["entries"]
@@ -370,8 +383,9 @@ def parse_manifest(plaintext: bytes, dir_id: str, version: int) -> dict:
             raise FormatFailure("bad name")
         if not isinstance(e, dict) or e.get("type") not in ENTRY_KEYS:
             raise FormatFailure("entry type")
-        if set(e) != ENTRY_KEYS[e["type"]]:
+        if not ENTRY_KEYS[e["type"]] <= set(e) <= ENTRY_KEYS[e["type"]] | ENTRY_OPTIONAL:
             raise FormatFailure("entry keys")
+        check_entry_metadata(e)
         if not isinstance(e["id"], str) or not re.fullmatch("[0-9a-f]{32}", e["id"]):
             raise FormatFailure("entry id")
         _int(e["mode"], 0, 0o7777)
