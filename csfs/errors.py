@@ -129,6 +129,10 @@ class NotPermitted(UsageError):  # noqa: N818
     """The caller may not change this (chown by a non-owner, for example): EPERM."""
 
 
+class FileTooBig(UsageError):  # noqa: N818
+    """A write or truncate past the largest file the format can hold (2^48 bytes): EFBIG."""
+
+
 class XattrMissing(UsageError):  # noqa: N818
     """No extended attribute of that name (ENODATA)."""
 

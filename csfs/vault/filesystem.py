@@ -29,12 +29,13 @@ from csfs.crypto import Recipient, parse_envelope
 from csfs.crypto.envelope import Context, rewrap_envelope
 from csfs.crypto.scratch import SCRATCH_CHUNK, ScratchFile
 from csfs.crypto.sealed import StreamSealer, open_envelope
-from csfs.crypto.stream import HEADER_SIZE, TAG_SIZE, ChunkCipher
+from csfs.crypto.stream import HEADER_SIZE, MAX_PLAINTEXT, TAG_SIZE, ChunkCipher
 from csfs.errors import (
     AlreadyExists,
     AuthenticationError,
     CrossShare,
     DirectoryNotEmpty,
+    FileTooBig,
     IsADirectory,
     NoMatchingKeyError,
     NotFound,
@@ -93,6 +94,12 @@ class OpenFile:
         self.dirty = False
         self.refs = 0
         self.lock = threading.RLock()
+
+
+def _check_size(end: int) -> None:
+    """Refuse, before anything is written, a file the format cannot hold (docs/format.md 2.4)."""
+    if end > MAX_PLAINTEXT:
+        raise FileTooBig(f"a file ends at most at 2^48 bytes (asked: {end})")
 
 
 def _committing(method: Callable[..., T]) -> Callable[..., T]:
@@ -848,6 +855,7 @@ class FileSystem:
 
     def write(self, fh: int, offset: int, data: bytes) -> int:
         self._writable()
+        _check_size(offset + len(data))
         of = self._handle(fh)
         with of.lock:
             if of.state == "clean":
@@ -884,6 +892,7 @@ class FileSystem:
 
     def truncate(self, path: str | None, length: int, fh: int | None = None) -> None:
         self._writable()
+        _check_size(length)
         if fh is not None:
             of = self._handle(fh)
             with of.lock:
