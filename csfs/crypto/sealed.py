@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 import os
 from dataclasses import replace
+from collections.abc import Callable
 from typing import BinaryIO
 
 from cryptography.hazmat.primitives.asymmetric import ed25519
@@ -34,6 +35,7 @@ from csfs.crypto.stream import (
     PayloadWriter,
     decrypt_payload,
     encrypt_payload,
+    encrypt_sparse,
     payload_size,
 )
 from csfs.errors import AuthenticationError, FormatError
@@ -132,8 +134,10 @@ def decrypt_stream(
 
 def decrypt_opened(src: BinaryIO, dst: BinaryIO, cipher: ChunkCipher) -> None:
     """Decrypt the chunks of an opened payload; ``src`` is positioned after the header."""
+    if cipher.needs_map:
+        cipher.load_map(src.read(cipher.map_size))
     size = _remaining_size(src)
-    if size is not None and size != cipher.size - HEADER_SIZE:
+    if size is not None and size != cipher.size - HEADER_SIZE - cipher.map_size:
         # Known before any plaintext is released: truncation or trailing data.
         raise AuthenticationError(
             f"payload is {size + HEADER_SIZE} bytes but its envelope says {cipher.size}: "
@@ -196,6 +200,41 @@ class StreamSealer:
             self.keys.commitment,
             signer,
         )
+
+
+def seal_sparse(
+    dst: BinaryIO,
+    context: Context,
+    length: int,
+    present: list[int],
+    chunk_plain: Callable[[int], bytes | bytearray],
+    recipients: list[Recipient],
+    signer: Identity,
+) -> Envelope:
+    """A new version that holds only the chunks in ``present``; the others read as
+    zeros (format.md 2.5). Dense when every chunk is present."""
+    return _seal_sparse(
+        dst, context, length, present, chunk_plain, recipients, signer,
+        new_content_key(), os.urandom(16), DEFAULT_CHUNK_SHIFT,
+    )
+
+
+def _seal_sparse(
+    dst: BinaryIO,
+    context: Context,
+    length: int,
+    present: list[int],
+    chunk_plain: Callable[[int], bytes | bytearray],
+    recipients: list[Recipient],
+    signer: Identity | ed25519.Ed25519PrivateKey,
+    content_key: bytes,
+    payload_id: bytes,
+    chunk_shift: int,
+) -> Envelope:
+    keys = encrypt_sparse(dst, content_key, chunk_shift, payload_id, length, present, chunk_plain)
+    return seal_envelope(
+        content_key, recipients, context, keys.header_hash, length, keys.commitment, signer
+    )
 
 
 def seal_object(

@@ -10,6 +10,7 @@ it knows nothing of envelopes, recipients or stores.
 
 from __future__ import annotations
 
+import bisect
 import hashlib
 import hmac
 import os
@@ -27,12 +28,15 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from csfs.errors import AuthenticationError, FormatError
 
 PAYLOAD_MAGIC = b"csfs-pl1"
+SPARSE_MAGIC = b"csfs-pl2"
 HEADER_SIZE = 32
 TAG_SIZE = 16
 KEY_SIZE = 32
 DEFAULT_CHUNK_SHIFT = 16
 MIN_CHUNK_SHIFT, MAX_CHUNK_SHIFT = 12, 20
 MAX_PLAINTEXT = 1 << 48
+MAX_EXTENTS = 1 << 20
+MAP_NONCE = bytes(11) + b"\x02"  # never a chunk's nonce, whose last byte is 0 or 1
 
 CHUNK_FAILURE = (
     "failed to decrypt and authenticate payload chunk {}: the data is corrupted or tampered with"
@@ -47,6 +51,15 @@ def padme(length: int) -> int:
     s = e.bit_length()
     mask = (1 << (e - s)) - 1
     return (length + mask) & ~mask
+
+
+def map_block_size(extents: int) -> int:
+    """Size of the encrypted chunk map of a sparse payload with ``extents`` extents (2.5)."""
+    return padme(8 + 16 * extents) + TAG_SIZE
+
+
+MAX_MAP_SIZE = map_block_size(MAX_EXTENTS)
+MIN_MAP_SIZE = map_block_size(1)
 
 
 def chunk_count(padded: int, chunk_size: int) -> int:
@@ -71,12 +84,25 @@ def hkdf(key: bytes, salt: bytes, info: bytes) -> bytes:
 class PayloadHeader:
     chunk_shift: int
     payload_id: bytes
+    map_size: int = 0  # 0: a dense payload (2.4); otherwise sparse (2.5)
 
     @property
     def chunk_size(self) -> int:
         return 1 << self.chunk_shift
 
+    @property
+    def sparse(self) -> bool:
+        return self.map_size != 0
+
     def encode(self) -> bytes:
+        if self.sparse:
+            return (
+                SPARSE_MAGIC
+                + bytes([self.chunk_shift])
+                + bytes(3)
+                + self.map_size.to_bytes(4, "big")
+                + self.payload_id
+            )
         return PAYLOAD_MAGIC + bytes([self.chunk_shift]) + bytes(7) + self.payload_id
 
     @property
@@ -87,18 +113,73 @@ class PayloadHeader:
     def decode(cls, data: bytes) -> PayloadHeader:
         if len(data) < HEADER_SIZE:
             raise FormatError("payload is shorter than its 32-byte header")
-        if data[:8] != PAYLOAD_MAGIC:
+        magic = bytes(data[:8])
+        if magic not in (PAYLOAD_MAGIC, SPARSE_MAGIC):
             raise FormatError("not a csfs payload (bad magic)")
         shift = data[8]
         if not MIN_CHUNK_SHIFT <= shift <= MAX_CHUNK_SHIFT:
             raise FormatError(f"payload chunk size 2^{shift} is out of range")
-        if any(data[9:16]):
+        if magic == PAYLOAD_MAGIC:
+            if any(data[9:16]):
+                raise FormatError("payload header has non-zero reserved bytes")
+            return cls(shift, bytes(data[16:32]))
+        if any(data[9:12]):
             raise FormatError("payload header has non-zero reserved bytes")
-        return cls(shift, bytes(data[16:32]))
+        map_size = int.from_bytes(data[12:16], "big")
+        if not MIN_MAP_SIZE <= map_size <= MAX_MAP_SIZE:
+            raise FormatError(f"sparse payload map size {map_size} is out of range")
+        return cls(shift, bytes(data[16:32]), map_size)
 
     @classmethod
     def new(cls, chunk_shift: int = DEFAULT_CHUNK_SHIFT) -> PayloadHeader:
         return cls(chunk_shift, os.urandom(16))
+
+
+def extents_of(indices: list[int]) -> list[tuple[int, int]]:
+    """Sorted distinct chunk indices as maximal (first, count) runs."""
+    runs: list[tuple[int, int]] = []
+    for i in indices:
+        if runs and runs[-1][0] + runs[-1][1] == i:
+            runs[-1] = (runs[-1][0], runs[-1][1] + 1)
+        else:
+            runs.append((i, 1))
+    return runs
+
+
+def encode_map(extents: list[tuple[int, int]]) -> bytes:
+    body = len(extents).to_bytes(8, "big") + b"".join(
+        f.to_bytes(8, "big") + c.to_bytes(8, "big") for f, c in extents
+    )
+    return body + bytes(padme(len(body)) - len(body))
+
+
+def parse_map(plain: bytes, count: int) -> list[tuple[int, int]]:
+    """The extents of an authenticated map (format.md 2.5); any breach is an
+    authentication error: only a holder of the content key could have written it."""
+
+    def bad(why: str) -> AuthenticationError:
+        return AuthenticationError(f"sparse payload chunk map is invalid: {why}")
+
+    if len(plain) < 8:
+        raise bad("too short")
+    k = int.from_bytes(plain[:8], "big")
+    if not 1 <= k <= MAX_EXTENTS or len(plain) != padme(8 + 16 * k):
+        raise bad("wrong extent count for its size")
+    if any(plain[8 + 16 * k :]):
+        raise bad("padding is not zero")
+    extents: list[tuple[int, int]] = []
+    end = -1
+    for j in range(k):
+        o = 8 + 16 * j
+        first = int.from_bytes(plain[o : o + 8], "big")
+        n = int.from_bytes(plain[o + 8 : o + 16], "big")
+        if n < 1 or first <= end:
+            raise bad("extents are empty, out of order, overlapping or touching")
+        end = first + n
+        extents.append((first, n))
+    if end != count:
+        raise bad("the last chunk is not present")
+    return extents
 
 
 class PayloadKeys:
@@ -130,7 +211,56 @@ class ChunkCipher:
         self.padded = padme(length)
         self.chunk_size = keys.header.chunk_size
         self.count = chunk_count(self.padded, self.chunk_size)
+        self.map_size = keys.header.map_size
+        # Sparse: extent starts and the present chunks before each, from the map (2.5).
+        self.starts: list[int] = []
+        self.extents: list[tuple[int, int]] = []
+        self.ranks: list[int] = []
         self.size = HEADER_SIZE + self.padded + TAG_SIZE * self.count
+        if self.map_size:
+            self.size = -1  # unknown until load_map
+
+    @property
+    def needs_map(self) -> bool:
+        return self.map_size != 0 and not self.extents
+
+    def load_map(self, block: bytes) -> None:
+        """Authenticate and parse the chunk map (payload bytes [32, 32 + map_size))."""
+        if len(block) != self.map_size:
+            raise AuthenticationError("sparse payload chunk map is truncated")
+        try:
+            plain = self.keys.aead.decrypt(
+                MAP_NONCE, block, self.keys.header_hash + self.length.to_bytes(8, "big")
+            )
+        except InvalidTag:
+            raise AuthenticationError(
+                "failed to authenticate the sparse payload's chunk map: tampered with"
+            ) from None
+        extents = parse_map(plain, self.count)
+        rank = 0
+        for first, n in extents:
+            self.starts.append(first)
+            self.ranks.append(rank)
+            rank += n
+        self.extents = extents
+        self.size = HEADER_SIZE + self.map_size + rank * (self.chunk_size + TAG_SIZE)
+        self.size -= self.chunk_size - self.plain_len(self.count - 1)
+
+    def present(self, index: int) -> bool:
+        if not self.map_size:
+            return 0 <= index < self.count
+        if self.needs_map:
+            raise ValueError("the chunk map is not loaded")
+        j = bisect.bisect_right(self.starts, index) - 1
+        return j >= 0 and index < self.extents[j][0] + self.extents[j][1]
+
+    def allocated(self) -> int:
+        """Plaintext bytes the payload really holds (holes excluded): for st_blocks."""
+        if not self.map_size:
+            return self.padded
+        return (self.size - HEADER_SIZE - self.map_size) - TAG_SIZE * sum(
+            n for _, n in self.extents
+        )
 
     def plain_len(self, index: int) -> int:
         if index < self.count - 1:
@@ -138,8 +268,16 @@ class ChunkCipher:
         return self.padded - (self.count - 1) * self.chunk_size
 
     def offset(self, index: int) -> int:
-        """Offset of chunk ``index`` in the payload."""
-        return HEADER_SIZE + index * (self.chunk_size + TAG_SIZE)
+        """Offset of chunk ``index`` in the payload (a present one, if sparse)."""
+        if not self.map_size:
+            return HEADER_SIZE + index * (self.chunk_size + TAG_SIZE)
+        j = bisect.bisect_right(self.starts, index) - 1
+        rank = self.ranks[j] + index - self.starts[j]
+        return HEADER_SIZE + self.map_size + rank * (self.chunk_size + TAG_SIZE)
+
+    def hole(self, index: int) -> bytes:
+        """The plaintext of an absent chunk: zeros, cut at the plaintext length."""
+        return bytes(max(0, min(self.plain_len(index), self.length - index * self.chunk_size)))
 
     def aad(self, index: int) -> bytes:
         """The header hash; the last chunk also binds the plaintext length (format.md 2.4)."""
@@ -158,12 +296,24 @@ class ChunkCipher:
             return b""
         c = self.chunk_size
         first, last = offset // c, (end - 1) // c
-        start = self.offset(first)
-        blob = memoryview(fetch(start, self.offset(last) + self.plain_len(last) + TAG_SIZE))
-        pieces = []
-        for i in range(first, last + 1):
-            o = self.offset(i) - start
-            pieces.append(self.decrypt(i, blob[o : o + self.plain_len(i) + TAG_SIZE]))
+        pieces: list[bytes] = []
+        i = first
+        while i <= last:
+            if not self.present(i):
+                pieces.append(self.hole(i))
+                i += 1
+                continue
+            run_end = i  # one ranged read for a run of present chunks
+            while run_end < last and self.present(run_end + 1):
+                run_end += 1
+            start = self.offset(i)
+            blob = memoryview(
+                fetch(start, self.offset(run_end) + self.plain_len(run_end) + TAG_SIZE)
+            )
+            for j in range(i, run_end + 1):
+                o = self.offset(j) - start
+                pieces.append(self.decrypt(j, blob[o : o + self.plain_len(j) + TAG_SIZE]))
+            i = run_end + 1
         data = pieces[0] if len(pieces) == 1 else b"".join(pieces)
         skip = offset - first * c
         if skip == 0 and len(data) == end - offset:
@@ -331,6 +481,9 @@ def decrypt_payload(src: BinaryIO, dst: BinaryIO, cipher: ChunkCipher) -> None:
 
     A batch of plaintext is written only after every chunk in it verified.
     """
+    if cipher.map_size:
+        _decrypt_sparse(src, dst, cipher)
+        return
     c = cipher.chunk_size
     aead, aad = cipher.keys.aead, cipher.keys.header_hash
 
@@ -369,6 +522,71 @@ def decrypt_payload(src: BinaryIO, dst: BinaryIO, cipher: ChunkCipher) -> None:
     finally:
         pool.close()
     _decrypt_last(src, dst, cipher)
+
+
+def _decrypt_sparse(src: BinaryIO, dst: BinaryIO, cipher: ChunkCipher) -> None:
+    """Chunks of a sparse payload whose map is loaded; holes are written as zeros."""
+    c = cipher.chunk_size
+    zeros = bytes(c)
+    pos = 0  # next chunk index to emit
+    for first, n in cipher.extents:
+        hole_end = min(first * c, cipher.length)
+        while pos * c < hole_end:
+            dst.write(zeros[: min(c, hole_end - pos * c)])
+            pos += 1
+        pos = first
+        for i in range(first, first + n):
+            want = cipher.plain_len(i) + TAG_SIZE
+            data = src.read(want)
+            if len(data) != want:
+                raise AuthenticationError(f"payload truncated near chunk {i}")
+            dst.write(cipher.decrypt(i, data))
+        pos = first + n
+    if src.read(1):
+        raise AuthenticationError("unexpected data after the last payload chunk")
+
+
+def encrypt_sparse(
+    dst: BinaryIO,
+    content_key: bytes,
+    chunk_shift: int,
+    payload_id: bytes,
+    length: int,
+    present: list[int],
+    chunk_plain: Callable[[int], bytes | bytearray],
+) -> PayloadKeys:
+    """Write a payload of ``length`` bytes holding only the chunks in ``present``
+    (sorted, distinct); the others are holes (format.md 2.5). ``chunk_plain(i)``
+    gives chunk i's plaintext (at most C bytes; Padmé's zeros are added here).
+    Writes a dense payload (2.4) when nothing is left out. Returns the keys."""
+    if not 0 <= length <= MAX_PLAINTEXT:
+        raise FormatError("plaintext longer than 2^48 bytes")
+    c = 1 << chunk_shift
+    count = chunk_count(padme(length), c)
+    wanted = sorted({i for i in present if 0 <= i < count - 1} | {count - 1})
+    runs = extents_of(wanted)
+    if len(wanted) == count:
+        header = PayloadHeader(chunk_shift, payload_id)
+    else:
+        if len(runs) > MAX_EXTENTS:
+            # The map must stay bounded: fill the holes (encrypted zero chunks).
+            wanted, runs = list(range(count)), [(0, count)]
+            header = PayloadHeader(chunk_shift, payload_id)
+        else:
+            header = PayloadHeader(chunk_shift, payload_id, map_block_size(len(runs)))
+    keys = PayloadKeys(content_key, header)
+    cipher = ChunkCipher(keys, length)
+    dst.write(header.encode())
+    if header.sparse:
+        dst.write(
+            keys.aead.encrypt(
+                MAP_NONCE, encode_map(runs), keys.header_hash + length.to_bytes(8, "big")
+            )
+        )
+    for i in wanted:
+        keep = max(0, min(cipher.plain_len(i), length - i * c))
+        dst.write(cipher.encrypt(i, bytes(memoryview(chunk_plain(i))[:keep])))
+    return keys
 
 
 def _decrypt_last(src: BinaryIO, dst: BinaryIO, cipher: ChunkCipher) -> None:
