@@ -212,7 +212,7 @@ class CsfsOperations(fuse.Operations):
             "st_uid": a.uid,
             "st_gid": a.gid,
             "st_rdev": a.rdev,
-            "st_blocks": (a.size + 511) // 512,
+            "st_blocks": ((a.size if a.allocated is None else a.allocated) + 511) // 512,
             "st_blksize": 65536,
         }
 

@@ -28,7 +28,7 @@ from cachetools import LRUCache
 from csfs.crypto import Recipient, parse_envelope
 from csfs.crypto.envelope import Context, rewrap_envelope
 from csfs.crypto.scratch import SCRATCH_CHUNK, ScratchFile
-from csfs.crypto.sealed import StreamSealer, open_envelope
+from csfs.crypto.sealed import StreamSealer, open_envelope, seal_sparse
 from csfs.crypto.stream import HEADER_SIZE, MAX_PLAINTEXT, TAG_SIZE, ChunkCipher
 from csfs.errors import (
     AlreadyExists,
@@ -68,6 +68,7 @@ class Attr:
     ctime_ns: int = 0
     rdev: int = 0
     nlink: int = 1
+    allocated: int | None = None  # bytes that are not holes, when known (st_blocks)
 
 
 class OpenFile:
@@ -154,6 +155,9 @@ class FileSystem:
         self.handles: dict[int, OpenFile] = {}
         self.next_fh = 1
         self.ciphers: LRUCache[tuple[str, int], ChunkCipher] = LRUCache(maxsize=1024)
+        # Plaintext bytes that are not holes, per (file, version) sealed or opened here.
+        self.allocated: LRUCache[tuple[str, int], int] = LRUCache(maxsize=65536)
+        self.allocated_lock = threading.Lock()  # a leaf lock: taken under any other
         # Files created here whose first version is not committed yet: (dir id, name) ->
         # entry. Creating a file costs no round trip; the uploader commits it with its
         # content, many files per manifest switch.
@@ -267,7 +271,25 @@ class FileSystem:
                 ctime_ns=of.ctime_ns or of.entry.ctime_ns,
                 atime_ns=of.atime_ns or of.entry.atime_ns,
             )
-        return self._attr(e, nlink=1 if of.name else 0)
+            allocated = self._open_allocated(of)
+        a = self._attr(e, nlink=1 if of.name else 0)
+        return a if allocated is None else replace(a, allocated=allocated)
+
+    def _open_allocated(self, of: OpenFile) -> int | None:
+        """Bytes an open file really holds: its scratch chunks and what it keeps of its base."""
+        if of.state != "scratch" or of.scratch is None:
+            return None
+        base = self._allocated_of(of.file_id, of.base_version)
+        base = of.base_limit if base is None else min(base, of.base_limit)
+        return min(of.size, len(of.scratch.present) * C + base)
+
+    def _allocated_of(self, file_id: str, version: int) -> int | None:
+        with self.allocated_lock:
+            return self.allocated.get((file_id, version))
+
+    def _note_allocated(self, key: tuple[str, int], allocated: int) -> None:
+        with self.allocated_lock:
+            self.allocated[key] = allocated
 
     def _read_only(self, e: Entry, dir_id: str) -> Entry:
         """Show what this key may not change without write bits, as a read-only share is."""
@@ -316,6 +338,7 @@ class FileSystem:
             ctime_ns=mtime if ctime is None else max(ctime, 0),
             rdev=e.rdev,
             nlink=nlink,
+            allocated=self._allocated_of(e.id, e.version) if e.type == "f" else None,
         )
 
     def readlink(self, path: str) -> str:
@@ -741,8 +764,12 @@ class FileSystem:
                 context=self.vault.file_context(file_id, version),
                 allowed_signers=self.vault.signers_for(file_id),
             )
+            if cipher.needs_map:
+                ckey = content_key(file_id, version)
+                cipher.load_map(self.cache.read(ckey, HEADER_SIZE, HEADER_SIZE + cipher.map_size))
             with self.lock:
                 self.ciphers[key] = cipher
+            self._note_allocated(key, cipher.allocated())
         return cipher
 
     def read_version(self, file_id: str, version: int, offset: int, size: int) -> bytes:
@@ -970,15 +997,25 @@ class FileSystem:
             path = self.cache.path_for_new(content_key(of.file_id, version))
             f = self.cache.open_new(path)
             try:
-                sealer = StreamSealer(f, self.vault.file_context(of.file_id, version))  # type: ignore[arg-type]
-                for i in range(-(-scratch_of.size // C)):
-                    chunk = self._chunk(scratch_of, i)
-                    sealer.write(memoryview(chunk)[: min(C, scratch_of.size - i * C)])
-                env = sealer.finish(recipients, self.vault.identity)
+                # Only chunks that hold data are sealed; the rest are holes (format.md 2.5),
+                # so a truncate that extends a file costs (almost) nothing.
+                present = self._present_chunks(scratch_of)
+                env = seal_sparse(
+                    f,  # type: ignore[arg-type]
+                    self.vault.file_context(of.file_id, version),
+                    scratch_of.size,
+                    present,
+                    functools.partial(self._chunk, scratch_of),
+                    recipients,
+                    self.vault.identity,
+                )
                 os.fsync(f.fileno())
             finally:
                 f.close()
             of.version = version
+            self._note_allocated(
+                (of.file_id, version), min(of.size, (len(present) + 1) * C)
+            )
         else:
             assert of.sealer is not None
             f = of.sealer.file  # type: ignore[attr-defined]
@@ -1011,6 +1048,21 @@ class FileSystem:
         of.base_version = of.version
         of.base_size = of.base_limit = of.size
         of.dirty = False
+
+    def _present_chunks(self, of: OpenFile) -> list[int]:
+        """Chunks that may hold data: written here, or kept from the base version and
+        not a hole there. Every other chunk reads as zeros."""
+        assert of.scratch is not None
+        present = set(of.scratch.present)
+        if of.base_version and of.base_limit > 0:
+            base_chunks = -(-of.base_limit // C)
+            cipher = self._cipher(of.file_id, of.base_version)
+            if cipher.map_size and cipher.chunk_size == C:
+                for first, n in cipher.extents:
+                    present.update(range(first, min(first + n, base_chunks)))
+            else:
+                present.update(range(base_chunks))
+        return sorted(present)
 
     def _readers_file(self, file_id: str, version: int) -> str:
         return os.path.join(self.sealed_dir, f"{file_id}.{version:x}")

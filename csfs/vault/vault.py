@@ -38,7 +38,7 @@ from csfs.crypto import (
 from csfs.crypto.envelope import KIND_FILE, MAX_ENVELOPE_SIZE
 from csfs.crypto.keys import load_recipient_pem
 from csfs.crypto.sealed import decrypt_opened, max_payload_size, open_envelope
-from csfs.crypto.stream import HEADER_SIZE, ChunkCipher, payload_size
+from csfs.crypto.stream import HEADER_SIZE, MAX_MAP_SIZE, ChunkCipher, payload_size
 from csfs.errors import (
     AccessDenied,
     AlreadyExists,
@@ -1011,6 +1011,14 @@ class Vault:
         )
         if env.length != entry.size:
             raise AuthenticationError("file size in its directory does not match its envelope")
+        if cipher.needs_map:
+            try:
+                block = self.store.get(
+                    content_key(entry.id, entry.version), HEADER_SIZE, HEADER_SIZE + cipher.map_size
+                )
+            except NotFound:
+                raise IntegrityError("a file's ciphertext is missing from the store") from None
+            cipher.load_map(block)
         return env, cipher
 
     def read_file(self, path_or_entry: str | Entry, dst: BinaryIO) -> Entry:
@@ -1029,12 +1037,12 @@ class Vault:
                 # Small: one GET of the whole payload (its header included), one of the
                 # envelope. Bounded by the largest payload of entry.size bytes (the
                 # smallest chunks): a store that swapped in a huge object costs no memory.
-                bound = max_payload_size(entry.size)
+                bound = max_payload_size(entry.size) + MAX_MAP_SIZE
                 blob = self.store.get(ckey, 0, bound + 1)
                 if len(blob) > bound:
                     raise AuthenticationError(_EXTENDED)
                 _, cipher = self.open_version(entry, blob[:HEADER_SIZE])
-                decrypt_opened(io.BytesIO(blob[HEADER_SIZE:]), dst, cipher)
+                decrypt_opened(io.BytesIO(blob[HEADER_SIZE + cipher.map_size :]), dst, cipher)
                 return entry
             _, cipher = self.open_version(entry)
             with tempfile.TemporaryDirectory(dir=self.tmp_dir) as tmp:
@@ -1042,7 +1050,7 @@ class Vault:
                 if self.store.get_to_file(ckey, local, end=cipher.size + 1).size != cipher.size:
                     raise AuthenticationError(_EXTENDED)
                 with open(local, "rb") as f:
-                    f.seek(HEADER_SIZE)
+                    f.seek(HEADER_SIZE + cipher.map_size)  # the map was read by open_version
                     decrypt_opened(f, dst, cipher)
         except NotFound:
             raise IntegrityError(
