@@ -27,15 +27,27 @@ from csfs.crypto.envelope import (
     Context,
     Stanza,
     parse_envelope,
+    seal_envelope,
     seal_envelope_stanzas,
     seal_length,
 )
 from csfs.crypto.keys import Identity
-from csfs.crypto.sealed import _encrypt_stream
+from csfs.crypto.sealed import _encrypt_stream, _seal_sparse
 from csfs.vault.manifest import DirectoryManifest, Entry
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from csfs.crypto.stream import HEADER_SIZE, hkdf, TAG_SIZE, ChunkCipher, PayloadHeader, PayloadKeys, nonce
+from csfs.crypto.stream import (
+    HEADER_SIZE,
+    MAP_NONCE,
+    TAG_SIZE,
+    ChunkCipher,
+    PayloadHeader,
+    PayloadKeys,
+    encode_map,
+    hkdf,
+    map_block_size,
+    nonce,
+)
 
 OUT = sys.argv[1] if len(sys.argv) > 1 else os.path.join(os.path.dirname(__file__), "..", "tests", "vectors")
 
@@ -271,9 +283,95 @@ def main() -> None:
 
     write("stanza_from_other_file", "no match",
           "re-signed envelope holding a stanza wrapped for another file", "alice", moved_stanza(), pay)
+    sparse_vectors()
     vault_vectors()
     print(f"wrote {len([n for n in os.listdir(OUT) if n.endswith('.vec')])} vectors to {OUT}",
           file=sys.stderr)
+
+
+def sparse_vectors() -> None:
+    """Sparse payloads (format.md 2.5): holes that the writer meant, and a store's
+    attempts to make holes out of data."""
+    c = 1 << 12
+    length = 6 * c + 100  # padme: 7 chunks of 4 KiB, the last one 100 bytes + padding
+    data = {1: plaintext(c), 4: plaintext(c + 7)[7:]}
+    last_plain = plaintext(100)
+    count = 7
+
+    def chunk(i: int) -> bytes:
+        return last_plain if i == count - 1 else data.get(i, bytes(c))
+
+    plain = b"".join(chunk(i) for i in range(count))[:length]
+    ckey, pid = seed("sparse content key"), seed("sparse payload id", 16)
+    ctx = Context.offline(pid)
+    out = io.BytesIO()
+    env_obj = _seal_sparse(out, ctx, length, [1, 4], chunk, [IDENTITIES["alice"].recipient],
+                           WRITER, ckey, pid, 12)
+    env, pay = env_obj.encode(), out.getvalue()
+    assert pay[:8] == b"csfs-pl2"
+    write("sparse_success", "success", "7 chunks, only 1, 4 and the last stored; 0, 2, 3, 5 are holes",
+          "alice", env, pay, plain)
+    out = io.BytesIO()
+    e = _seal_sparse(out, ctx, 5 * c, [], lambda i: bytes(c), [IDENTITIES["alice"].recipient],
+                     WRITER, ckey, pid, 12)
+    write("sparse_all_holes", "success", "20 KiB of zeros: only the last chunk stored", "alice",
+          e.encode(), out.getvalue(), bytes(5 * c))
+
+    header = PayloadHeader.decode(pay[:HEADER_SIZE])
+    keys = PayloadKeys(ckey, header)
+    map_size = header.map_size
+    body = pay[HEADER_SIZE + map_size :]
+    slot = c + TAG_SIZE
+    write("sparse_chunk_removed", "authentication", "the store drops stored chunk 1 (as if a hole)",
+          "alice", env, pay[: HEADER_SIZE + map_size] + body[slot:])
+    write("sparse_chunk_zeroed", "authentication", "the store replaces chunk 1 with zero bytes",
+          "alice", env, pay[: HEADER_SIZE + map_size] + bytes(slot) + body[slot:])
+    write("sparse_chunks_swapped", "authentication", "stored chunks 1 and 4 swapped", "alice", env,
+          pay[: HEADER_SIZE + map_size] + body[slot : 2 * slot] + body[:slot] + body[2 * slot :])
+    write("sparse_map_flipped", "authentication", "one bit of the encrypted map flipped", "alice",
+          env, flip(pay, HEADER_SIZE + 9))
+    write("sparse_densified", "authentication", "magic set to csfs-pl1, reserved bytes zeroed",
+          "alice", env, b"csfs-pl1" + pay[8:9] + bytes(7) + pay[16:])
+    write("sparse_reserved_nonzero", "format", "a reserved header byte is 1", "alice", env,
+          flip(pay, 10))
+    bad_size = pay[:12] + (16).to_bytes(4, "big") + pay[16:]
+    write("sparse_map_size_too_small", "format", "map_size 16 (below the smallest map)", "alice",
+          env, bad_size)
+
+    def with_map(plain_map: bytes, chunks: list[int]) -> bytes:
+        """A payload whose map the content key's holder wrote by hand (same header)."""
+        block = keys.aead.encrypt(MAP_NONCE, plain_map, keys.header_hash + length.to_bytes(8, "big"))
+        assert len(block) == map_size
+        cipher = ChunkCipher(keys, length)
+        return pay[:HEADER_SIZE] + block + b"".join(
+            cipher.encrypt(i, chunk(i)[: cipher.plain_len(i)]) for i in chunks)
+
+    # Same extent count as the good map (3), so map_size still fits the header.
+    assert map_size == map_block_size(3)
+    write("sparse_last_chunk_absent", "authentication", "map without the last chunk", "alice", env,
+          with_map(encode_map([(1, 1), (3, 1), (5, 1)]), [1, 3, 5]))
+    write("sparse_extents_touching", "authentication", "extents (1,1) and (2,1) touch", "alice", env,
+          with_map(encode_map([(1, 1), (2, 1), (6, 1)]), [1, 2, 6]))
+    write("sparse_extents_unordered", "authentication", "extents out of order", "alice", env,
+          with_map(encode_map([(4, 1), (1, 1), (6, 1)]), [4, 1, 6]))
+    # Eight extents: padme(8 + 128) = 144, so the map has 8 bytes of padding to spoil.
+    runs = [(i, 1) for i in range(0, 14, 2)] + [(19, 1)]
+    big_len = 19 * c + 1
+    big_header = PayloadHeader(12, seed("sparse padded payload id", 16), map_block_size(len(runs)))
+    big_keys = PayloadKeys(ckey, big_header)
+    big_ctx = Context.offline(big_header.payload_id)
+    padded_map = bytearray(encode_map(runs))
+    assert len(padded_map) == 144
+    padded_map[-1] = 1
+    big_cipher = ChunkCipher(big_keys, big_len)
+    big_pay = big_header.encode() + big_keys.aead.encrypt(
+        MAP_NONCE, bytes(padded_map), big_keys.header_hash + big_len.to_bytes(8, "big")
+    ) + b"".join(big_cipher.encrypt(f, plaintext(big_cipher.plain_len(f))[: 1 if f == 19 else c])
+                 for f, _ in runs)
+    big_env = seal_envelope(ckey, [IDENTITIES["alice"].recipient], big_ctx, big_keys.header_hash,
+                            big_len, big_keys.commitment, WRITER)
+    write("sparse_map_padding_nonzero", "authentication", "map padding byte is 1", "alice",
+          big_env.encode(), big_pay)
 
 
 def vault_vectors() -> None:

@@ -136,16 +136,56 @@ def parse_envelope(env: bytes) -> dict:
     )
 
 
-def parse_header(payload: bytes) -> tuple[bytes, int, bytes]:
-    """2.1 -> (header, chunk size C, payload_id); failures are format errors."""
+MAX_EXTENTS = 2**20
+
+
+def map_block(k: int) -> int:
+    """2.5: size of the encrypted map of k extents."""
+    return padme(8 + 16 * k) + 16
+
+
+def parse_header(payload: bytes) -> tuple[bytes, int, bytes, int]:
+    """2.1 and 2.5 -> (header, chunk size C, payload_id, map_size (0: dense));
+    failures are format errors."""
     header = payload[:32]
-    if len(header) != 32 or header[0:8] != b"csfs-pl1":
+    if len(header) != 32 or header[0:8] not in (b"csfs-pl1", b"csfs-pl2"):
         raise FormatFailure("bad payload header")
     if not 12 <= header[8] <= 20:
         raise FormatFailure("chunk_shift out of range")
-    if any(header[9:16]):
+    if header[0:8] == b"csfs-pl1":
+        if any(header[9:16]):
+            raise FormatFailure("non-zero reserved byte")
+        return header, 1 << header[8], header[16:32], 0
+    if any(header[9:12]):
         raise FormatFailure("non-zero reserved byte")
-    return header, 1 << header[8], header[16:32]
+    map_size = int.from_bytes(header[12:16], "big")
+    if not 32 <= map_size <= map_block(MAX_EXTENTS):
+        raise FormatFailure("map_size out of range")
+    return header, 1 << header[8], header[16:32], map_size
+
+
+def read_map(aead: AESGCM, block: bytes, h: bytes, length: int, n: int) -> list[range]:
+    """2.5: the present chunks, as ranges; every breach after the tag is an
+    authentication failure."""
+    try:
+        plain = aead.decrypt(bytes(11) + b"\x02", block, h + length.to_bytes(8, "big"))
+    except InvalidTag as exc:
+        raise AuthFailure("chunk map does not authenticate") from exc
+    k = int.from_bytes(plain[:8], "big")
+    if not 1 <= k <= MAX_EXTENTS or len(block) != map_block(k):
+        raise AuthFailure("map size does not match its extent count")
+    if any(plain[8 + 16 * k :]):
+        raise AuthFailure("non-zero map padding")
+    runs: list[range] = []
+    for j in range(k):
+        first = int.from_bytes(plain[8 + 16 * j : 16 + 16 * j], "big")
+        count = int.from_bytes(plain[16 + 16 * j : 24 + 16 * j], "big")
+        if count < 1 or (runs and first <= runs[-1].stop):
+            raise AuthFailure("extents empty, unordered, overlapping or touching")
+        runs.append(range(first, first + count))
+    if runs[-1].stop != n:
+        raise AuthFailure("the last chunk is not present")
+    return runs
 
 
 def decrypt(
@@ -162,7 +202,7 @@ def decrypt(
     # 3.6 step 1. The payload header is parsed here too: the spec does not say
     # where its format checks fall, but step 3 needs its fields.
     env = parse_envelope(envelope)
-    header, c, payload_id = parse_header(payload)
+    header, c, payload_id, map_size = parse_header(payload)
     h = hashlib.sha256(header).digest()
 
     # Step 2: the signature (3.5).
@@ -213,23 +253,37 @@ def decrypt(
     if length > MAX_LENGTH:
         raise FormatFailure("plaintext length above 2^48")
 
-    # Step 5: payload size, then chunks in order (2.2-2.4).
+    # Step 5: payload size, then chunks in order (2.2-2.4; 2.5 if sparse).
     p = padme(length)
     n = chunk_count(p, c)
-    if len(payload) != payload_size(p, c):
-        raise AuthFailure("payload size is not size(padme(L))")
     aead = AESGCM(hkdf(k, payload_id, b"csfs v1 payload"))
+    last_len = p - (n - 1) * c
+    if map_size:
+        runs = read_map(aead, payload[32 : 32 + map_size], h, length, n)
+        stored = sum(len(r) for r in runs)
+        if len(payload) != 32 + map_size + (stored - 1) * (c + 16) + last_len + 16:
+            raise AuthFailure("sparse payload size does not match its map")
+        present = {i for r in runs for i in r}
+    else:
+        if len(payload) != payload_size(p, c):
+            raise AuthFailure("payload size is not size(padme(L))")
+        present = set(range(n))
     out = bytearray()
+    start = 32 + map_size
     for i in range(n):
         last = i == n - 1
-        start = 32 + i * (c + 16)
-        end = start + (p - (n - 1) * c if last else c) + 16
+        size = last_len if last else c
+        if i not in present:
+            out += bytes(size)  # a hole the writer meant: the map says so
+            continue
+        end = start + size + 16
         nonce = i.to_bytes(11, "big") + (b"\x01" if last else b"\x00")
         aad = h + length.to_bytes(8, "big") if last else h
         try:
             out += aead.decrypt(nonce, payload[start:end], aad)
         except InvalidTag as exc:
             raise AuthFailure(f"chunk {i} does not authenticate") from exc
+        start = end
     if any(out[length:]):
         raise AuthFailure("non-zero padding")
     return bytes(out[:length])

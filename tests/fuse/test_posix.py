@@ -69,9 +69,6 @@ CSFS_XFAIL: dict[str, str] = {
     # rename
     "test_renameat2_exchange_files": _EXCHANGE.format("replaces the target: data loss"),
     "test_renameat2_exchange_file_and_dir": _EXCHANGE.format("fails EISDIR"),
-    # sparse files
-    "test_truncate_hole_takes_few_blocks":
-        "issue 11: st_blocks counts holes (size / 512): no sparse files",
     # xattrs
     "test_xattr_trusted_roundtrip_as_root": _XATTR_NS.format("trusted"),
     "test_xattr_trusted_hidden_from_non_root": _XATTR_NS.format("trusted"),
@@ -83,8 +80,6 @@ CSFS_SKIP: dict[str, str] = {
     "test_link_shares_inode_and_content": "hard links are out of scope, README",
     "test_link_nlink_counts_names": "hard links are out of scope, README",
     "test_link_survives_unlink_of_original": "hard links are out of scope, README",
-    "test_truncate_1g_is_fast_and_sparse":
-        "would fill the disk: csfs seals the whole extended size (1 GiB of ciphertext) on close",
 }
 
 TICK = 0.05  # longer than the kernel's coarse clock step, so a timestamp change is visible
