@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import io
 import os
-from dataclasses import replace
 from collections.abc import Callable
+from dataclasses import replace
 from typing import BinaryIO
 
 from cryptography.hazmat.primitives.asymmetric import ed25519
