@@ -528,9 +528,14 @@ def _decrypt_sparse(src: BinaryIO, dst: BinaryIO, cipher: ChunkCipher) -> None:
     """Chunks of a sparse payload whose map is loaded; holes are written as zeros."""
     c = cipher.chunk_size
     zeros = bytes(c)
+    # A sink that need not be given the zeros (a verifier) says so with skip_zeros.
+    skip: Callable[[int], None] | None = getattr(dst, "skip_zeros", None)
     pos = 0  # next chunk index to emit
     for first, n in cipher.extents:
         hole_end = min(first * c, cipher.length)
+        if skip is not None and pos * c < hole_end:
+            skip(hole_end - pos * c)
+            pos = first
         while pos * c < hole_end:
             dst.write(zeros[: min(c, hole_end - pos * c)])
             pos += 1
