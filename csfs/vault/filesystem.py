@@ -338,8 +338,17 @@ class FileSystem:
             ctime_ns=mtime if ctime is None else max(ctime, 0),
             rdev=e.rdev,
             nlink=nlink,
-            allocated=self._allocated_of(e.id, e.version) if e.type == "f" else None,
+            allocated=self._allocated_entry(e) if e.type == "f" else None,
         )
+
+    def _allocated_entry(self, e: Entry) -> int | None:
+        """Bytes of a file that are not holes: an open file's edits, else its version's."""
+        of = self.open_files.get(e.id)  # no lock: callers may hold a file's lock
+        if of is not None and of.dirty:
+            allocated = self._open_allocated(of)
+            if allocated is not None:
+                return allocated
+        return self._allocated_of(e.id, e.version)
 
     def readlink(self, path: str) -> str:
         e = self.vault.lookup(path)
