@@ -119,3 +119,8 @@ class AccessDenied(UsageError):  # noqa: N818
 
 class CrossShare(UsageError):  # noqa: N818
     """A move between places shared differently: EXDEV, so that mv copies instead."""
+
+
+class UploadImpossible(StoreError):  # noqa: N818
+    """A queued upload that no retry can make succeed: its object key holds other
+    bytes, or its local ciphertext is gone. The mount quarantines it."""
