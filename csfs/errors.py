@@ -147,3 +147,8 @@ class XattrNoSpace(UsageError):  # noqa: N818
 
 class XattrUnsupported(UsageError):  # noqa: N818
     """An extended attribute namespace csfs does not store (ENOTSUP)."""
+
+
+class UploadImpossible(StoreError):  # noqa: N818
+    """A queued upload that no retry can make succeed: its object key holds other
+    bytes, or its local ciphertext is gone. The mount quarantines it."""

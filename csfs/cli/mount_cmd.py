@@ -163,6 +163,46 @@ def sync(mountpoint: str, timeout: float) -> None:
     reply = request(mountpoint, "sync", timeout=timeout + 5, wait=timeout)
     if not reply.get("ok"):
         raise StoreError(f"sync did not finish: {reply.get('error')}")
+    if reply.get("quarantined"):
+        click.echo(
+            f"csfs: warning: {len(reply['quarantined'])} upload(s) could not be stored and "
+            f"are quarantined; see `csfs status {mountpoint}`",
+            err=True,
+        )
+
+
+@cli.group()
+def quarantine() -> None:
+    """Uploads that can never reach the store, kept locally (see `csfs status`)."""
+
+
+@quarantine.command("ls")
+@click.argument("mountpoint", type=click.Path(file_okay=False))
+def quarantine_ls(mountpoint: str) -> None:
+    """List quarantined versions: id, path, size, reason."""
+    from csfs.fuse.control import request
+
+    r = request(mountpoint, "status", timeout=30)
+    for q in r.get("quarantined") or []:
+        click.echo(f"{q['id']} {q['path']} {q['size']} {q['reason']}")
+
+
+@quarantine.command("export")
+@click.argument("mountpoint", type=click.Path(file_okay=False))
+@click.argument("qid")
+@click.argument("dest", type=click.Path(dir_okay=False))
+@click.option("--force", is_flag=True, help="Overwrite DEST if it exists.")
+def quarantine_export(mountpoint: str, qid: str, dest: str, force: bool) -> None:
+    """Decrypt the quarantined version QID into the local file DEST."""
+    from csfs.fuse.control import request
+
+    dest = os.path.abspath(dest)
+    if os.path.lexists(dest) and not force:
+        raise UsageError(f"refusing to overwrite {dest}", hint="remove it first, or pass --force")
+    r = request(mountpoint, "quarantine-export", timeout=3600, id=qid, dest=dest)
+    if not r.get("ok"):
+        raise UsageError(f"export failed: {r.get('error')}", hint=r.get("hint"))
+    click.echo(f"wrote {r['size']} bytes to {dest}", err=True)
 
 
 @cli.command()
@@ -182,6 +222,11 @@ def status(mountpoint: str) -> None:
     else:
         click.echo("store: online")
     click.echo(f"pending uploads: {r['pending_files']} files, {r['pending_bytes']} bytes")
+    held = r.get("quarantined") or []
+    click.echo(f"quarantined: {len(held)}")
+    for q in held:
+        click.echo(f"  {q['id']} {q['path']} ({q['size']} bytes): {q['reason']}")
+        click.echo(f"    recover: csfs quarantine export {mountpoint} {q['id']} LOCAL_PATH")
     click.echo(f"cache: {r['cache_bytes']} of {r['cache_limit']} bytes")
     click.echo(f"open files: {r['open_files']}")
     errors = r.get("errors") or []

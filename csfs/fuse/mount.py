@@ -204,6 +204,14 @@ def _serve(
             return {"ok": done, "error": None if done else "timed out", **fs.status()}
         if cmd == "status":
             return {"ok": True, **fs.status(), "store": fs.vault.store.url}
+        if cmd == "quarantine-export":
+            try:
+                size = fs.export_quarantined(str(req.get("id")), str(req.get("dest")))
+            except CsfsError as exc:
+                return {"ok": False, "error": exc.message, "hint": exc.hint}
+            except OSError as exc:
+                return {"ok": False, "error": f"cannot write {req.get('dest')}: {exc.strerror}"}
+            return {"ok": True, "size": size}
         return {"ok": False, "error": f"unknown command {cmd!r}"}
 
     server = ControlServer(mountpoint, control)

@@ -17,6 +17,7 @@ import os
 import posixpath
 import shutil
 import stat
+import tempfile
 import threading
 import time
 from collections.abc import Callable
@@ -46,6 +47,7 @@ from csfs.errors import (
     XattrMissing,
 )
 from csfs.vault.cache import ObjectCache
+from csfs.vault.crashpoint import crash_point
 from csfs.vault.layout import content_key, envelope_key, new_id, new_version
 from csfs.vault.manifest import DirectoryManifest, Entry, check_xattr_name, check_xattrs
 from csfs.vault.upload_queue import Record, UploadQueue
@@ -142,7 +144,6 @@ class FileSystem:
             vault,
             self.cache,
             cache_dir,
-            on_error=self._note_error,
             before_upload=self._recheck_readers,
         )
         with self.queue.lock:
@@ -208,14 +209,20 @@ class FileSystem:
         return entry
 
     def _raw_entry(self, path: str) -> tuple[str, str, Entry | None]:
-        """(parent id, name, entry) of a path that is not the root; entry None if absent."""
+        """(parent id, name, entry) of a path that is not the root; entry None if absent.
+
+        A file created here and not committed yet comes first: renamed over a name,
+        it hides the entry it replaces until its commit replaces that in the store."""
         parent_id, name = self.vault.parent_of(path)
-        manifest, _ = self.vault.load_dir(parent_id)
-        raw = manifest.entries.get(name)
+        with self.lock:
+            raw = self.created.get((parent_id, name))
         if raw is None:
-            with self.lock:
-                raw = self.created.get((parent_id, name))
+            raw = self._stored_entry(parent_id, name)
         return parent_id, name, raw
+
+    def _stored_entry(self, parent_id: str, name: str) -> Entry | None:
+        manifest, _ = self.vault.load_dir(parent_id)
+        return manifest.entries.get(name)
 
     def _committed(self, records: list[Record]) -> None:
         """Called by the uploader, under the commit lock, once records are in manifests."""
@@ -229,15 +236,14 @@ class FileSystem:
                     del self.created[(r.parent_id, r.name)]
 
     def lookup(self, path: str) -> Entry:
-        try:
-            return self._overlay(self.vault.lookup(path))
-        except NotFound:
-            if not split_path(path):
-                raise
-            _, _, raw = self._raw_entry(path)
-            if raw is None:
-                raise
-            return self._overlay(raw)
+        if split_path(path):
+            # A file created here and not committed yet hides what it will replace.
+            parent_id, name = self.vault.parent_of(path)
+            with self.lock:
+                created = self.created.get((parent_id, name))
+            if created is not None:
+                return self._overlay(created)
+        return self._overlay(self.vault.lookup(path))  # (it refuses a directory cycle)
 
     def getattr(self, path: str) -> Attr:
         with self.lock:
@@ -303,7 +309,7 @@ class FileSystem:
         with self.lock:
             for (parent, name), e in self.created.items():
                 if parent == dir_id:
-                    entries.setdefault(name, e)
+                    entries[name] = e
         out = []
         for n, e in entries.items():
             e = self._overlay(e)
@@ -423,9 +429,18 @@ class FileSystem:
         if created is not None:
             self.touched[parent_id] = time.time_ns()
             self._forget_file(created)
+            self._drop_replaced(parent_id, name, created.id)
             return
         removed = self.vault.remove(path, expect_dir=False)
         self._forget_file(removed)
+
+    def _drop_replaced(self, parent_id: str, name: str, file_id: str) -> None:
+        """A not yet committed file renamed over ``name`` leaves it (unlink, rename):
+        what it was to replace there is now removed, unless another client changed it."""
+        replaced = self.queue.replacing_of(file_id)
+        self.queue.renamed(file_id, parent_id, name, None)
+        if replaced is not None:
+            self.vault.remove_if(parent_id, name, replaced[0], replaced[1])
 
     def _forget_file(self, removed: Entry) -> None:
         if removed.type != "f":
@@ -440,44 +455,72 @@ class FileSystem:
 
     @_committing
     def rename(self, old: str, new: str) -> None:
+        """One manifest switch in the store's view, conditional on what it replaces.
+
+        A file not yet committed is renamed in its queued record; what it replaces
+        stays in the store until the record's commit replaces it (so no crash leaves
+        neither). A committed file is moved by one switch that names the entry it
+        replaces; one changed meanwhile by another client is kept as a conflict copy.
+        """
         self._writable()
         if posixpath.basename(new).startswith(self.HIDDEN) and self._hide(old, new):
             return
-        src_parent, src_name, source = self._raw_entry(old)
+        src_parent, src_name, src = self._raw_entry(old)
         dst_parent, dst_name, target = self._raw_entry(new)
+        if src is None:
+            raise NotFound(f"no such file or directory: {old}")
         if self.vault.share_roots_of(src_parent) != self.vault.share_roots_of(dst_parent):
             raise CrossShare(f"cannot move {old} across a share boundary", hint="copy it instead")
-        with self.lock:
-            moving = self.created.get((src_parent, src_name))
-            target_created = self.created.get((dst_parent, dst_name))
         if target is not None and target.type == "d":
-            if source is None or source.type != "d":
+            if src.type != "d":
                 raise IsADirectory(f"is a directory: {new}")
             # A folder replaces only an empty folder (the vault checks its manifest;
             # files made here but not committed yet count too).
             with self.lock:
                 if any(parent == target.id for parent, _ in self.created):
                     raise DirectoryNotEmpty(f"directory not empty: {new}")
-        if target_created is not None and (moving is None or target_created.id != moving.id):
+        if target is not None and target.id == src.id:
+            return  # the same file under both names: nothing to do
+        stored = self._stored_entry(dst_parent, dst_name)
+        with self.lock:
+            moving = self.created.get((src_parent, src_name))
+            target_created = self.created.get((dst_parent, dst_name))
+        replaces: list[Any] | None = None
+        if target_created is not None:
+            # A file of ours at the target, not yet committed: forgotten; what it
+            # would have replaced in the store is now what this rename replaces.
+            replaces = self.queue.replacing_of(target_created.id)
             with self.lock:
                 del self.created[(dst_parent, dst_name)]
+            self.queue.renamed(target_created.id, dst_parent, dst_name, None)
             self._forget_file(target_created)
-            target = None
+        elif stored is not None and stored.type == "f":
+            replaces = [stored.id, stored.version]
         if moving is not None:
-            # Not in any manifest yet: move it here; the uploader commits it where it is.
-            if target is not None and target.id != moving.id:
-                self._forget_file(self.vault.remove(new, expect_dir=False))
+            self._drop_replaced(src_parent, src_name, moving.id)
             now = time.time_ns()
             with self.lock:
                 del self.created[(src_parent, src_name)]
                 self.created[(dst_parent, dst_name)] = replace(moving, ctime_ns=now)
                 self.touched[src_parent] = self.touched[dst_parent] = now
             entry = moving
+            self.queue.renamed(moving.id, dst_parent, dst_name, replaces)
+            if target_created is None and stored is not None and stored.type == "f":
+                self._forget_file(stored)  # its queued versions, if any, are replaced too
         else:
-            replaced = target
-            entry = self.vault.rename(old, new, ctime_ns=time.time_ns())
-            if replaced is not None and replaced.id != entry.id:
-                self._forget_file(replaced)
+            expect = stored
+            if target_created is not None:
+                expect = None if replaces is None else Entry(replaces[0], "f", version=replaces[1])
+            entry = self.vault.rename(
+                old,
+                new,
+                expect=expect,
+                own_versions=self.queue.own_versions,
+                ctime_ns=time.time_ns(),
+            )
+            if stored is not None and stored.id != entry.id:
+                self._forget_file(stored)
+        crash_point("renamed")
         parent_id, name = dst_parent, dst_name
         if entry.type == "f":
             now = time.time_ns()
@@ -1132,10 +1175,30 @@ class FileSystem:
         st["cache_bytes"] = self.cache.used()
         st["cache_limit"] = self.cache.limit
         pointers = [f"file share pointer not updated: {m}" for m in self.vault.pointer_errors]
-        st["errors"] = [*st["errors"], *self.errors[-20:], *pointers]  # type: ignore[misc]
+        errors = [*st["errors"], *self.errors[-20:], *pointers]  # type: ignore[misc]
+        st["errors"] = list(dict.fromkeys(errors))
         st["open_files"] = len(self.open_files)
         st["offline_since"] = self.vault.offline_since
         return st
+
+    def export_quarantined(self, qid: str, dest: str) -> int:
+        """Decrypt a quarantined version to the local file ``dest`` (written atomically,
+        mode 0600); returns its size."""
+        rec = self.queue.quarantined_record(qid)
+        directory = os.path.dirname(os.path.abspath(dest))
+        fd, tmp = tempfile.mkstemp(prefix=".csfs-tmp-", dir=directory)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                for offset in range(0, rec.size, 1 << 20):
+                    f.write(self.read_version(rec.file_id, rec.version, offset, 1 << 20))
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, dest)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+            raise
+        return rec.size
 
     def close(self) -> None:
         self.queue.stop()

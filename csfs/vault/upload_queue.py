@@ -6,6 +6,11 @@ on disk names a complete version: the next mount re-uploads it (conditional
 PUTs make that idempotent) and then switches the manifest. The manifest is
 switched last, so other clients never see a version whose objects are
 missing.
+
+Records hold file names, so on disk they are sealed to the mount's own key
+(format.md 9): the local disk holds no plaintext name. A record that can never
+upload is quarantined (kept with its objects, listed by `csfs status`, exportable)
+so that it does not hold up the rest of the queue.
 """
 
 from __future__ import annotations
@@ -19,13 +24,26 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any
 
-from csfs.errors import CsfsError, NotFound, PreconditionFailed, StoreError, TransientStoreError
+from csfs.crypto.envelope import KIND_OFFLINE, Context
+from csfs.crypto.sealed import open_object, seal_object
+from csfs.errors import (
+    AccessDenied,
+    CsfsError,
+    NotFound,
+    PreconditionFailed,
+    TransientStoreError,
+    UploadImpossible,
+)
 from csfs.vault.cache import ObjectCache
+from csfs.vault.crashpoint import crash_point
 from csfs.vault.layout import content_key, envelope_key
 from csfs.vault.manifest import DirectoryManifest, Entry
-from csfs.vault.vault import Vault
+from csfs.vault.vault import Vault, conflict_name
+
+CHAIN_MAX = 64  # earlier versions of one file a record may replace (see Record.chain)
 
 log = logging.getLogger("csfs.upload")
 PROBE_INTERVAL = 1.0  # seconds between probes of an unreachable store
@@ -45,6 +63,16 @@ class Record:
     deleted: bool = False  # unlinked locally: upload nothing, commit nothing
     ctime_ns: int = 0  # 0: keep the entry's (records written by older code have neither)
     atime_ns: int = 0
+    # Earlier versions of this file sealed by this queue that may be what the store
+    # holds at commit: one writer's queued versions never conflict with each other,
+    # even when a crash lost the record of the one in between.
+    chain: list[int] = field(default_factory=list)
+    # [node id, version] of the entry that a rename of this not yet committed file
+    # replaced at its name; the commit replaces it in the same manifest switch.
+    replaces: list[Any] | None = None
+
+    def own_versions(self) -> set[int]:
+        return {self.base_version, self.version, *self.chain}
 
     @property
     def keys(self) -> list[str]:
@@ -66,18 +94,17 @@ class UploadQueue:
         self.vault = vault
         self.cache = cache
         self.dir = os.path.join(directory, "queue")
-        os.makedirs(self.dir, mode=0o700, exist_ok=True)
+        self.quarantine_dir = os.path.join(self.dir, "quarantine")
+        os.makedirs(self.quarantine_dir, mode=0o700, exist_ok=True)
         self.lock = threading.Condition()
         self.records: dict[str, Record] = {}  # file_id -> newest record
         self.inflight: set[str] = set()  # file ids the uploader is working on
         self.inflight_seqs: set[int] = set()  # and exactly which records
         self.seq = 0
-        # Each file's versions that its newest record derives from besides its base:
-        # ones replaced in the queue (an attempt may have switched one in, its reply
-        # lost) and the base of one whose upload was under way (it may fail). Finding
-        # one of them in the directory is no conflict.
-        self.superseded: dict[str, set[int]] = {}
-        self.errors: list[str] = []
+        # What renames of not yet queued files replaced: file id -> [node id, version].
+        self.replacing: dict[str, list[Any]] = {}
+        self.errors: dict[str, str] = {}  # message -> when last seen; cleared once uploads work
+        self.quarantined: dict[str, dict[str, Any]] = {}
         self.on_error = on_error
         self.on_commit: Callable[[list[Record]], None] | None = None
         # Called before a version's objects are uploaded (re-wraps a stale envelope);
@@ -97,35 +124,61 @@ class UploadQueue:
         self.prober.start()
 
     def _path(self, rec: Record) -> str:
-        return os.path.join(self.dir, f"{rec.file_id}.json")
+        return os.path.join(self.dir, f"{rec.file_id}.rec")
+
+    def _context(self, file_id: str) -> Context:
+        return Context(KIND_OFFLINE, self.vault.vault_id, bytes.fromhex(file_id), 0)
+
+    def _seal(self, file_id: str, body: dict[str, Any]) -> bytes:
+        me = self.vault.identity
+        return seal_object(json.dumps(body).encode(), [me.recipient], me, self._context(file_id))
+
+    def _open(self, path: str) -> dict[str, Any]:
+        file_id = os.path.basename(path).split(".")[0].split("-")[0]
+        with open(path, "rb") as f:
+            raw = f.read()
+        me = self.vault.identity
+        _, data = open_object(
+            raw,
+            me,
+            self._context(file_id),
+            allowed_signers={me.recipient.verify_key_bytes},
+            what="an upload queue record",
+        )
+        body: dict[str, Any] = json.loads(data)
+        return body
 
     def _load(self) -> None:
         for name in sorted(os.listdir(self.dir)):
-            if not name.endswith(".json"):
-                continue
+            path = os.path.join(self.dir, name)
             try:
-                with open(os.path.join(self.dir, name)) as f:
-                    rec = Record(**json.load(f))
-            except (OSError, ValueError, TypeError):
+                if name.endswith(".rec"):
+                    rec = Record(**self._open(path))
+                elif name.endswith(".json"):  # written in clear by earlier versions
+                    with open(path) as f:
+                        rec = Record(**json.load(f))
+                else:
+                    continue
+            except (CsfsError, OSError, ValueError, TypeError):
                 continue  # a record is written atomically; a bad one is not ours
+            if name.endswith(".json"):
+                self._write(rec)
+                os.unlink(path)
             self.records[rec.file_id] = rec
             self.seq = max(self.seq, rec.seq)
             for key in rec.keys:
                 self.cache.set_pinned(key, True)
+        for name in sorted(os.listdir(self.quarantine_dir)):
+            try:
+                q = self._open(os.path.join(self.quarantine_dir, name))
+            except (CsfsError, OSError, ValueError):
+                continue
+            self.quarantined[name.removesuffix(".rec")] = q
+            for key in Record(**q["record"]).keys:
+                self.cache.set_pinned(key, True)
 
     def _write(self, rec: Record) -> None:
-        path = self._path(rec)
-        tmp = path + ".tmp"
-        with open(tmp, "w") as f:
-            json.dump(asdict(rec), f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-        dfd = os.open(self.dir, os.O_RDONLY)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
+        _write_atomic(self._path(rec), self._seal(rec.file_id, asdict(rec)))
 
     # -- API used by the file system -----------------------------------------------------
 
@@ -140,21 +193,28 @@ class UploadQueue:
             self.seq += 1
             rec.seq = self.seq
             old = self.records.get(rec.file_id)
+            if rec.replaces is None:
+                rec.replaces = self.replacing.get(rec.file_id)
             # A record that is queued but not being uploaded never reaches the store:
-            # replace it. One being uploaded will land first, so it is our base.
-            chain = self.superseded.setdefault(rec.file_id, set())
-            if old is not None and old.seq in self.inflight_seqs:
-                chain.add(old.base_version)  # if that upload fails, the store keeps this
+            # replace it, unless a failed attempt switched it in (its reply lost): it is
+            # in the chain. One being uploaded will land first, so it is our base; if it
+            # does not (a failure or a crash), its own base is still ours to replace.
             if old is not None and old.seq not in self.inflight_seqs:
                 rec.base_version = old.base_version  # the store never saw ``old``...
-                chain.add(old.version)  # ...unless a failed attempt switched it in
+                rec.chain = list(dict.fromkeys([old.version, *old.chain]))[:CHAIN_MAX]
+                rec.replaces = old.replaces
                 for key in old.keys:
                     if key not in rec.keys:
                         # Not dropped: a reader may still have that version open.
                         self.cache.set_pinned(key, False)
+            elif old is not None:
+                rec.chain = list(dict.fromkeys([old.version, old.base_version, *old.chain]))
+                rec.chain = rec.chain[:CHAIN_MAX]
+                rec.replaces = rec.replaces or old.replaces
             self._write(rec)
             self.records[rec.file_id] = rec
             self.lock.notify_all()
+        crash_point("sealed")
 
     def update(self, file_id: str, **changes: object) -> bool:
         """Change a pending record (rename, chmod, utimens, unlink); False if none pending."""
@@ -166,6 +226,34 @@ class UploadQueue:
                 setattr(rec, k, v)
             self._write(rec)
             return True
+
+    def renamed(
+        self, file_id: str, parent_id: str, name: str, replaces: list[Any] | None
+    ) -> None:
+        """A file not yet in any manifest moved to ``name``, replacing ``replaces``
+        (what the store holds there); its commit will replace that entry."""
+        with self.lock:
+            if replaces is None:
+                self.replacing.pop(file_id, None)
+            else:
+                self.replacing[file_id] = replaces
+            rec = self.records.get(file_id)
+            if rec is not None:
+                rec.parent_id, rec.name, rec.replaces = parent_id, name, replaces
+                self._write(rec)
+
+    def replacing_of(self, file_id: str) -> list[Any] | None:
+        with self.lock:
+            rec = self.records.get(file_id)
+            if rec is not None and rec.replaces is not None:
+                return rec.replaces
+            return self.replacing.get(file_id)
+
+    def own_versions(self, file_id: str) -> set[int]:
+        """Versions of ``file_id`` that this queue may still commit or has built on."""
+        with self.lock:
+            rec = self.records.get(file_id)
+            return rec.own_versions() if rec is not None else set()
 
     def wait(self, file_id: str | None = None, timeout: float | None = None) -> bool:
         """Block until ``file_id`` (or everything) is in the store; False on timeout."""
@@ -184,8 +272,19 @@ class UploadQueue:
             return {
                 "pending_files": len(recs),
                 "pending_bytes": sum(r.size for r in recs),
-                "errors": list(self.errors[-20:]),
+                "errors": [f"{when} upload failed: {msg}" for msg, when in self.errors.items()],
+                "quarantined": [
+                    {"id": qid, "path": q["path"], "reason": q["reason"], "size": q["size"]}
+                    for qid, q in sorted(self.quarantined.items())
+                ],
             }
+
+    def _note_error(self, msg: str) -> None:
+        with self.lock:
+            self.errors.pop(msg, None)
+            self.errors[msg] = time.strftime("%H:%M:%S")
+            while len(self.errors) > 20:
+                del self.errors[next(iter(self.errors))]
 
     def stop(self) -> None:
         with self.lock:
@@ -216,8 +315,7 @@ class UploadQueue:
                 backoff = 0.2
             except Exception as exc:
                 msg = exc.message if isinstance(exc, CsfsError) else f"{type(exc).__name__}: {exc}"
-                with self.lock:
-                    self.errors.append(f"{time.strftime('%H:%M:%S')} upload failed: {msg}")
+                self._note_error(msg)
                 if self.on_error:
                     self.on_error(msg)
                 if isinstance(exc, TransientStoreError):
@@ -253,7 +351,19 @@ class UploadQueue:
 
     def _process(self, batch: list[Record]) -> None:
         snap = [Record(**asdict(r)) for r in batch]  # records may change while we upload
-        list(self.pool.map(self._upload_objects, [r for r in snap if not r.deleted]))
+        uploads = [r for r in snap if not r.deleted]
+        failed: list[BaseException] = []
+        done = set()
+        for r, exc in zip(uploads, self.pool.map(self._try_upload, uploads), strict=True):
+            if exc is None:
+                continue
+            if isinstance(exc, UploadImpossible):
+                self._quarantine(r, exc)
+            else:
+                failed.append(exc)  # retried with the next batch
+            done.add(r.seq)
+        snap = [r for r in snap if r.seq not in done]
+        crash_point("uploaded")
         with self.vault.commit_lock:
             # Where each file is now, and its latest mode and times: a rename or a
             # chmod may have come while the objects were uploading.
@@ -263,7 +373,7 @@ class UploadQueue:
                     latest = self.records.get(r.file_id, r)
                     now = Record(**asdict(r))
                     now.parent_id, now.name = latest.parent_id, latest.name
-                    now.deleted = latest.deleted
+                    now.deleted, now.replaces = latest.deleted, latest.replaces
                     if latest.seq == r.seq:
                         now.mode, now.mtime_ns = latest.mode, latest.mtime_ns
                         now.ctime_ns, now.atime_ns = latest.ctime_ns, latest.atime_ns
@@ -273,24 +383,84 @@ class UploadQueue:
             for r in current:
                 by_parent.setdefault(r.parent_id, []).append(r)
             for parent_id, recs in by_parent.items():
-                lost = self.vault.update_dir(
-                    parent_id, functools.partial(self._switch, recs=recs), touch=False
-                )
+                try:
+                    lost = self.vault.update_dir(
+                        parent_id, functools.partial(self._switch, recs=recs), touch=False
+                    )
+                except AccessDenied as exc:
+                    # No longer ours to write (write access revoked): kept, not retried.
+                    for r in recs:
+                        self._quarantine(r, exc)
+                    current = [r for r in current if r.parent_id != parent_id]
+                    continue
                 for name, entry in lost:
                     self.vault.conflict_copy(parent_id, name, entry)
+            crash_point("committed")
             if self.on_commit is not None:
                 self.on_commit(current)
             with self.lock:
                 for r in snap:
+                    self.replacing.pop(r.file_id, None)
                     cur = self.records.get(r.file_id)
                     if cur is not None and cur.seq == r.seq:
                         del self.records[r.file_id]
-                        self.superseded.pop(r.file_id, None)
                         with contextlib.suppress(FileNotFoundError):
                             os.unlink(self._path(r))
                         cur = None
+                    elif cur is not None and cur.replaces is not None:
+                        cur.replaces = None  # the name holds this file now
+                        self._write(cur)
                     for key in r.keys:
                         self.cache.set_pinned(key, cur is not None and key in cur.keys)
+        if failed:
+            raise failed[0]
+        with self.lock:
+            if not self.records:
+                self.errors.clear()  # what failed before has gone through since
+
+    def _try_upload(self, rec: Record) -> BaseException | None:
+        try:
+            self._upload_objects(rec)
+        except Exception as exc:
+            return exc
+        return None
+
+    def _quarantine(self, rec: Record, why: BaseException) -> None:
+        """Set aside a record that can never commit; its objects stay in the cache."""
+        reason = why.message if isinstance(why, CsfsError) else str(why)
+        try:
+            path = self.vault.path_of(rec.parent_id)
+        except CsfsError:
+            path = None
+        full = (path.rstrip("/") if path else "?") + "/" + rec.name
+        qid = f"{rec.file_id}-{rec.version:x}"
+        body = {
+            "record": asdict(rec),
+            "path": full,
+            "reason": reason,
+            "size": rec.size,
+            "when": time.strftime("%Y-%m-%d %H:%M:%S"),
+        }
+        log.warning("upload of %s quarantined: %s", qid, reason)
+        with self.lock:
+            sealed = self._seal(rec.file_id, body)
+            _write_atomic(os.path.join(self.quarantine_dir, qid + ".rec"), sealed)
+            self.quarantined[qid] = body
+            for key in rec.keys:
+                self.cache.set_pinned(key, True)
+            cur = self.records.get(rec.file_id)
+            if cur is not None and cur.seq == rec.seq:
+                del self.records[rec.file_id]
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(self._path(rec))
+            self.lock.notify_all()
+
+    def quarantined_record(self, qid: str) -> Record:
+        with self.lock:
+            q = self.quarantined.get(qid)
+        if q is None:
+            raise NotFound(f"nothing quarantined under {qid!r}", hint="see `csfs quarantine ls`")
+        return Record(**q["record"])
 
     def _upload_objects(self, rec: Record) -> None:
         if self.before_upload is not None and rec.version:
@@ -298,7 +468,7 @@ class UploadQueue:
         for key in rec.keys:
             path = self.cache.local_path(key)
             if path is None:
-                raise StoreError(f"a pending upload lost its local ciphertext ({key})")
+                raise UploadImpossible(f"a pending upload lost its local ciphertext ({key})")
             try:
                 if os.path.getsize(path) > 8 << 20:
                     self.vault.store.put_file(key, path, if_none_match=True)
@@ -309,7 +479,9 @@ class UploadQueue:
                 # Already there: an upload before a crash, or a retry. Same key, same bytes.
                 try:
                     if self.vault.store.head(key).size != os.path.getsize(path):
-                        raise StoreError(f"object {key} exists with other contents") from None
+                        raise UploadImpossible(
+                            f"object {key} exists in the store with other contents"
+                        ) from None
                 except NotFound:
                     raise
 
@@ -333,22 +505,29 @@ class UploadQueue:
             m.ctime_ns = max(m.ctime_ns or m.mtime_ns, changed)
         lost = []
         for r in recs:
-            with self.lock:
-                ours = (r.base_version, r.version, *self.superseded.get(r.file_id, ()))
+            ours = r.own_versions()
             found = m.entries.get(r.name)
             new = _with_content(self._metadata(m, r), r)
             if found is not None and found.id == r.file_id and found.version in ours:
                 m.entries[r.name] = new
                 continue
             moved = [n for n, e in m.entries.items() if e.id == r.file_id and e.version in ours]
+            listed = any(e.id == r.file_id for e in m.entries.values())
             if moved:
                 m.entries[moved[0]] = new
-            elif found is None and not any(e.id == r.file_id for e in m.entries.values()):
+            elif found is None and not listed:
                 m.entries[r.name] = new  # removed or moved elsewhere meanwhile: keep ours
+            elif r.replaces is not None and not listed and found is not None and found.type == "f":
+                # A rename over the name, committed with the new file in this one switch.
+                # If the name no longer holds what the rename replaced, another client
+                # changed it meanwhile: theirs is kept as a conflict copy beside it.
+                if [found.id, found.version] != list(r.replaces):
+                    log.warning("conflict: a rename replaced a file changed elsewhere")
+                    m.entries[conflict_name(r.name, m.entries, self.vault.identity)] = found
+                m.entries[r.name] = new
             else:
                 log.warning(
-                    "conflict on %s: the directory has version %x, this upload replaces %x",
-                    r.name,
+                    "conflict: the directory has version %x, this upload replaces %x",
                     found.version if found else 0,
                     r.base_version,
                 )
@@ -366,3 +545,17 @@ def _with_content(meta: Entry, r: Record) -> Entry:
         ctime_ns=r.ctime_ns or meta.ctime_ns,
         atime_ns=r.atime_ns or meta.atime_ns,
     )
+
+
+def _write_atomic(path: str, data: bytes) -> None:
+    tmp = path + ".tmp"
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    dfd = os.open(os.path.dirname(path), os.O_RDONLY)
+    try:
+        os.fsync(dfd)
+    finally:
+        os.close(dfd)

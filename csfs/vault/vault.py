@@ -60,6 +60,7 @@ from csfs.errors import (
 )
 from csfs.store import Store
 from csfs.vault.access import AccessLog, Pins, check_member_name, default_config_dir
+from csfs.vault.crashpoint import crash_point
 from csfs.vault.layout import (
     HEADER_KEY,
     MAX_SIGNED_BLOB,
@@ -87,6 +88,13 @@ SMALL_FILE = 8 << 20  # payloads up to this size are built in memory, larger one
 MAX_RETRIES = 50
 _EXTENDED = "a file's ciphertext is longer than its directory entry allows: extended or replaced"
 VERSION_LIMIT = 1 << 63  # manifest versions at or above are format errors (format.md 5.3)
+
+
+class Unset:
+    """The type of UNSET: an argument not given (where None means something)."""
+
+
+UNSET = Unset()
 
 
 def split_path(path: str) -> list[str]:
@@ -805,9 +813,21 @@ class Vault:
         return self.update_dir(parent_id, drop)
 
     def rename(
-        self, src: str, dst: str, *, replace_existing: bool = True, ctime_ns: int | None = None
+        self,
+        src: str,
+        dst: str,
+        *,
+        replace_existing: bool = True,
+        expect: Entry | Unset | None = UNSET,
+        own_versions: Callable[[str], set[int]] | None = None,
+        ctime_ns: int | None = None,
     ) -> Entry:
-        """``ctime_ns``: also set the moved entry's change time (POSIX: a rename changes it)."""
+        """Move ``src`` to ``dst``. With ``expect`` (what the caller saw at ``dst``,
+        None for nothing), replacing is conditional like a write: a file that another
+        client put at ``dst`` meanwhile is kept there as a conflict copy, not lost.
+        ``own_versions(id)`` names versions the caller itself may have committed
+        since it looked (its upload queue). ``ctime_ns``: also set the moved entry's
+        change time (POSIX: a rename changes it)."""
         src_parent, src_name = self.parent_of(src)
         dst_parent, dst_name = self.parent_of(dst)
         entry = self.lookup(src)
@@ -825,16 +845,27 @@ class Vault:
             if dst_parts[: len(split_path(src))] == split_path(src):
                 raise UsageError(f"cannot move {src} into itself")
 
-        def check_target(m: DirectoryManifest) -> None:
+        def unexpected(cur: Entry) -> bool:
+            if isinstance(expect, Unset) or cur.type != "f" or entry.type != "f":
+                return False
+            if expect is None or cur.id != expect.id or cur.type != expect.type:
+                return True
+            mine = own_versions(cur.id) if own_versions is not None else set()
+            return cur.version != expect.version and cur.version not in mine
+
+        def place(m: DirectoryManifest, moving: Entry) -> None:
             cur = m.entries.get(dst_name)
-            if cur is None or cur.id == entry.id:
-                return
-            if not replace_existing:
-                raise AlreadyExists(f"already exists: {dst}")
-            if cur.type == "d" and (entry.type != "d" or self.load_dir(cur.id)[0].entries):
-                raise DirectoryNotEmpty(f"cannot replace directory {dst}")
-            if cur.type != "d" and entry.type == "d":
-                raise NotADirectory(f"cannot replace non-directory {dst} with a directory")
+            if cur is not None and cur.id != moving.id:
+                if not replace_existing:
+                    raise AlreadyExists(f"already exists: {dst}")
+                if cur.type == "d" and (moving.type != "d" or self.load_dir(cur.id)[0].entries):
+                    raise DirectoryNotEmpty(f"cannot replace directory {dst}")
+                if cur.type != "d" and moving.type == "d":
+                    raise NotADirectory(f"cannot replace non-directory {dst} with a directory")
+                if unexpected(cur):
+                    # Changed by another client since the caller looked: keep it.
+                    m.entries[conflict_name(dst_name, m.entries, self.identity)] = cur
+            m.entries[dst_name] = moving
 
         if src_parent == dst_parent:
 
@@ -842,11 +873,10 @@ class Vault:
                 cur = m.entries.get(src_name)
                 if cur is None:
                     raise NotFound(f"no such file or directory: {src}")
-                check_target(m)
                 del m.entries[src_name]
                 if ctime_ns is not None:
                     cur = replace(cur, ctime_ns=ctime_ns)
-                m.entries[dst_name] = cur
+                place(m, cur)
                 return cur
 
             return self.update_dir(src_parent, move)
@@ -854,11 +884,11 @@ class Vault:
         # Across directories: add first, then remove. A crash in between leaves the
         # node in both places (fsck reports it), never in neither.
         def add(m: DirectoryManifest) -> Entry:
-            check_target(m)
-            m.entries[dst_name] = entry
+            place(m, entry)
             return entry
 
         self.update_dir(dst_parent, add)
+        crash_point("renamed-across")
 
         def drop(m: DirectoryManifest) -> None:
             cur = m.entries.get(src_name)
@@ -867,6 +897,40 @@ class Vault:
 
         self.update_dir(src_parent, drop)
         return entry
+
+    def remove_if(self, dir_id: str, name: str, node_id: str, version: int) -> None:
+        """Remove ``name`` only if it still holds that version: a newer one written
+        meanwhile by another client stays."""
+
+        def drop(m: DirectoryManifest) -> None:
+            cur = m.entries.get(name)
+            if cur is not None and cur.id == node_id and cur.version == version:
+                del m.entries[name]
+
+        self.update_dir(dir_id, drop)
+
+    def path_of(self, dir_id: str) -> str | None:
+        """The path of a directory as this client knows it (for messages); None if unknown."""
+        parts: list[str] = []
+        node = dir_id
+        for _ in range(256):
+            if node in (self.root_id, self.header.root_id):
+                return "/" + "/".join(reversed(parts))
+            with self._lock:
+                parents = sorted(self._parents.get(node, ()))
+            if not parents:
+                self._discover(node)
+                with self._lock:
+                    parents = sorted(self._parents.get(node, ()))
+            if not parents:
+                return None
+            listing = self.load_dir(parents[0])[0].entries
+            names = [n for n, e in listing.items() if e.id == node]
+            if not names:
+                return None
+            parts.append(names[0])
+            node = parents[0]
+        return None
 
     # -- files --------------------------------------------------------------------------
 
