@@ -21,6 +21,7 @@ from csfs.errors import (
     AccessDenied,
     AuthenticationError,
     CrossShare,
+    FormatError,
     IntegrityError,
     KeyFileError,
     NoMatchingKeyError,
@@ -327,6 +328,25 @@ def test_log_head_rewritten(logged: Users) -> None:
     logged.store.put(log_key(5), logged.store.get(log_key(4)))
     with pytest.raises(AuthenticationError, match="rewritten"):
         logged.open("bob")
+
+
+@pytest.mark.parametrize("field", ["seq", "time_ns"])
+@pytest.mark.parametrize("loose", ["5", True, 5.0])
+def test_log_entry_number_not_a_json_integer(logged: Users, field: str, loose: Any) -> None:
+    # An owner-signed entry whose number is a string, bool or float: int() would
+    # take "5" or true, but format.md 7.2 allows only JSON integers.
+    import json
+
+    from csfs.crypto.signing import sign_blob, verify_blob
+    from csfs.vault.access import LOG_DOMAIN
+
+    payload, _ = verify_blob(logged.store.get(log_key(5)), LOG_DOMAIN, "entry")
+    obj = json.loads(payload)
+    obj[field] = loose
+    raw = sign_blob(logged.alice.signing_key, LOG_DOMAIN, json.dumps(obj).encode())
+    logged.store.put(log_key(5), raw)
+    with pytest.raises((FormatError, AuthenticationError)):
+        users_open_fresh(logged)
 
 
 def test_log_forked_by_non_owner(logged: Users) -> None:
