@@ -536,3 +536,25 @@ def test_a_member_key_can_be_replaced_deliberately(users: Users) -> None:
                    config_dir=str(users.tmp / "nb-config"), ttl=0.0,
                    trusted_owners={users.alice.recipient.verify_key_bytes})
     assert read_bytes(v, "/Shared/alice/proj/plan.txt") == b"the plan"
+
+
+def test_rewrap_reads_at_most_one_envelope_limit(users: Users) -> None:
+    # A store that swaps a huge object in for a key envelope costs the owner's
+    # share at most MAX_ENVELOPE_SIZE + 1 bytes, then a clear refusal.
+    from csfs.crypto.envelope import MAX_ENVELOPE_SIZE
+
+    plan = users.a.lookup("/proj/plan.txt")
+    users.store.put(envelope_key(plan.id, plan.version), b"\0" * (MAX_ENVELOPE_SIZE + 4096))
+    largest = 0
+    real = users.a.store.get_with_etag
+
+    def counting(key: str, *args: Any, **kwargs: Any) -> tuple[bytes, str]:
+        nonlocal largest
+        data, etag = real(key, *args, **kwargs)
+        largest = max(largest, len(data))
+        return data, etag
+
+    users.a.store.get_with_etag = counting  # type: ignore[method-assign]
+    with pytest.raises(FormatError, match="larger than any valid"):
+        sharing.share(users.a, "/proj", BOB)
+    assert largest <= MAX_ENVELOPE_SIZE + 1
