@@ -254,6 +254,13 @@ def _mode(m: Any) -> str:
     return str(m)
 
 
+def _strict_int(value: Any, what: str) -> int:
+    """A JSON integer, not a string or bool, which ``int()`` would accept (format.md)."""
+    if type(value) is not int or value < 0:
+        raise FormatError(f"malformed access log entry: {what} is not an integer")
+    return value
+
+
 @dataclass(frozen=True)
 class LogEntry:
     seq: int
@@ -276,9 +283,9 @@ class LogEntry:
             if obj["format"] != LOG_FORMAT or obj["vault_id"] != header.vault_id:
                 raise FormatError("access log entry of another format or vault")
             entry = cls(
-                int(obj["seq"]),
+                _strict_int(obj["seq"], "seq"),
                 str(obj["prev"]),
-                int(obj["time_ns"]),
+                _strict_int(obj["time_ns"], "time_ns"),
                 base64.b64decode(obj["body"], validate=True),
                 raw,
             )

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from csfs.crypto import Recipient, parse_envelope
-from csfs.crypto.envelope import rewrap_envelope
+from csfs.crypto.envelope import MAX_ENVELOPE_SIZE, rewrap_envelope
 from csfs.crypto.keys import load_recipient_pem
 from csfs.crypto.stream import payload_size
 from csfs.errors import (
@@ -39,7 +39,13 @@ from csfs.vault.access import (
     require_owner,
     seal_notice,
 )
-from csfs.vault.layout import content_key, envelope_key, manifest_key, new_id
+from csfs.vault.layout import (
+    content_key,
+    envelope_key,
+    manifest_key,
+    new_id,
+    read_limited_with_etag,
+)
 from csfs.vault.manifest import DirectoryManifest, Entry
 from csfs.vault.vault import Vault, same_version, split_path
 
@@ -414,7 +420,7 @@ def _rewrap(
             return 0  # listed only in a folder that does not verify: vouches for nothing
         key = envelope_key(entry.id, entry.version)
         for _ in range(5):
-            raw, etag = vault.store.get_with_etag(key)
+            raw, etag = read_limited_with_etag(vault.store, key, MAX_ENVELOPE_SIZE, "key envelope")
             env = parse_envelope(raw)
             env.verify(vault.signers_for(entry.id))
             if env.context != vault.file_context(entry.id, entry.version):

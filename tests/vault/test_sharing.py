@@ -21,6 +21,7 @@ from csfs.errors import (
     AccessDenied,
     AuthenticationError,
     CrossShare,
+    FormatError,
     IntegrityError,
     KeyFileError,
     NoMatchingKeyError,
@@ -329,6 +330,25 @@ def test_log_head_rewritten(logged: Users) -> None:
         logged.open("bob")
 
 
+@pytest.mark.parametrize("field", ["seq", "time_ns"])
+@pytest.mark.parametrize("loose", ["5", True, 5.0])
+def test_log_entry_number_not_a_json_integer(logged: Users, field: str, loose: Any) -> None:
+    # An owner-signed entry whose number is a string, bool or float: int() would
+    # take "5" or true, but format.md 7.2 allows only JSON integers.
+    import json
+
+    from csfs.crypto.signing import sign_blob, verify_blob
+    from csfs.vault.access import LOG_DOMAIN
+
+    payload, _ = verify_blob(logged.store.get(log_key(5)), LOG_DOMAIN, "entry")
+    obj = json.loads(payload)
+    obj[field] = loose
+    raw = sign_blob(logged.alice.signing_key, LOG_DOMAIN, json.dumps(obj).encode())
+    logged.store.put(log_key(5), raw)
+    with pytest.raises((FormatError, AuthenticationError)):
+        users_open_fresh(logged)
+
+
 def test_log_forked_by_non_owner(logged: Users) -> None:
     # Bob holds bucket credentials and appends an entry signed by himself.
     from csfs.vault.access import AccessLog
@@ -516,3 +536,25 @@ def test_a_member_key_can_be_replaced_deliberately(users: Users) -> None:
                    config_dir=str(users.tmp / "nb-config"), ttl=0.0,
                    trusted_owners={users.alice.recipient.verify_key_bytes})
     assert read_bytes(v, "/Shared/alice/proj/plan.txt") == b"the plan"
+
+
+def test_rewrap_reads_at_most_one_envelope_limit(users: Users) -> None:
+    # A store that swaps a huge object in for a key envelope costs the owner's
+    # share at most MAX_ENVELOPE_SIZE + 1 bytes, then a clear refusal.
+    from csfs.crypto.envelope import MAX_ENVELOPE_SIZE
+
+    plan = users.a.lookup("/proj/plan.txt")
+    users.store.put(envelope_key(plan.id, plan.version), b"\0" * (MAX_ENVELOPE_SIZE + 4096))
+    largest = 0
+    real = users.a.store.get_with_etag
+
+    def counting(key: str, *args: Any, **kwargs: Any) -> tuple[bytes, str]:
+        nonlocal largest
+        data, etag = real(key, *args, **kwargs)
+        largest = max(largest, len(data))
+        return data, etag
+
+    users.a.store.get_with_etag = counting  # type: ignore[method-assign]
+    with pytest.raises(FormatError, match="larger than any valid"):
+        sharing.share(users.a, "/proj", BOB)
+    assert largest <= MAX_ENVELOPE_SIZE + 1
