@@ -46,6 +46,20 @@ def fuse_options(read_only: bool, extra: list[str]) -> dict[str, Any]:
     return opts
 
 
+class FlagPassingFUSE(fuse.FUSE):
+    """mfusepy's libfuse3 rename drops renameat2's flags, so RENAME_EXCHANGE would
+    arrive as a plain rename (one file lost): hand them on to the operations."""
+
+    def rename_fuse_3(self, old: bytes, new: bytes, flags: int) -> int:
+        return int(
+            self.operations.rename(
+                old.decode(self.encoding, self.errors),
+                new.decode(self.encoding, self.errors),
+                flags,
+            )
+        )
+
+
 class _Ops(CsfsOperations):
     """Adds the readiness signal: libfuse calls init once the mount is live."""
 
@@ -227,7 +241,7 @@ def _serve(
     opts = fuse_options(read_only, options)
     try:
         ops = _Ops(fs, ready, log_paths=log_paths)
-        fuse.FUSE(ops, mountpoint, foreground=True, nothreads=False, **opts)
+        FlagPassingFUSE(ops, mountpoint, foreground=True, nothreads=False, **opts)
     except RuntimeError as exc:
         # mfusepy raises RuntimeError(code) when fuse_main fails, e.g. on a bad -o option.
         given = ",".join(k if v is True else f"{k}={v}" for k, v in opts.items())

@@ -50,6 +50,8 @@ from csfs.vault.filesystem import Attr, Caller, FileSystem, mode_bits
 from csfs.vault.manifest import XATTR_PREFIX
 
 log = logging.getLogger("csfs.fuse")
+RENAME_NOREPLACE = 1  # <linux/fs.h>
+
 F = TypeVar("F", bound=Callable[..., Any])
 UTIME_NOW = (1 << 30) - 1
 UTIME_OMIT = (1 << 30) - 2
@@ -264,8 +266,13 @@ class CsfsOperations(fuse.Operations):
         return 0
 
     @translated
-    def rename(self, old: str, new: str) -> int:
-        self.fs.rename(old, new)
+    def rename(self, old: str, new: str, flags: int = 0) -> int:
+        # renameat2 flags (FlagPassingFUSE hands them on; plain mfusepy drops them).
+        # RENAME_EXCHANGE and RENAME_WHITEOUT are refused, never turned into a plain
+        # rename that would replace the target.
+        if flags & ~RENAME_NOREPLACE:
+            raise OSError(errno.EINVAL, "renameat2 flag not supported")
+        self.fs.rename(old, new, noreplace=bool(flags & RENAME_NOREPLACE))
         return 0
 
     @translated

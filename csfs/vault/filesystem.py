@@ -454,8 +454,11 @@ class FileSystem:
                 of.ctime_ns = time.time_ns()  # its link count dropped to 0
 
     @_committing
-    def rename(self, old: str, new: str) -> None:
+    def rename(self, old: str, new: str, *, noreplace: bool = False) -> None:
         """One manifest switch in the store's view, conditional on what it replaces.
+
+        ``noreplace`` (renameat2's RENAME_NOREPLACE) fails if anything is at ``new``,
+        here or, at the switch, in the store.
 
         A file not yet committed is renamed in its queued record; what it replaces
         stays in the store until the record's commit replaces it (so no crash leaves
@@ -469,6 +472,8 @@ class FileSystem:
         dst_parent, dst_name, target = self._raw_entry(new)
         if src is None:
             raise NotFound(f"no such file or directory: {old}")
+        if noreplace and target is not None:
+            raise AlreadyExists(f"already exists: {new}")
         if self.vault.share_roots_of(src_parent) != self.vault.share_roots_of(dst_parent):
             raise CrossShare(f"cannot move {old} across a share boundary", hint="copy it instead")
         if target is not None and target.type == "d":
@@ -514,6 +519,7 @@ class FileSystem:
             entry = self.vault.rename(
                 old,
                 new,
+                replace_existing=not noreplace,
                 expect=expect,
                 own_versions=self.queue.own_versions,
                 ctime_ns=time.time_ns(),

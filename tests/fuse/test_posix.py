@@ -52,8 +52,8 @@ pytestmark = [
 ]
 
 # Why the csfs run differs from the kernel today (issue 11).
-_EXCHANGE = ("issue 11: RENAME_EXCHANGE is dropped (mfusepy rename_fuse_3 ignores flags), so it "
-             "becomes a plain rename that {}")
+_EXCHANGE = ("issue 11: csfs refuses RENAME_EXCHANGE with EINVAL (not atomic across folders "
+             "in the store yet); {}")
 _XATTR_NS = ("csfs stores user.* xattrs only (README, 'what is different'); {}.* is refused "
              "ENOTSUP by design, where tmpfs stores it")
 
@@ -67,8 +67,8 @@ CSFS_XFAIL: dict[str, str] = {
         "csfs keeps atime noatime-like (README): a read never writes a manifest; only "
         "utimensat sets atime",
     # rename
-    "test_renameat2_exchange_files": _EXCHANGE.format("replaces the target: data loss"),
-    "test_renameat2_exchange_file_and_dir": _EXCHANGE.format("fails EISDIR"),
+    "test_renameat2_exchange_files": _EXCHANGE.format("tmpfs swaps the files"),
+    "test_renameat2_exchange_file_and_dir": _EXCHANGE.format("tmpfs swaps the file and folder"),
     # xattrs
     "test_xattr_trusted_roundtrip_as_root": _XATTR_NS.format("trusted"),
     "test_xattr_trusted_hidden_from_non_root": _XATTR_NS.format("trusted"),
@@ -1040,6 +1040,20 @@ def test_renameat2_exchange_file_and_dir(d: str) -> None:
     renameat2(f"{d}/f", f"{d}/a", RENAME_EXCHANGE)
     assert read(f"{d}/f/inner") == b"inner"
     assert read(f"{d}/a") == b"file"
+
+
+def test_renameat2_exchange_swaps_or_refuses(d: str) -> None:
+    """Never a plain rename: either both names swap (tmpfs) or EINVAL and nothing moves
+    (csfs). Before the flags were handed on, csfs replaced b with a: one file lost."""
+    write(f"{d}/a", b"content a")
+    write(f"{d}/b", b"content b")
+    try:
+        renameat2(f"{d}/a", f"{d}/b", RENAME_EXCHANGE)
+    except OSError as exc:
+        assert exc.errno == errno.EINVAL
+        assert (read(f"{d}/a"), read(f"{d}/b")) == (b"content a", b"content b")
+    else:
+        assert (read(f"{d}/a"), read(f"{d}/b")) == (b"content b", b"content a")
 
 
 def test_renameat2_exchange_missing_enoent(d: str) -> None:
