@@ -415,11 +415,17 @@ class Vault:
     def log_readers(self, node_id: str) -> set[str] | None:
         """Fingerprints the access log lets read ``node_id``: the root's readers plus
         members granted on it or above, on every path by which it was seen (format.md
-        7.5). Only the owner sees the tree above the share roots; for a member this is
-        None (no check). A manifest's own ``readers`` list is never the authority: a
-        replayed pre-revocation manifest still names the removed member."""
+        7.5). Only the owner sees the tree above the share roots; a member checks what
+        the verified log does tell it: the vault's current members (and the owner).
+        A manifest's own ``readers`` list is never the authority: a replayed
+        pre-revocation manifest still names the removed member."""
         if not self.is_owner:
-            return None
+            return {
+                fp
+                for fp, m in self.access.current.members.items()
+                if self.access.trusted(fp) is not None
+                or m.recipient.verify_key_bytes == self.header.owner
+            }
         root = self.header.root_id
         base = {r.fingerprint for r in self.load_dir(root)[0].recipients()}
         grants = self.access.current.grants
