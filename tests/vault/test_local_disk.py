@@ -1,3 +1,4 @@
+# ruff: noqa: F811  (the users fixture is imported from the sharing tests)
 """What a member's and an owner's own disk holds after using a shared vault: no
 file or folder name and no plaintext outside the user's key (docs/design.md: only
 ciphertext on the local disk). An attacker who reads the user's home directory
@@ -5,10 +6,13 @@ ciphertext on the local disk). An attacker who reads the user's home directory
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
+from csfs.vault import sharing
 from tests.vault.conftest import assert_one_line_error, run_csfs
+from tests.vault.test_sharing import BOB, Users, users  # noqa: F401  (fixture)
 
 SECRETS = ("topsecretfolder", "innerdocument", "deepsubfolder", "ownerprivatefile",
            "CONTENTMARKER4242")
@@ -93,3 +97,25 @@ def test_second_key_of_the_same_user_must_trust_the_owner(tmp_path: Path) -> Non
     ok(other, "ls", "/")
     del other["CSFS_TRUST_OWNER"]
     ok(other, "ls", "/")  # trusted once, remembered for this key
+
+
+def test_a_state_file_with_names_in_clear_is_rewritten_sealed(users: Users) -> None:
+    """A state file written before notices were sealed holds folder names in clear;
+    the next command keeps the shares and leaves no name in the file."""
+    users.a.mkdir("/migrationcheckfolder")
+    sharing.share(users.a, "/migrationcheckfolder", BOB)
+    b = users.open("bob")
+    b.close()
+    (path,) = (users.tmp / "bob" / "state").rglob("*.json")
+    data = json.loads(path.read_text())
+    saved = data["access"][users.bob.recipient.fingerprint]
+    del saved["sealed_notices"]
+    saved["notices"] = [n.to_json() for n in b.access.notices.values()]
+    path.write_text(json.dumps(data))  # as the previous version wrote it
+    assert b"migrationcheckfolder" in path.read_bytes()
+    b = users.open("bob")
+    assert "migrationcheckfolder" in {n.shown for n in b.access.notices.values()}
+    b.close()
+    assert b"migrationcheckfolder" not in path.read_bytes()
+    b = users.open("bob")
+    assert "migrationcheckfolder" in {n.shown for n in b.access.notices.values()}
