@@ -448,7 +448,12 @@ class AccessLog:
             if "state" in saved
             else AccessState()
         )
-        self.notices = {n["node"]: Notice(**n) for n in saved.get("notices", [])}
+        # The notices name the shared folders: kept on disk only sealed to this key
+        # (docs/design.md: no names on the local disk). A file from before that
+        # holds them in clear ("notices") is read once and rewritten sealed.
+        self._sealed_notices: tuple[str, str] | None = None  # (notices JSON, sealed text)
+        self.notices = {n["node"]: Notice(**n) for n in self._open_notices(saved)}
+        self._migrate = "notices" in saved
         self.changed_keys: dict[str, tuple[str, str]] = {}  # name -> (pinned fp, logged fp)
         # The remembered part of the chain is verified again once per open (each
         # command, each mount start: format.md 7.2), so a changed old entry is found
@@ -549,7 +554,7 @@ class AccessLog:
         for entry in new:
             self._apply(entry)
             self.seq, self.head = entry.seq, entry.hash
-        if seqs:
+        if seqs or self._migrate:
             self._check_pins()
             self._save()
         return self.current
@@ -639,6 +644,44 @@ class AccessLog:
                 self.changed_keys[m.name] = (pinned, m.fingerprint)
         self.pins.save()
 
+    def _local_context(self) -> Context:
+        # Never a store object: node id zero, signed by this key, not by the owner.
+        return Context(KIND_NOTICE, self.header.vault_id_bytes, bytes(16), self.seq)
+
+    def _open_notices(self, saved: dict[str, Any]) -> list[dict[str, Any]]:
+        if "notices" in saved:
+            return list(saved["notices"])
+        sealed = saved.get("sealed_notices")
+        if not sealed:
+            return []
+        try:
+            _, plain = open_object(
+                base64.b64decode(sealed, validate=True),
+                self.identity,
+                self._local_context(),
+                allowed_signers={self.identity.recipient.verify_key_bytes},
+                what="saved share notices",
+            )
+            notices = json.loads(plain)
+        except (AuthenticationError, FormatError, ValueError):
+            # Damaged local state: the notices are read again from the log.
+            self.seq, self.head, self.current = 0, self.header.digest, AccessState()
+            return []
+        self._sealed_notices = (plain.decode(), str(sealed))
+        return list(notices)
+
+    def _seal_notices(self) -> str:
+        if not self.notices:
+            return ""
+        plain = _json([n.to_json() for n in self.notices.values()]).decode()
+        # Sealed again only when they change: most commands add no notice.
+        if self._sealed_notices is None or self._sealed_notices[0] != plain:
+            raw = seal_object(
+                plain.encode(), [self.identity.recipient], self.identity, self._local_context()
+            )
+            self._sealed_notices = (plain, base64.b64encode(raw).decode())
+        return self._sealed_notices[1]
+
     def _save(self) -> None:
         self.state.set_access(
             self.me,
@@ -647,9 +690,10 @@ class AccessLog:
                 "head": self.head,
                 "joined": self.joined,
                 "state": self.current.to_json(),
-                "notices": [n.to_json() for n in self.notices.values()],
+                "sealed_notices": self._seal_notices(),
             },
         )
+        self._migrate = False
         self.state.save()
 
     # -- decisions ---------------------------------------------------------------------

@@ -60,6 +60,10 @@ class VaultState:
         # a writer who lists an owner-only folder in its share cannot sign for it in a
         # later run that reaches it only through the share.
         self.listed_in: dict[str, list[str]] = {}
+        # Key fingerprints whose user accepted this vault's owner. The header pin is
+        # about the store (per URL, whatever key saw it); trusting an owner is a
+        # decision per key: a second key of the same OS user is asked again.
+        self.trusted_by: set[str] = set()
         self.dirty = False
         if self.path and os.path.exists(self.path):
             try:
@@ -74,6 +78,11 @@ class VaultState:
                 self.access = dict(data.get("access", {}))
                 self.listed_in = {
                     str(k): [str(p) for p in v] for k, v in data.get("parents", {}).items()
+                }
+                # A file from before "trusted" was kept: every key with access state
+                # opened the vault, so had passed the owner check then.
+                self.trusted_by = {
+                    str(fp) for fp in data.get("trusted", list(self.access))
                 }
             except (OSError, ValueError):
                 # A damaged state file loses rollback memory, never data.
@@ -98,6 +107,7 @@ class VaultState:
             self.header_digest = None
             self.seen = {}
             self.access = {}
+            self.trusted_by = set()
             self.dirty = True
 
     def floor(self, dir_id: str) -> int:
@@ -121,6 +131,16 @@ class VaultState:
                     self.listed_in.pop(dir_id, None)
                 self.dirty = True
 
+    def owner_trusted_by(self, fingerprint: str) -> bool:
+        with self.lock:
+            return fingerprint in self.trusted_by
+
+    def trust_owner(self, fingerprint: str) -> None:
+        with self.lock:
+            if fingerprint not in self.trusted_by:
+                self.trusted_by.add(fingerprint)
+                self.dirty = True
+
     def access_for(self, fingerprint: str) -> dict[str, Any]:
         with self.lock:
             return dict(self.access.get(fingerprint, {}))
@@ -140,6 +160,7 @@ class VaultState:
                     "dirs": self.seen,
                     "access": self.access,
                     "parents": self.listed_in,
+                    "trusted": sorted(self.trusted_by),
                 }
             )
             self.dirty = False

@@ -229,7 +229,8 @@ class Vault:
         The first time a client sees a vault, its owner must be the client's own
         key or one of ``trusted_owners``: otherwise whoever controls the store
         could hand a new client a vault of their own, readable by them.
-        Afterwards the header is pinned (per store URL) and any change refused.
+        Afterwards the header is pinned (per store URL) and any change refused;
+        the owner is trusted per key, so another key of this user is asked again.
         """
         try:
             raw = read_limited(store, HEADER_KEY, MAX_SIGNED_BLOB, "vault header")
@@ -244,12 +245,19 @@ class Vault:
             state.pin_header(hashlib.sha256(raw).hexdigest())
         header = VaultHeader.decode(raw)
         own = identity.recipient.verify_key_bytes
-        if state.header_digest is None and header.owner not in {own, *(trusted_owners or ())}:
+        me = identity.recipient.fingerprint
+        # Asked once per key, not per store: the pin says the header is the one seen
+        # before, not that this key's user chose to trust its owner.
+        if not state.owner_trusted_by(me) and header.owner not in {
+            own,
+            *(trusted_owners or ()),
+        }:
             raise AuthenticationError(
                 f"this vault belongs to a key you have not trusted yet "
                 f"(owner {header.owner.hex()[:16]}...)",
                 hint="check the owner's public key with them, then pass --trust-owner PUB.pem",
             )
+        state.trust_owner(me)
         return cls(store, identity, header, state, ttl=ttl, tmp_dir=tmp_dir, config_dir=config_dir)
 
     def close(self) -> None:
@@ -415,11 +423,17 @@ class Vault:
     def log_readers(self, node_id: str) -> set[str] | None:
         """Fingerprints the access log lets read ``node_id``: the root's readers plus
         members granted on it or above, on every path by which it was seen (format.md
-        7.5). Only the owner sees the tree above the share roots; for a member this is
-        None (no check). A manifest's own ``readers`` list is never the authority: a
-        replayed pre-revocation manifest still names the removed member."""
+        7.5). Only the owner sees the tree above the share roots; a member checks what
+        the verified log does tell it: the vault's current members (and the owner).
+        A manifest's own ``readers`` list is never the authority: a replayed
+        pre-revocation manifest still names the removed member."""
         if not self.is_owner:
-            return None
+            return {
+                fp
+                for fp, m in self.access.current.members.items()
+                if self.access.trusted(fp) is not None
+                or m.recipient.verify_key_bytes == self.header.owner
+            }
         root = self.header.root_id
         base = {r.fingerprint for r in self.load_dir(root)[0].recipients()}
         grants = self.access.current.grants

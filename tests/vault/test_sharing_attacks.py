@@ -223,6 +223,26 @@ def test_a_replayed_manifest_does_not_wrap_to_a_removed_member(users: Users) -> 
         assert f"m/{a.lookup(path).id}" not in _opens(users, users.bob), path
 
 
+def test_a_replayed_manifest_does_not_make_a_write_member_wrap_to_a_removed_member(
+    users: Users,
+) -> None:
+    # Carol writes in /proj; she cannot see the tree above it, but the verified log
+    # says Bob is no longer a member: her new file must not be wrapped to him.
+    sharing.share(users.a, "/proj", BOB)
+    sharing.share(users.a, "/proj", CAROL, write=True)
+    proj = users.a.lookup("/proj").id
+    old = users.store.get(f"m/{proj}")  # owner-signed, readers: alice, Bob and Carol
+    sharing.remove_member(users.a, BOB)
+    users.store.put(f"m/{proj}", old)  # the store (or Bob) replays it
+    c = users.open("carol", fresh=True)  # a new machine of Carol's: no floor yet
+    write_bytes(c, "/Shared/alice/proj/new.txt", b"after Bob left")
+    e = c.lookup("/Shared/alice/proj/new.txt")
+    with pytest.raises(NoMatchingKeyError):
+        parse_envelope(users.store.get(envelope_key(e.id, e.version))).open(users.bob)
+    parse_envelope(users.store.get(envelope_key(e.id, e.version))).open(users.alice)
+    parse_envelope(users.store.get(envelope_key(e.id, e.version))).open(users.carol)
+
+
 # -- 4. a log entry a member planted stops nobody --------------------------------------------
 
 
