@@ -27,6 +27,9 @@ DUMMY_ENV = {
 }
 
 
+_MOTO_SERVER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "moto_server.py")
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -84,7 +87,8 @@ def start_moto_server(timeout: float = 30.0) -> MotoServer:
     for _ in range(3):  # the free port can be taken before moto binds it
         port = _free_port()
         process = subprocess.Popen(
-            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+            # moto's server, with conditional writes made atomic as S3's are.
+            [sys.executable, _MOTO_SERVER, "-H", "127.0.0.1", "-p", str(port)],
             env={**os.environ, **DUMMY_ENV},
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,

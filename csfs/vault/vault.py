@@ -897,20 +897,44 @@ class Vault:
 
         # Across directories: add first, then remove. A crash in between leaves the
         # node in both places (fsck reports it), never in neither.
+        moved = entry
+
         def add(m: DirectoryManifest) -> Entry:
-            place(m, entry)
-            return entry
+            place(m, moved)
+            return moved
 
         self.update_dir(dst_parent, add)
         crash_point("renamed-across")
 
-        def drop(m: DirectoryManifest) -> None:
+        def drop(m: DirectoryManifest) -> Entry | None:
             cur = m.entries.get(src_name)
-            if cur is not None and cur.id == entry.id:
-                del m.entries[src_name]
+            if cur is None or cur.id != moved.id:
+                return None
+            if replace(cur, ctime_ns=moved.ctime_ns) != moved:
+                # Changed by another client since ``entry`` was read (a newer version,
+                # a chmod): the destination takes that first, or it would be lost.
+                return cur
+            del m.entries[src_name]
+            return None
 
-        self.update_dir(src_parent, drop)
-        return entry
+        for _ in range(MAX_RETRIES):
+            newer = self.update_dir(src_parent, drop)
+            if newer is None:
+                return moved
+            if ctime_ns is not None:
+                newer = replace(newer, ctime_ns=ctime_ns)
+
+            def carry(m: DirectoryManifest, old: Entry = moved, new: Entry = newer) -> bool:
+                cur = m.entries.get(dst_name)
+                if cur is None or cur.id != old.id:
+                    return False  # the destination changed meanwhile: ``new`` stays at src
+                m.entries[dst_name] = new
+                return True
+
+            if not self.update_dir(dst_parent, carry):
+                return moved
+            moved = newer
+        raise ConflictError("gave up after repeated concurrent changes to a moved file")
 
     def remove_if(self, dir_id: str, name: str, node_id: str, version: int) -> None:
         """Remove ``name`` only if it still holds that version: a newer one written

@@ -159,3 +159,24 @@ def test_no_plaintext_name_on_local_disk_while_an_upload_waits(moto_vault: Vault
     m.mount()
     m.sync()
     assert moto_vault.cat("d/" + secret + ".renamed") == b"content"
+
+
+def test_move_to_another_folder_carries_the_other_clients_newer_version(
+    moto_vault: Vault,
+) -> None:
+    """mv f sub/ on a mount whose view of f is old: the version another client wrote
+    to f meanwhile moves with it; the old one does not come back in its place."""
+    a = moto_vault.mount("a", ttl=600)  # a's view of / stays as it first read it
+    os.mkdir(a.p("sub"))
+    write(a.p("f"), b"first")
+    a.sync()
+    assert read(a.p("f")) == b"first"
+    b = moto_vault.mount("b", ttl=1)
+    with open(b.p("f"), "r+b") as f:  # in place: the same file, a newer version
+        f.write(b"SECOND")
+    b.sync()
+    assert moto_vault.cat("f") == b"SECOND"
+    os.rename(a.p("f"), a.p("sub", "f"))
+    a.sync()
+    assert moto_vault.cat("sub/f") == b"SECOND"
+    assert "f" not in moto_vault.cli("ls", "/").stdout.decode().split()
