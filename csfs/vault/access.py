@@ -488,6 +488,10 @@ class AccessLog:
             raw = read_limited(self.store, log_key(seq), MAX_SIGNED_BLOB, "access log entry")
         except NotFound:
             raise AuthenticationError(f"access log entry {seq} vanished (tampering)") from None
+        except FormatError:
+            # Larger than any entry the owner can sign: planted, like any other junk.
+            self.planted.add(seq)
+            return None
         try:
             owner_signed = verify_blob(raw, LOG_DOMAIN, "access log entry")[1] == self.header.owner
         except (AuthenticationError, FormatError):
