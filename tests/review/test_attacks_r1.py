@@ -1,0 +1,94 @@
+"""r1 adversarial review: a write member (Bob) signs manifests no csfs writer makes.
+
+Each test asserts the SAFE outcome: a failing test is a hole found.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from typing import Any, Callable
+
+import pytest
+
+from csfs.errors import FormatError
+from csfs.vault.layout import new_id
+from tests.vault.test_hostile import Team, team  # noqa: F401  (fixture reuse)
+
+
+def _entry(b: dict[str, Any]) -> dict[str, Any]:
+    return dict(b["entries"]["plan.txt"])
+
+
+def _set(field: str, value: Any) -> Callable[[dict[str, Any]], None]:
+    def edit(b: dict[str, Any]) -> None:
+        b["entries"]["plan.txt"][field] = value
+    return edit
+
+
+def _rename(name: str) -> Callable[[dict[str, Any]], None]:
+    def edit(b: dict[str, Any]) -> None:
+        b["entries"][name] = b["entries"].pop("plan.txt")
+    return edit
+
+
+# Cases that csfs's own parser must refuse (JSON bools are Python ints; names that
+# are path syntax; values out of range).
+CASES: dict[str, Any] = {
+    "bool-version": _set("version", True),
+    "bool-mode": _set("mode", True),
+    "bool-mtime": _set("mtime_ns", True),
+    "negative-mtime": pytest.param(_set("mtime_ns", -1), marks=pytest.mark.xfail(
+        strict=True, reason="hole (low): entry mtime_ns has no range in format.md 5.3; "
+        "-1 is accepted while atime_ns/ctime_ns must be in [0, 2^63-1]")),
+    "huge-mtime": _set("mtime_ns", 1 << 70),
+    "mode-beyond-16-bits": _set("mode", 1 << 20),
+    "name-dotdot": _rename(".."),
+    "name-dot": _rename("."),
+    "name-empty": _rename(""),
+    "name-slash": _rename("a/b"),
+    "name-nul": _rename("a\x00b"),
+    "name-lone-surrogate": _rename("a\udc80"),
+    "bool-top-mode": lambda b: b.__setitem__("mode", True),
+    "id-not-hex": _set("id", "zz" * 16),
+    "id-uppercase": lambda b: b["entries"]["plan.txt"].__setitem__(
+        "id", b["entries"]["plan.txt"]["id"].upper()),
+}
+
+
+@pytest.mark.parametrize("edit", [CASES[k] for k in sorted(CASES)], ids=sorted(CASES))
+def test_more_lenient_cases_are_format_errors(team: Team, edit: Any) -> None:  # noqa: F811
+    body = copy.deepcopy(team.plain())
+    edit(body)
+    team.bob_signs(body)
+    with pytest.raises(FormatError):
+        team.open().listdir("/proj")
+
+
+def test_duplicate_json_names_are_a_format_error(team: Team) -> None:  # noqa: F811
+    """Two entries under one name: which one a reader sees depends on its JSON parser
+    (json.loads keeps the last); the spec's strict parsing must refuse it."""
+    body = team.plain()
+    raw = json.dumps(body)
+    other = json.dumps({**body["entries"]["plan.txt"], "id": new_id()})
+    raw = raw.replace('"entries": {', '"entries": {"plan.txt": ' + other + ", ", 1)
+    team.bob_signs(raw.encode())
+    with pytest.raises(FormatError):
+        team.open().listdir("/proj")
+
+
+def test_duplicate_top_level_field_is_a_format_error(team: Team) -> None:  # noqa: F811
+    body = team.plain()
+    raw = json.dumps(body)
+    raw = raw.replace("{", '{"readers": [], ', 1)  # a second "readers" key, first one empty
+    team.bob_signs(raw.encode())
+    with pytest.raises(FormatError):
+        team.open().listdir("/proj")
+
+
+def test_nan_in_manifest_is_a_format_error(team: Team) -> None:  # noqa: F811
+    body = team.plain()
+    raw = json.dumps(body).replace('"entries"', '"x": NaN, "entries"', 1)
+    team.bob_signs(raw.encode())
+    with pytest.raises(FormatError):
+        team.open().listdir("/proj")
