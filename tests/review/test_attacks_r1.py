@@ -7,13 +7,23 @@ from __future__ import annotations
 
 import copy
 import json
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import pytest
 
 from csfs.errors import FormatError
 from csfs.vault.layout import new_id
+from tests.vault.conftest import write_bytes
 from tests.vault.test_hostile import Team, team  # noqa: F401  (fixture reuse)
+from tests.vault.test_transfer import SHARED
+from tests.vault.test_transfer import Team as CliTeam
+from tests.vault.test_transfer import team as cli_team_fixture
+
+# The transfer tests' CLI team (Alice through the CLI, Bob's own library client),
+# under a name that does not clash with the hostile-manifest team.
+cli_team = (pytest.fixture(cli_team_fixture.__wrapped__, name="cli_team")
+            if hasattr(cli_team_fixture, "__wrapped__") else cli_team_fixture)
 
 
 def _entry(b: dict[str, Any]) -> dict[str, Any]:
@@ -92,3 +102,24 @@ def test_nan_in_manifest_is_a_format_error(team: Team) -> None:  # noqa: F811
     team.bob_signs(raw.encode())
     with pytest.raises(FormatError):
         team.open().listdir("/proj")
+
+
+# -- CLI output: a writer's name with terminal control characters ------------------------
+
+EVIL = "ok\x1b]0;pwned\x07\x1b[2J\rfake\nline\x9b31m\u202edcba"
+
+
+@pytest.mark.parametrize("cmd", [("ls", "-l", "/proj"), ("ls", "/proj"), ("fsck",),
+                                 ("get", "-r", "/proj", "DEST")])
+def test_cli_escapes_control_characters_in_names(cli_team: CliTeam,
+                                                 cmd: tuple[str, ...]) -> None:
+    write_bytes(cli_team.bob, f"{SHARED}/{EVIL}", b"x")
+    args = tuple(str(cli_team.tmp / "dl") if a == "DEST" else a for a in cmd)
+    r = cli_team.alice(*args)
+    assert "Traceback" not in r.stderr
+    out = r.stdout + r.stderr
+    for ch in ("\x1b", "\x07", "\r", "\x9b", "\u202e"):
+        assert ch not in out, (cmd, repr(out))
+    assert "fake\nline" not in out
+    if cmd[0] == "ls":
+        assert "ok" in r.stdout and "dcba" in r.stdout  # the name is shown, escaped
