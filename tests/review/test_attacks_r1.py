@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import copy
 import json
+import os
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -123,3 +125,25 @@ def test_cli_escapes_control_characters_in_names(cli_team: CliTeam,
     assert "fake\nline" not in out
     if cmd[0] == "ls":
         assert "ok" in r.stdout and "dcba" in r.stdout  # the name is shown, escaped
+
+
+def test_no_names_or_plaintext_in_local_state_after_cli_use(cli_team: CliTeam) -> None:
+    """After put, ls, get -r and fsck through the CLI, Alice's state, data and config
+    folders hold neither a file name nor its contents (docs/design.md: local disk)."""
+    secret_name, secret_body = "zqxsecretname7731", b"zqxsecretbody7731"
+    src = cli_team.tmp / "src"
+    src.mkdir()
+    (src / secret_name).write_bytes(secret_body)
+    cli_team.ok("put", str(src / secret_name), f"/proj/{secret_name}")
+    cli_team.ok("ls", "-l", "/proj")
+    cli_team.ok("get", "-r", "/proj", str(cli_team.tmp / "dl"))
+    cli_team.alice("fsck")
+    leaks = []
+    for folder in ("cli-state", "cli-data", "cli-config"):
+        for root, _dirs, files in os.walk(cli_team.tmp / folder):
+            for f in files:
+                p = os.path.join(root, f)
+                data = Path(p).read_bytes()
+                if secret_name.encode() in data or secret_body in data or secret_name in p:
+                    leaks.append(p)
+    assert leaks == []
