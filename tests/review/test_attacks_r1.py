@@ -49,6 +49,11 @@ def _rename(name: str) -> Callable[[dict[str, Any]], None]:
 CASES: dict[str, Any] = {
     "bool-version": _set("version", True),
     "bool-mode": _set("mode", True),
+    "bool-size": _set("size", True),
+    "negative-size": _set("size", -1),
+    "float-size": _set("size", 8.0),
+    "version-zero": _set("version", 0),
+    "type-dir-with-size": _set("type", "d"),
     "bool-mtime": _set("mtime_ns", True),
     "negative-mtime": pytest.param(_set("mtime_ns", -1), marks=pytest.mark.xfail(
         strict=True, reason="hole (low): entry mtime_ns has no range in format.md 5.3; "
