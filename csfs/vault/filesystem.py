@@ -13,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import functools
 import hashlib
-import logging
 import os
 import posixpath
 import shutil
@@ -53,8 +52,6 @@ from csfs.vault.layout import content_key, envelope_key, new_id, new_version
 from csfs.vault.manifest import DirectoryManifest, Entry, check_xattr_name, check_xattrs
 from csfs.vault.upload_queue import Record, UploadQueue
 from csfs.vault.vault import Vault, split_path
-
-log = logging.getLogger("csfs.fs")
 
 C = SCRATCH_CHUNK
 T = TypeVar("T")
@@ -530,10 +527,6 @@ class FileSystem:
             if stored is not None and stored.id != entry.id:
                 self._forget_file(stored)
         crash_point("renamed")
-        if target_created is None and stored is not None and stored.type == "f":
-            # What this mount saw at the name and replaced (node ids only, no names): a
-            # version another client wrote is gone for good only if it was seen here.
-            log.info("rename replaced %s@%x", stored.id, stored.version)
         parent_id, name = dst_parent, dst_name
         if entry.type == "f":
             now = time.time_ns()
