@@ -82,6 +82,35 @@ def test_rename_over_keeps_the_other_clients_newer_version(
     assert any("(conflict" in n for n in names), names
 
 
+@pytest.mark.parametrize("tmp_committed", [False, True], ids=["tmp-queued", "tmp-committed"])
+def test_save_keeps_a_version_the_editor_never_read(moto_vault: Vault, tmp_committed: bool) -> None:
+    """A's editor reads doc (v1); B saves v2; A's mount then learns of v2 (a listing
+    after its cache expired) but the editor never reads it, and saves over doc. v2 was
+    never seen by anyone on A: it is kept as a conflict copy, not silently replaced.
+    (The soak lost versions this way: the mount's refreshed view stood in for what the
+    editor had read.)"""
+    a = moto_vault.mount("a", ttl=1)
+    b = moto_vault.mount("b", ttl=1)
+    write(a.p("doc"), b"v1", fsync=True)
+    a.sync()
+    assert read(a.p("doc")) == b"v1"  # what A's editor loads
+    assert poll(lambda: read(b.p("doc")) == b"v1")  # B edits the same file
+    write(b.p("doc"), b"B's v2", fsync=True)
+    b.sync()
+    if tmp_committed:
+        write(a.p(".doc.tmp"), b"A's edit of v1", fsync=True)
+        a.sync()
+    assert poll(lambda: os.stat(a.p("doc")).st_size == len(b"B's v2"), timeout=10)
+    if not tmp_committed:
+        write(a.p(".doc.tmp"), b"A's edit of v1")
+    os.rename(a.p(".doc.tmp"), a.p("doc"))
+    a.sync()
+    names = [n for n in moto_vault.cli("ls", "/").stdout.decode().split("\n") if n]
+    contents = {moto_vault.cat(n) for n in names}
+    assert contents == {b"B's v2", b"A's edit of v1"}, (names, contents)
+    assert moto_vault.cat("doc") == b"A's edit of v1"
+
+
 def test_crash_between_two_queued_versions_keeps_the_newest(moto_vault: Vault) -> None:
     """One writer: version N is uploading, N+1 is queued, kill -9. After the restart the
     name shows N+1, and there is no conflict copy (there was only one writer)."""
