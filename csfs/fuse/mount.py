@@ -177,6 +177,17 @@ def _daemon_error(msg: str, log_file: str) -> CsfsError:
     return err
 
 
+
+class _Fuse(fuse.FUSE):  # type: ignore[misc]
+    """mfusepy with ftruncate(2) kept on its file handle under libfuse 3.
+
+    mfusepy 3.1.1 drops the handle libfuse 3 passes to truncate, so an ftruncate
+    became a truncate of whatever the path names now: after another client's save
+    over that name, a different file (its version was replaced by an empty one)."""
+
+    def truncate_fuse_3(self, path: bytes | None, length: int, fip: Any) -> int:
+        return int(self.ftruncate(path, length, fip))
+
 def _serve(
     make_fs: Callable[[], FileSystem],
     mountpoint: str,
@@ -227,7 +238,7 @@ def _serve(
     opts = fuse_options(read_only, options)
     try:
         ops = _Ops(fs, ready, log_paths=log_paths)
-        fuse.FUSE(ops, mountpoint, foreground=True, nothreads=False, **opts)
+        _Fuse(ops, mountpoint, foreground=True, nothreads=False, **opts)
     except RuntimeError as exc:
         # mfusepy raises RuntimeError(code) when fuse_main fails, e.g. on a bad -o option.
         given = ",".join(k if v is True else f"{k}={v}" for k, v in opts.items())

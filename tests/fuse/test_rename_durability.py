@@ -111,6 +111,29 @@ def test_save_keeps_a_version_the_editor_never_read(moto_vault: Vault, tmp_commi
     assert moto_vault.cat("doc") == b"A's edit of v1"
 
 
+def test_ftruncate_of_an_open_file_truncates_that_file(moto_vault: Vault) -> None:
+    """A opens doc and keeps it open; B saves over doc (a new file at the name); A then
+    ftruncate()s and rewrites its descriptor. That edits the file A has open: B's save
+    survives. (mfusepy drops the handle of ftruncate under libfuse 3, and the path then
+    named B's file: the soak lost B's versions to an empty one.)"""
+    a = moto_vault.mount("a", ttl=1)
+    b = moto_vault.mount("b", ttl=1)
+    write(a.p("doc"), b"v1", fsync=True)
+    a.sync()
+    assert poll(lambda: read(b.p("doc")) == b"v1")
+    with open(a.p("doc"), "r+b") as f:
+        write(b.p(".doc.tmp"), b"B's save")
+        os.rename(b.p(".doc.tmp"), b.p("doc"))
+        b.sync()
+        assert poll(lambda: read(a.p("doc")) == b"B's save")
+        f.truncate(0)
+        f.write(b"A's rewrite")
+    a.sync()
+    names = [n for n in moto_vault.cli("ls", "/").stdout.decode().split("\n") if n]
+    contents = {moto_vault.cat(n) for n in names}
+    assert contents == {b"B's save", b"A's rewrite"}, (names, contents)
+
+
 def test_crash_between_two_queued_versions_keeps_the_newest(moto_vault: Vault) -> None:
     """One writer: version N is uploading, N+1 is queued, kill -9. After the restart the
     name shows N+1, and there is no conflict copy (there was only one writer)."""
