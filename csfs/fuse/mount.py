@@ -178,7 +178,7 @@ def _daemon_error(msg: str, log_file: str) -> CsfsError:
 
 
 
-class _Fuse(fuse.FUSE):  # type: ignore[misc]
+class _Fuse(fuse.FUSE):
     """mfusepy with ftruncate(2) kept on its file handle under libfuse 3.
 
     mfusepy 3.1.1 drops the handle libfuse 3 passes to truncate, so an ftruncate
