@@ -890,13 +890,33 @@ class Vault:
         self.update_dir(dst_parent, add)
         crash_point("renamed-across")
 
-        def drop(m: DirectoryManifest) -> None:
+        def drop(m: DirectoryManifest) -> Entry | None:
             cur = m.entries.get(src_name)
             if cur is not None and cur.id == entry.id:
                 del m.entries[src_name]
+                return cur
+            return None
 
-        self.update_dir(src_parent, drop)
+        dropped = self.update_dir(src_parent, drop)
+        if dropped is not None and dropped.type == "f" and dropped.version != entry.version:
+            # Another client wrote a newer version at the source after we looked: it
+            # is what moved, so it follows to the target (else it would be dropped).
+            self._carry(dst_parent, dst_name, entry, dropped)
         return entry
+
+    def _carry(self, dir_id: str, name: str, placed: Entry, newer: Entry) -> None:
+        """Replace ``placed`` (what a move put at ``name``) by ``newer``, its source's
+        current version; if the target changed meanwhile, keep ``newer`` beside it."""
+
+        def follow(m: DirectoryManifest) -> bool:
+            cur = m.entries.get(name)
+            if cur is not None and cur.id == placed.id and cur.version == placed.version:
+                m.entries[name] = replace(newer, ctime_ns=cur.ctime_ns)
+                return True
+            return False
+
+        if not self.update_dir(dir_id, follow):
+            self.conflict_copy(dir_id, name, newer)
 
     def remove_if(self, dir_id: str, name: str, node_id: str, version: int) -> None:
         """Remove ``name`` only if it still holds that version: a newer one written

@@ -134,6 +134,31 @@ def test_ftruncate_of_an_open_file_truncates_that_file(moto_vault: Vault) -> Non
     assert contents == {b"B's save", b"A's rewrite"}, (names, contents)
 
 
+def test_move_to_another_folder_takes_the_other_clients_newer_version(
+    moto_vault: Vault,
+) -> None:
+    """B rewrites doc in place; A, whose view of the folder predates that, moves doc into
+    sub. The move takes B's version along (the move drops what the source holds, and
+    that is B's), instead of putting A's older view of doc in sub and dropping B's."""
+    a = moto_vault.mount("a", ttl=600)  # A keeps its view of the folder
+    b = moto_vault.mount("b", ttl=1)
+    os.mkdir(a.p("sub"))
+    write(a.p("doc"), b"v1", fsync=True)
+    a.sync()
+    assert poll(lambda: read(b.p("doc")) == b"v1")
+    with open(b.p("doc"), "r+b") as f:
+        f.truncate(0)
+        f.write(b"B's v2")
+    b.sync()
+    assert read(a.p("doc")) == b"v1"  # still A's view
+    os.rename(a.p("doc"), a.p("sub", "doc"))
+    a.sync()
+    names = [n for n in moto_vault.cli("ls", "/sub").stdout.decode().split("\n") if n]
+    assert names == ["doc"], names
+    assert moto_vault.cat("sub/doc") == b"B's v2"
+    assert "doc" not in moto_vault.cli("ls", "/").stdout.decode().split()
+
+
 def test_crash_between_two_queued_versions_keeps_the_newest(moto_vault: Vault) -> None:
     """One writer: version N is uploading, N+1 is queued, kill -9. After the restart the
     name shows N+1, and there is no conflict copy (there was only one writer)."""
