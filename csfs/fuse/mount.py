@@ -47,8 +47,13 @@ def fuse_options(read_only: bool, extra: list[str]) -> dict[str, Any]:
 
 
 class FlagPassingFUSE(fuse.FUSE):
-    """mfusepy's libfuse3 rename drops renameat2's flags, so RENAME_EXCHANGE would
-    arrive as a plain rename (one file lost): hand them on to the operations."""
+    """mfusepy with what libfuse 3 passes kept. Its rename drops renameat2's flags,
+    so RENAME_EXCHANGE would arrive as a plain rename (one file lost); its truncate
+    drops the file handle, so an ftruncate became a truncate of whatever the path
+    names now (after another client's save over that name, a different file)."""
+
+    def truncate_fuse_3(self, path: bytes | None, length: int, fip: Any) -> int:
+        return int(self.ftruncate(path, length, fip))
 
     def rename_fuse_3(self, old: bytes, new: bytes, flags: int) -> int:
         return int(
@@ -189,6 +194,7 @@ def _daemon_error(msg: str, log_file: str) -> CsfsError:
             hint=f"see {log_file}",
         )
     return err
+
 
 
 def _serve(

@@ -163,6 +163,11 @@ class FileSystem:
         # entry. Creating a file costs no round trip; the uploader commits it with its
         # content, many files per manifest switch.
         self.created: dict[tuple[str, str], Entry] = {}
+        # The file each name held when this mount last opened it for a program, or wrote
+        # it: (dir id, name) -> (node id, version). A rename over the name replaces that
+        # one; another version found there is kept as a conflict copy, even if a refresh
+        # of the manifest brought it here before the rename (no program here read it).
+        self.seen: LRUCache[tuple[str, str], tuple[str, int]] = LRUCache(maxsize=65536)
         self.queue.on_commit = self._committed
         self.queue.metadata_for = self._metadata_for
         self.queue.folder_time = lambda dir_id: self.touched.get(dir_id)
@@ -500,7 +505,7 @@ class FileSystem:
             self.queue.renamed(target_created.id, dst_parent, dst_name, None)
             self._forget_file(target_created)
         elif stored is not None and stored.type == "f":
-            replaces = [stored.id, stored.version]
+            replaces = list(self._seen_at(dst_parent, dst_name, stored))
         if moving is not None:
             self._drop_replaced(src_parent, src_name, moving.id)
             now = time.time_ns()
@@ -514,6 +519,9 @@ class FileSystem:
                 self._forget_file(stored)  # its queued versions, if any, are replaced too
         else:
             expect = stored
+            if stored is not None and stored.type == "f":
+                seen_id, seen_version = self._seen_at(dst_parent, dst_name, stored)
+                expect = Entry(seen_id, "f", version=seen_version)
             if target_created is not None:
                 expect = None if replaces is None else Entry(replaces[0], "f", version=replaces[1])
             entry = self.vault.rename(
@@ -527,6 +535,11 @@ class FileSystem:
             if stored is not None and stored.id != entry.id:
                 self._forget_file(stored)
         crash_point("renamed")
+        with self.lock:
+            was = self.seen.pop((src_parent, src_name), None)
+            self.seen.pop((dst_parent, dst_name), None)
+            if was is not None:
+                self.seen[(dst_parent, dst_name)] = was
         parent_id, name = dst_parent, dst_name
         if entry.type == "f":
             now = time.time_ns()
@@ -535,6 +548,13 @@ class FileSystem:
                 of = self.open_files.get(entry.id)
                 if of is not None:
                     of.parent_id, of.name, of.ctime_ns = parent_id, name, now
+
+    def _seen_at(self, parent_id: str, name: str, stored: Entry) -> tuple[str, int]:
+        """What a rename over ``name`` replaces: the file a program here last opened
+        or wrote there; the stored entry if none did (it was not read, only named)."""
+        with self.lock:
+            seen = self.seen.get((parent_id, name))
+        return seen if seen is not None else (stored.id, stored.version)
 
     def _hide(self, old: str, new: str) -> bool:
         """libfuse hides an open file that is unlinked: unlink it here for good."""
@@ -726,6 +746,7 @@ class FileSystem:
                 of = OpenFile(raw.id, parent_id, name, self._overlay(raw))
                 self.open_files[raw.id] = of
             of.refs += 1
+            self.seen[(parent_id, name)] = (of.file_id, of.base_version)
             fh = self.next_fh
             self.next_fh += 1
             self.handles[fh] = of
@@ -1101,6 +1122,9 @@ class FileSystem:
             atime_ns=of.atime_ns,
         )
         self.queue.enqueue(rec)
+        if of.name:
+            with self.lock:
+                self.seen[(of.parent_id, of.name)] = (of.file_id, of.version)
         # The new version is the base of whatever comes next on this handle.
         self._discard(of)
         of.base_version = of.version

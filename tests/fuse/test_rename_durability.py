@@ -82,6 +82,83 @@ def test_rename_over_keeps_the_other_clients_newer_version(
     assert any("(conflict" in n for n in names), names
 
 
+@pytest.mark.parametrize("tmp_committed", [False, True], ids=["tmp-queued", "tmp-committed"])
+def test_save_keeps_a_version_the_editor_never_read(moto_vault: Vault, tmp_committed: bool) -> None:
+    """A's editor reads doc (v1); B saves v2; A's mount then learns of v2 (a listing
+    after its cache expired) but the editor never reads it, and saves over doc. v2 was
+    never seen by anyone on A: it is kept as a conflict copy, not silently replaced.
+    (The soak lost versions this way: the mount's refreshed view stood in for what the
+    editor had read.)"""
+    a = moto_vault.mount("a", ttl=1)
+    b = moto_vault.mount("b", ttl=1)
+    write(a.p("doc"), b"v1", fsync=True)
+    a.sync()
+    assert read(a.p("doc")) == b"v1"  # what A's editor loads
+    assert poll(lambda: read(b.p("doc")) == b"v1")  # B edits the same file
+    write(b.p("doc"), b"B's v2", fsync=True)
+    b.sync()
+    if tmp_committed:
+        write(a.p(".doc.tmp"), b"A's edit of v1", fsync=True)
+        a.sync()
+    assert poll(lambda: os.stat(a.p("doc")).st_size == len(b"B's v2"), timeout=10)
+    if not tmp_committed:
+        write(a.p(".doc.tmp"), b"A's edit of v1")
+    os.rename(a.p(".doc.tmp"), a.p("doc"))
+    a.sync()
+    names = [n for n in moto_vault.cli("ls", "/").stdout.decode().split("\n") if n]
+    contents = {moto_vault.cat(n) for n in names}
+    assert contents == {b"B's v2", b"A's edit of v1"}, (names, contents)
+    assert moto_vault.cat("doc") == b"A's edit of v1"
+
+
+def test_ftruncate_of_an_open_file_truncates_that_file(moto_vault: Vault) -> None:
+    """A opens doc and keeps it open; B saves over doc (a new file at the name); A then
+    ftruncate()s and rewrites its descriptor. That edits the file A has open: B's save
+    survives. (mfusepy drops the handle of ftruncate under libfuse 3, and the path then
+    named B's file: the soak lost B's versions to an empty one.)"""
+    a = moto_vault.mount("a", ttl=1)
+    b = moto_vault.mount("b", ttl=1)
+    write(a.p("doc"), b"v1", fsync=True)
+    a.sync()
+    assert poll(lambda: read(b.p("doc")) == b"v1")
+    with open(a.p("doc"), "r+b") as f:
+        write(b.p(".doc.tmp"), b"B's save")
+        os.rename(b.p(".doc.tmp"), b.p("doc"))
+        b.sync()
+        assert poll(lambda: read(a.p("doc")) == b"B's save")
+        f.truncate(0)
+        f.write(b"A's rewrite")
+    a.sync()
+    names = [n for n in moto_vault.cli("ls", "/").stdout.decode().split("\n") if n]
+    contents = {moto_vault.cat(n) for n in names}
+    assert contents == {b"B's save", b"A's rewrite"}, (names, contents)
+
+
+def test_move_to_another_folder_takes_the_other_clients_newer_version(
+    moto_vault: Vault,
+) -> None:
+    """B rewrites doc in place; A, whose view of the folder predates that, moves doc into
+    sub. The move takes B's version along (the move drops what the source holds, and
+    that is B's), instead of putting A's older view of doc in sub and dropping B's."""
+    a = moto_vault.mount("a", ttl=600)  # A keeps its view of the folder
+    b = moto_vault.mount("b", ttl=1)
+    os.mkdir(a.p("sub"))
+    write(a.p("doc"), b"v1", fsync=True)
+    a.sync()
+    assert poll(lambda: read(b.p("doc")) == b"v1")
+    with open(b.p("doc"), "r+b") as f:
+        f.truncate(0)
+        f.write(b"B's v2")
+    b.sync()
+    assert read(a.p("doc")) == b"v1"  # still A's view
+    os.rename(a.p("doc"), a.p("sub", "doc"))
+    a.sync()
+    names = [n for n in moto_vault.cli("ls", "/sub").stdout.decode().split("\n") if n]
+    assert names == ["doc"], names
+    assert moto_vault.cat("sub/doc") == b"B's v2"
+    assert "doc" not in moto_vault.cli("ls", "/").stdout.decode().split()
+
+
 def test_crash_between_two_queued_versions_keeps_the_newest(moto_vault: Vault) -> None:
     """One writer: version N is uploading, N+1 is queued, kill -9. After the restart the
     name shows N+1, and there is no conflict copy (there was only one writer)."""
