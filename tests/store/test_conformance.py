@@ -317,7 +317,11 @@ def test_if_match_race_has_one_winner(store: Store) -> None:
         results = _race(writers, lambda i, b=base: store.put("m", b"writer %d" % i, if_match=b))
         winners = [i for i, r in enumerate(results) if isinstance(r, str)]
         assert len(winners) == 1, (round_, results)
-        assert sum(isinstance(r, PreconditionFailed) for r in results) == writers - 1, results
+        # Every loser fails: PreconditionFailed, or (Ceph RGW under this much contention
+        # answers some with a 500 "UnknownError") a transient error that the retry
+        # wrapper retries into PreconditionFailed. Never a second success.
+        losers = (PreconditionFailed, TransientStoreError)
+        assert sum(isinstance(r, losers) for r in results) == writers - 1, results
         assert store.get("m") == b"writer %d" % winners[0]
 
 
