@@ -50,7 +50,7 @@ from csfs.vault.cache import ObjectCache
 from csfs.vault.crashpoint import crash_point
 from csfs.vault.layout import content_key, envelope_key, new_id, new_version
 from csfs.vault.manifest import DirectoryManifest, Entry, check_xattr_name, check_xattrs
-from csfs.vault.upload_queue import Record, UploadQueue
+from csfs.vault.upload_queue import Record, UploadQueue, with_content
 from csfs.vault.vault import Vault, split_path
 
 C = SCRATCH_CHUNK
@@ -201,17 +201,7 @@ class FileSystem:
                 atime_ns=of.atime_ns or entry.atime_ns,
             )
         rec = self.queue.pending(entry.id)
-        if rec is not None:
-            return replace(
-                entry,
-                size=rec.size,
-                mtime_ns=rec.mtime_ns,
-                version=rec.version,
-                mode=rec.mode,
-                ctime_ns=rec.ctime_ns or entry.ctime_ns,
-                atime_ns=rec.atime_ns or entry.atime_ns,
-            )
-        return entry
+        return entry if rec is None else with_content(entry, rec)
 
     def _raw_entry(self, path: str) -> tuple[str, str, Entry | None]:
         """(parent id, name, entry) of a path that is not the root; entry None if absent.

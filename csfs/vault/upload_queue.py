@@ -507,7 +507,7 @@ class UploadQueue:
         for r in recs:
             ours = r.own_versions()
             found = m.entries.get(r.name)
-            new = _with_content(self._metadata(m, r), r)
+            new = with_content(self._metadata(m, r), r)
             if found is not None and found.id == r.file_id and found.version in ours:
                 m.entries[r.name] = new
                 continue
@@ -535,7 +535,8 @@ class UploadQueue:
         return lost
 
 
-def _with_content(meta: Entry, r: Record) -> Entry:
+def with_content(meta: Entry, r: Record) -> Entry:
+    """``meta`` (an entry's metadata) pointing at the queued version ``r``."""
     return replace(
         meta,
         mode=r.mode,
