@@ -1,0 +1,257 @@
+// Envelopes and payloads (docs/format.md 2 and 3), in the order of checks of 3.6.
+//
+// Payload bytes come from a *source* ({size, read(start, end)}), and chunks are
+// located by chunkLocations(): a later payload form whose chunks live in other
+// objects (a delta version) adds a location kind there, without touching the
+// chunk decryption below.
+
+import { authError, concat, CsfsError, ed25519Verify, enc, equalCT, formatError, hkdf, readU16, readU32, readU64, sha256, u64be } from "./util.js";
+
+export const MAX_ENVELOPE = 2 * 1024 * 1024; // 3.1
+const STANZAS_AT = 139; // 3.1
+const MAX_LENGTH = 2 ** 48; // 3.4
+const ENC_LEN = { 0x0020: 32, 0x0010: 65, 0x647a: 1120 }; // 1.1
+const MAX_EXTENTS = 2 ** 20; // 2.5
+
+export function padme(n) {
+  // 2.3, exact for n < 2^53 (mask is a power of two, so n / mask is exact).
+  if (n < 2) return n;
+  const e = n.toString(2).length - 1;
+  const s = e.toString(2).length;
+  const mask = 2 ** (e - s);
+  return Math.ceil(n / mask) * mask;
+}
+
+export function chunkCount(p, c) {
+  return Math.max(1, Math.ceil(p / c)); // 2.4
+}
+
+const mapBlock = (k) => padme(8 + 16 * k) + 16; // 2.5
+
+// 3.1-3.3 (step 1 of 3.6): every failure is a format error.
+export function parseEnvelope(env) {
+  if (env.length > MAX_ENVELOPE) throw formatError("envelope larger than 2 MiB");
+  if (env.length < STANZAS_AT + 96) throw formatError("short envelope");
+  if (String.fromCharCode(...env.subarray(0, 8)) !== "csfs-ev1") throw formatError("bad envelope magic");
+  const context = env.subarray(8, 49);
+  if (context[0] < 1 || context[0] > 5) throw formatError("unknown context kind");
+  if (readU64(context, 33) >= 2n ** 63n) throw formatError("context version 2^63 or more");
+  const count = readU16(env, 137);
+  if (count < 1 || count > 1024) throw formatError("stanza count out of range");
+  const stanzas = [];
+  let pos = STANZAS_AT;
+  for (let i = 0; i < count; i++) {
+    if (pos + 4 > env.length) throw formatError("short envelope");
+    const kemId = readU16(env, pos);
+    const sealedLen = readU16(env, pos + 2);
+    if (!(kemId in ENC_LEN)) throw formatError("unknown kem_id");
+    if (sealedLen !== ENC_LEN[kemId] + 48) throw formatError("wrong sealed_len");
+    if (pos + 4 + sealedLen > env.length) throw formatError("short envelope");
+    stanzas.push({ kemId, sealed: env.subarray(pos + 4, pos + 4 + sealedLen) });
+    pos += 4 + sealedLen;
+  }
+  if (env.length - pos < 96) throw formatError("short envelope");
+  if (env.length - pos > 96) throw formatError("trailing bytes after the signature");
+  return {
+    context,
+    headerHash: env.subarray(49, 81),
+    sealedLength: env.subarray(81, 105),
+    commitment: env.subarray(105, 137),
+    stanzas,
+    signer: env.subarray(pos, pos + 32),
+    signed: env.subarray(0, pos + 32),
+    signature: env.subarray(pos + 32),
+  };
+}
+
+// 2.1 and 2.5: the 32-byte header -> {header, C, payloadId, mapSize (0: dense)}.
+export function parseHeader(payloadStart) {
+  const header = payloadStart.subarray(0, 32);
+  const magic = header.length === 32 ? String.fromCharCode(...header.subarray(0, 8)) : "";
+  if (magic !== "csfs-pl1" && magic !== "csfs-pl2") throw formatError("bad payload header");
+  if (header[8] < 12 || header[8] > 20) throw formatError("chunk_shift out of range");
+  const C = 2 ** header[8];
+  const payloadId = header.subarray(16, 32);
+  if (magic === "csfs-pl1") {
+    if (header.subarray(9, 16).some((x) => x)) throw formatError("non-zero reserved byte");
+    return { header, C, payloadId, mapSize: 0 };
+  }
+  if (header.subarray(9, 12).some((x) => x)) throw formatError("non-zero reserved byte");
+  const mapSize = readU32(header, 12);
+  if (mapSize < 32 || mapSize > mapBlock(MAX_EXTENTS)) throw formatError("map_size out of range");
+  return { header, C, payloadId, mapSize };
+}
+
+// 3.2, from hex ids.
+export function contextBytes(kind, vaultIdHex, nodeIdHex, version) {
+  const out = new Uint8Array(41);
+  out[0] = kind;
+  for (let i = 0; i < 16; i++) {
+    out[1 + i] = parseInt(vaultIdHex.substr(2 * i, 2), 16);
+    out[17 + i] = parseInt(nodeIdHex.substr(2 * i, 2), 16);
+  }
+  out.set(u64be(version), 33);
+  return out;
+}
+
+async function aesKey(raw) {
+  return crypto.subtle.importKey("raw", raw, "AES-GCM", false, ["decrypt"]);
+}
+
+async function aesOpen(key, nonce, data, aad) {
+  try {
+    return new Uint8Array(await crypto.subtle.decrypt({ name: "AES-GCM", iv: nonce, additionalData: aad }, key, data));
+  } catch {
+    return null;
+  }
+}
+
+// 3.6 steps 1-4. `expected`: the context the reader expects (null: an offline
+// file, from the header). `signers`: accepted writer keys (null: any signer,
+// reported). Returns what the payload reader needs.
+export async function openEnvelope({ envelope, payloadStart, identity, expected = null, signers = null }) {
+  const env = parseEnvelope(envelope);
+  const hdr = parseHeader(payloadStart);
+  const H = await sha256(hdr.header);
+  // Step 2: the signature.
+  const ok = await ed25519Verify(env.signer, env.signature, concat(enc.encode("csfs v1 envelope\0"), env.signed));
+  if (!ok) throw authError("the envelope's signature is invalid");
+  if (signers && !signers.some((s) => equalCT(s, env.signer))) {
+    throw authError("the envelope is signed by someone who may not write here");
+  }
+  // Step 3: context and header hash.
+  const want = expected ?? concat(new Uint8Array([1]), new Uint8Array(16), hdr.payloadId, new Uint8Array(8));
+  if (!equalCT(env.context, want)) throw authError("the envelope belongs to another file or version");
+  if (!equalCT(env.headerHash, H)) throw authError("the envelope belongs to another payload");
+  // Step 4: the first stanza that opens is final.
+  const info = concat(enc.encode("csfs v1 wrap\0"), env.context, env.headerHash);
+  let K = null;
+  for (const s of env.stanzas) {
+    if (s.kemId !== identity.kemId) continue;
+    K = await identity.open(s.sealed, info);
+    if (K) break;
+  }
+  if (!K) throw new CsfsError("no match", "this key cannot open the file");
+  if (K.length !== 32) throw formatError("the wrapped content key is not 32 bytes");
+  if (!equalCT(await hkdf(K, hdr.payloadId, "csfs v1 commitment"), env.commitment)) {
+    throw authError("the key commitment does not match");
+  }
+  const lengthKey = await aesKey(await hkdf(K, H, "csfs v1 length"));
+  const lenBytes = await aesOpen(lengthKey, new Uint8Array(12), env.sealedLength, env.context);
+  if (!lenBytes) throw authError("the sealed length does not authenticate");
+  const L64 = readU64(lenBytes, 0);
+  if (L64 > BigInt(MAX_LENGTH)) throw formatError("plaintext length above 2^48");
+  return {
+    ...hdr,
+    H,
+    L: Number(L64),
+    context: env.context,
+    signer: env.signer,
+    payloadKey: await aesKey(await hkdf(K, hdr.payloadId, "csfs v1 payload")),
+  };
+}
+
+// 2.5: decrypt and check the chunk map -> sorted runs [first, stop).
+async function readMap(opened, block, n) {
+  const aad = concat(opened.H, u64be(opened.L));
+  const nonce = concat(new Uint8Array(11), new Uint8Array([2]));
+  const plain = await aesOpen(opened.payloadKey, nonce, block, aad);
+  if (!plain) throw authError("the chunk map does not authenticate");
+  const k = Number(readU64(plain, 0));
+  if (k < 1 || k > MAX_EXTENTS || block.length !== mapBlock(k)) throw authError("the map size does not match its extent count");
+  if (plain.subarray(8 + 16 * k).some((x) => x)) throw authError("non-zero map padding");
+  const runs = [];
+  for (let j = 0; j < k; j++) {
+    const first = readU64(plain, 8 + 16 * j);
+    const count = readU64(plain, 16 + 16 * j);
+    const prevStop = runs.length ? BigInt(runs[runs.length - 1][1]) : -1n;
+    if (count < 1n || first <= prevStop || first + count > BigInt(n)) {
+      throw authError("map extents empty, unordered, overlapping, touching or past the end");
+    }
+    runs.push([Number(first), Number(first + count)]);
+  }
+  if (runs[runs.length - 1][1] !== n) throw authError("the last chunk is not present");
+  return runs;
+}
+
+// Where each chunk's ciphertext is: {i, start, end} in the payload object, or
+// {i, hole: true}. Checks the payload size (2.4, 2.5) first.
+export async function chunkLocations(opened, source) {
+  const { C, L, mapSize } = opened;
+  const P = padme(L);
+  const n = chunkCount(P, C);
+  const lastLen = P - (n - 1) * C;
+  const plainLen = (i) => (i === n - 1 ? lastLen : C);
+  const locs = [];
+  if (mapSize) {
+    const runs = await readMap(opened, await source.read(32, 32 + mapSize), n);
+    const stored = runs.reduce((a, [f, s]) => a + s - f, 0);
+    if (source.size !== 32 + mapSize + (stored - 1) * (C + 16) + lastLen + 16) {
+      throw authError("the payload's size does not match its chunk map");
+    }
+    let pos = 32 + mapSize;
+    let next = 0;
+    for (const [first, stop] of runs) {
+      for (let i = next; i < first; i++) locs.push({ i, hole: true, len: plainLen(i) });
+      for (let i = first; i < stop; i++) {
+        locs.push({ i, start: pos, end: pos + plainLen(i) + 16 });
+        pos += plainLen(i) + 16;
+      }
+      next = stop;
+    }
+  } else {
+    if (source.size !== 32 + P + 16 * n) throw authError("the payload's size is wrong for its length");
+    for (let i = 0; i < n; i++) locs.push({ i, start: 32 + i * (C + 16), end: 32 + i * (C + 16) + plainLen(i) + 16 });
+  }
+  return { n, locs };
+}
+
+// 2.4: the plaintext, chunk by chunk, each piece yielded only after its tag
+// verified. Consecutive chunks are fetched in ranged reads of about `batch` bytes.
+export async function* decryptPayload(opened, source, { batch = 1 << 20 } = {}) {
+  const { C, L, H } = opened;
+  const { n, locs } = await chunkLocations(opened, source);
+  const lastAad = concat(H, u64be(L));
+  let k = 0;
+  while (k < locs.length) {
+    if (locs[k].hole) {
+      yield* emit(locs[k].i, new Uint8Array(locs[k].len));
+      k++;
+      continue;
+    }
+    let j = k;
+    while (j + 1 < locs.length && !locs[j + 1].hole && locs[j + 1].end - locs[k].start <= batch) j++;
+    const base = locs[k].start;
+    const data = await source.read(base, locs[j].end);
+    if (data.length !== locs[j].end - base) throw authError("a chunk is short");
+    for (let m = k; m <= j; m++) {
+      const { i, start, end } = locs[m];
+      const last = i === n - 1;
+      const nonce = new Uint8Array(12);
+      new DataView(nonce.buffer).setBigUint64(3, BigInt(i));
+      nonce[11] = last ? 1 : 0;
+      const plain = await aesOpen(opened.payloadKey, nonce, data.subarray(start - base, end - base), last ? lastAad : H);
+      if (!plain) throw authError(`chunk ${i} does not authenticate`);
+      yield* emit(i, plain);
+    }
+    k = j + 1;
+  }
+  // 2.3: bytes at L and beyond are padding and must be zero.
+  function* emit(i, plain) {
+    const keep = Math.max(0, Math.min(plain.length, L - i * C));
+    if (plain.subarray(keep).some((x) => x)) throw authError("non-zero padding");
+    if (keep) yield plain.subarray(0, keep);
+  }
+}
+
+export function bytesSource(bytes) {
+  return { size: bytes.length, read: async (s, e) => bytes.subarray(s, Math.min(e, bytes.length)) };
+}
+
+// A whole payload in memory (vectors, manifests, notices, log bodies).
+export async function decryptAll(args, payload) {
+  const opened = await openEnvelope({ ...args, payloadStart: payload.subarray(0, 32) });
+  const parts = [];
+  for await (const p of decryptPayload(opened, bytesSource(payload))) parts.push(p.slice());
+  return { opened, plaintext: concat(...parts) };
+}
