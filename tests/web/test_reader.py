@@ -1,0 +1,214 @@
+"""The reader page against a real vault on moto's S3 server, in Chromium.
+
+The vault is made with the csfs CLI: owner alice (X25519) shares /projects with
+bob (P-256) and dave (ML-KEM-768 + X25519), all with passphrase-protected key
+files. Each opens it in the page as a person would (key file, passphrase, S3
+endpoint and credentials) and saves every file; bytes are compared.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+
+from tests.servers import DUMMY_ENV, MotoServer, make_bucket
+from tests.vault.conftest import run_csfs
+from tests.web.conftest import SCREENSHOTS
+
+# 0 B, 1 B, one 64 KiB chunk, many chunks (and several 4 MiB ranged reads).
+FILES = {
+    "empty.bin": b"",
+    "one.txt": b"x",
+    "chunk.bin": os.urandom(60_000),
+    "many.bin": os.urandom(9 * 2**20 + 123),
+}
+PREFIX = "vault"
+
+
+def cors_rule(origin: str) -> dict[str, Any]:
+    """The bucket CORS rule the reader needs (README: "The web reader")."""
+    return {
+        "AllowedOrigins": [origin],
+        "AllowedMethods": ["GET", "HEAD"],
+        "AllowedHeaders": ["*"],
+        "ExposeHeaders": ["Content-Range", "Content-Length", "ETag"],
+        "MaxAgeSeconds": 3600,
+    }
+
+
+@dataclass
+class Person:
+    name: str
+    key: Path
+    passphrase: str
+    env: dict[str, str]
+
+
+@dataclass
+class World:
+    server: MotoServer
+    bucket: str
+    people: dict[str, Person]
+    s3: Any
+
+
+def _ok(person: Person, *args: str) -> str:
+    r = run_csfs(*args, env=person.env)
+    assert r.returncode == 0, (args, r.stderr)
+    return r.stdout
+
+
+@pytest.fixture(scope="module")
+def world(moto_server: MotoServer, reader_url: str, tmp_path_factory: pytest.TempPathFactory) -> World:
+    tmp = tmp_path_factory.mktemp("web-vault")
+    bucket = make_bucket(moto_server.endpoint_url, f"csfs-web-{uuid.uuid4().hex[:12]}")
+    s3 = boto3.client("s3", endpoint_url=moto_server.endpoint_url, region_name="us-east-1",
+                      aws_access_key_id=DUMMY_ENV["AWS_ACCESS_KEY_ID"],
+                      aws_secret_access_key=DUMMY_ENV["AWS_SECRET_ACCESS_KEY"])
+    s3.put_bucket_cors(Bucket=bucket, CORSConfiguration={"CORSRules": [cors_rule(reader_url)]})
+    people = {}
+    for name, kind in (("alice", ()), ("bob", ("--curve", "p256")), ("dave", ("--pq",))):
+        home = tmp / name
+        env = {**moto_server.env, "CSFS_PASSPHRASE": f"pw of {name}",
+               "CSFS_STORE": f"s3://{bucket}/{PREFIX}",
+               "CSFS_KEY": str(home / "keys" / f"{name}_private_key.pem"),
+               "XDG_STATE_HOME": str(home / "state"), "XDG_CONFIG_HOME": str(home / "config"),
+               "XDG_DATA_HOME": str(home / "data")}
+        people[name] = p = Person(name, Path(env["CSFS_KEY"]), env["CSFS_PASSPHRASE"], env)
+        _ok(p, "keygen", "--dir", str(home / "keys"), "--name", name, *kind)
+        assert b"ENCRYPTED PRIVATE KEY" in p.key.read_bytes()
+    alice = people["alice"]
+    _ok(alice, "init", "--name", "alice")
+    _ok(alice, "mkdir", "/projects")
+    for name, data in FILES.items():
+        (tmp / name).write_bytes(data)
+        _ok(alice, "put", str(tmp / name), f"/projects/{name}")
+    (tmp / "private.txt").write_bytes(b"alice only\n")
+    _ok(alice, "put", str(tmp / "private.txt"), "/private.txt")
+    for member in ("bob", "dave"):
+        pub = str(people[member].key).replace("_private_key.pem", "_public_key.pem")
+        _ok(alice, "member", "add", pub, "--name", member)
+        _ok(alice, "share", "/projects", "--with", member)
+    return World(moto_server, bucket, people, s3)
+
+
+def open_vault(page: Any, url: str, world: World, who: str, passphrase: str | None = None) -> None:
+    p = world.people[who]
+    page.goto(f"{url}/index.html?save=blob")
+    page.wait_for_selector("body[data-ready='1']")
+    page.set_input_files("#keyfile", str(p.key))
+    page.fill("#passphrase", p.passphrase if passphrase is None else passphrase)
+    page.fill("#endpoint", world.server.endpoint_url)
+    page.fill("#bucket", world.bucket)
+    page.fill("#prefix", PREFIX)
+    page.fill("#akid", DUMMY_ENV["AWS_ACCESS_KEY_ID"])
+    page.fill("#secret", DUMMY_ENV["AWS_SECRET_ACCESS_KEY"])
+    page.click("#open-button")
+
+
+def names(page: Any) -> list[str]:
+    page.wait_for_selector("#listing li")
+    page.wait_for_selector("body:not([data-busy])", state="attached")
+    return [n.strip() for n in page.locator("#listing li .name").all_inner_texts()]
+
+
+def enter(page: Any, name: str) -> None:
+    page.click(f"#listing button[data-name='{name}']")
+    page.wait_for_selector("body:not([data-busy])", state="attached")
+
+
+def save(page: Any, name: str) -> bytes:
+    with page.expect_download(timeout=120_000) as dl:
+        page.click(f"#listing button[data-name='{name}']")
+    path = dl.value.path()
+    assert dl.value.suggested_filename == name
+    return Path(path).read_bytes()
+
+
+@pytest.mark.parametrize("who", ["alice", "bob", "dave"])
+def test_each_key_kind_lists_and_saves_every_file(page: Any, reader_url: str, world: World,
+                                                  who: str) -> None:
+    open_vault(page, reader_url, world, who)
+    if who == "alice":
+        assert names(page) == ["private.txt", "projects"]
+        enter(page, "projects")
+    else:
+        # A member sees Shared/<owner>/<share> exactly as the mount shows it.
+        assert names(page) == ["Shared"]
+        enter(page, "Shared")
+        assert names(page) == ["alice"]
+        enter(page, "alice")
+        assert names(page) == ["projects"]
+        enter(page, "projects")
+    assert names(page) == sorted(FILES)
+    for name, data in FILES.items():
+        assert save(page, name) == data, name
+    assert page.locator("#error").is_hidden()
+
+
+def test_wrong_passphrase_is_one_sentence(page: Any, reader_url: str, world: World) -> None:
+    open_vault(page, reader_url, world, "bob", passphrase="not it")
+    page.wait_for_selector("#error:not([hidden])")
+    assert page.inner_text("#error") == "Wrong passphrase."
+    assert page.locator("#browser").is_hidden()
+
+
+def test_flipped_byte_gives_the_error_and_no_download(page: Any, reader_url: str,
+                                                      world: World) -> None:
+    key = next(o["Key"] for o in world.s3.list_objects_v2(Bucket=world.bucket,
+                                                          Prefix=f"{PREFIX}/c/")["Contents"]
+               if o["Size"] > 5 * 2**20)
+    original = world.s3.get_object(Bucket=world.bucket, Key=key)["Body"].read()
+    tampered = bytearray(original)
+    tampered[len(tampered) // 2] ^= 0x01  # a chunk in the middle of many.bin
+    world.s3.put_object(Bucket=world.bucket, Key=key, Body=bytes(tampered))
+    try:
+        downloads: list[Any] = []
+        page.on("download", lambda d: downloads.append(d))
+        open_vault(page, reader_url, world, "dave")
+        for folder in ("Shared", "alice", "projects"):
+            names(page)
+            enter(page, folder)
+        names(page)
+        page.click("#listing button[data-name='many.bin']")
+        page.wait_for_selector("#error:not([hidden])", timeout=120_000)
+        text = page.inner_text("#error")
+        assert text.startswith("Refused: chunk ") and "does not authenticate" in text, text
+        assert text.count(".") == 1 and text.endswith("."), text  # one sentence
+        page.wait_for_timeout(500)
+        assert downloads == []
+    finally:
+        world.s3.put_object(Bucket=world.bucket, Key=key, Body=original)
+
+
+def test_screenshots_desktop_and_phone(browser: Any, reader_url: str, world: World) -> None:
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    for label, viewport, mobile in (("desktop", {"width": 1280, "height": 800}, False),
+                                    ("phone", {"width": 390, "height": 844}, True)):
+        context = browser.new_context(viewport=viewport, is_mobile=mobile, has_touch=mobile,
+                                      device_scale_factor=2 if mobile else 1)
+        page = context.new_page()
+        try:
+            page.goto(f"{reader_url}/index.html")
+            page.wait_for_selector("body[data-ready='1']")
+            page.screenshot(path=str(SCREENSHOTS / f"reader-open-{label}.png"), full_page=True)
+            open_vault(page, reader_url, world, "bob")
+            for folder in ("Shared", "alice", "projects"):
+                names(page)
+                enter(page, folder)
+            names(page)
+            # Touch targets: every row is at least 44 CSS pixels high (phone too).
+            heights = page.eval_on_selector_all(
+                "#listing button", "bs => bs.map(b => b.getBoundingClientRect().height)")
+            assert heights and min(heights) >= 44
+            width = page.evaluate("document.documentElement.scrollWidth")
+            assert width <= viewport["width"]  # no sideways scrolling
+            page.screenshot(path=str(SCREENSHOTS / f"reader-files-{label}.png"), full_page=True)
+        finally:
+            context.close()
