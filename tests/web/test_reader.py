@@ -9,6 +9,7 @@ endpoint and credentials) and saves every file; bytes are compared.
 from __future__ import annotations
 
 import os
+import threading
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +18,7 @@ from typing import Any
 import boto3
 import pytest
 
+from csfs.web import make_server
 from tests.servers import DUMMY_ENV, MotoServer, make_bucket
 from tests.vault.conftest import run_csfs
 from tests.web.conftest import SCREENSHOTS
@@ -98,13 +100,14 @@ def world(moto_server: MotoServer, reader_url: str, tmp_path_factory: pytest.Tem
     return World(moto_server, bucket, people, s3)
 
 
-def open_vault(page: Any, url: str, world: World, who: str, passphrase: str | None = None) -> None:
+def open_vault(page: Any, url: str, world: World, who: str, passphrase: str | None = None,
+               endpoint: str | None = None) -> None:
     p = world.people[who]
     page.goto(f"{url}/index.html?save=blob")
     page.wait_for_selector("body[data-ready='1']")
     page.set_input_files("#keyfile", str(p.key))
     page.fill("#passphrase", p.passphrase if passphrase is None else passphrase)
-    page.fill("#endpoint", world.server.endpoint_url)
+    page.fill("#endpoint", endpoint or world.server.endpoint_url)
     page.fill("#bucket", world.bucket)
     page.fill("#prefix", PREFIX)
     page.fill("#akid", DUMMY_ENV["AWS_ACCESS_KEY_ID"])
@@ -212,3 +215,66 @@ def test_screenshots_desktop_and_phone(browser: Any, reader_url: str, world: Wor
             page.screenshot(path=str(SCREENSHOTS / f"reader-files-{label}.png"), full_page=True)
         finally:
             context.close()
+
+
+def test_without_a_cors_rule_the_page_says_so(page: Any, reader_url: str, world: World,
+                                             tmp_path: Path) -> None:
+    # moto answers every origin (its server enables CORS globally), so the
+    # "store" here is a plain HTTP server on another port, which sends no CORS
+    # headers, as a bucket without the rule does not.
+    server = make_server(tmp_path, 0)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        open_vault(page, reader_url, world, "alice",
+                   endpoint=f"http://127.0.0.1:{server.server_address[1]}")
+        page.wait_for_selector("#error:not([hidden])")
+        text = page.inner_text("#error")
+        assert "CORS rule does not allow" in text and reader_url in text, text
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def test_a_key_that_is_no_reader_sees_nothing(page: Any, reader_url: str, world: World,
+                                              tmp_path: Path) -> None:
+    eve = Person("eve", tmp_path / "keys" / "eve_private_key.pem", "pw of eve",
+                 {**world.people["alice"].env, "CSFS_PASSPHRASE": "pw of eve"})
+    _ok(eve, "keygen", "--dir", str(tmp_path / "keys"), "--name", "eve")
+    world.people["eve"] = eve
+    try:
+        open_vault(page, reader_url, world, "eve")
+        page.wait_for_selector("#error:not([hidden])")
+        assert page.inner_text("#error") == "This key is not a reader of this folder."
+        assert page.locator("#listing li").count() == 0
+    finally:
+        del world.people["eve"]
+
+
+def test_a_replayed_manifest_is_refused(page: Any, reader_url: str, world: World,
+                                        tmp_path: Path) -> None:
+    """5.3: the page remembers each folder's manifest version (localStorage) and
+    refuses an older one put back by the store."""
+    alice = world.people["alice"]
+    open_vault(page, reader_url, world, "alice")
+    names(page)
+    enter(page, "projects")
+    assert "late.txt" not in names(page)
+    keys = [o["Key"] for o in world.s3.list_objects_v2(Bucket=world.bucket,
+                                                       Prefix=f"{PREFIX}/m/")["Contents"]]
+    before = {k: world.s3.get_object(Bucket=world.bucket, Key=k)["Body"].read() for k in keys}
+    (tmp_path / "late.txt").write_bytes(b"later\n")
+    _ok(alice, "put", str(tmp_path / "late.txt"), "/projects/late.txt")
+    after = {k: world.s3.get_object(Bucket=world.bucket, Key=k)["Body"].read() for k in keys}
+    try:
+        page.click("#crumbs button >> text=projects")
+        assert "late.txt" in names(page)
+        for k, old in before.items():  # the store rolls every folder back
+            world.s3.put_object(Bucket=world.bucket, Key=k, Body=old)
+        page.click("#crumbs button >> text=projects")
+        page.wait_for_selector("#error:not([hidden])")
+        assert "rolled back" in page.inner_text("#error")
+    finally:
+        for k, new in after.items():
+            world.s3.put_object(Bucket=world.bucket, Key=k, Body=new)
+        _ok(alice, "rm", "/projects/late.txt")
