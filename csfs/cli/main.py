@@ -223,6 +223,6 @@ def passphrase_option(f: Callable[..., Any]) -> Callable[..., Any]:
 def main() -> None:
     # Importing the command modules registers them on the group.
     from csfs.cli import keys_cmd, mount_cmd, offline_cmd, share_cmd, vault_cmd  # noqa: F401
-    from csfs.cli import web_cmd  # noqa: F401
+    from csfs.cli import web_cmd as _web  # noqa: F401
 
     cli(prog_name="csfs")

@@ -9,12 +9,14 @@ from csfs.web import dist_dir, make_server
 
 
 @cli.command()
-@click.option("--port", default=8470, show_default=True, help="Port on 127.0.0.1 (0: any free one).")
+@click.option(
+    "--port", default=8470, show_default=True, help="Port on 127.0.0.1 (0: any free one)."
+)
 def web(port: int) -> None:
     """Serve the browser reader (all decryption happens in the browser)."""
     server = make_server(dist_dir(), port)
-    host, bound = server.server_address[:2]
-    click.echo(f"csfs web reader: http://{host}:{bound}/  (Ctrl-C stops it)")
+    port = server.server_address[1]
+    click.echo(f"csfs web reader: http://127.0.0.1:{port}/  (Ctrl-C stops it)")
     try:
         server.serve_forever()
     except KeyboardInterrupt:

@@ -58,7 +58,7 @@ def reader_url(reader_dist: Path) -> Iterator[str]:
 @pytest.fixture(scope="session")
 def browser() -> Iterator[Any]:
     if not os.access(CHROMIUM, os.X_OK):
-        pytest.fail("Debian's chromium is missing: scripts/test installs it (apt-get install chromium)")
+        pytest.fail("Debian's chromium is missing: scripts/test installs it (apt chromium)")
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as pw:

@@ -67,7 +67,8 @@ def _ok(person: Person, *args: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def world(moto_server: MotoServer, reader_url: str, tmp_path_factory: pytest.TempPathFactory) -> World:
+def world(moto_server: MotoServer, reader_url: str,
+          tmp_path_factory: pytest.TempPathFactory) -> World:
     tmp = tmp_path_factory.mktemp("web-vault")
     bucket = make_bucket(moto_server.endpoint_url, f"csfs-web-{uuid.uuid4().hex[:12]}")
     s3 = boto3.client("s3", endpoint_url=moto_server.endpoint_url, region_name="us-east-1",
@@ -156,7 +157,7 @@ def test_each_key_kind_lists_and_saves_every_file(page: Any, reader_url: str, wo
 
 
 def test_wrong_passphrase_is_one_sentence(page: Any, reader_url: str, world: World) -> None:
-    open_vault(page, reader_url, world, "bob", passphrase="not it")
+    open_vault(page, reader_url, world, "bob", passphrase="not it")  # noqa: S106 - a wrong one on purpose
     page.wait_for_selector("#error:not([hidden])")
     assert page.inner_text("#error") == "Wrong passphrase."
     assert page.locator("#browser").is_hidden()
