@@ -7,6 +7,7 @@ Subcommands (one function each, registered in build_parser):
   mount    the csfs mount vs gocryptfs, boto3, rclone crypt and s3fs (scripts/bench_fs.py).
   share    share/unshare cost on a folder of N files; a member's mount vs the owner's
            (scripts/bench_share.py).
+  web      the browser reader's decrypt throughput vs csfs get (scripts/bench_web.py).
 
 Each timed command runs as its own subprocess; wall time comes from
 perf_counter around it, peak RSS from the command's ru_maxrss (wait4 rusage,
@@ -312,6 +313,9 @@ def build_parser() -> argparse.ArgumentParser:
     import bench_share
 
     bench_share.register(sub, parse_size)
+    import bench_web
+
+    bench_web.register(sub, parse_size)
     return parser
 
 

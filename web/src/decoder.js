@@ -174,8 +174,11 @@ async function readMap(opened, block, n) {
   return runs;
 }
 
-// Where each chunk's ciphertext is: {i, start, end} in the payload object, or
-// {i, hole: true}. Checks the payload size (2.4, 2.5) first.
+// Where each chunk's ciphertext is: {i, src, start, end}, a byte range of a
+// source (today always the payload's own object), or {i, hole: true, len}.
+// Checks the payload size (2.4, 2.5) first. A payload form whose chunks come
+// from other objects adds locations with another `src` here; the reader below
+// batches ranged reads per source and decrypts every chunk the same way.
 export async function chunkLocations(opened, source) {
   const { C, L, mapSize } = opened;
   const P = padme(L);
@@ -194,14 +197,17 @@ export async function chunkLocations(opened, source) {
     for (const [first, stop] of runs) {
       for (let i = next; i < first; i++) locs.push({ i, hole: true, len: plainLen(i) });
       for (let i = first; i < stop; i++) {
-        locs.push({ i, start: pos, end: pos + plainLen(i) + 16 });
+        locs.push({ i, src: source, start: pos, end: pos + plainLen(i) + 16 });
         pos += plainLen(i) + 16;
       }
       next = stop;
     }
   } else {
     if (source.size !== 32 + P + 16 * n) throw authError("the payload's size is wrong for its length");
-    for (let i = 0; i < n; i++) locs.push({ i, start: 32 + i * (C + 16), end: 32 + i * (C + 16) + plainLen(i) + 16 });
+    for (let i = 0; i < n; i++) {
+      const start = 32 + i * (C + 16);
+      locs.push({ i, src: source, start, end: start + plainLen(i) + 16 });
+    }
   }
   return { n, locs };
 }
@@ -220,9 +226,11 @@ export async function* decryptPayload(opened, source, { batch = 1 << 20 } = {}) 
       continue;
     }
     let j = k;
-    while (j + 1 < locs.length && !locs[j + 1].hole && locs[j + 1].end - locs[k].start <= batch) j++;
+    const next = (m) => locs[m + 1];
+    while (next(j) && !next(j).hole && next(j).src === locs[k].src && next(j).start === locs[j].end
+           && next(j).end - locs[k].start <= batch) j++;
     const base = locs[k].start;
-    const data = await source.read(base, locs[j].end);
+    const data = await locs[k].src.read(base, locs[j].end);
     if (data.length !== locs[j].end - base) throw authError("a chunk is short");
     for (let m = k; m <= j; m++) {
       const { i, start, end } = locs[m];

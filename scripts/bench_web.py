@@ -1,0 +1,189 @@
+"""`scripts/bench web`: the browser reader's decrypt throughput against `csfs get`.
+
+One vault on the moto server holds one random file. `csfs get` reads it (timed
+as a subprocess), then the reader page (web/dist, served by csfs.web) opens the
+same vault in Debian's Chromium (Playwright) and saves the file; the page
+reports the time from the click to the last verified chunk. Peak RSS of the
+renderer and of the browser process (where Chromium keeps Blob bytes) is
+sampled from /proc while it runs. Both outputs are compared with the input.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from bench import BenchError, human, run_timed
+from bench_fs import Env, bench_env
+
+MiB = 1 << 20
+ROOT = Path(__file__).resolve().parent.parent
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync"]
+
+
+def _rss_kib(pid: int) -> int:
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def _ppid(pid: int) -> int:
+    try:
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[1])
+    except (OSError, IndexError, ValueError):
+        return 0
+
+
+def _descends(pid: int, ancestor: int) -> bool:
+    for _ in range(64):
+        if pid in (0, 1):
+            return False
+        if pid == ancestor:
+            return True
+        pid = _ppid(pid)
+    return False
+
+
+def _chromium_pids() -> dict[str, list[int]]:
+    """The processes of the Chromium this benchmark started, by role."""
+    out: dict[str, list[int]] = {"renderer": [], "browser": [], "other": []}
+    me = os.getpid()
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            # Zygote children rewrite their cmdline into one space-separated string.
+            cmd = Path(f"/proc/{d}/cmdline").read_bytes().replace(b"\0", b" ").split()
+        except OSError:
+            continue
+        if not cmd or b"chromium" not in cmd[0] or not _descends(int(d), me):
+            continue
+        kinds = [a for a in cmd if a.startswith(b"--type=")]
+        role = "browser" if not kinds else "renderer" if kinds[0] == b"--type=renderer" else "other"
+        out[role].append(int(d))
+    return out
+
+
+class PeakSampler(threading.Thread):
+    def __init__(self) -> None:
+        super().__init__(daemon=True)
+        self.stop = threading.Event()
+        self.peak = {"renderer": 0, "browser": 0}
+
+    def run(self) -> None:
+        while not self.stop.is_set():
+            pids = _chromium_pids()
+            # The page's renderer is the largest one; the browser process is one.
+            for role in self.peak:
+                self.peak[role] = max([self.peak[role], *(_rss_kib(p) for p in pids[role])])
+            time.sleep(0.1)
+
+
+def _browser_read(env: Env, bucket: str, size: int) -> tuple[float, float, dict[str, int], str]:
+    sys.path.insert(0, str(ROOT))
+    from playwright.sync_api import sync_playwright
+
+    from csfs.web import dist_dir, make_server
+
+    server = make_server(dist_dir(), 0)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}"
+    env.s3.put_bucket_cors(Bucket=bucket, CORSConfiguration={"CORSRules": [{
+        "AllowedOrigins": [url], "AllowedMethods": ["GET", "HEAD"], "AllowedHeaders": ["*"],
+        "ExposeHeaders": ["Content-Range", "Content-Length", "ETag"]}]})
+    try:
+        with sync_playwright() as pw:
+            browser = pw.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
+            page = browser.new_context(accept_downloads=True).new_page()
+            page.goto(f"{url}/index.html?save=blob")
+            page.set_input_files("#keyfile", str(env.key))
+            page.fill("#endpoint", env.endpoint)
+            page.fill("#bucket", bucket)
+            page.fill("#prefix", "v")
+            page.fill("#akid", os.environ["AWS_ACCESS_KEY_ID"])
+            page.fill("#secret", os.environ["AWS_SECRET_ACCESS_KEY"])
+            page.click("#open-button")
+            page.wait_for_selector("#listing button[data-name='big.bin']")
+            idle = {role: max([0, *(_rss_kib(p) for p in pids)])
+                    for role, pids in _chromium_pids().items()}
+            sampler = PeakSampler()
+            sampler.start()
+            start = time.perf_counter()
+            with page.expect_download(timeout=1800_000) as dl:
+                page.click("#listing button[data-name='big.bin']")
+            path = dl.value.path()
+            wall = time.perf_counter() - start
+            sampler.stop.set()
+            sampler.join()
+            saved = json.loads(page.get_attribute("body", "data-last-save") or "{}")
+            if not page.locator("#error").is_hidden():
+                raise BenchError("the page failed: " + page.inner_text("#error"))
+            digest = hashlib.sha256(Path(path).read_bytes()).hexdigest()
+            if saved.get("bytes") != size:
+                raise BenchError(f"the page saved {saved.get('bytes')} bytes, not {size}")
+            browser.close()
+    finally:
+        server.shutdown()
+        server.server_close()
+    peak = {**sampler.peak, "idle_renderer": idle["renderer"], "idle_browser": idle["browser"]}
+    return float(saved["seconds"]), wall, peak, digest
+
+
+def cmd_web(args: Any) -> int:
+    subprocess.run([str(ROOT / "scripts" / "build-web")], check=True)
+    with bench_env(args.dir, "csfs-bench-web-") as env:
+        bucket = env.bucket("csfs-web")
+        store = f"s3://{bucket}/v"
+        env.csfs_init(store)
+        src = env.tmp / "big.bin"
+        with open(src, "wb") as f:
+            for _ in range(args.size // MiB):
+                f.write(os.urandom(MiB))
+            f.write(os.urandom(args.size % MiB))
+        want = hashlib.sha256(src.read_bytes()).hexdigest()
+        env.run([env.csfs, "put", "--store", store, str(src), "/big.bin"])
+        print(f"file: {human(args.size)}", flush=True)
+        cli = []
+        for i in range(args.repeat):
+            out = env.tmp / f"cli-{i}.bin"
+            sample = run_timed([env.csfs, "get", "--store", store, "/big.bin", str(out)], env.log)
+            if hashlib.sha256(out.read_bytes()).hexdigest() != want:
+                raise BenchError("csfs get returned other bytes")
+            out.unlink()
+            cli.append(sample)
+        best_cli = min(s.seconds for s in cli)
+        page_s, wall, peak, digest = _browser_read(env, bucket, args.size)
+        if digest != want:
+            raise BenchError("the page saved other bytes")
+        mb = args.size / MiB
+        print(f"csfs get        : {best_cli:7.2f} s  {mb / best_cli:7.1f} MiB/s  "
+              f"(best of {args.repeat}; peak RSS {max(s.maxrss_kib for s in cli) // 1024} MiB)")
+        print(f"browser decrypt : {page_s:7.2f} s  {mb / page_s:7.1f} MiB/s  "
+              f"(click to last verified chunk; {wall:.2f} s until the download landed)")
+        print(f"browser / cli   : {best_cli / page_s:.2f}x of the CLI's throughput")
+        print(f"peak RSS        : renderer {peak['renderer'] // 1024} MiB "
+              f"(idle {peak['idle_renderer'] // 1024}), browser process "
+              f"{peak['browser'] // 1024} MiB (idle {peak['idle_browser'] // 1024}; it holds the Blob)")
+    return 0
+
+
+def register(sub: Any, parse_size: Any) -> None:
+    p = sub.add_parser("web", help="browser reader decrypt throughput vs csfs get")
+    p.add_argument("--size", type=parse_size, default=256 * MiB, help="file size (default 256M)")
+    p.add_argument("--repeat", type=int, default=3, help="csfs get runs (default 3)")
+    p.add_argument("--dir", default="/dev/shm", help="scratch folder (default /dev/shm)")
+    p.set_defaults(func=cmd_web)
