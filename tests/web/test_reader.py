@@ -102,9 +102,9 @@ def world(moto_server: MotoServer, reader_url: str,
 
 
 def open_vault(page: Any, url: str, world: World, who: str, passphrase: str | None = None,
-               endpoint: str | None = None) -> None:
+               endpoint: str | None = None, save: str = "download") -> None:
     p = world.people[who]
-    page.goto(f"{url}/index.html?save=blob")
+    page.goto(f"{url}/index.html?save={save}")
     page.wait_for_selector("body[data-ready='1']")
     page.set_input_files("#keyfile", str(p.key))
     page.fill("#passphrase", p.passphrase if passphrase is None else passphrase)

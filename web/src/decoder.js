@@ -213,36 +213,49 @@ export async function chunkLocations(opened, source) {
 }
 
 // 2.4: the plaintext, chunk by chunk, each piece yielded only after its tag
-// verified. Consecutive chunks are fetched in ranged reads of about `batch` bytes.
+// verified. Consecutive chunks of one source are fetched in ranged reads of
+// about `batch` bytes; the next read is in flight while a batch is decrypted,
+// and the chunks of a batch are decrypted concurrently, then yielded in order.
 export async function* decryptPayload(opened, source, { batch = 1 << 20 } = {}) {
   const { C, L, H } = opened;
   const { n, locs } = await chunkLocations(opened, source);
   const lastAad = concat(H, u64be(L));
-  let k = 0;
-  while (k < locs.length) {
-    if (locs[k].hole) {
-      yield* emit(locs[k].i, new Uint8Array(locs[k].len));
-      k++;
+  // Group the locations: a hole alone, or a run of adjacent chunks of one source.
+  const groups = [];
+  for (let k = 0; k < locs.length; ) {
+    let j = k;
+    if (!locs[k].hole) {
+      const next = (m) => locs[m + 1];
+      while (next(j) && !next(j).hole && next(j).src === locs[k].src && next(j).start === locs[j].end
+             && next(j).end - locs[k].start <= batch) j++;
+    }
+    groups.push(locs.slice(k, j + 1));
+    k = j + 1;
+  }
+  const fetchGroup = (g) => (g[0].hole ? Promise.resolve(null) : g[0].src.read(g[0].start, g[g.length - 1].end));
+  let inflight = groups.length ? fetchGroup(groups[0]) : null;
+  for (let gi = 0; gi < groups.length; gi++) {
+    const g = groups[gi];
+    const data = await inflight;
+    inflight = gi + 1 < groups.length ? fetchGroup(groups[gi + 1]) : null;
+    inflight?.catch(() => {}); // reported when awaited
+    if (g[0].hole) {
+      yield* emit(g[0].i, new Uint8Array(g[0].len));
       continue;
     }
-    let j = k;
-    const next = (m) => locs[m + 1];
-    while (next(j) && !next(j).hole && next(j).src === locs[k].src && next(j).start === locs[j].end
-           && next(j).end - locs[k].start <= batch) j++;
-    const base = locs[k].start;
-    const data = await locs[k].src.read(base, locs[j].end);
-    if (data.length !== locs[j].end - base) throw authError("a chunk is short");
-    for (let m = k; m <= j; m++) {
-      const { i, start, end } = locs[m];
+    const base = g[0].start;
+    if (data.length !== g[g.length - 1].end - base) throw authError("a chunk is short");
+    const plains = await Promise.all(g.map(({ i, start, end }) => {
       const last = i === n - 1;
       const nonce = new Uint8Array(12);
       new DataView(nonce.buffer).setBigUint64(3, BigInt(i));
       nonce[11] = last ? 1 : 0;
-      const plain = await aesOpen(opened.payloadKey, nonce, data.subarray(start - base, end - base), last ? lastAad : H);
-      if (!plain) throw authError(`chunk ${i} does not authenticate`);
-      yield* emit(i, plain);
+      return aesOpen(opened.payloadKey, nonce, data.subarray(start - base, end - base), last ? lastAad : H);
+    }));
+    for (let m = 0; m < g.length; m++) {
+      if (!plains[m]) throw authError(`chunk ${g[m].i} does not authenticate`);
     }
-    k = j + 1;
+    for (let m = 0; m < g.length; m++) yield* emit(g[m].i, plains[m]);
   }
   // 2.3: bytes at L and beyond are padding and must be zero.
   function* emit(i, plain) {

@@ -158,56 +158,113 @@ async function show() {
   }
 }
 
-// Saving: the File System Access API streams to disk and discards the file on
-// any failure (abort); elsewhere the plaintext is kept as Blob parts, which the
-// browser may page to disk, and handed over only once the last chunk verified.
+// Where a file goes while it is decrypted. Each sink takes verified pieces and
+// either finishes (the file is handed to the person) or aborts (nothing is).
+//  - picker: the File System Access API streams to the file the person chose;
+//    the browser writes to a temporary file and discards it on abort.
+//  - opfs: a temporary file in the origin-private file system, handed over as
+//    a disk-backed File once complete: memory stays bounded with no picker.
+//  - blob: Blob parts (the browser may page them to disk) where neither exists.
+const saveMode = new URLSearchParams(location.search).get("save"); // tests: "download", "blob"
+const OPFS_PREFIX = "csfs-download-";
+
+async function pickerSink(handle) {
+  const w = await handle.createWritable();
+  return { write: (b) => w.write(b), abort: () => w.abort(), finish: () => w.close() };
+}
+
+function handOver(file, name) {
+  const a = Object.assign(document.createElement("a"), { href: URL.createObjectURL(file), download: name });
+  document.body.append(a);
+  a.click();
+  a.remove();
+  return a.href;
+}
+
+async function opfsSink(name) {
+  const root = await navigator.storage.getDirectory();
+  const tmp = OPFS_PREFIX + crypto.randomUUID();
+  const fh = await root.getFileHandle(tmp, { create: true });
+  const w = await fh.createWritable();
+  const drop = () => root.removeEntry(tmp).catch(() => {});
+  return {
+    write: (b) => w.write(b),
+    abort: async () => {
+      await w.abort().catch(() => {});
+      await drop();
+    },
+    finish: async () => {
+      await w.close();
+      const href = handOver(await fh.getFile(), name);
+      setTimeout(() => {
+        URL.revokeObjectURL(href);
+        drop();
+      }, 120000);
+    },
+  };
+}
+
+function blobSink(name) {
+  const parts = [];
+  let pending = [];
+  let pendingBytes = 0;
+  return {
+    write: (b) => {
+      pending.push(b.slice());
+      pendingBytes += b.length;
+      if (pendingBytes >= 16 << 20) {
+        parts.push(new Blob(pending));
+        pending = [];
+        pendingBytes = 0;
+      }
+    },
+    abort: async () => {},
+    finish: async () => {
+      const href = handOver(new Blob([...parts, new Blob(pending)], { type: "application/octet-stream" }), name);
+      setTimeout(() => URL.revokeObjectURL(href), 120000);
+    },
+  };
+}
+
+// Temporary files left by a page that was closed while saving.
+(async () => {
+  try {
+    const root = await navigator.storage.getDirectory();
+    for await (const name of root.keys()) if (name.startsWith(OPFS_PREFIX)) await root.removeEntry(name);
+  } catch {
+    // no origin-private file system here
+  }
+})();
+
 function save(it) {
-  const useFsa = "showSaveFilePicker" in window && new URLSearchParams(location.search).get("save") !== "blob";
+  const usePicker = "showSaveFilePicker" in window && !saveMode;
   // The picker must open inside the click's user activation, before any await.
-  const picked = useFsa ? window.showSaveFilePicker({ suggestedName: it.name }).catch(() => null) : null;
+  const picked = usePicker ? window.showSaveFilePicker({ suggestedName: it.name }).catch(() => null) : null;
   withBusy(async () => {
-    let out = null;
-    if (useFsa) {
+    let sink;
+    if (usePicker) {
       const handle = await picked;
       if (!handle) return status("Not saved.");
-      out = await handle.createWritable();
+      sink = await pickerSink(handle);
+    } else if (saveMode !== "blob" && navigator.storage?.getDirectory) {
+      sink = await opfsSink(it.name).catch(() => blobSink(it.name));
+    } else {
+      sink = blobSink(it.name);
     }
-    const parts = [];
-    let pending = [];
-    let pendingBytes = 0;
     let done = 0;
     const started = performance.now();
     try {
       for await (const piece of vault.readFile(it)) {
+        await sink.write(piece);
         done += piece.length;
-        if (out) {
-          await out.write(piece);
-        } else {
-          pending.push(piece.slice());
-          pendingBytes += piece.length;
-          if (pendingBytes >= 16 << 20) {
-            parts.push(new Blob(pending));
-            pending = [];
-            pendingBytes = 0;
-          }
-        }
         status(`Decrypting ${it.name}: ${humanSize(done)} of ${humanSize(it.size)}…`);
       }
     } catch (e) {
-      if (out) await out.abort().catch(() => {});
+      await sink.abort();
       throw e;
     }
     const secs = (performance.now() - started) / 1000;
-    if (out) {
-      await out.close();
-    } else {
-      const blob = new Blob([...parts, new Blob(pending)], { type: "application/octet-stream" });
-      const a = Object.assign(document.createElement("a"), { href: URL.createObjectURL(blob), download: it.name });
-      document.body.append(a);
-      a.click();
-      a.remove();
-      setTimeout(() => URL.revokeObjectURL(a.href), 60000);
-    }
+    await sink.finish();
     document.body.dataset.lastSave = JSON.stringify({ name: it.name, bytes: done, seconds: secs });
     status(`Saved ${it.name} (${humanSize(done)}, verified) in ${secs.toFixed(1)} s.`);
   });

@@ -175,6 +175,6 @@ export class Vault {
       signers: item.parent ? this.signersFor(item.parent, item.root) : this.writersOf(item.root),
     });
     if (BigInt(opened.L) !== e.size) throw authError("the file's sealed length differs from its listed size");
-    yield* decryptPayload(opened, src, { batch: 4 << 20 });
+    yield* decryptPayload(opened, src, { batch: 16 << 20 });
   }
 }
