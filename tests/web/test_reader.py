@@ -279,3 +279,46 @@ def test_a_replayed_manifest_is_refused(page: Any, reader_url: str, world: World
         for k, new in after.items():
             world.s3.put_object(Bucket=world.bucket, Key=k, Body=new)
         _ok(alice, "rm", "/projects/late.txt")
+
+
+def _folder(page: Any, who: str) -> None:
+    names(page)
+    for folder in ("projects",) if who == "alice" else ("Shared", "alice", "projects"):
+        enter(page, folder)
+        names(page)
+
+
+def test_the_blob_fallback_saves_the_same_bytes(page: Any, reader_url: str,
+                                                world: World) -> None:
+    open_vault(page, reader_url, world, "alice", save="blob")
+    _folder(page, "alice")
+    for name in ("empty.bin", "many.bin"):
+        assert save(page, name) == FILES[name]
+
+
+def test_a_swapped_envelope_is_refused(page: Any, reader_url: str, world: World) -> None:
+    """The envelope of another file (valid, signed by the owner) put in place of
+    one.txt's: its context names the other file (3.2)."""
+    objects = world.s3.list_objects_v2(Bucket=world.bucket, Prefix=f"{PREFIX}/k/")["Contents"]
+    by_size = {}
+    for o in objects:
+        payload = o["Key"].replace(f"{PREFIX}/k/", f"{PREFIX}/c/", 1)
+        size = world.s3.head_object(Bucket=world.bucket, Key=payload)["ContentLength"]
+        by_size[size] = o["Key"]
+    one, other = by_size[32 + 1 + 16], by_size[max(by_size)]
+    original = world.s3.get_object(Bucket=world.bucket, Key=one)["Body"].read()
+    swapped = world.s3.get_object(Bucket=world.bucket, Key=other)["Body"].read()
+    world.s3.put_object(Bucket=world.bucket, Key=one, Body=swapped)
+    try:
+        downloads: list[Any] = []
+        page.on("download", lambda d: downloads.append(d))
+        open_vault(page, reader_url, world, "bob")
+        _folder(page, "bob")
+        page.click("#listing button[data-name='one.txt']")
+        page.wait_for_selector("#error:not([hidden])")
+        text = page.inner_text("#error")
+        assert text.startswith("Refused: the envelope belongs to another file or version"), text
+        page.wait_for_timeout(500)
+        assert downloads == []
+    finally:
+        world.s3.put_object(Bucket=world.bucket, Key=one, Body=original)
