@@ -322,3 +322,33 @@ def test_a_swapped_envelope_is_refused(page: Any, reader_url: str, world: World)
         assert downloads == []
     finally:
         world.s3.put_object(Bucket=world.bucket, Key=one, Body=original)
+
+
+def test_an_envelope_signed_by_a_reader_who_may_not_write_is_refused(
+        page: Any, reader_url: str, world: World) -> None:
+    """bob may read /projects but not write it: one.txt's envelope re-signed with
+    his key is valid Ed25519 but not from a writer the access log allows (5.3, 7.3)."""
+    from csfs.crypto.keys import load_identity
+
+    bob = world.people["bob"]
+    signer = load_identity(str(bob.key), bob.passphrase.encode()).signing_key
+    objects = world.s3.list_objects_v2(Bucket=world.bucket, Prefix=f"{PREFIX}/c/")["Contents"]
+    payload = next(o["Key"] for o in objects if o["Size"] == 32 + 1 + 16)  # one.txt
+    key = payload.replace(f"{PREFIX}/c/", f"{PREFIX}/k/", 1)
+    original = world.s3.get_object(Bucket=world.bucket, Key=key)["Body"].read()
+    body = original[:-96] + signer.public_key().public_bytes_raw()
+    forged = body + signer.sign(b"csfs v1 envelope\0" + body)
+    world.s3.put_object(Bucket=world.bucket, Key=key, Body=forged)
+    try:
+        downloads: list[Any] = []
+        page.on("download", lambda d: downloads.append(d))
+        open_vault(page, reader_url, world, "dave")
+        _folder(page, "dave")
+        page.click("#listing button[data-name='one.txt']")
+        page.wait_for_selector("#error:not([hidden])")
+        text = page.inner_text("#error")
+        assert text.startswith("Refused: the envelope is signed by someone who may not write"), text
+        page.wait_for_timeout(500)
+        assert downloads == []
+    finally:
+        world.s3.put_object(Bucket=world.bucket, Key=key, Body=original)
