@@ -270,8 +270,10 @@ export function bytesSource(bytes) {
 }
 
 // A whole payload in memory (vectors, manifests, notices, log bodies).
-export async function decryptAll(args, payload) {
+// `maxLength`: a plaintext limit checked on L before any chunk is decrypted (5.3, 7.4).
+export async function decryptAll(args, payload, { maxLength = Infinity, what = "plaintext" } = {}) {
   const opened = await openEnvelope({ ...args, payloadStart: payload.subarray(0, 32) });
+  if (opened.L > maxLength) throw formatError(`${what} longer than ${maxLength} bytes`);
   const parts = [];
   for await (const p of decryptPayload(opened, bytesSource(payload))) parts.push(p.slice());
   return { opened, plaintext: concat(...parts) };

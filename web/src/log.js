@@ -63,17 +63,17 @@ export async function parseMemberRecord(blob, vault) {
 }
 
 // `env_len || envelope || payload` (5.3 layout) -> decrypted JSON, or null when no stanza opens.
-export async function openLaidOut(obj, identity, context, signers, what = "decrypted body") {
-  const { plaintext } = (await openLaidOutBytes(obj, identity, context, signers)) ?? {};
+export async function openLaidOut(obj, identity, context, signers, what = "decrypted body", limits = {}) {
+  const { plaintext } = (await openLaidOutBytes(obj, identity, context, signers, limits)) ?? {};
   return plaintext === undefined ? null : jsonObject(plaintext, what);
 }
 
-export async function openLaidOutBytes(obj, identity, expected, signers) {
+export async function openLaidOutBytes(obj, identity, expected, signers, limits = {}) {
   if (obj.length < 4) throw formatError("short object");
   const envLen = readU32(obj, 0);
   if (envLen > MAX_ENVELOPE || envLen > obj.length - 4) throw formatError("env_len out of range");
   try {
-    return await decryptAll({ envelope: obj.subarray(4, 4 + envLen), identity, expected, signers }, obj.subarray(4 + envLen));
+    return await decryptAll({ envelope: obj.subarray(4, 4 + envLen), identity, expected, signers }, obj.subarray(4 + envLen), limits);
   } catch (e) {
     if (e instanceof CsfsError && e.kind === "no match") return null;
     throw e;
@@ -214,7 +214,8 @@ async function verifyEntry(blob, seq, prev, vault) {
 // 7.4: the notice named by share entry `seq`.
 async function readNotice(obj, share, seq, identity, vault) {
   if (!obj) throw authError("the notice named by a share entry is missing");
-  const notice = await openLaidOut(obj, identity, contextBytes(5, vault.vaultId, share.notice, seq), [vault.owner], "notice");
+  const ctx = contextBytes(5, vault.vaultId, share.notice, seq);
+  const notice = await openLaidOut(obj, identity, ctx, [vault.owner], "notice", { maxLength: 4096, what: "a share notice" });
   if (!notice) throw authError("the grantee cannot open its notice");
   if (notice.format !== "csfs-share-1") throw formatError("notice format is not csfs-share-1");
   if (notice.type !== "d" && notice.type !== "f") throw formatError("notice type is neither 'd' nor 'f'");

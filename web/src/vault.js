@@ -95,11 +95,10 @@ export class Vault {
     const version = envLen >= 49 && obj.length >= 4 + 49 ? readU64(obj, 4 + 41) : 0n;
     if (version < 1n || version >= 2n ** 63n) throw formatError("manifest version out of range");
     const expected = contextBytes(3, this.vault.vaultId, id, version);
-    const got = await openLaidOutBytes(obj, this.identity, expected, this.signersFor(id, root));
+    // 5.3: the plaintext length is checked before any chunk is decrypted.
+    const got = await openLaidOutBytes(obj, this.identity, expected, this.signersFor(id, root),
+      { maxLength: 32 * 2 ** 20, what: "a folder listing" });
     if (!got) throw new CsfsError("no match", "this key is not a reader of this folder");
-    // 5.3: the plaintext length is checked before any chunk is decrypted (openLaidOutBytes
-    // decrypts in memory, bounded by the object size limit above).
-    if (got.opened.L > 32 * 2 ** 20) throw formatError("manifest above 32 MiB");
     const manifest = parseManifest(got.plaintext, id, version);
     const key = `m:${this.vault.vaultId}:${this.identity.fingerprint}:${id}`;
     const seen = BigInt(this.memory.get(key) ?? "0");
