@@ -554,7 +554,7 @@ def cmd_s3(args: argparse.Namespace) -> int:
 
 def count_ls_requests(env: Env, store_url: str, path: str, expect: int) -> tuple[Any, Any, float]:
     """In-process: StatsStore around the real S3 store, Vault.open, then lookup + listdir."""
-    from csfs.cli.offline_cmd import unlock
+    from csfs.cli.options import unlock
     from csfs.store import open_store
     from csfs.store.stats import StatsStore
     from csfs.vault import Vault
