@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import sys
 import time
 from typing import Any
@@ -20,7 +21,7 @@ from csfs.cli.options import (
 from csfs.cli.render import shown, shown_message
 from csfs.crypto.keys import public_key_file, read_key_file
 from csfs.vault import sharing
-from csfs.vault.access import describe_entry
+from csfs.vault.access_records import read_member_record
 
 
 @click.command(cls=CsfsCommand)
@@ -150,6 +151,22 @@ def shares(**kw: Any) -> None:
             mode = "rw" if s.write else "r "
             arrow = f"-> {shown(s.member)}" if s.direction == "out" else f"<- {shown(s.member)}"
             click.echo(f"{mode} {shown(s.path)}  {arrow}")
+
+
+def describe_entry(body: dict[str, Any] | None, names: dict[str, str]) -> str:
+    """One line for `csfs log`; node ids are shown, never paths (the log has none)."""
+    if body is None:
+        return "(not readable by your key)"
+    op = body["op"]
+    if op == "member-add":
+        m = read_member_record(base64.b64decode(body["record"]))
+        return f"member-add {m.name} {m.fingerprint}"
+    who = names.get(str(body.get("member")), str(body.get("member")))
+    if op == "member-remove":
+        return f"member-remove {who}"
+    mode = " (write)" if body.get("write") else ""
+    what = "file" if body.get("type") == "f" else "folder"
+    return f"{op} {what} {str(body['node'])[:12]} {'with' if op == 'share' else 'from'} {who}{mode}"
 
 
 @click.command(cls=CsfsCommand)
