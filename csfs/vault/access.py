@@ -28,11 +28,11 @@ from csfs.crypto.signing import sign_blob, verify_blob
 from csfs.errors import (
     AccessDenied,
     AuthenticationError,
+    ContentionError,
     FormatError,
     NoMatchingKeyError,
     NotFound,
     PreconditionFailed,
-    UsageError,
 )
 from csfs.store import Store
 
@@ -437,7 +437,7 @@ class AccessLog:
             if self._put(seq, body, recipients):
                 self.refresh()
                 return seq, body
-        raise UsageError("gave up appending to the access log: too many concurrent changes")
+        raise ContentionError("gave up appending to the access log: too many concurrent changes")
 
     def genesis(self, name: str = "owner") -> None:
         """Entry 1: the owner's own member record, so that its name is known."""

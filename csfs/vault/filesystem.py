@@ -34,6 +34,7 @@ from csfs.crypto.stream import HEADER_SIZE, MAX_PLAINTEXT, TAG_SIZE, ChunkCipher
 from csfs.errors import (
     AlreadyExists,
     AuthenticationError,
+    BadHandle,
     CrossShare,
     DirectoryNotEmpty,
     FileTooBig,
@@ -42,6 +43,7 @@ from csfs.errors import (
     NotFound,
     NotPermitted,
     NotSupported,
+    ReadOnlyMount,
     TransientStoreError,
     UsageError,
     XattrMissing,
@@ -175,13 +177,13 @@ class FileSystem:
         self.owner = (os.getuid(), os.getgid())
         self.hidden: dict[str, OpenFile] = {}  # hidden path -> the unlinked open file
 
-    def _note_error(self, msg: str) -> None:
+    def note_error(self, msg: str) -> None:
         with self.lock:
             self.errors = [*self.errors[-50:], f"{time.strftime('%H:%M:%S')} {msg}"]
 
     def _writable(self) -> None:
         if self.read_only:
-            raise PermissionError("read-only mount")
+            raise ReadOnlyMount("read-only mount")
 
     # -- lookups -----------------------------------------------------------------------
 
@@ -746,7 +748,7 @@ class FileSystem:
         with self.lock:
             of = self.handles.get(fh)
         if of is None:
-            raise UsageError("bad file handle")
+            raise BadHandle("bad file handle")
         return of
 
     @_committing

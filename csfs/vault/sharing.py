@@ -24,6 +24,7 @@ from csfs.crypto.keys import load_recipient_pem
 from csfs.crypto.stream import payload_size
 from csfs.errors import (
     AuthenticationError,
+    ContentionError,
     CsfsError,
     IntegrityError,
     NotFound,
@@ -433,7 +434,7 @@ def _rewrap(
                 return 1
             except PreconditionFailed:
                 continue
-        raise UsageError(f"{path}: its envelope keeps changing; try again")
+        raise ContentionError(f"{path}: its envelope keeps changing; try again")
 
     unique = {e.id: (p, e) for p, e in files if e.type == "f" and e.version}
     with ThreadPoolExecutor(max_workers=WORKERS) as pool:

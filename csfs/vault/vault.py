@@ -43,7 +43,7 @@ from csfs.errors import (
     AccessDenied,
     AlreadyExists,
     AuthenticationError,
-    ConflictError,
+    ContentionError,
     CrossShare,
     CsfsError,
     DirectoryNotEmpty,
@@ -609,7 +609,7 @@ class Vault:
             self._remember(dir_id, new, new_etag)
             self._sync_file_shares(manifest, new)
             return result
-        raise ConflictError("gave up after repeated concurrent changes to one directory")
+        raise ContentionError("gave up after repeated concurrent changes to one directory")
 
     # -- file shares (format.md 7.6) ----------------------------------------------------
 
@@ -934,7 +934,7 @@ class Vault:
             if not self.update_dir(dst_parent, carry):
                 return moved
             moved = newer
-        raise ConflictError("gave up after repeated concurrent changes to a moved file")
+        raise ContentionError("gave up after repeated concurrent changes to a moved file")
 
     def remove_if(self, dir_id: str, name: str, node_id: str, version: int) -> None:
         """Remove ``name`` only if it still holds that version: a newer one written

@@ -21,7 +21,7 @@ def imports_of(path: Path, module: str) -> set[str]:
         elif isinstance(node, ast.ImportFrom) and node.module:
             base = node.module
             if node.level:
-                base = ".".join(module.split(".")[: -node.level] + [node.module])
+                base = ".".join([*module.split(".")[: -node.level], node.module])
             if base.startswith("csfs"):
                 found.add(base)
                 # `from csfs.cli import keys_cmd` imports the submodule keys_cmd.
