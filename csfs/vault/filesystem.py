@@ -119,6 +119,18 @@ def _committing(method: Callable[..., T]) -> Callable[..., T]:
 
 
 class FileSystem:
+    """The POSIX view of one vault for one mount: paths, handles, open files and
+    their attributes, as the FUSE layer asks for them.
+
+    Owns the open files and their encrypted scratch data, the file handles, the
+    ciphertext cache and the upload queue that carries closed versions to the
+    store, and the recent errors `csfs status` shows.
+
+    Never writes plaintext to the local disk, never changes the vault when the
+    mount is read-only, never maps errors to errno (the FUSE layer's table does)
+    and never talks to FUSE itself: it takes paths and bytes and returns them.
+    """
+
     # libfuse renames an open file that is unlinked to this prefix and unlinks that
     # name on the last release. Here that rename is the unlink: the name leaves the
     # folder at once (POSIX), and the open file answers under its hidden name.

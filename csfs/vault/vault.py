@@ -104,6 +104,20 @@ def split_path(path: str) -> list[str]:
 
 
 class Vault:
+    """One open vault: its header, the directory manifests, the file versions and the
+    access log, read and changed through one store with this client's identity.
+
+    Owns the manifest cache and the rollback floors (the client's vault state),
+    the access log view (who may read and write each share root), and the update
+    order: content, then envelope, then the manifest switched by a conditional
+    PUT. Every object it reads is authenticated against the signers the log
+    allows before it is used.
+
+    Never prints, exits or caches plaintext on disk; never switches a manifest
+    without If-Match on the version it read (a lost race re-reads and re-applies,
+    it never overwrites); never trusts a signer the access log does not grant.
+    """
+
     def __init__(
         self,
         store: Store,
