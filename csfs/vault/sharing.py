@@ -11,7 +11,6 @@ under a new content key and deletes the old versions.
 from __future__ import annotations
 
 import base64
-import io
 import posixpath
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -597,10 +596,7 @@ def _reencrypt(vault: Vault, files: list[tuple[str, Entry]], report: ShareReport
 
     def upload(item: tuple[str, Entry], parent: DirectoryManifest) -> tuple[str, Entry, Entry]:
         path, old = item
-        buf = io.BytesIO()
-        vault.read_file(old, buf)
-        buf.seek(0)
-        version, length = vault.upload_version(old.id, buf, parent)
+        version, length = vault.reencrypt_version(old, parent)
         return posixpath.basename(path), old, replace(old, version=version, size=length)
 
     with ThreadPoolExecutor(max_workers=WORKERS) as pool:

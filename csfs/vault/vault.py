@@ -1053,10 +1053,7 @@ class Vault:
         """
         parent, _ = self.load_dir(parent_id)
         node = new_id()
-        with tempfile.TemporaryFile(dir=self.tmp_dir) as tmp:
-            self.read_file(new, tmp)
-            tmp.seek(0)
-            version, length = self.upload_version(node, tmp, parent)
+        version, length = self.reencrypt_version(new, parent, node)
         copy = replace(new, id=node, version=version, size=length)
 
         def add(m: DirectoryManifest) -> Entry:
@@ -1064,6 +1061,45 @@ class Vault:
             return copy
 
         return self.update_dir(parent_id, add)
+
+    def reencrypt_version(
+        self, entry: Entry, recipients_from: DirectoryManifest, node_id: str | None = None
+    ) -> tuple[int, int]:
+        """Upload ``entry``'s bytes again as a new version (of ``node_id``, if given) under
+        a fresh key; returns (version, length) as upload_version does.
+
+        The decryption feeds the encryption through a pipe: the plaintext never
+        touches the local disk, and memory stays bounded whatever the file's size.
+        """
+        rfd, wfd = os.pipe()
+        failed: list[BaseException] = []
+        with open(rfd, "rb") as src:
+            with open(wfd, "wb") as dst:
+
+                def pump() -> None:
+                    try:
+                        self.read_file(entry, dst)
+                    except BaseException as exc:  # re-raised below
+                        failed.append(exc)
+                    finally:
+                        with contextlib.suppress(OSError):
+                            dst.close()
+
+                reader = threading.Thread(target=pump, name="csfs-reencrypt", daemon=True)
+                reader.start()
+                try:
+                    version, length = self.upload_version(
+                        node_id or entry.id, src, recipients_from
+                    )
+                finally:
+                    src.close()  # a failed upload: the reader gets EPIPE and stops
+                    reader.join()
+        if failed:
+            # What was uploaded is cut short: never committed, collected by fsck.
+            raise failed[0]
+        if length != entry.size:
+            raise IntegrityError("a file's length differs from its manifest entry")
+        return version, length
 
     def write_file(
         self, path: str, src: BinaryIO, *, mode: int | None = None, mtime_ns: int | None = None
