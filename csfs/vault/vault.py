@@ -59,7 +59,15 @@ from csfs.errors import (
     UsageError,
 )
 from csfs.store import Store
-from csfs.vault.access import AccessLog, Pins, check_member_name, default_config_dir
+from csfs.vault.access import (
+    AccessLog,
+    Notice,
+    Pins,
+    check_member_name,
+    default_config_dir,
+    notice_key,
+    seal_notice,
+)
 from csfs.vault.crashpoint import crash_point
 from csfs.vault.layout import (
     HEADER_KEY,
@@ -732,9 +740,7 @@ class Vault:
 
     # -- directories and links ----------------------------------------------------------
 
-    def mkdir(
-        self, path: str, mode: int = 0o755, *, parents: bool = False, **meta: Any
-    ) -> Entry:
+    def mkdir(self, path: str, mode: int = 0o755, *, parents: bool = False, **meta: Any) -> Entry:
         """``meta``: further Entry fields of the new directory (owner, for example)."""
         parts = split_path(path)
         if parents:
@@ -1088,9 +1094,7 @@ class Vault:
                 reader = threading.Thread(target=pump, name="csfs-reencrypt", daemon=True)
                 reader.start()
                 try:
-                    version, length = self.upload_version(
-                        node_id or entry.id, src, recipients_from
-                    )
+                    version, length = self.upload_version(node_id or entry.id, src, recipients_from)
                 finally:
                     src.close()  # a failed upload: the reader gets EPIPE and stops
                     reader.join()
@@ -1100,6 +1104,42 @@ class Vault:
         if length != entry.size:
             raise IntegrityError("a file's length differs from its manifest entry")
         return version, length
+
+    # -- named store operations for the owner's tools (sharing) -----------------------
+
+    def create_manifest(self, manifest: DirectoryManifest) -> None:
+        """Write the first version of a manifest (a file share's pointer); refused by
+        the store if one exists."""
+        self.store.put(
+            manifest_key(manifest.dir_id),
+            manifest.seal(self.vault_id, self.identity),
+            if_none_match=True,
+        )
+        self.state.observe(manifest.dir_id, manifest.version)
+
+    def post_notice(self, notice: Notice, seq: int, to: Recipient) -> None:
+        """Write a share notice for its member (format.md 7.4), sealed to ``to``."""
+        self.store.put(
+            notice_key(notice.id),
+            seal_notice(notice, seq, self.header, self.identity, to),
+            if_none_match=True,
+        )
+
+    def envelope_with_etag(self, file_id: str, version: int) -> tuple[bytes, str]:
+        """A version's key envelope as stored (bounded read), and its etag."""
+        key = envelope_key(file_id, version)
+        return read_limited_with_etag(self.store, key, MAX_ENVELOPE_SIZE, "key envelope")
+
+    def replace_envelope(self, file_id: str, version: int, raw: bytes, etag: str) -> None:
+        """Store a re-wrapped envelope if the store still holds the one read (``etag``);
+        PreconditionFailed otherwise."""
+        self.store.put(envelope_key(file_id, version), raw, if_match=etag)
+
+    def delete_version(self, file_id: str, version: int) -> None:
+        """Delete a superseded version's objects; those already gone are fine."""
+        for key in (content_key(file_id, version), envelope_key(file_id, version)):
+            with contextlib.suppress(NotFound):
+                self.store.delete(key)
 
     def write_file(
         self, path: str, src: BinaryIO, *, mode: int | None = None, mtime_ns: int | None = None
