@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import click
 
-from csfs.cli.main import cli
+from csfs.cli.group import CsfsCommand
 from csfs.web import dist_dir, make_server
 
 
-@cli.command()
+@click.command(cls=CsfsCommand)
 @click.option(
     "--port", default=8470, show_default=True, help="Port on 127.0.0.1 (0: any free one)."
 )
