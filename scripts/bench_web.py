@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import BenchError, human, run_timed
-from bench_fs import Env, bench_env
+from benchlib.env import Env, bench_env
 
 MiB = 1 << 20
 ROOT = Path(__file__).resolve().parent.parent
