@@ -1,8 +1,8 @@
 """The reader page against a real vault on moto's S3 server, in Chromium.
 
 The vault is made with the csfs CLI: owner alice (X25519) shares /projects with
-bob (P-256) and dave (ML-KEM-768 + X25519), all with passphrase-protected key
-files. Each opens it in the page as a person would (key file, passphrase, S3
+bob (P-256) and dave (ML-KEM-768 + X25519), and the file /private.txt with dave
+alone, all with passphrase-protected key files. Each opens it in the page as a person would (key file, passphrase, S3
 endpoint and credentials) and saves every file; bytes are compared.
 """
 
@@ -98,6 +98,7 @@ def world(moto_server: MotoServer, reader_url: str,
         pub = str(people[member].key).replace("_private_key.pem", "_public_key.pem")
         _ok(alice, "member", "add", pub, "--name", member)
         _ok(alice, "share", "/projects", "--with", member)
+    _ok(alice, "share", "/private.txt", "--with", "dave")  # a file share (7.6)
     return World(moto_server, bucket, people, s3)
 
 
@@ -148,7 +149,12 @@ def test_each_key_kind_lists_and_saves_every_file(page: Any, reader_url: str, wo
         enter(page, "Shared")
         assert names(page) == ["alice"]
         enter(page, "alice")
-        assert names(page) == ["projects"]
+        if who == "dave":
+            # The file share is its pointer's one entry (7.6); bob does not see it.
+            assert names(page) == ["private.txt", "projects"]
+            assert save(page, "private.txt") == b"alice only\n"
+        else:
+            assert names(page) == ["projects"]
         enter(page, "projects")
     assert names(page) == sorted(FILES)
     for name, data in FILES.items():

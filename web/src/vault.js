@@ -133,7 +133,7 @@ export class Vault {
         }
         out.push({ name, type: "d", ref: { kind: "dir", id: n.node, root: n.node, name } });
       }
-      return out;
+      return out.sort((a, b) => (a.name < b.name ? -1 : a.name > b.name ? 1 : 0));
     }
     const m = await this.loadDir(ref.id, ref.root);
     const out = [];
