@@ -2,8 +2,9 @@
 
 The vault is made with the csfs CLI: owner alice (X25519) shares /projects with
 bob (P-256) and dave (ML-KEM-768 + X25519), and the file /private.txt with dave
-alone, all with passphrase-protected key files. Each opens it in the page as a person would (key file, passphrase, S3
-endpoint and credentials) and saves every file; bytes are compared.
+alone, all with passphrase-protected key files. Each opens it in the page as a
+person would (key file, passphrase, S3 endpoint and credentials) and saves
+every file; bytes are compared.
 """
 
 from __future__ import annotations
@@ -120,7 +121,8 @@ def open_vault(page: Any, url: str, world: World, who: str, passphrase: str | No
 def names(page: Any) -> list[str]:
     page.wait_for_selector("#listing li")
     page.wait_for_selector("body:not([data-busy])", state="attached")
-    return [n.strip() for n in page.locator("#listing li .name").all_inner_texts()]
+    rows = page.locator("#listing li .name, #listing li.empty")
+    return [n.strip() for n in rows.all_inner_texts()]
 
 
 def enter(page: Any, name: str) -> None:
@@ -358,3 +360,17 @@ def test_an_envelope_signed_by_a_reader_who_may_not_write_is_refused(
         assert downloads == []
     finally:
         world.s3.put_object(Bucket=world.bucket, Key=key, Body=original)
+
+
+def test_a_revoked_member_sees_nothing(page: Any, reader_url: str, world: World) -> None:
+    alice = world.people["alice"]
+    _ok(alice, "unshare", "/projects", "--with", "bob")
+    try:
+        open_vault(page, reader_url, world, "bob")
+        assert names(page) == ["Shared"]
+        enter(page, "Shared")
+        enter(page, "alice")
+        assert page.locator("#listing li.empty").count() == 1
+        assert names(page) == ["This folder is empty."]
+    finally:
+        _ok(alice, "share", "/projects", "--with", "bob")
