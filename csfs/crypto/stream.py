@@ -296,6 +296,7 @@ class PayloadKeys:
             raise ValueError("content key must be 32 bytes")
         self.header = header
         self.header_hash = header.hash
+        self.content_key = content_key  # a later delta names this payload by it (2.6)
         self.commitment = hkdf(content_key, header.payload_id, b"csfs v1 commitment")
         self.aead = AESGCM(hkdf(content_key, header.payload_id, b"csfs v1 payload"))
 
