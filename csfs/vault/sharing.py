@@ -595,8 +595,13 @@ def _reencrypt(vault: Vault, files: list[tuple[str, Entry]], report: ShareReport
         except CsfsError as exc:
             report.problems.append(f"{path}: not re-encrypted: {exc.message}")
 
+    # The earlier versions each old version draws on (a delta, format.md 2.6): they
+    # hold its content under keys the revoked reader may have, so they go with it.
+    sources: dict[tuple[str, int], list[int]] = {}
+
     def upload(item: tuple[str, Entry], parent: DirectoryManifest) -> tuple[str, Entry, Entry]:
         path, old = item
+        sources[(old.id, old.version)] = [r.version for r in vault.open_version(old)[1].sources]
         buf = io.BytesIO()
         vault.read_file(old, buf)
         buf.seek(0)
@@ -626,7 +631,8 @@ def _reencrypt(vault: Vault, files: list[tuple[str, Entry]], report: ShareReport
             old_keys = [
                 k
                 for old, _ in switched
-                for k in (content_key(old.id, old.version), envelope_key(old.id, old.version))
+                for v in (old.version, *sources.get((old.id, old.version), []))
+                for k in (content_key(old.id, v), envelope_key(old.id, v))
             ]
             list(pool.map(lambda k: _delete(vault, k), old_keys))
             report.files_reencrypted += len(switched)
