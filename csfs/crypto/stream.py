@@ -442,9 +442,14 @@ class ChunkCipher:
                 i += 1
                 continue
             if origin > 0:
+                run_end = i  # one ranged read of the source for a run of its chunks
+                stop = min(last, i + BATCH_CHUNKS - 1)
+                while run_end < stop and self.origin(run_end + 1) == origin:
+                    run_end += 1
                 src, src_fetch = _need_source(source)(origin)
-                pieces.append(self.inherited(i, src.read_stored(src_fetch, i)))
-                i += 1
+                for j, plain in enumerate(src.read_stored(src_fetch, i, run_end - i + 1)):
+                    pieces.append(self.inherited(i + j, plain))
+                i = run_end + 1
                 continue
             run_end = i  # one ranged read for a run of stored chunks
             while run_end < last and self.origin(run_end + 1) == 0:
@@ -463,17 +468,24 @@ class ChunkCipher:
             return data
         return data[skip : skip + (end - offset)]
 
-    def read_stored(self, fetch: Callable[[int, int], bytes], index: int) -> bytes:
-        """As a delta's source: the full C bytes of chunk ``index``, which this payload
-        must store itself and which is not its last chunk (format.md 2.6, steps 3-4)."""
-        if index >= self.count - 1 or self.origin(index) != 0:
-            raise AuthenticationError(
-                f"a delta payload names chunk {index} of an earlier version, which does "
-                "not store it"
-            )
-        start = self.offset(index)
-        plain = self.decrypt(index, fetch(start, start + self.chunk_size + TAG_SIZE))
-        return plain + bytes(self.chunk_size - len(plain))
+    def read_stored(self, fetch: Callable[[int, int], bytes], first: int, n: int) -> list[bytes]:
+        """As a delta's source: the full C bytes of chunks first..first+n-1, which this
+        payload must store itself, none its last chunk (format.md 2.6, steps 3-4).
+        Stored chunks of consecutive indices are adjacent: one ranged read."""
+        for index in range(first, first + n):
+            if index >= self.count - 1 or self.origin(index) != 0:
+                raise AuthenticationError(
+                    f"a delta payload names chunk {index} of an earlier version, which "
+                    "does not store it"
+                )
+        slot = self.chunk_size + TAG_SIZE
+        start = self.offset(first)
+        blob = memoryview(fetch(start, start + n * slot))
+        out = []
+        for j in range(n):
+            plain = self.decrypt(first + j, blob[j * slot : (j + 1) * slot])
+            out.append(plain + bytes(self.chunk_size - len(plain)))
+        return out
 
     def inherited(self, index: int, plain: bytes) -> bytes:
         """Chunk ``index`` of this version from a source's C bytes: padding checked (2.3)."""
@@ -763,8 +775,10 @@ def _decrypt_sparse(
         pos = first
         if origin:
             opened, fetch = _need_source(source)(origin)
-            for i in range(first, first + n):
-                dst.write(cipher.inherited(i, opened.read_stored(fetch, i)))
+            for at in range(first, first + n, BATCH_CHUNKS):
+                count = min(BATCH_CHUNKS, first + n - at)
+                for j, plain in enumerate(opened.read_stored(fetch, at, count)):
+                    dst.write(cipher.inherited(at + j, plain))
             pos = first + n
             continue
         for i in range(first, first + n):
