@@ -1125,8 +1125,9 @@ class FileSystem:
             self._note_allocated(
                 (of.file_id, version), min(of.size, (len(present) + 1) * C)
             )
+            last = chunk_count(padme(of.size), C) - 1
             with self.allocated_lock:
-                self.stored_chunks[(of.file_id, version)] = len(set(present) - set(inherit)) + 1
+                self.stored_chunks[(of.file_id, version)] = len({*present, last} - set(inherit))
         else:
             assert of.sealer is not None
             f = of.sealer.file  # type: ignore[attr-defined]
