@@ -86,6 +86,11 @@ class ConflictError(CsfsError):
     exit_code = 11
 
 
+class ContentionError(ConflictError):
+    """A change kept losing the race to other writers and was given up after its
+    retries. Nothing was changed; trying again later may succeed."""
+
+
 class IntegrityError(AuthenticationError):
     """The vault's structure is inconsistent (missing or unexpected object)."""
 
@@ -147,6 +152,14 @@ class XattrNoSpace(UsageError):  # noqa: N818
 
 class XattrUnsupported(UsageError):  # noqa: N818
     """An extended attribute namespace csfs does not store (ENOTSUP)."""
+
+
+class ReadOnlyMount(UsageError):  # noqa: N818
+    """A change asked of a mount made with --read-only (EROFS)."""
+
+
+class BadHandle(UsageError):  # noqa: N818
+    """A file handle this mount never gave out, or has already released (EBADF)."""
 
 
 class UploadImpossible(StoreError):  # noqa: N818

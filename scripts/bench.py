@@ -3,8 +3,9 @@
 
 Subcommands (one function each, registered in build_parser):
   crypto   csfs encrypt/decrypt vs age and cp on one big file in tmpfs.
-  s3       csfs put/get/ls vs boto3, one moto S3 server (scripts/bench_fs.py).
-  mount    the csfs mount vs gocryptfs, boto3, rclone crypt and s3fs (scripts/bench_fs.py).
+  s3       csfs put/get/ls vs boto3, one moto S3 server (scripts/benchlib/s3.py).
+  mount    the csfs mount vs gocryptfs, boto3, rclone crypt and s3fs
+           (scripts/benchlib/mount.py).
   share    share/unshare cost on a folder of N files; a member's mount vs the owner's
            (scripts/bench_share.py).
 
@@ -304,11 +305,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="timed runs of each command (default 3)")
     p.set_defaults(func=cmd_crypto)
 
-    # s3 and mount live in scripts/bench_fs.py, which imports the helpers above.
+    # s3 and mount live in scripts/benchlib/, which imports the helpers above.
     sys.modules.setdefault("bench", sys.modules[__name__])
-    import bench_fs
+    import benchlib
 
-    bench_fs.register(sub, parse_size)
+    benchlib.register(sub, parse_size)
     import bench_share
 
     bench_share.register(sub, parse_size)

@@ -21,7 +21,10 @@ from pathlib import Path
 from typing import Any
 
 from bench import BenchError, human, run_timed
-from bench_fs import Env, bench_env, dd_read, drop_caches, make_small_files
+from benchlib.env import Env, bench_env
+from benchlib.files import make_small_files
+from benchlib.mount import dd_read
+from benchlib.peers import drop_caches
 
 MiB = 1 << 20
 

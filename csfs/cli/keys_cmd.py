@@ -4,21 +4,16 @@ from __future__ import annotations
 
 import click
 
-from csfs.cli.main import (
-    DEFAULT_KEY_DIR,
-    DEFAULT_NAME,
-    cli,
-    passphrase_option,
-    read_passphrase,
-    shown,
-)
+from csfs.cli.group import CsfsCommand
+from csfs.cli.options import DEFAULT_KEY_DIR, DEFAULT_NAME, passphrase_option, read_passphrase
+from csfs.cli.render import shown
 from csfs.crypto import generate_identity, save_identity
 from csfs.crypto.keys import KeyKind
 
 CURVES: dict[str, KeyKind] = {"x25519": "x25519", "p256": "p256"}
 
 
-@cli.command()
+@click.command(cls=CsfsCommand)
 @click.option(
     "--dir",
     "directory",

@@ -10,9 +10,9 @@ from typing import Any
 
 import click
 
-from csfs.cli.main import cli, shown, shown_message
-from csfs.cli.offline_cmd import unlock
-from csfs.cli.vault_cmd import pop_store_opts, store_options, trusted_owners
+from csfs.cli.group import CsfsCommand, CsfsGroup
+from csfs.cli.options import pop_store_opts, store_options, trusted_owners, unlock
+from csfs.cli.render import shown, shown_message
 from csfs.errors import NotFound, StoreError, UsageError
 
 CACHE_HOME = os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache")
@@ -37,7 +37,7 @@ def _override(owner_override: bool) -> list[str]:
     return [f"uid={os.getuid()},gid={os.getgid()}"] if owner_override else []
 
 
-@cli.command()
+@click.command(cls=CsfsCommand)
 @click.argument("mountpoint", type=click.Path(file_okay=False))
 @click.option("-f", "--foreground", is_flag=True, help="Stay in the foreground.")
 @click.option(
@@ -141,7 +141,7 @@ def mount(
         click.echo(f"mounted at {shown(mountpoint)} (log: {shown(log_file)})", err=True)
 
 
-@cli.command()
+@click.command(cls=CsfsCommand)
 @click.argument("mountpoint", type=click.Path(file_okay=False))
 @click.option(
     "--timeout", default=3600.0, show_default=True, help="Seconds to wait for pending uploads."
@@ -153,7 +153,7 @@ def umount(mountpoint: str, timeout: float) -> None:
     unmount(mountpoint, timeout=timeout)
 
 
-@cli.command()
+@click.command(cls=CsfsCommand)
 @click.argument("mountpoint", type=click.Path(file_okay=False))
 @click.option("--timeout", default=3600.0, show_default=True, help="Seconds to wait.")
 def sync(mountpoint: str, timeout: float) -> None:
@@ -171,7 +171,7 @@ def sync(mountpoint: str, timeout: float) -> None:
         )
 
 
-@cli.group()
+@click.group(cls=CsfsGroup)
 def quarantine() -> None:
     """Uploads that can never reach the store, kept locally (see `csfs status`)."""
 
@@ -205,7 +205,7 @@ def quarantine_export(mountpoint: str, qid: str, dest: str, force: bool) -> None
     click.echo(f"wrote {r['size']} bytes to {dest}", err=True)
 
 
-@cli.command()
+@click.command(cls=CsfsCommand)
 @click.argument("mountpoint", type=click.Path(file_okay=False))
 def status(mountpoint: str) -> None:
     """Show pending uploads, cache use and recent errors of a mount."""

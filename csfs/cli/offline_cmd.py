@@ -6,36 +6,14 @@ import os
 
 import click
 
-from csfs.cli.main import (
-    cli,
-    default_private_key,
-    default_public_key,
-    passphrase_option,
-    read_passphrase,
-    shown,
-    warn,
-)
-from csfs.crypto import Identity, load_recipient
-from csfs.crypto.keys import load_identity_pem, loose_permissions, read_key_file
+from csfs.cli.group import CsfsCommand
+from csfs.cli.options import default_private_key, default_public_key, passphrase_option, unlock
+from csfs.cli.render import shown
+from csfs.crypto import load_recipient
 from csfs.offline import decrypt_file, encrypt_file
 
 
-def unlock(key_path: str, passphrase_file: str | None) -> Identity:
-    data = read_key_file(key_path)
-    mode = loose_permissions(key_path)
-    if mode is not None and b"PRIVATE KEY" in data:
-        # As ssh does; a warning, not a refusal, so a shared or odd setup keeps working.
-        warn(
-            f"private key file {shown(key_path)} can be read or changed by other users "
-            f"(mode {mode:04o})",
-            hint=f"chmod 600 {shown(key_path)}",
-        )
-    encrypted = b"ENCRYPTED PRIVATE KEY" in data
-    passphrase = read_passphrase(passphrase_file) if encrypted else None
-    return load_identity_pem(data, passphrase, what=key_path)
-
-
-@cli.command()
+@click.command(cls=CsfsCommand)
 @click.argument("file")
 @click.option(
     "-r",
@@ -82,7 +60,7 @@ def encrypt(
         click.echo(f"wrote {shown(out)} and {shown(env)}", err=True)
 
 
-@cli.command()
+@click.command(cls=CsfsCommand)
 @click.argument("file")
 @click.option(
     "-k",

@@ -2,21 +2,29 @@
 
 from __future__ import annotations
 
+import base64
 import sys
 import time
 from typing import Any
 
 import click
 
-from csfs.cli.main import cli, default_private_key, passphrase_option, shown, shown_message
-from csfs.cli.offline_cmd import unlock
-from csfs.cli.vault_cmd import pop_store_opts, store_options, vault_from
+from csfs.cli.group import CsfsCommand, CsfsGroup
+from csfs.cli.options import (
+    default_private_key,
+    passphrase_option,
+    pop_store_opts,
+    store_options,
+    unlock,
+    vault_from,
+)
+from csfs.cli.render import shown, shown_message
 from csfs.crypto.keys import public_key_file, read_key_file
 from csfs.vault import sharing
-from csfs.vault.access import describe_entry
+from csfs.vault.access_records import read_member_record
 
 
-@cli.command()
+@click.command(cls=CsfsCommand)
 @click.option(
     "--key", "key", envvar="CSFS_KEY", default=default_private_key, help="Your private key."
 )
@@ -32,7 +40,7 @@ def pubkey(key: str, output: str | None, passphrase_file: str | None) -> None:
         sys.stdout.buffer.write(text)
 
 
-@cli.group()
+@click.group(cls=CsfsGroup)
 def member() -> None:
     """The vault's members: who can be shared with (owner only, except `ls`)."""
 
@@ -89,7 +97,7 @@ def member_trust(name: str, **kw: Any) -> None:
     )
 
 
-@cli.command()
+@click.command(cls=CsfsCommand)
 @click.argument("path")
 @click.option("--with", "name", required=True, help="The member to share with.")
 @click.option("--write", is_flag=True, help="Also let the member change files here.")
@@ -107,7 +115,7 @@ def share(path: str, name: str, write: bool, **kw: Any) -> None:
     )
 
 
-@cli.command()
+@click.command(cls=CsfsCommand)
 @click.argument("path")
 @click.option("--with", "name", required=True, help="The member to unshare from.")
 @click.option(
@@ -134,7 +142,7 @@ def unshare(path: str, name: str, reencrypt: bool, **kw: Any) -> None:
     )
 
 
-@cli.command()
+@click.command(cls=CsfsCommand)
 @store_options
 def shares(**kw: Any) -> None:
     """List shares: what you share and with whom, and what is shared with you."""
@@ -145,7 +153,23 @@ def shares(**kw: Any) -> None:
             click.echo(f"{mode} {shown(s.path)}  {arrow}")
 
 
-@cli.command()
+def describe_entry(body: dict[str, Any] | None, names: dict[str, str]) -> str:
+    """One line for `csfs log`; node ids are shown, never paths (the log has none)."""
+    if body is None:
+        return "(not readable by your key)"
+    op = body["op"]
+    if op == "member-add":
+        m = read_member_record(base64.b64decode(body["record"]))
+        return f"member-add {m.name} {m.fingerprint}"
+    who = names.get(str(body.get("member")), str(body.get("member")))
+    if op == "member-remove":
+        return f"member-remove {who}"
+    mode = " (write)" if body.get("write") else ""
+    what = "file" if body.get("type") == "f" else "folder"
+    return f"{op} {what} {str(body['node'])[:12]} {'with' if op == 'share' else 'from'} {who}{mode}"
+
+
+@click.command(cls=CsfsCommand)
 @store_options
 def log(**kw: Any) -> None:
     """Show the access log and verify its whole hash chain."""

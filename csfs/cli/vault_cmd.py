@@ -13,8 +13,9 @@ from typing import Any
 
 import click
 
-from csfs.cli.main import cli, default_private_key, passphrase_option, shown, shown_message
-from csfs.cli.offline_cmd import unlock
+from csfs.cli.group import CsfsCommand
+from csfs.cli.options import DEFAULT_STORE, pop_store_opts, store_options, unlock, vault_from
+from csfs.cli.render import shown, shown_message
 from csfs.crypto import load_recipient
 from csfs.errors import NotFound, UsageError
 from csfs.store import open_store
@@ -23,70 +24,7 @@ from csfs.vault.fsck import fsck
 from csfs.vault.state import forget_store_state
 from csfs.vault.vault import split_path
 
-DEFAULT_STORE = os.path.join(
-    os.environ.get("XDG_DATA_HOME") or os.path.expanduser("~/.local/share"), "csfs", "store"
-)
 PROGRESS_MIN = 4 << 20
-
-
-def store_options(f: Callable[..., Any]) -> Callable[..., Any]:
-    f = click.option(
-        "--store",
-        envvar="CSFS_STORE",
-        default=DEFAULT_STORE,
-        show_default=True,
-        help="Where the vault lives: a folder, file:///path or s3://bucket/prefix "
-        "(env CSFS_STORE).",
-    )(f)
-    f = click.option(
-        "--endpoint-url",
-        envvar="AWS_ENDPOINT_URL",
-        help="S3 endpoint for S3-compatible stores (env AWS_ENDPOINT_URL).",
-    )(f)
-    f = click.option(
-        "--trust-owner",
-        "trust_owner",
-        multiple=True,
-        envvar="CSFS_TRUST_OWNER",
-        metavar="PUB.pem",
-        help="Accept a vault owned by this public key the first time you open it "
-        "(env CSFS_TRUST_OWNER). Not needed for your own vaults.",
-    )(f)
-    f = click.option(
-        "--key",
-        "key",
-        envvar="CSFS_KEY",
-        default=default_private_key,
-        help="Your private key (env CSFS_KEY).",
-    )(f)
-    return passphrase_option(f)
-
-
-def trusted_owners(paths: tuple[str, ...]) -> set[bytes]:
-    return {load_recipient(p).verify_key_bytes for p in paths}
-
-
-def open_vault(opts: dict[str, Any]) -> Vault:
-    identity = unlock(opts["key"], opts["passphrase_file"])
-    return Vault.open(
-        open_store(opts["store"], endpoint_url=opts["endpoint_url"]),
-        identity,
-        trusted_owners=trusted_owners(opts["trust_owner"]),
-    )
-
-
-@contextmanager
-def vault_from(opts: dict[str, Any]) -> Iterator[Vault]:
-    vault = open_vault(opts)
-    try:
-        yield vault
-    finally:
-        vault.close()
-
-
-def pop_store_opts(kwargs: dict[str, Any]) -> dict[str, Any]:
-    names = ("store", "endpoint_url", "key", "passphrase_file", "trust_owner")
-    return {k: kwargs.pop(k) for k in names}
 
 
 @contextmanager
@@ -99,7 +37,7 @@ def progress_bar(total: int, label: str) -> Iterator[Callable[[int], None]]:
         yield bar.update
 
 
-@cli.command()
+@click.command(cls=CsfsCommand)
 @click.option(
     "-r",
     "--reader",
@@ -138,7 +76,7 @@ def init(readers: tuple[str, ...], name: str, replace_pin: bool, **kw: Any) -> N
     click.echo(f"created vault {vault.header.vault_id} at {shown(vault.store.url)}", err=True)
 
 
-@cli.command(name="forget-store")
+@click.command(cls=CsfsCommand, name="forget-store")
 @click.option(
     "--store",
     envvar="CSFS_STORE",
@@ -175,7 +113,7 @@ def local_size(paths: list[str]) -> int:
     return total
 
 
-@cli.command()
+@click.command(cls=CsfsCommand)
 @click.argument("sources", nargs=-1, required=True)
 @click.argument("dest")
 @click.option("-r", "--recursive", is_flag=True, help="Copy directories recursively.")
@@ -210,7 +148,7 @@ def put(sources: tuple[str, ...], dest: str, recursive: bool, **kw: Any) -> None
                     raise UsageError(f"not a regular file: {src}")
 
 
-@cli.command()
+@click.command(cls=CsfsCommand)
 @click.argument("source")
 @click.argument("dest")
 @click.option("-r", "--recursive", is_flag=True, help="Copy directories recursively.")
@@ -244,7 +182,7 @@ def get(source: str, dest: str, recursive: bool, force: bool, **kw: Any) -> None
                 bar(entry.size)
 
 
-@cli.command()
+@click.command(cls=CsfsCommand)
 @click.argument("path")
 @store_options
 def cat(path: str, **kw: Any) -> None:
@@ -260,7 +198,7 @@ def mode_string(entry: Entry) -> str:
     return stat.filemode(kind | (entry.mode & 0o7777))
 
 
-@cli.command(name="ls")
+@click.command(cls=CsfsCommand, name="ls")
 @click.argument("path", default="/")
 @click.option("-l", "long", is_flag=True, help="Long listing: mode, size, time.")
 @store_options
@@ -284,7 +222,7 @@ def ls(path: str, long: bool, **kw: Any) -> None:
                 click.echo(label)
 
 
-@cli.command()
+@click.command(cls=CsfsCommand)
 @click.argument("paths", nargs=-1, required=True)
 @click.option("-p", "--parents", is_flag=True, help="Make parent directories as needed.")
 @store_options
@@ -296,7 +234,7 @@ def mkdir(paths: tuple[str, ...], parents: bool, **kw: Any) -> None:
             vault.mkdir(p, parents=parents)
 
 
-@cli.command()
+@click.command(cls=CsfsCommand)
 @click.argument("paths", nargs=-1, required=True)
 @click.option("-r", "--recursive", is_flag=True, help="Remove directories and their contents.")
 @click.option("-f", "--force", is_flag=True, help="Ignore paths that do not exist.")
@@ -313,7 +251,7 @@ def rm(paths: tuple[str, ...], recursive: bool, force: bool, **kw: Any) -> None:
                     raise
 
 
-@cli.command()
+@click.command(cls=CsfsCommand)
 @click.argument("source")
 @click.argument("dest")
 @store_options
@@ -329,7 +267,7 @@ def mv(source: str, dest: str, **kw: Any) -> None:
         vault.rename(source, dest)
 
 
-@cli.command(name="fsck")
+@click.command(cls=CsfsCommand, name="fsck")
 @click.option(
     "--grace",
     default=60.0,

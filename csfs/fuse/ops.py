@@ -28,6 +28,8 @@ from csfs.errors import (
     AccessDenied,
     AlreadyExists,
     AuthenticationError,
+    BadHandle,
+    ContentionError,
     CrossShare,
     CsfsError,
     DirectoryNotEmpty,
@@ -40,6 +42,7 @@ from csfs.errors import (
     NotFound,
     NotPermitted,
     NotSupported,
+    ReadOnlyMount,
     UsageError,
     XattrMissing,
     XattrNoSpace,
@@ -72,11 +75,14 @@ _ERRNO: list[tuple[type[BaseException], int]] = [
     (XattrUnsupported, errno.ENOTSUP),
     (AccessDenied, errno.EACCES),
     (CrossShare, errno.EXDEV),
+    (ReadOnlyMount, errno.EROFS),  # before UsageError, their base
+    (BadHandle, errno.EBADF),
     (UsageError, errno.EINVAL),
     (NoMatchingKeyError, errno.EACCES),
     (AuthenticationError, errno.EIO),
     (FormatError, errno.EIO),
-    (PermissionError, errno.EROFS),
+    # Given up against other writers: EIO, so that it is logged and kept for `csfs status`.
+    (ContentionError, errno.EIO),
     (FileNotFoundError, errno.ENOENT),
 ]
 
@@ -146,7 +152,7 @@ def translated(func: F) -> F:
                         "" if isinstance(exc, CsfsError) else _frames(exc),
                     )
                 # Kept in memory for `csfs status`, which the user asks for: paths help there.
-                self.fs._note_error(f"{func.__name__} {args[:1]}: {msg}")
+                self.fs.note_error(f"{func.__name__} {args[:1]}: {msg}")
             elif code not in (errno.ENOENT,) and self.log_paths:
                 log.debug("%s %s: errno %d", func.__name__, args[:1], code)
             raise fuse.FuseOSError(code) from None

@@ -14,45 +14,93 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-import os
 import re
-import tempfile
-import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from typing import Any
 
 from csfs.crypto import Context, Identity, Recipient
 from csfs.crypto.envelope import KIND_LOG, KIND_NOTICE
-from csfs.crypto.keys import load_recipient_pem, public_key_file
-from csfs.crypto.sealed import max_object_size, open_object, seal_object
+from csfs.crypto.keys import public_key_file
+from csfs.crypto.sealed import open_object, seal_object
 from csfs.crypto.signing import sign_blob, verify_blob
 from csfs.errors import (
     AccessDenied,
     AuthenticationError,
+    ContentionError,
     FormatError,
-    KeyFileError,
     NoMatchingKeyError,
     NotFound,
     PreconditionFailed,
-    UsageError,
 )
 from csfs.store import Store
-from csfs.vault.layout import MAX_SIGNED_BLOB, VaultHeader, check_id, read_limited
-from csfs.vault.manifest import check_name
+
+# The records, the fold and the pins live in their own modules; the names other
+# modules (and the vector generator) import from here are re-exported.
+from csfs.vault.access_records import (
+    LOG_DOMAIN,
+    LOG_FORMAT,
+    MAX_NOTICE_BYTES,
+    MAX_NOTICE_OBJECT,
+    MEMBER_DOMAIN,
+    MEMBER_FORMAT,
+    NOTICE_FORMAT,
+    OPS,
+    LogEntry,
+    LogOp,
+    Member,
+    MemberAdd,
+    MemberRemove,
+    Notice,
+    Share,
+    Unshare,
+    _json,
+    _loads,
+    check_member_name,
+    log_key,
+    notice_key,
+    open_notice,
+    parse_op,
+    seal_notice,
+)
+from csfs.vault.access_state import AccessState
+from csfs.vault.layout import MAX_SIGNED_BLOB, VaultHeader, read_limited
+from csfs.vault.pins import Pins, default_config_dir
 from csfs.vault.state import VaultState
 
-MEMBER_DOMAIN = b"csfs v1 member record\0"
-LOG_DOMAIN = b"csfs v1 log entry\0"
-MEMBER_FORMAT = "csfs-member-1"
-LOG_FORMAT = "csfs-log-1"
-NOTICE_FORMAT = "csfs-share-1"
-# A notice's JSON is a few hundred bytes; a reader GETs no more than this (format.md 7.4).
-MAX_NOTICE_BYTES = 4096
-MAX_NOTICE_OBJECT = max_object_size(MAX_NOTICE_BYTES)
-OPS = ("member-add", "member-remove", "share", "unshare")
-_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+__all__ = [
+    "LOG_DOMAIN",
+    "LOG_FORMAT",
+    "MAX_NOTICE_BYTES",
+    "MAX_NOTICE_OBJECT",
+    "MEMBER_DOMAIN",
+    "MEMBER_FORMAT",
+    "NOTICE_FORMAT",
+    "OPS",
+    "AccessLog",
+    "AccessState",
+    "LogEntry",
+    "LogOp",
+    "Member",
+    "MemberAdd",
+    "MemberRemove",
+    "Notice",
+    "Pins",
+    "Share",
+    "Unshare",
+    "_json",
+    "_loads",
+    "check_member_name",
+    "default_config_dir",
+    "log_key",
+    "notice_key",
+    "open_notice",
+    "parse_op",
+    "require_owner",
+    "seal_notice",
+]
+
 _LOG_KEY = re.compile(r"a/([0-9a-f]{16})")
 
 
@@ -62,363 +110,6 @@ def require_owner(is_owner: bool) -> None:
             "only the vault owner can change members and shares",
             hint="ask the owner to run this command",
         )
-
-
-def log_key(seq: int) -> str:
-    return f"a/{seq:016x}"
-
-
-def notice_key(notice_id: str) -> str:
-    return f"n/{check_id(notice_id)}"
-
-
-def check_member_name(name: str) -> str:
-    if not isinstance(name, str) or not _NAME.fullmatch(name):
-        raise UsageError(
-            f"invalid member name {name!r}",
-            hint="1 to 64 letters, digits, '.', '_' or '-', starting with a letter or digit",
-        )
-    return name
-
-
-def _json(obj: Any) -> bytes:
-    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
-
-
-def _loads(data: bytes, what: str) -> dict[str, Any]:
-    try:
-        obj = json.loads(data)
-    except (ValueError, RecursionError):  # deep nesting too: one line, not a traceback
-        raise FormatError(f"{what} is not valid JSON") from None
-    if not isinstance(obj, dict):
-        raise FormatError(f"{what} is not a JSON object")
-    return obj
-
-
-@dataclass(frozen=True)
-class Member:
-    """A member record (7.1): a self-signed public key with a name, countersigned by the owner."""
-
-    name: str
-    recipient: Recipient
-    raw: bytes
-
-    @property
-    def fingerprint(self) -> str:
-        return self.recipient.fingerprint
-
-    @classmethod
-    def create(cls, owner: Identity, vault_id: str, name: str, public_text: bytes) -> Member:
-        load_recipient_pem(public_text, "the member's public key", require_self_signature=True)
-        body = {
-            "added_ns": time.time_ns(),
-            "format": MEMBER_FORMAT,
-            "name": check_member_name(name),
-            "public": public_text.decode("ascii"),
-            "vault_id": vault_id,
-        }
-        return cls.decode(sign_blob(owner.signing_key, MEMBER_DOMAIN, _json(body)), vault_id, None)
-
-    @classmethod
-    def decode(cls, raw: bytes, vault_id: str, owner: bytes | None) -> Member:
-        payload, signer = verify_blob(raw, MEMBER_DOMAIN, "member record")
-        if owner is not None and signer != owner:
-            raise AuthenticationError("a member record is not signed by the vault owner")
-        body = _loads(payload, "member record")
-        try:
-            if body["format"] != MEMBER_FORMAT or body["vault_id"] != vault_id:
-                raise FormatError("member record of another format or vault")
-            name = check_member_name(body["name"])
-            public = str(body["public"]).encode("ascii")
-        except (KeyError, UnicodeEncodeError, UsageError) as exc:
-            raise FormatError(f"malformed member record: {exc}") from None
-        try:
-            recipient = load_recipient_pem(
-                public, "public key in a member record", require_self_signature=True
-            )
-        except KeyFileError as exc:
-            raise FormatError(f"bad member record: {exc.message}") from None
-        return cls(name, recipient, raw)
-
-
-@dataclass
-class AccessState:
-    """The state derived from the log (7.3)."""
-
-    members: dict[str, Member] = field(default_factory=dict)
-    grants: dict[str, dict[str, str]] = field(default_factory=dict)
-    writers: dict[str, list[str]] = field(default_factory=dict)
-    files: set[str] = field(default_factory=set)  # share roots that are files (7.6)
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "files": sorted(self.files),
-            "grants": self.grants,
-            "members": {fp: base64.b64encode(m.raw).decode() for fp, m in self.members.items()},
-            "writers": self.writers,
-        }
-
-    @classmethod
-    def from_json(cls, obj: Any, vault_id: str, owner: bytes) -> AccessState:
-        try:
-            members = {}
-            for fp, raw in obj["members"].items():
-                member = Member.decode(base64.b64decode(raw, validate=True), vault_id, owner)
-                if member.fingerprint != fp:
-                    raise FormatError("member state names a record under another fingerprint")
-                members[fp] = member
-            grants = {
-                check_id(n): {str(fp): _mode(m) for fp, m in g.items()}
-                for n, g in obj["grants"].items()
-            }
-            writers = {check_id(n): [str(fp) for fp in w] for n, w in obj["writers"].items()}
-            files = {check_id(n) for n in obj.get("files", [])}
-        except (KeyError, TypeError, AttributeError, ValueError) as exc:
-            raise FormatError(f"malformed access state: {exc}") from None
-        return cls(members, grants, writers, files)
-
-    def copy(self) -> AccessState:
-        return AccessState(
-            dict(self.members),
-            {n: dict(g) for n, g in self.grants.items()},
-            {n: list(w) for n, w in self.writers.items()},
-            set(self.files),
-        )
-
-    def by_name(self, name: str) -> Member:
-        for m in self.members.values():
-            if m.name == name:
-                return m
-        raise NotFound(f"no member named {name!r}", hint="see `csfs member ls`")
-
-    def apply(self, body: dict[str, Any], vault_id: str, owner: bytes) -> None:
-        op = body.get("op")
-        try:
-            if op == "member-add":
-                member = Member.decode(
-                    base64.b64decode(body["record"], validate=True), vault_id, owner
-                )
-                for fp, m in self.members.items():
-                    if m.name == member.name and fp != member.fingerprint:
-                        raise FormatError(f"two members named {member.name!r}")
-                self.members[member.fingerprint] = member
-            elif op == "member-remove":
-                fp = str(body["member"])
-                self.members.pop(fp, None)
-                for node in list(self.grants):
-                    self._ungrant(node, fp)
-                for node, ws in list(self.writers.items()):
-                    self.writers[node] = [w for w in ws if w != fp]
-            elif op in ("share", "unshare"):
-                node, fp = check_id(body["node"]), str(body["member"])
-                if op == "share":
-                    if fp not in self.members:
-                        raise FormatError("a share names someone who is not a member")
-                    kind = body.get("type", "d")
-                    if kind not in ("d", "f") or (kind == "f" and body["write"] is True):
-                        raise FormatError("a share of an unknown type, or a writable file share")
-                    self.grants.setdefault(node, {})[fp] = "w" if body["write"] is True else "r"
-                    if kind == "f":
-                        self.files.add(node)
-                else:
-                    self._ungrant(node, fp)
-                for root, ws in dict(body["writers"]).items():
-                    if ws:
-                        self.writers[check_id(root)] = [str(w) for w in ws]
-                    else:
-                        self.writers.pop(check_id(root), None)
-            else:
-                raise FormatError(f"unknown access log operation {op!r}")
-        except (KeyError, TypeError, ValueError, AttributeError) as exc:
-            raise FormatError(f"malformed access log entry: {exc}") from None
-        self.writers = {n: w for n, w in self.writers.items() if w}
-        self.files &= set(self.grants)
-
-    def _ungrant(self, node: str, fp: str) -> None:
-        grant = self.grants.get(node)
-        if grant is not None:
-            grant.pop(fp, None)
-            if not grant:
-                del self.grants[node]
-
-    def is_root(self, node: str) -> bool:
-        return node in self.grants
-
-    def recipients(self, owner: Recipient) -> list[Recipient]:
-        return [owner, *(m.recipient for m in self.members.values())]
-
-
-def _mode(m: Any) -> str:
-    if m not in ("r", "w"):
-        raise ValueError(f"bad grant {m!r}")
-    return str(m)
-
-
-def _strict_int(value: Any, what: str) -> int:
-    """A JSON integer, not a string or bool, which ``int()`` would accept (format.md)."""
-    if type(value) is not int or value < 0:
-        raise FormatError(f"malformed access log entry: {what} is not an integer")
-    return value
-
-
-@dataclass(frozen=True)
-class LogEntry:
-    seq: int
-    prev: str
-    time_ns: int
-    body: bytes  # sealed: env_len || envelope || payload
-    raw: bytes
-
-    @property
-    def hash(self) -> str:
-        return hashlib.sha256(self.raw).hexdigest()
-
-    @classmethod
-    def decode(cls, raw: bytes, header: VaultHeader) -> LogEntry:
-        payload, signer = verify_blob(raw, LOG_DOMAIN, "access log entry")
-        if signer != header.owner:
-            raise AuthenticationError("an access log entry is not signed by the vault owner")
-        obj = _loads(payload, "access log entry")
-        try:
-            if obj["format"] != LOG_FORMAT or obj["vault_id"] != header.vault_id:
-                raise FormatError("access log entry of another format or vault")
-            entry = cls(
-                _strict_int(obj["seq"], "seq"),
-                str(obj["prev"]),
-                _strict_int(obj["time_ns"], "time_ns"),
-                base64.b64decode(obj["body"], validate=True),
-                raw,
-            )
-        except (KeyError, TypeError, ValueError) as exc:
-            raise FormatError(f"malformed access log entry: {exc}") from None
-        return entry
-
-    def open(self, identity: Identity, header: VaultHeader) -> dict[str, Any]:
-        expect = Context(KIND_LOG, header.vault_id_bytes, bytes(16), self.seq)
-        _, plain = open_object(
-            self.body, identity, expect, allowed_signers={header.owner}, what="access log body"
-        )
-        body = _loads(plain, "access log body")
-        if body.get("op") not in OPS:
-            raise FormatError(f"unknown access log operation {body.get('op')!r}")
-        return body
-
-
-@dataclass(frozen=True)
-class Notice:
-    """A share notice (7.4), as the grantee sees it."""
-
-    id: str
-    node: str
-    type: str
-    name: str
-    owner: str
-    write: bool
-    # Local state, never stored: the name this client shows the share under. Chosen
-    # once, when its first grant is applied, and kept for the life of the share, so a
-    # later share under the same name never takes over a path in use (format.md 7.4).
-    shown: str = ""
-
-    def to_json(self) -> dict[str, Any]:
-        return {
-            "id": self.id,
-            "node": self.node,
-            "type": self.type,
-            "name": self.name,
-            "owner": self.owner,
-            "write": self.write,
-            "shown": self.shown,
-        }
-
-
-def seal_notice(
-    notice: Notice, seq: int, header: VaultHeader, owner: Identity, grantee: Recipient
-) -> bytes:
-    body = {
-        "format": NOTICE_FORMAT,
-        "name": notice.name,
-        "node": notice.node,
-        "owner": notice.owner,
-        "type": notice.type,
-        "write": notice.write,
-    }
-    context = Context(KIND_NOTICE, header.vault_id_bytes, bytes.fromhex(notice.id), seq)
-    return seal_object(_json(body), [owner.recipient, grantee], owner, context)
-
-
-def open_notice(
-    raw: bytes, notice_id: str, seq: int, header: VaultHeader, identity: Identity
-) -> Notice:
-    expect = Context(KIND_NOTICE, header.vault_id_bytes, bytes.fromhex(notice_id), seq)
-    _, plain = open_object(
-        raw,
-        identity,
-        expect,
-        allowed_signers={header.owner},
-        what="share notice",
-        max_length=MAX_NOTICE_BYTES,
-    )
-    obj = _loads(plain, "share notice")
-    try:
-        if obj["format"] != NOTICE_FORMAT or obj["type"] not in ("d", "f"):
-            raise FormatError("share notice of an unknown format")
-        return Notice(
-            notice_id,
-            check_id(obj["node"]),
-            obj["type"],
-            check_name(obj["name"]),
-            check_member_name(obj["owner"]),
-            obj["write"] is True,
-        )
-    except (KeyError, TypeError, UsageError) as exc:
-        raise FormatError(f"malformed share notice: {exc}") from None
-
-
-class Pins:
-    """Member keys this user has seen, per vault and name (trust on first use)."""
-
-    def __init__(self, config_dir: str | None) -> None:
-        self.path = os.path.join(config_dir, "pins.json") if config_dir else None
-        self.lock = threading.Lock()
-        self.dirty = False
-        self.data: dict[str, dict[str, str]] = {}
-        if self.path and os.path.exists(self.path):
-            try:
-                with open(self.path) as f:
-                    self.data = json.load(f)
-            except (OSError, ValueError):
-                self.data = {}
-
-    def get(self, vault_id: str, name: str) -> str | None:
-        return self.data.get(vault_id, {}).get(name)
-
-    def pin(self, vault_id: str, name: str, fingerprint: str) -> None:
-        with self.lock:
-            if self.data.setdefault(vault_id, {}).get(name) != fingerprint:
-                self.data[vault_id][name] = fingerprint
-                self.dirty = True
-
-    def forget(self, vault_id: str, name: str) -> None:
-        with self.lock:
-            if self.data.get(vault_id, {}).pop(name, None) is not None:
-                self.dirty = True
-
-    def save(self) -> None:
-        with self.lock:
-            if not self.path or not self.dirty:
-                return
-            directory = os.path.dirname(self.path)
-            os.makedirs(directory, mode=0o700, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=directory, prefix=".pins-")
-            with os.fdopen(fd, "w") as f:
-                json.dump(self.data, f, indent=1, sort_keys=True)
-            os.replace(tmp, self.path)
-            self.dirty = False
-
-
-def default_config_dir() -> str:
-    base = os.environ.get("XDG_CONFIG_HOME") or os.path.expanduser("~/.config")
-    return os.path.join(base, "csfs")
 
 
 class AccessLog:
@@ -602,17 +293,20 @@ class AccessLog:
             )
             self.joined = True
             return
-        self.current.apply(body, self.header.vault_id, self.header.owner)
+        op = parse_op(body, self.header.vault_id, self.header.owner)
+        self.current.apply(op)
         if self.is_owner:
             return
-        if body["op"] == "share" and body["member"] == self.me:
-            self._read_notice(str(body["notice"]), entry.seq, body)
-        elif body["op"] in ("unshare", "member-remove"):
+        if isinstance(op, Share) and op.member == self.me:
+            if op.notice is None:
+                raise FormatError("malformed access log entry: a share without its notice")
+            self._read_notice(op.notice, entry.seq, op)
+        elif isinstance(op, (Unshare, MemberRemove)):
             for node in list(self.notices):
                 if self.me not in self.current.grants.get(node, {}):
                     del self.notices[node]
 
-    def _read_notice(self, notice_id: str, seq: int, body: dict[str, Any]) -> None:
+    def _read_notice(self, notice_id: str, seq: int, op: Share) -> None:
         try:
             raw = read_limited(self.store, notice_key(notice_id), MAX_NOTICE_OBJECT, "share notice")
         except NotFound:
@@ -621,11 +315,7 @@ class AccessLog:
             notice = open_notice(raw, notice_id, seq, self.header, self.identity)
         except NoMatchingKeyError:
             raise AuthenticationError("a share notice is not sealed to its grantee") from None
-        if (
-            notice.node != body["node"]
-            or notice.write != (body["write"] is True)
-            or notice.type != body.get("type", "d")
-        ):
+        if notice.node != op.node or notice.write != op.write or notice.type != op.type:
             raise AuthenticationError("a share notice does not match its log entry")
         prior = self.notices.get(notice.node)
         if prior is not None and prior.shown:
@@ -740,14 +430,14 @@ class AccessLog:
                 continue
             body, extra = make(self.current.copy(), seq)
             after = self.current.copy()
-            after.apply(body, self.header.vault_id, self.header.owner)
+            after.apply(parse_op(body, self.header.vault_id, self.header.owner))
             recipients = list(dict.fromkeys([*after.recipients(self.identity.recipient), *extra]))
             if body["op"] == "member-add":
                 body = {**body, "state": after.to_json()}
             if self._put(seq, body, recipients):
                 self.refresh()
                 return seq, body
-        raise UsageError("gave up appending to the access log: too many concurrent changes")
+        raise ContentionError("gave up appending to the access log: too many concurrent changes")
 
     def genesis(self, name: str = "owner") -> None:
         """Entry 1: the owner's own member record, so that its name is known."""
@@ -756,7 +446,7 @@ class AccessLog:
         )
         state = AccessState()
         body: dict[str, Any] = {"op": "member-add", "record": base64.b64encode(me.raw).decode()}
-        state.apply(body, self.header.vault_id, self.header.owner)
+        state.apply(parse_op(body, self.header.vault_id, self.header.owner))
         self._put(1, {**body, "state": state.to_json()}, [self.identity.recipient])
         self.refresh()
 
@@ -799,24 +489,3 @@ def _added_fp(body: dict[str, Any], header: VaultHeader) -> str | None:
     except (KeyError, ValueError, TypeError):
         raise FormatError("malformed access log entry: bad member record") from None
     return Member.decode(raw, header.vault_id, header.owner).fingerprint
-
-
-def describe_entry(body: dict[str, Any] | None, names: dict[str, str]) -> str:
-    """One line for `csfs log`; node ids are shown, never paths (the log has none)."""
-    if body is None:
-        return "(not readable by your key)"
-    op = body["op"]
-    if op == "member-add":
-        m = Member.decode(base64.b64decode(body["record"]), _record_vault(body), None)
-        return f"member-add {m.name} {m.fingerprint}"
-    who = names.get(str(body.get("member")), str(body.get("member")))
-    if op == "member-remove":
-        return f"member-remove {who}"
-    mode = " (write)" if body.get("write") else ""
-    what = "file" if body.get("type") == "f" else "folder"
-    return f"{op} {what} {str(body['node'])[:12]} {'with' if op == 'share' else 'from'} {who}{mode}"
-
-
-def _record_vault(body: dict[str, Any]) -> str:
-    payload, _ = verify_blob(base64.b64decode(body["record"]), MEMBER_DOMAIN, "member record")
-    return str(_loads(payload, "member record")["vault_id"])

@@ -64,6 +64,17 @@ class _Entry:
 
 
 class ObjectCache:
+    """The local copy of immutable store objects (version content and envelopes),
+    fetched in blocks on demand and bounded by a byte limit.
+
+    Owns the cached files, their block maps and the LRU order; pins the objects
+    of pending uploads so they are never evicted before they reach the store.
+
+    Holds ciphertext only, byte for byte what the store holds: never plaintext,
+    never a key, never a mutable object (a manifest), so nothing it holds needs
+    revalidating and nothing leaks that the store does not already see.
+    """
+
     def __init__(self, directory: str, store: Store, limit: int) -> None:
         self.dir = os.path.join(directory, "objects")
         os.makedirs(self.dir, mode=0o700, exist_ok=True)

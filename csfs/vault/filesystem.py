@@ -45,6 +45,7 @@ from csfs.crypto.stream import (
 from csfs.errors import (
     AlreadyExists,
     AuthenticationError,
+    BadHandle,
     CrossShare,
     DirectoryNotEmpty,
     FileTooBig,
@@ -53,6 +54,7 @@ from csfs.errors import (
     NotFound,
     NotPermitted,
     NotSupported,
+    ReadOnlyMount,
     TransientStoreError,
     UsageError,
     XattrMissing,
@@ -128,6 +130,18 @@ def _committing(method: Callable[..., T]) -> Callable[..., T]:
 
 
 class FileSystem:
+    """The POSIX view of one vault for one mount: paths, handles, open files and
+    their attributes, as the FUSE layer asks for them.
+
+    Owns the open files and their encrypted scratch data, the file handles, the
+    ciphertext cache and the upload queue that carries closed versions to the
+    store, and the recent errors `csfs status` shows.
+
+    Never writes plaintext to the local disk, never changes the vault when the
+    mount is read-only, never maps errors to errno (the FUSE layer's table does)
+    and never talks to FUSE itself: it takes paths and bytes and returns them.
+    """
+
     # libfuse renames an open file that is unlinked to this prefix and unlinks that
     # name on the last release. Here that rename is the unlink: the name leaves the
     # folder at once (POSIX), and the open file answers under its hidden name.
@@ -189,13 +203,13 @@ class FileSystem:
         self.owner = (os.getuid(), os.getgid())
         self.hidden: dict[str, OpenFile] = {}  # hidden path -> the unlinked open file
 
-    def _note_error(self, msg: str) -> None:
+    def note_error(self, msg: str) -> None:
         with self.lock:
             self.errors = [*self.errors[-50:], f"{time.strftime('%H:%M:%S')} {msg}"]
 
     def _writable(self) -> None:
         if self.read_only:
-            raise PermissionError("read-only mount")
+            raise ReadOnlyMount("read-only mount")
 
     # -- lookups -----------------------------------------------------------------------
 
@@ -760,7 +774,7 @@ class FileSystem:
         with self.lock:
             of = self.handles.get(fh)
         if of is None:
-            raise UsageError("bad file handle")
+            raise BadHandle("bad file handle")
         return of
 
     @_committing

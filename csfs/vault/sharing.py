@@ -20,6 +20,7 @@ from csfs.crypto.envelope import rewrap_envelope
 from csfs.crypto.stream import payload_size
 from csfs.errors import (
     AuthenticationError,
+    ContentionError,
     CsfsError,
     IntegrityError,
     PreconditionFailed,
@@ -186,7 +187,7 @@ def _rewrap(
                 return 1
             except PreconditionFailed:
                 continue
-        raise UsageError(f"{path}: its envelope keeps changing; try again")
+        raise ContentionError(f"{path}: its envelope keeps changing; try again")
 
     unique = {e.id: (p, e) for p, e in files if e.type == "f" and e.version}
     with ThreadPoolExecutor(max_workers=WORKERS) as pool:

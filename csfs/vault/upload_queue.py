@@ -82,6 +82,18 @@ class Record:
 
 
 class UploadQueue:
+    """Sealed versions on their way to the store, durable across a crash or kill -9.
+
+    Owns the on-disk records (sealed to the mount's key), the worker threads
+    that upload each version's content and envelope and then switch its
+    manifest, and the quarantine of versions that can never upload.
+
+    Never switches a manifest before the version's objects are in the store,
+    never writes a record before its ciphertext is complete in the cache, never
+    drops a version silently (a lost race becomes a conflict copy, a hopeless
+    upload is quarantined), and never holds a plaintext name on disk.
+    """
+
     def __init__(
         self,
         vault: Vault,

@@ -49,7 +49,7 @@ from csfs.errors import (
     AccessDenied,
     AlreadyExists,
     AuthenticationError,
-    ConflictError,
+    ContentionError,
     CrossShare,
     CsfsError,
     DirectoryNotEmpty,
@@ -111,6 +111,20 @@ def split_path(path: str) -> list[str]:
 
 
 class Vault:
+    """One open vault: its header, the directory manifests, the file versions and the
+    access log, read and changed through one store with this client's identity.
+
+    Owns the manifest cache and the rollback floors (the client's vault state),
+    the access log view (who may read and write each share root), and the update
+    order: content, then envelope, then the manifest switched by a conditional
+    PUT. Every object it reads is authenticated against the signers the log
+    allows before it is used.
+
+    Never prints, exits or caches plaintext on disk; never switches a manifest
+    without If-Match on the version it read (a lost race re-reads and re-applies,
+    it never overwrites); never trusts a signer the access log does not grant.
+    """
+
     def __init__(
         self,
         store: Store,
@@ -616,7 +630,7 @@ class Vault:
             self._remember(dir_id, new, new_etag)
             self._sync_file_shares(manifest, new)
             return result
-        raise ConflictError("gave up after repeated concurrent changes to one directory")
+        raise ContentionError("gave up after repeated concurrent changes to one directory")
 
     # -- file shares (format.md 7.6) ----------------------------------------------------
 
@@ -939,7 +953,7 @@ class Vault:
             if not self.update_dir(dst_parent, carry):
                 return moved
             moved = newer
-        raise ConflictError("gave up after repeated concurrent changes to a moved file")
+        raise ContentionError("gave up after repeated concurrent changes to a moved file")
 
     def remove_if(self, dir_id: str, name: str, node_id: str, version: int) -> None:
         """Remove ``name`` only if it still holds that version: a newer one written

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from tests.vault.conftest import (  # noqa: F401 - fixtures
+    backend,
     cli_env,
     identity,
     key_file,

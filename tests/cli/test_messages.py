@@ -18,7 +18,7 @@ def ok(env: dict[str, str], *args: str) -> str:
 
 def test_mv_onto_itself_is_a_no_op(cli_env: dict[str, str], tmp_path: Path) -> None:
     """rename(2) of a path onto itself succeeds and changes nothing, shared or not."""
-    from tests.vault.test_sharing_cli import _user, pub
+    from tests.cli.test_sharing_cli import _user, pub
 
     store = str(tmp_path / "store")
     alice = _user(tmp_path, "alice", store)

@@ -73,7 +73,7 @@ def test_symlink_target_escaped(env: dict[str, str], tmp_path: Path) -> None:
 
 
 def test_shares_escape_paths(tmp_path: Path, cli_env: dict[str, str]) -> None:
-    from tests.vault.test_sharing_cli import _user, pub
+    from tests.cli.test_sharing_cli import _user, pub
 
     store = str(tmp_path / "store")
     alice = _user(tmp_path, "alice", store)

@@ -27,7 +27,7 @@ from csfs.vault.manifest import DirectoryManifest, Entry
 from tests.vault.conftest import assert_one_line_error, read_bytes, run_csfs, write_bytes
 from tests.vault.test_hostile import HUGE, RSS_LIMIT_KB, _AnyVersionContext, _run_measured
 from tests.vault.test_sharing import BOB, Users, users  # noqa: F401  (fixture)
-from tests.vault.test_sharing_cli import ok, people, pub  # noqa: F401  (fixture)
+from tests.cli.test_sharing_cli import ok, people, pub  # noqa: F401  (fixture)
 from tests.vault.test_transfer import SHARED, Team, plant, team  # noqa: F401  (fixture)
 
 

@@ -52,7 +52,7 @@ def _rgw_store() -> Iterator[Store]:
 
 
 @pytest.fixture(params=["local", "moto", pytest.param("rgw", marks=pytest.mark.rgw)])
-def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
+def backend_store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
     """A fresh, empty store of each backend kind."""
     if request.param == "local":
         yield LocalStore(os.path.join(tmp_path, "store"))
@@ -64,3 +64,9 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Store]:
         yield S3Store(bucket, S3_PREFIX, endpoint_url=server.endpoint_url, path_style=True)
     else:
         yield from _rgw_store()
+
+
+@pytest.fixture
+def store(backend_store: Store) -> Store:
+    """The bare backend; the conformance suite also wraps it (test_conformance.py)."""
+    return backend_store

@@ -21,6 +21,29 @@ from csfs.store.stats import StatsStore
 
 MIB = 1 << 20
 
+# The stacks layers above really use: open_store wraps every backend in RetryStore,
+# and the benchmarks count through StatsStore on top of that. A wrapper that broke
+# the contract (an ETag, a range, a race's single winner) fails here.
+def _bare(inner: Store) -> Store:
+    return inner
+
+
+def _counted(inner: Store) -> Store:
+    return StatsStore(RetryStore(inner))
+
+
+STACKS: dict[str, Callable[[Store], Store]] = {
+    "bare": _bare,
+    "RetryStore": RetryStore,
+    "StatsStore(RetryStore)": _counted,
+}
+
+
+@pytest.fixture(params=list(STACKS))
+def store(request: pytest.FixtureRequest, backend_store: Store) -> Store:
+    """Each backend (tests/store/conftest.py), bare and in each production stack."""
+    return STACKS[request.param](backend_store)
+
 
 def _big_file(tmp_path: Path, size: int = 20 * MIB) -> tuple[str, bytes]:
     data = os.urandom(size)

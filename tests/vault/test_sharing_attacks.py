@@ -24,7 +24,7 @@ from csfs.vault.manifest import DirectoryManifest, Entry
 from tests.vault.conftest import assert_one_line_error, read_bytes, run_csfs, write_bytes
 from tests.vault.test_hostile import _AnyVersionContext
 from tests.vault.test_sharing import BOB, CAROL, Users, users  # noqa: F401  (fixture)
-from tests.vault.test_sharing_cli import ok, people, pub  # noqa: F401  (fixture)
+from tests.cli.test_sharing_cli import ok, people, pub  # noqa: F401  (fixture)
 
 
 def _opens(users: Users, who: Identity) -> set[str]:
