@@ -2,7 +2,8 @@
 
 It deliberately imports nothing from the csfs package: it exists to cross-check
 the implementation against the specification (sections 1-4, and the envelope
-contexts of vault objects, 3.2 and 5.3-5.4). Section numbers in
+contexts of vault objects, 3.2 and 5.3-5.4; delta payloads, 2.6, given the
+payloads of their sources). Section numbers in
 comments refer to docs/format.md.
 """
 
