@@ -33,7 +33,7 @@ def seal(ident, version, length, present, chunk, inherit=None):  # type: ignore[
 
 def test_delta_of_a_delta_reads_back_whole_and_in_pieces() -> None:
     ident = generate_identity()
-    rng = random.Random(5)
+    rng = random.Random(5)  # noqa: S311 (test data, seeded)
     n1 = 50
     data1 = rng.randbytes(n1 * C)
     _, pay1, ref1 = seal(ident, 1, len(data1), list(range(n1)), lambda i: data1[i * C:(i + 1) * C])

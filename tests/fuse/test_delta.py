@@ -33,7 +33,7 @@ def write_at(path: str, offset: int, data: bytes) -> None:
 
 def test_fsync_of_one_byte_in_a_4_mib_file_uploads_a_few_chunks(vault: Vault) -> None:
     m = vault.mount()
-    rng = random.Random(11)
+    rng = random.Random(11)  # noqa: S311 (test data, seeded)
     data = bytearray(rng.randbytes(4 * MIB))
     with open(m.p("db"), "wb") as f:
         f.write(data)
@@ -65,11 +65,11 @@ def test_fsync_of_one_byte_in_a_4_mib_file_uploads_a_few_chunks(vault: Vault) ->
 
 def test_fsck_repair_keeps_the_sources_of_the_current_version(vault: Vault) -> None:
     m = vault.mount()
-    data = bytearray(random.Random(12).randbytes(2 * MIB))
+    data = bytearray(random.Random(12).randbytes(2 * MIB))  # noqa: S311 (test data)
     with open(m.p("f"), "wb") as f:
         f.write(data)
     m.sync()
-    for n, at in enumerate((5, MIB + 7, 2 * MIB - 3)):
+    for at in (5, MIB + 7, 2 * MIB - 3):
         write_at(m.p("f"), at, b"#")
         data[at] = ord("#")
     m.sync()
@@ -83,7 +83,7 @@ def test_fsck_repair_keeps_the_sources_of_the_current_version(vault: Vault) -> N
 
 def test_a_source_chunk_swapped_in_the_store_fails_the_read(vault: Vault) -> None:
     m = vault.mount()
-    data = random.Random(13).randbytes(MIB)
+    data = random.Random(13).randbytes(MIB)  # noqa: S311 (test data)
     with open(m.p("f"), "wb") as f:
         f.write(data)
     m.sync()
