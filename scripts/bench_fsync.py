@@ -2,11 +2,14 @@
 """fsync amplification: store bytes written per transaction of a sqlite database on a mount.
 
 Run: PYTHONPATH=. .venv/bin/python scripts/bench_fsync.py [--transactions 1000] [--mode delete,wal]
+     [--prefill MIB]
 
 For each journal mode: a fresh vault on a local-folder store, a mount, the sqlite3
 CLI running one INSERT per transaction (each commit fsyncs), then a sync. The
 local store never deletes a version by itself, so the bytes of the file versions
 it holds (``c/`` payloads and ``k/`` envelopes) are what the mount uploaded.
+``--prefill`` first fills the database with that many MiB of random rows (not
+counted), so that the cost of re-uploading a whole file shows.
 Prints one line per mode: versions, store bytes, bytes per transaction.
 """
 
@@ -40,7 +43,7 @@ def store_versions(store: str) -> tuple[int, int]:
     return versions, total
 
 
-def bench(mode: str, transactions: int, root: str) -> None:
+def bench(mode: str, transactions: int, root: str, prefill: int = 0) -> None:
     env = {
         **os.environ,
         "CSFS_PASSPHRASE": "pw",
@@ -60,6 +63,11 @@ def bench(mode: str, transactions: int, root: str) -> None:
     try:
         db = os.path.join(mnt, "bench.db")
         setup = f"PRAGMA journal_mode={mode};\nCREATE TABLE t (id INTEGER PRIMARY KEY, v TEXT);\n"
+        if prefill:
+            # Random bytes: zeros would be stored as holes and cost nothing.
+            setup += "CREATE TABLE fill (b BLOB);\nBEGIN;\n" + (
+                "INSERT INTO fill VALUES (randomblob(65536));\n" * (16 * prefill)
+            ) + "COMMIT;\n"
         _run(["sqlite3", db], env, input=setup.encode())
         _run([CSFS, "sync", mnt, "--timeout", "120"], env, timeout=180)
         v0, b0 = store_versions(env["CSFS_STORE"])
@@ -80,7 +88,7 @@ def bench(mode: str, transactions: int, root: str) -> None:
         subprocess.run([CSFS, "umount", mnt, "--timeout", "60"], env=env, capture_output=True,
                        timeout=120, check=False)
     print(
-        f"journal_mode={mode}: {transactions} transactions in {took:.1f}s; database files "
+        f"journal_mode={mode}{f' prefill={prefill}MiB' if prefill else ''}: {transactions} transactions in {took:.1f}s; database files "
         f"{size} bytes; store gained {v1 - v0} versions, {b1 - b0} bytes = "
         f"{(b1 - b0) / transactions:.0f} bytes per transaction"
     )
@@ -90,11 +98,12 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--transactions", type=int, default=1000)
     parser.add_argument("--mode", default="delete,wal", help="sqlite journal modes, comma list")
+    parser.add_argument("--prefill", type=int, default=0, help="MiB of random rows first")
     args = parser.parse_args()
     for mode in args.mode.split(","):
         root = tempfile.mkdtemp(prefix="csfs-bench-fsync-")
         try:
-            bench(mode, args.transactions, root)
+            bench(mode, args.transactions, root, args.prefill)
         finally:
             shutil.rmtree(root, ignore_errors=True)
     return 0

@@ -43,6 +43,8 @@ from csfs.crypto.stream import (
     ChunkCipher,
     PayloadHeader,
     PayloadKeys,
+    SourceRef,
+    encode_delta_map,
     encode_map,
     hkdf,
     map_block_size,
@@ -120,7 +122,7 @@ def flip(data: bytes, offset: int, bit: int = 0) -> bytes:
 
 def write(name: str, expect: str, description: str, identity: str, envelope: bytes,
           payload: bytes, plain: bytes | None = None, context: Context | None = None,
-          obj: str | None = None) -> None:
+          obj: str | None = None, sources: list[tuple[int, bytes]] | None = None) -> None:
     lines = [
         f"expect: {expect}",
         f"description: {description}",
@@ -132,10 +134,14 @@ def write(name: str, expect: str, description: str, identity: str, envelope: byt
         lines.append(f"context: {context.encode().hex()}")
     if obj is not None:
         lines.append(f"object: {obj}")
+    extra = b""
+    if sources is not None:
+        lines.append("sources: " + ",".join(f"{v:016x}={len(b)}" for v, b in sources))
+        extra = b"".join(b for _, b in sources)
     if plain is not None:
         lines.append(f"plaintext-sha256: {hashlib.sha256(plain).hexdigest()}")
     with open(os.path.join(OUT, name + ".vec"), "wb") as f:
-        f.write(("\n".join(lines) + "\n\n").encode() + envelope + payload)
+        f.write(("\n".join(lines) + "\n\n").encode() + envelope + payload + extra)
 
 
 def resign(envelope: bytes, edit: Callable[[bytearray], None]) -> bytes:
@@ -284,6 +290,7 @@ def main() -> None:
     write("stanza_from_other_file", "no match",
           "re-signed envelope holding a stanza wrapped for another file", "alice", moved_stanza(), pay)
     sparse_vectors()
+    delta_vectors()
     vault_vectors()
     print(f"wrote {len([n for n in os.listdir(OUT) if n.endswith('.vec')])} vectors to {OUT}",
           file=sys.stderr)
@@ -372,6 +379,154 @@ def sparse_vectors() -> None:
                             big_len, big_keys.commitment, WRITER)
     write("sparse_map_padding_nonzero", "authentication", "map padding byte is 1", "alice",
           big_env.encode(), big_pay)
+
+
+def delta_vectors() -> None:
+    """Delta versions (format.md 2.6) of one vault file, with their sources: a reader
+    fetches source V where c/F/V would be."""
+    c = 1 << 12
+    vault_id, node = seed("delta vault id", 16), seed("delta file node", 16)
+    v1, v2, v3 = 0x1111_0000_0000_0001, 0x2222_0000_0000_0002, 0x3333_0000_0000_0003
+    alice = [IDENTITIES["alice"].recipient]
+
+    def ctx(version: int) -> Context:
+        return Context(KIND_FILE, vault_id, node, version)
+
+    # v1: dense, 9 chunks (padme(8c + 50) = 8.5c). Chunks 0..7 are full.
+    len1 = 8 * c + 50
+    data1 = plaintext(len1)
+    k1, pid1 = seed("delta v1 key"), seed("delta v1 payload id", 16)
+    out = io.BytesIO()
+    _seal_sparse(out, ctx(v1), len1, list(range(9)), lambda i: data1[i * c : (i + 1) * c], alice,
+                 WRITER, k1, pid1, 12)
+    pay1 = out.getvalue()
+    assert pay1[:8] == b"csfs-pl1"
+    ref1 = SourceRef(v1, len1, PayloadHeader.decode(pay1[:HEADER_SIZE]).hash, k1)
+
+    # v2: a delta of v1 with 9 chunks: 2, 3 and the last stored, 6 a hole, the rest from v1.
+    len2 = len1
+    new2 = {2: plaintext(c + 11)[11:], 3: plaintext(c + 13)[13:], 8: data1[8 * c :]}
+
+    def chunk2(i: int) -> bytes:
+        return bytes(c) if i == 6 else new2.get(i, data1[i * c : (i + 1) * c])
+
+    data2 = b"".join(chunk2(i) for i in range(9))[:len2]
+    k2, pid2 = seed("delta v2 key"), seed("delta v2 payload id", 16)
+    out = io.BytesIO()
+    _seal_sparse(out, ctx(v2), len2, [2, 3, 8], chunk2, alice, WRITER, k2, pid2, 12,
+                 {i: ref1 for i in (0, 1, 4, 5, 7)})
+    pay2 = out.getvalue()
+    assert pay2[:8] == b"csfs-pl3"
+    ref2 = SourceRef(v2, len2, PayloadHeader.decode(pay2[:HEADER_SIZE]).hash, k2)
+
+    # v3, under test: 11 chunks (padme(10c + 10) = 10.5c). 0 from v1, 1 stored, 2-3 from
+    # v2, 4 a hole, 5 from v1, 6-7 stored, 8-9 holes, 10 stored.
+    len3 = 10 * c + 10
+    own3 = {1: plaintext(c + 17)[17:], 6: plaintext(c + 19)[19:], 7: plaintext(c + 23)[23:],
+            10: plaintext(10)}
+    src3 = {0: data1[:c], 2: data2[2 * c : 3 * c], 3: data2[3 * c : 4 * c], 5: data1[5 * c : 6 * c]}
+
+    def chunk3(i: int) -> bytes:
+        return own3.get(i, src3.get(i, bytes(c)))
+
+    data3 = b"".join(chunk3(i) for i in range(11))[:len3]
+    k3, pid3 = seed("delta v3 key"), seed("delta v3 payload id", 16)
+    inherit3 = {0: ref1, 2: ref2, 3: ref2, 5: ref1}
+    out = io.BytesIO()
+    env3 = _seal_sparse(out, ctx(v3), len3, [1, 6, 7, 10], chunk3, alice, WRITER, k3, pid3, 12,
+                        inherit3).encode()
+    pay3 = out.getvalue()
+    assert pay3[:8] == b"csfs-pl3"
+    good = [(v1, pay1), (v2, pay2)]
+    write("delta_success", "success",
+          "chunks stored, inherited from two sources (one itself a delta), and holes", "alice",
+          env3, pay3, data3, ctx(v3), sources=good)
+
+    # The store's attacks on the sources.
+    slot = c + TAG_SIZE
+    body1 = pay1[HEADER_SIZE:]
+    swapped = pay1[:HEADER_SIZE] + body1[5 * slot : 6 * slot] + body1[slot : 5 * slot] + \
+        body1[:slot] + body1[6 * slot :]
+    write("delta_source_chunks_swapped", "authentication",
+          "chunks 0 and 5 of source v1 swapped by the store", "alice", env3, pay3, None, ctx(v3),
+          sources=[(v1, swapped), (v2, pay2)])
+    write("delta_source_replaced", "authentication",
+          "source v1's object replaced by v2's payload", "alice", env3, pay3, None, ctx(v3),
+          sources=[(v1, pay2), (v2, pay2)])
+    write("delta_source_chunk_flipped", "authentication",
+          "a bit flipped in chunk 5 of source v1", "alice", env3, pay3, None, ctx(v3),
+          sources=[(v1, flip(pay1, HEADER_SIZE + 5 * slot + 9)), (v2, pay2)])
+
+    # Maps a holder of v3's key wrote by hand: a signed envelope, a valid map tag.
+    def delta(label: str, sources: list[SourceRef], extents: list[tuple[int, int, int]],
+              context: Context | None = None) -> tuple[bytes, bytes]:
+        plain_map = encode_delta_map(sources, extents)
+        header = PayloadHeader(12, seed("delta " + label + " payload id", 16),
+                               len(plain_map) + TAG_SIZE, True)
+        keys = PayloadKeys(k3, header)
+        cipher = ChunkCipher(keys, len3)
+        block = keys.aead.encrypt(MAP_NONCE, plain_map,
+                                  keys.header_hash + len3.to_bytes(8, "big"))
+        stored = [i for f, n, o in extents if o == 0 for i in range(f, f + n)]
+        pay = header.encode() + block + b"".join(
+            cipher.encrypt(i, chunk3(i)[: cipher.plain_len(i)]) for i in stored)
+        env = seal_envelope(k3, alice, context or ctx(v3), keys.header_hash, len3,
+                            keys.commitment, WRITER)
+        return env.encode(), pay
+
+    good_extents = [(0, 1, 1), (1, 1, 0), (2, 2, 2), (5, 1, 1), (6, 2, 0), (10, 1, 0)]
+    e, p = delta("rebuilt", [ref1, ref2], good_extents)
+    write("delta_rebuilt", "success", "the same delta with its map written by hand", "alice", e,
+          p, data3, ctx(v3), sources=good)
+    wrong_key = SourceRef(v1, len1, ref1.header_hash, seed("not v1's key"))
+    e, p = delta("wrong key", [wrong_key, ref2], good_extents)
+    write("delta_wrong_source_key", "authentication", "the map gives a wrong key for v1",
+          "alice", e, p, None, ctx(v3), sources=good)
+    e, p = delta("beyond", [ref1, ref2], [(0, 1, 1), (1, 1, 0), (2, 2, 2), (5, 1, 1),
+                                          (6, 2, 0), (8, 1, 1), (10, 1, 0)])
+    write("delta_reference_beyond_source", "authentication",
+          "chunk 8 named from v1, whose last chunk it is", "alice", e, p, None, ctx(v3),
+          sources=good)
+    e, p = delta("hole", [ref1, ref2], [(0, 1, 1), (1, 1, 0), (2, 2, 2), (5, 1, 1),
+                                        (6, 1, 2), (7, 1, 0), (10, 1, 0)])
+    write("delta_reference_to_hole", "authentication", "chunk 6 named from v2, a hole there",
+          "alice", e, p, None, ctx(v3), sources=good)
+    e, p = delta("inherited", [ref1, ref2], [(0, 1, 2), (1, 1, 0), (2, 2, 2), (5, 1, 1),
+                                             (6, 2, 0), (10, 1, 0)])
+    write("delta_reference_to_inherited", "authentication",
+          "chunk 0 named from v2, which itself inherits it from v1", "alice", e, p, None,
+          ctx(v3), sources=good)
+    many = [SourceRef(v1 + 0x100 * j, len3, ref1.header_hash, k1) for j in range(9)]
+    e, p = delta("many", many, [(j, 1, j + 1) for j in range(8)] + [(8, 1, 9), (10, 1, 0)])
+    write("delta_too_many_sources", "authentication", "nine sources (at most eight)", "alice",
+          e, p, None, ctx(v3), sources=good)
+    e, p = delta("touching", [ref1, ref2], [(0, 1, 1), (1, 1, 0), (2, 1, 2), (3, 1, 2),
+                                            (5, 1, 1), (6, 2, 0), (10, 1, 0)])
+    write("delta_extents_touching", "authentication", "extents (2,1) and (3,1) of one origin",
+          "alice", e, p, None, ctx(v3), sources=good)
+    e, p = delta("unused", [ref1, ref2], [(0, 1, 1), (1, 1, 0), (5, 1, 1), (6, 2, 0),
+                                          (10, 1, 0)])
+    write("delta_unused_source", "authentication", "v2 named but never used", "alice", e, p,
+          None, ctx(v3), sources=good)
+    e, p = delta("last", [ref1, ref2], [(0, 1, 1), (1, 1, 0), (2, 2, 2), (5, 1, 1),
+                                        (6, 2, 0), (10, 1, 1)])
+    write("delta_last_chunk_inherited", "authentication", "the last chunk named from v1",
+          "alice", e, p, None, ctx(v3), sources=good)
+    self_ref = SourceRef(v3, len1, ref1.header_hash, k1)
+    e, p = delta("self", [ref1, self_ref], [(0, 1, 1), (1, 1, 0), (2, 2, 2), (5, 1, 1),
+                                            (6, 2, 0), (10, 1, 0)])
+    write("delta_names_itself", "authentication", "v3 names itself as a source", "alice", e, p,
+          None, ctx(v3), sources=good)
+    off_pid = seed("delta offline payload id", 16)
+    e, p = delta("offline", [ref1, ref2], good_extents, Context.offline(off_pid))
+    # The offline context must name the payload's id: rebuild with that id.
+    header = PayloadHeader.decode(p[:HEADER_SIZE])
+    off_header = PayloadHeader(12, off_pid, header.map_size, True)
+    keys = PayloadKeys(k3, off_header)
+    env = seal_envelope(k3, alice, Context.offline(off_pid), keys.header_hash, len3,
+                        keys.commitment, WRITER)
+    write("delta_offline", "format", "a delta payload as an offline file (kind 1)", "alice",
+          env.encode(), off_header.encode() + p[HEADER_SIZE:])
 
 
 def vault_vectors() -> None:

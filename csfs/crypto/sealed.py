@@ -17,6 +17,7 @@ from typing import BinaryIO
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
 from csfs.crypto.envelope import (
+    KIND_FILE,
     MAX_ENVELOPE_SIZE,
     Context,
     Envelope,
@@ -33,6 +34,8 @@ from csfs.crypto.stream import (
     PayloadHeader,
     PayloadKeys,
     PayloadWriter,
+    SourceOpener,
+    SourceRef,
     decrypt_payload,
     encrypt_payload,
     encrypt_sparse,
@@ -101,12 +104,15 @@ def open_envelope(
     env = parse_envelope(envelope) if isinstance(envelope, bytes | bytearray) else envelope
     env.verify(allowed_signers)
     header = PayloadHeader.decode(header_bytes)
-    env.check_binding(context or Context.offline(header.payload_id), header.hash)
+    expect = context or Context.offline(header.payload_id)
+    if header.delta and expect.kind != KIND_FILE:
+        raise FormatError("a delta payload (format.md 2.6) outside a vault file version")
+    env.check_binding(expect, header.hash)
     content_key = env.open(identity)
     keys = PayloadKeys(content_key, header)
     keys.check_commitment(env.commitment)
     length = env.unseal_length(content_key)
-    return replace(env, length=length), ChunkCipher(keys, length)
+    return replace(env, length=length), ChunkCipher(keys, length, expect.version)
 
 
 def decrypt_stream(
@@ -117,22 +123,26 @@ def decrypt_stream(
     *,
     context: Context | None = None,
     allowed_signers: set[bytes] | None = None,
+    source: Callable[[ChunkCipher], SourceOpener] | None = None,
 ) -> Envelope:
     """Decrypt the payload in ``src`` into ``dst``; return the verified envelope.
 
     Plaintext reaches ``dst`` one authenticated chunk at a time. On an error
     ``dst`` may hold a verified prefix: callers that must not release partial
-    output write to a temporary file (see csfs.offline).
+    output write to a temporary file (see csfs.offline). ``source(cipher)``
+    gives what opens the sources of a delta payload (a vault's, 2.6).
     """
     header_bytes = src.read(HEADER_SIZE)
     env, cipher = open_envelope(
         envelope, header_bytes, identity, context=context, allowed_signers=allowed_signers
     )
-    decrypt_opened(src, dst, cipher)
+    decrypt_opened(src, dst, cipher, None if source is None else source(cipher))
     return env
 
 
-def decrypt_opened(src: BinaryIO, dst: BinaryIO, cipher: ChunkCipher) -> None:
+def decrypt_opened(
+    src: BinaryIO, dst: BinaryIO, cipher: ChunkCipher, source: SourceOpener | None = None
+) -> None:
     """Decrypt the chunks of an opened payload; ``src`` is positioned after the header."""
     if cipher.needs_map:
         cipher.load_map(src.read(cipher.map_size))
@@ -143,7 +153,7 @@ def decrypt_opened(src: BinaryIO, dst: BinaryIO, cipher: ChunkCipher) -> None:
             f"payload is {size + HEADER_SIZE} bytes but its envelope says {cipher.size}: "
             "truncated or extended"
         )
-    decrypt_payload(src, dst, cipher)
+    decrypt_payload(src, dst, cipher, source)
 
 
 def _remaining_size(src: BinaryIO) -> int | None:
@@ -210,13 +220,18 @@ def seal_sparse(
     chunk_plain: Callable[[int], bytes | bytearray],
     recipients: list[Recipient],
     signer: Identity,
-) -> Envelope:
+    inherit: dict[int, SourceRef] | None = None,
+) -> tuple[Envelope, bytes]:
     """A new version that holds only the chunks in ``present``; the others read as
-    zeros (format.md 2.5). Dense when every chunk is present."""
-    return _seal_sparse(
+    zeros (format.md 2.5), or, those in ``inherit``, as the same chunks of earlier
+    versions (a delta, 2.6). Dense when every chunk is present. Returns the
+    envelope and the content key (which a later delta names its source by)."""
+    content_key = new_content_key()
+    env = _seal_sparse(
         dst, context, length, present, chunk_plain, recipients, signer,
-        new_content_key(), os.urandom(16), DEFAULT_CHUNK_SHIFT,
+        content_key, os.urandom(16), DEFAULT_CHUNK_SHIFT, inherit,
     )
+    return env, content_key
 
 
 def _seal_sparse(
@@ -230,8 +245,11 @@ def _seal_sparse(
     content_key: bytes,
     payload_id: bytes,
     chunk_shift: int,
+    inherit: dict[int, SourceRef] | None = None,
 ) -> Envelope:
-    keys = encrypt_sparse(dst, content_key, chunk_shift, payload_id, length, present, chunk_plain)
+    keys = encrypt_sparse(
+        dst, content_key, chunk_shift, payload_id, length, present, chunk_plain, inherit
+    )
     return seal_envelope(
         content_key, recipients, context, keys.header_hash, length, keys.commitment, signer
     )

@@ -29,6 +29,7 @@ from csfs.errors import AuthenticationError, FormatError
 
 PAYLOAD_MAGIC = b"csfs-pl1"
 SPARSE_MAGIC = b"csfs-pl2"
+DELTA_MAGIC = b"csfs-pl3"
 HEADER_SIZE = 32
 TAG_SIZE = 16
 KEY_SIZE = 32
@@ -36,6 +37,8 @@ DEFAULT_CHUNK_SHIFT = 16
 MIN_CHUNK_SHIFT, MAX_CHUNK_SHIFT = 12, 20
 MAX_PLAINTEXT = 1 << 48
 MAX_EXTENTS = 1 << 20
+MAX_SOURCES = 8  # earlier versions a delta payload may draw on (format.md 2.6)
+SOURCE_ENTRY = 80  # version, length, header hash, content key
 MAP_NONCE = bytes(11) + b"\x02"  # never a chunk's nonce, whose last byte is 0 or 1
 
 CHUNK_FAILURE = (
@@ -58,8 +61,16 @@ def map_block_size(extents: int) -> int:
     return padme(8 + 16 * extents) + TAG_SIZE
 
 
-MAX_MAP_SIZE = map_block_size(MAX_EXTENTS)
+def delta_map_block_size(sources: int, extents: int) -> int:
+    """Size of the encrypted map of a delta payload (2.6)."""
+    return padme(16 + SOURCE_ENTRY * sources + 24 * extents) + TAG_SIZE
+
+
+MAX_SPARSE_MAP = map_block_size(MAX_EXTENTS)
 MIN_MAP_SIZE = map_block_size(1)
+MIN_DELTA_MAP = delta_map_block_size(1, 1)
+MAX_DELTA_MAP = delta_map_block_size(MAX_SOURCES, MAX_EXTENTS)
+MAX_MAP_SIZE = max(MAX_SPARSE_MAP, MAX_DELTA_MAP)  # the largest map of any payload
 
 
 def chunk_count(padded: int, chunk_size: int) -> int:
@@ -81,10 +92,29 @@ def hkdf(key: bytes, salt: bytes, info: bytes) -> bytes:
 
 
 @dataclass(frozen=True)
+class SourceRef:
+    """An earlier version a delta payload draws chunks from (format.md 2.6)."""
+
+    version: int
+    length: int
+    header_hash: bytes
+    key: bytes
+
+    def encode(self) -> bytes:
+        return (
+            self.version.to_bytes(8, "big")
+            + self.length.to_bytes(8, "big")
+            + self.header_hash
+            + self.key
+        )
+
+
+@dataclass(frozen=True)
 class PayloadHeader:
     chunk_shift: int
     payload_id: bytes
-    map_size: int = 0  # 0: a dense payload (2.4); otherwise sparse (2.5)
+    map_size: int = 0  # 0: a dense payload (2.4); otherwise sparse (2.5) or delta (2.6)
+    delta: bool = False
 
     @property
     def chunk_size(self) -> int:
@@ -97,7 +127,7 @@ class PayloadHeader:
     def encode(self) -> bytes:
         if self.sparse:
             return (
-                SPARSE_MAGIC
+                (DELTA_MAGIC if self.delta else SPARSE_MAGIC)
                 + bytes([self.chunk_shift])
                 + bytes(3)
                 + self.map_size.to_bytes(4, "big")
@@ -114,7 +144,7 @@ class PayloadHeader:
         if len(data) < HEADER_SIZE:
             raise FormatError("payload is shorter than its 32-byte header")
         magic = bytes(data[:8])
-        if magic not in (PAYLOAD_MAGIC, SPARSE_MAGIC):
+        if magic not in (PAYLOAD_MAGIC, SPARSE_MAGIC, DELTA_MAGIC):
             raise FormatError("not a csfs payload (bad magic)")
         shift = data[8]
         if not MIN_CHUNK_SHIFT <= shift <= MAX_CHUNK_SHIFT:
@@ -126,9 +156,11 @@ class PayloadHeader:
         if any(data[9:12]):
             raise FormatError("payload header has non-zero reserved bytes")
         map_size = int.from_bytes(data[12:16], "big")
-        if not MIN_MAP_SIZE <= map_size <= MAX_MAP_SIZE:
-            raise FormatError(f"sparse payload map size {map_size} is out of range")
-        return cls(shift, bytes(data[16:32]), map_size)
+        delta = magic == DELTA_MAGIC
+        low, high = (MIN_DELTA_MAP, MAX_DELTA_MAP) if delta else (MIN_MAP_SIZE, MAX_SPARSE_MAP)
+        if not low <= map_size <= high:
+            raise FormatError(f"payload map size {map_size} is out of range")
+        return cls(shift, bytes(data[16:32]), map_size, delta)
 
     @classmethod
     def new(cls, chunk_shift: int = DEFAULT_CHUNK_SHIFT) -> PayloadHeader:
@@ -151,6 +183,80 @@ def encode_map(extents: list[tuple[int, int]]) -> bytes:
         f.to_bytes(8, "big") + c.to_bytes(8, "big") for f, c in extents
     )
     return body + bytes(padme(len(body)) - len(body))
+
+
+def encode_delta_map(sources: list[SourceRef], extents: list[tuple[int, int, int]]) -> bytes:
+    body = (
+        len(sources).to_bytes(8, "big")
+        + len(extents).to_bytes(8, "big")
+        + b"".join(r.encode() for r in sources)
+        + b"".join(
+            f.to_bytes(8, "big") + c.to_bytes(8, "big") + o.to_bytes(8, "big")
+            for f, c, o in extents
+        )
+    )
+    return body + bytes(padme(len(body)) - len(body))
+
+
+def parse_delta_map(
+    plain: bytes, count: int, chunk_size: int, own_version: int
+) -> tuple[list[SourceRef], list[tuple[int, int, int]]]:
+    """Sources and (first, count, origin) extents of an authenticated delta map
+    (format.md 2.6); a breach is an authentication error, as in parse_map."""
+
+    def bad(why: str) -> AuthenticationError:
+        return AuthenticationError(f"delta payload chunk map is invalid: {why}")
+
+    if len(plain) < 16:
+        raise bad("too short")
+    s = int.from_bytes(plain[:8], "big")
+    k = int.from_bytes(plain[8:16], "big")
+    if not 1 <= s <= MAX_SOURCES:
+        raise bad(f"{s} sources (1 to {MAX_SOURCES} allowed)")
+    if not 1 <= k <= MAX_EXTENTS:
+        raise bad("wrong extent count")
+    used = 16 + SOURCE_ENTRY * s + 24 * k
+    if len(plain) != padme(used):
+        raise bad("wrong source and extent counts for its size")
+    if any(plain[used:]):
+        raise bad("padding is not zero")
+    sources: list[SourceRef] = []
+    for j in range(s):
+        o = 16 + SOURCE_ENTRY * j
+        version = int.from_bytes(plain[o : o + 8], "big")
+        length = int.from_bytes(plain[o + 8 : o + 16], "big")
+        if not 1 <= version < 1 << 63 or version == own_version:
+            raise bad("a source version is out of range or the version itself")
+        if sources and version <= sources[-1].version:
+            raise bad("source versions are not strictly increasing")
+        if length > MAX_PLAINTEXT:
+            raise bad("a source is longer than 2^48 bytes")
+        sources.append(
+            SourceRef(version, length, bytes(plain[o + 16 : o + 48]), bytes(plain[o + 48 : o + 80]))
+        )
+    extents: list[tuple[int, int, int]] = []
+    referenced: set[int] = set()
+    end, last_origin = -1, -1
+    base = 16 + SOURCE_ENTRY * s
+    for j in range(k):
+        o = base + 24 * j
+        first = int.from_bytes(plain[o : o + 8], "big")
+        n = int.from_bytes(plain[o + 8 : o + 16], "big")
+        origin = int.from_bytes(plain[o + 16 : o + 24], "big")
+        if n < 1 or origin > s or first < end or (first == end and origin == last_origin):
+            raise bad("extents are empty, out of order, overlapping or touching")
+        if origin:
+            src_count = chunk_count(padme(sources[origin - 1].length), chunk_size)
+            if first + n > src_count - 1:
+                raise bad("a reference beyond the source's chunks (or to its last chunk)")
+            referenced.add(origin)
+        end, last_origin = first + n, origin
+        extents.append((first, n, origin))
+    if end != count or last_origin != 0:
+        raise bad("the last chunk is not stored in the payload")
+    if len(referenced) != s:
+        raise bad("a source is named but never used")
+    return sources, extents
 
 
 def parse_map(plain: bytes, count: int) -> list[tuple[int, int]]:
@@ -190,6 +296,7 @@ class PayloadKeys:
             raise ValueError("content key must be 32 bytes")
         self.header = header
         self.header_hash = header.hash
+        self.content_key = content_key  # a later delta names this payload by it (2.6)
         self.commitment = hkdf(content_key, header.payload_id, b"csfs v1 commitment")
         self.aead = AESGCM(hkdf(content_key, header.payload_id, b"csfs v1 payload"))
 
@@ -203,19 +310,26 @@ class PayloadKeys:
 class ChunkCipher:
     """Random-access encryption and decryption of single chunks of one payload."""
 
-    def __init__(self, keys: PayloadKeys, length: int) -> None:
+    def __init__(self, keys: PayloadKeys, length: int, version: int = 0) -> None:
         if not 0 <= length <= MAX_PLAINTEXT:
             raise FormatError("plaintext length out of range")
         self.keys = keys
         self.length = length
+        self.version = version  # of the context (a delta's map may not name it)
         self.padded = padme(length)
         self.chunk_size = keys.header.chunk_size
         self.count = chunk_count(self.padded, self.chunk_size)
         self.map_size = keys.header.map_size
-        # Sparse: extent starts and the present chunks before each, from the map (2.5).
+        self.delta = keys.header.delta
+        # Sparse or delta: extent starts, the stored chunks before each and each
+        # extent's origin (0: stored here; j: source j), from the map (2.5, 2.6).
         self.starts: list[int] = []
         self.extents: list[tuple[int, int]] = []
+        self.origins: list[int] = []
         self.ranks: list[int] = []
+        self.sources: list[SourceRef] = []
+        # Sources opened for reading (origin -> cipher), filled by SourceSet.
+        self.opened: dict[int, ChunkCipher] = {}
         self.size = HEADER_SIZE + self.padded + TAG_SIZE * self.count
         if self.map_size:
             self.size = -1  # unknown until load_map
@@ -227,40 +341,57 @@ class ChunkCipher:
     def load_map(self, block: bytes) -> None:
         """Authenticate and parse the chunk map (payload bytes [32, 32 + map_size))."""
         if len(block) != self.map_size:
-            raise AuthenticationError("sparse payload chunk map is truncated")
+            raise AuthenticationError("payload chunk map is truncated")
         try:
             plain = self.keys.aead.decrypt(
                 MAP_NONCE, block, self.keys.header_hash + self.length.to_bytes(8, "big")
             )
         except InvalidTag:
             raise AuthenticationError(
-                "failed to authenticate the sparse payload's chunk map: tampered with"
+                "failed to authenticate the payload's chunk map: tampered with"
             ) from None
-        extents = parse_map(plain, self.count)
+        if self.delta:
+            self.sources, full = parse_delta_map(plain, self.count, self.chunk_size, self.version)
+        else:
+            full = [(f, n, 0) for f, n in parse_map(plain, self.count)]
         rank = 0
-        for first, n in extents:
+        for first, n, origin in full:
             self.starts.append(first)
             self.ranks.append(rank)
-            rank += n
-        self.extents = extents
+            self.origins.append(origin)
+            if origin == 0:
+                rank += n
+        self.extents = [(f, n) for f, n, _ in full]
         self.size = HEADER_SIZE + self.map_size + rank * (self.chunk_size + TAG_SIZE)
         self.size -= self.chunk_size - self.plain_len(self.count - 1)
 
-    def present(self, index: int) -> bool:
+    def origin(self, index: int) -> int:
+        """-1: a hole; 0: stored in this payload; j >= 1: chunk ``index`` of source j."""
         if not self.map_size:
-            return 0 <= index < self.count
+            return 0 if 0 <= index < self.count else -1
         if self.needs_map:
             raise ValueError("the chunk map is not loaded")
         j = bisect.bisect_right(self.starts, index) - 1
-        return j >= 0 and index < self.extents[j][0] + self.extents[j][1]
+        if j >= 0 and index < self.extents[j][0] + self.extents[j][1]:
+            return self.origins[j]
+        return -1
+
+    def present(self, index: int) -> bool:
+        """Not a hole: stored here or inherited from a source."""
+        return self.origin(index) >= 0
+
+    def stored(self) -> int:
+        """How many chunks this payload itself stores."""
+        if not self.map_size:
+            return self.count
+        return sum(n for (_, n), o in zip(self.extents, self.origins, strict=True) if o == 0)
 
     def allocated(self) -> int:
-        """Plaintext bytes the payload really holds (holes excluded): for st_blocks."""
+        """Plaintext bytes the version really holds (holes excluded): for st_blocks."""
         if not self.map_size:
             return self.padded
-        return (self.size - HEADER_SIZE - self.map_size) - TAG_SIZE * sum(
-            n for _, n in self.extents
-        )
+        chunks = sum(n for _, n in self.extents)
+        return chunks * self.chunk_size - (self.chunk_size - self.plain_len(self.count - 1))
 
     def plain_len(self, index: int) -> int:
         if index < self.count - 1:
@@ -268,7 +399,7 @@ class ChunkCipher:
         return self.padded - (self.count - 1) * self.chunk_size
 
     def offset(self, index: int) -> int:
-        """Offset of chunk ``index`` in the payload (a present one, if sparse)."""
+        """Offset of chunk ``index`` in the payload (a stored one, if sparse or delta)."""
         if not self.map_size:
             return HEADER_SIZE + index * (self.chunk_size + TAG_SIZE)
         j = bisect.bisect_right(self.starts, index) - 1
@@ -285,11 +416,17 @@ class ChunkCipher:
             return self.keys.header_hash + self.length.to_bytes(8, "big")
         return self.keys.header_hash
 
-    def read_range(self, fetch: Callable[[int, int], bytes], offset: int, size: int) -> bytes:
+    def read_range(
+        self,
+        fetch: Callable[[int, int], bytes],
+        offset: int,
+        size: int,
+        source: SourceOpener | None = None,
+    ) -> bytes:
         """Plaintext [offset, offset+size), decrypting only the chunks that cover it.
 
         ``fetch(start, stop)`` returns payload bytes [start, stop): from a store,
-        a cache or a local file.
+        a cache or a local file. ``source(j)`` opens source j of a delta payload.
         """
         end = min(offset + size, self.length)
         if offset >= end:
@@ -299,12 +436,23 @@ class ChunkCipher:
         pieces: list[bytes] = []
         i = first
         while i <= last:
-            if not self.present(i):
+            origin = self.origin(i)
+            if origin < 0:
                 pieces.append(self.hole(i))
                 i += 1
                 continue
-            run_end = i  # one ranged read for a run of present chunks
-            while run_end < last and self.present(run_end + 1):
+            if origin > 0:
+                run_end = i  # one ranged read of the source for a run of its chunks
+                stop = min(last, i + BATCH_CHUNKS - 1)
+                while run_end < stop and self.origin(run_end + 1) == origin:
+                    run_end += 1
+                src, src_fetch = _need_source(source)(origin)
+                for j, plain in enumerate(src.read_stored(src_fetch, i, run_end - i + 1)):
+                    pieces.append(self.inherited(i + j, plain))
+                i = run_end + 1
+                continue
+            run_end = i  # one ranged read for a run of stored chunks
+            while run_end < last and self.origin(run_end + 1) == 0:
                 run_end += 1
             start = self.offset(i)
             blob = memoryview(
@@ -319,6 +467,34 @@ class ChunkCipher:
         if skip == 0 and len(data) == end - offset:
             return data
         return data[skip : skip + (end - offset)]
+
+    def read_stored(self, fetch: Callable[[int, int], bytes], first: int, n: int) -> list[bytes]:
+        """As a delta's source: the full C bytes of chunks first..first+n-1, which this
+        payload must store itself, none its last chunk (format.md 2.6, steps 3-4).
+        Stored chunks of consecutive indices are adjacent: one ranged read."""
+        for index in range(first, first + n):
+            if index >= self.count - 1 or self.origin(index) != 0:
+                raise AuthenticationError(
+                    f"a delta payload names chunk {index} of an earlier version, which "
+                    "does not store it"
+                )
+        slot = self.chunk_size + TAG_SIZE
+        start = self.offset(first)
+        blob = memoryview(fetch(start, start + n * slot))
+        out = []
+        for j in range(n):
+            plain = self.decrypt(first + j, blob[j * slot : (j + 1) * slot])
+            out.append(plain + bytes(self.chunk_size - len(plain)))
+        return out
+
+    def inherited(self, index: int, plain: bytes) -> bytes:
+        """Chunk ``index`` of this version from a source's C bytes: padding checked (2.3)."""
+        keep = max(0, min(self.chunk_size, self.length - index * self.chunk_size))
+        if keep == len(plain):
+            return plain
+        if any(memoryview(plain)[keep:]):
+            raise AuthenticationError("payload padding is not zero")
+        return plain[:keep]
 
     def decrypt(self, index: int, data: bytes | memoryview) -> bytes:
         """Authenticate and decrypt chunk ``index``; return its unpadded plaintext."""
@@ -352,6 +528,57 @@ class ChunkCipher:
         if len(plain) < want:
             plain = plain + bytes(want - len(plain))
         return self.keys.aead.encrypt(nonce(index, index == self.count - 1), plain, self.aad(index))
+
+
+Fetch = Callable[[int, int], bytes]
+SourceOpener = Callable[[int], tuple[ChunkCipher, Fetch]]
+
+
+def _need_source(source: SourceOpener | None) -> SourceOpener:
+    if source is None:
+        raise FormatError("a delta payload is read only from its vault, with its sources")
+    return source
+
+
+def open_source(ref: SourceRef, header_bytes: bytes, chunk_shift: int) -> ChunkCipher:
+    """A delta payload's source from its payload header (format.md 2.6, steps 1-2; the
+    caller then loads its map if it has one). The key comes from the delta's map,
+    so the source's envelope is not read."""
+    if len(header_bytes) != HEADER_SIZE or not hmac.compare_digest(
+        hashlib.sha256(header_bytes).digest(), ref.header_hash
+    ):
+        raise AuthenticationError(
+            f"the earlier version {ref.version:016x} that a delta payload draws on was "
+            "replaced or damaged"
+        )
+    try:
+        header = PayloadHeader.decode(header_bytes)
+    except FormatError as exc:
+        raise AuthenticationError(f"a delta payload's source is not a payload: {exc}") from None
+    if header.chunk_shift != chunk_shift:
+        raise AuthenticationError("a delta payload's source has another chunk size")
+    return ChunkCipher(PayloadKeys(ref.key, header), ref.length, ref.version)
+
+
+class SourceSet:
+    """Opens the sources of a delta payload on demand, once each (kept on the cipher).
+
+    ``fetch_for(version)`` returns a fetch of that version's payload bytes."""
+
+    def __init__(self, cipher: ChunkCipher, fetch_for: Callable[[int], Fetch]) -> None:
+        self.cipher = cipher
+        self.fetch_for = fetch_for
+
+    def __call__(self, origin: int) -> tuple[ChunkCipher, Fetch]:
+        ref = self.cipher.sources[origin - 1]
+        fetch = self.fetch_for(ref.version)
+        src = self.cipher.opened.get(origin)
+        if src is None:
+            src = open_source(ref, fetch(0, HEADER_SIZE), self.cipher.chunk_size.bit_length() - 1)
+            if src.needs_map:
+                src.load_map(fetch(HEADER_SIZE, HEADER_SIZE + src.map_size))
+            self.cipher.opened[origin] = src
+        return src, fetch
 
 
 BATCH_CHUNKS = 16  # chunks per unit of work: 1 MiB at the default chunk size
@@ -476,13 +703,16 @@ def _encrypt_tail(
     return total
 
 
-def decrypt_payload(src: BinaryIO, dst: BinaryIO, cipher: ChunkCipher) -> None:
+def decrypt_payload(
+    src: BinaryIO, dst: BinaryIO, cipher: ChunkCipher, source: SourceOpener | None = None
+) -> None:
     """Stream-decrypt chunks 0..n-1 from ``src`` (positioned after the header).
 
     A batch of plaintext is written only after every chunk in it verified.
+    ``source`` opens the sources of a delta payload (2.6).
     """
     if cipher.map_size:
-        _decrypt_sparse(src, dst, cipher)
+        _decrypt_sparse(src, dst, cipher, source)
         return
     c = cipher.chunk_size
     aead, aad = cipher.keys.aead, cipher.keys.header_hash
@@ -524,14 +754,17 @@ def decrypt_payload(src: BinaryIO, dst: BinaryIO, cipher: ChunkCipher) -> None:
     _decrypt_last(src, dst, cipher)
 
 
-def _decrypt_sparse(src: BinaryIO, dst: BinaryIO, cipher: ChunkCipher) -> None:
-    """Chunks of a sparse payload whose map is loaded; holes are written as zeros."""
+def _decrypt_sparse(
+    src: BinaryIO, dst: BinaryIO, cipher: ChunkCipher, source: SourceOpener | None
+) -> None:
+    """Chunks of a sparse or delta payload whose map is loaded; holes are written as
+    zeros, inherited chunks come from the sources."""
     c = cipher.chunk_size
     zeros = bytes(c)
     # A sink that need not be given the zeros (a verifier) says so with skip_zeros.
     skip: Callable[[int], None] | None = getattr(dst, "skip_zeros", None)
     pos = 0  # next chunk index to emit
-    for first, n in cipher.extents:
+    for (first, n), origin in zip(cipher.extents, cipher.origins, strict=True):
         hole_end = min(first * c, cipher.length)
         if skip is not None and pos * c < hole_end:
             skip(hole_end - pos * c)
@@ -540,6 +773,14 @@ def _decrypt_sparse(src: BinaryIO, dst: BinaryIO, cipher: ChunkCipher) -> None:
             dst.write(zeros[: min(c, hole_end - pos * c)])
             pos += 1
         pos = first
+        if origin:
+            opened, fetch = _need_source(source)(origin)
+            for at in range(first, first + n, BATCH_CHUNKS):
+                count = min(BATCH_CHUNKS, first + n - at)
+                for j, plain in enumerate(opened.read_stored(fetch, at, count)):
+                    dst.write(cipher.inherited(at + j, plain))
+            pos = first + n
+            continue
         for i in range(first, first + n):
             want = cipher.plain_len(i) + TAG_SIZE
             data = src.read(want)
@@ -559,34 +800,51 @@ def encrypt_sparse(
     length: int,
     present: list[int],
     chunk_plain: Callable[[int], bytes | bytearray],
+    inherit: dict[int, SourceRef] | None = None,
 ) -> PayloadKeys:
     """Write a payload of ``length`` bytes holding only the chunks in ``present``
     (sorted, distinct); the others are holes (format.md 2.5). ``chunk_plain(i)``
     gives chunk i's plaintext (at most C bytes; Padmé's zeros are added here).
+    ``inherit`` maps chunks to the earlier version that stores them: a delta
+    payload (2.6), whose caller made sure those sources are valid and flat.
     Writes a dense payload (2.4) when nothing is left out. Returns the keys."""
     if not 0 <= length <= MAX_PLAINTEXT:
         raise FormatError("plaintext longer than 2^48 bytes")
     c = 1 << chunk_shift
     count = chunk_count(padme(length), c)
-    wanted = sorted({i for i in present if 0 <= i < count - 1} | {count - 1})
+    inherit = {i: r for i, r in (inherit or {}).items() if i < count - 1}
+    sources = sorted({r.version: r for r in inherit.values()}.values(), key=lambda r: r.version)
+    if len(sources) > MAX_SOURCES:
+        raise ValueError("too many sources for a delta payload")
+    number = {r.version: j + 1 for j, r in enumerate(sources)}
+    wanted = sorted({i for i in present if 0 <= i < count - 1 and i not in inherit} | {count - 1})
+    runs3: list[tuple[int, int, int]] = []
+    origins = [(i, 0) for i in wanted] + [(i, number[r.version]) for i, r in inherit.items()]
+    for i, origin in sorted(origins):
+        if runs3 and runs3[-1][0] + runs3[-1][1] == i and runs3[-1][2] == origin:
+            runs3[-1] = (runs3[-1][0], runs3[-1][1] + 1, origin)
+        else:
+            runs3.append((i, 1, origin))
     runs = extents_of(wanted)
     if len(wanted) == count:
         header = PayloadHeader(chunk_shift, payload_id)
+    elif len(runs3) > MAX_EXTENTS:
+        # The map must stay bounded: store everything (holes as encrypted zero chunks).
+        wanted, sources = list(range(count)), []
+        header = PayloadHeader(chunk_shift, payload_id)
+    elif sources:
+        header = PayloadHeader(
+            chunk_shift, payload_id, delta_map_block_size(len(sources), len(runs3)), True
+        )
     else:
-        if len(runs) > MAX_EXTENTS:
-            # The map must stay bounded: fill the holes (encrypted zero chunks).
-            wanted, runs = list(range(count)), [(0, count)]
-            header = PayloadHeader(chunk_shift, payload_id)
-        else:
-            header = PayloadHeader(chunk_shift, payload_id, map_block_size(len(runs)))
+        header = PayloadHeader(chunk_shift, payload_id, map_block_size(len(runs)))
     keys = PayloadKeys(content_key, header)
     cipher = ChunkCipher(keys, length)
     dst.write(header.encode())
     if header.sparse:
+        plain_map = encode_delta_map(sources, runs3) if header.delta else encode_map(runs)
         dst.write(
-            keys.aead.encrypt(
-                MAP_NONCE, encode_map(runs), keys.header_hash + length.to_bytes(8, "big")
-            )
+            keys.aead.encrypt(MAP_NONCE, plain_map, keys.header_hash + length.to_bytes(8, "big"))
         )
     for i in wanted:
         keep = max(0, min(cipher.plain_len(i), length - i * c))

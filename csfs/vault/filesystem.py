@@ -30,7 +30,18 @@ from csfs.crypto import Recipient, parse_envelope
 from csfs.crypto.envelope import Context, rewrap_envelope
 from csfs.crypto.scratch import SCRATCH_CHUNK, ScratchFile
 from csfs.crypto.sealed import StreamSealer, open_envelope, seal_sparse
-from csfs.crypto.stream import HEADER_SIZE, MAX_PLAINTEXT, TAG_SIZE, ChunkCipher
+from csfs.crypto.stream import (
+    HEADER_SIZE,
+    MAX_PLAINTEXT,
+    MAX_SOURCES,
+    TAG_SIZE,
+    ChunkCipher,
+    Fetch,
+    SourceRef,
+    SourceSet,
+    chunk_count,
+    padme,
+)
 from csfs.errors import (
     AlreadyExists,
     AuthenticationError,
@@ -172,6 +183,9 @@ class FileSystem:
         self.ciphers: LRUCache[tuple[str, int], ChunkCipher] = LRUCache(maxsize=1024)
         # Plaintext bytes that are not holes, per (file, version) sealed or opened here.
         self.allocated: LRUCache[tuple[str, int], int] = LRUCache(maxsize=65536)
+        # Chunks a version's payload stores itself (not inherited), per (file, version)
+        # sealed or opened here: what a delta's sources hold (format.md 2.6).
+        self.stored_chunks: LRUCache[tuple[str, int], int] = LRUCache(maxsize=65536)
         self.allocated_lock = threading.Lock()  # a leaf lock: taken under any other
         # Files created here whose first version is not committed yet: (dir id, name) ->
         # entry. Creating a file costs no round trip; the uploader commits it with its
@@ -853,6 +867,8 @@ class FileSystem:
             with self.lock:
                 self.ciphers[key] = cipher
             self._note_allocated(key, cipher.allocated())
+            with self.allocated_lock:
+                self.stored_chunks[key] = cipher.stored()
         return cipher
 
     def read_version(self, file_id: str, version: int, offset: int, size: int) -> bytes:
@@ -864,7 +880,9 @@ class FileSystem:
         except AuthenticationError:
             # A damaged cache entry must not pass for tampering in the store: refetch once.
             with self.lock:
-                self.ciphers.pop((file_id, version), None)
+                cipher = self.ciphers.pop((file_id, version), None)
+            for ref in cipher.sources if cipher is not None else []:
+                self.cache.drop(content_key(file_id, ref.version))
             self.cache.drop(content_key(file_id, version))
             self.cache.drop(envelope_key(file_id, version))
             return self._read_version(file_id, version, offset, size)
@@ -873,8 +891,26 @@ class FileSystem:
         cipher = self._cipher(file_id, version)
         key = content_key(file_id, version)
         return cipher.read_range(
-            lambda a, b: self.cache.read(key, a, b, size=cipher.size), offset, size
+            lambda a, b: self.cache.read(key, a, b, size=cipher.size),
+            offset,
+            size,
+            self._sources(file_id, cipher) if cipher.delta else None,
         )
+
+    def _sources(self, file_id: str, cipher: ChunkCipher) -> SourceSet:
+        """Opens a delta version's sources (format.md 2.6) through the cache."""
+
+        def fetch_for(version: int) -> Fetch:
+            key = content_key(file_id, version)
+
+            def fetch(start: int, stop: int) -> bytes:
+                # The source's size bounds read-ahead once its map is known.
+                size = next((s.size for s in cipher.opened.values() if s.version == version), -1)
+                return self.cache.read(key, start, stop, size=size if size > 0 else None)
+
+            return fetch
+
+        return SourceSet(cipher, fetch_for)
 
     def read(self, fh: int, offset: int, size: int) -> bytes:
         of = self._handle(fh)
@@ -1083,7 +1119,10 @@ class FileSystem:
                 # Only chunks that hold data are sealed; the rest are holes (format.md 2.5),
                 # so a truncate that extends a file costs (almost) nothing.
                 present = self._present_chunks(scratch_of)
-                env = seal_sparse(
+                # Chunks not written since the base version come from earlier versions
+                # (a delta, format.md 2.6): an fsync uploads what changed.
+                inherit = self._inheritance(scratch_of, present)
+                env, _ = seal_sparse(
                     f,  # type: ignore[arg-type]
                     self.vault.file_context(of.file_id, version),
                     scratch_of.size,
@@ -1091,6 +1130,7 @@ class FileSystem:
                     functools.partial(self._chunk, scratch_of),
                     recipients,
                     self.vault.identity,
+                    inherit,
                 )
                 os.fsync(f.fileno())
             finally:
@@ -1099,6 +1139,9 @@ class FileSystem:
             self._note_allocated(
                 (of.file_id, version), min(of.size, (len(present) + 1) * C)
             )
+            last = chunk_count(padme(of.size), C) - 1
+            with self.allocated_lock:
+                self.stored_chunks[(of.file_id, version)] = len({*present, last} - set(inherit))
         else:
             assert of.sealer is not None
             f = of.sealer.file  # type: ignore[attr-defined]
@@ -1149,6 +1192,78 @@ class FileSystem:
             else:
                 present.update(range(base_chunks))
         return sorted(present)
+
+    def _inheritance(self, of: OpenFile, present: list[int]) -> dict[int, SourceRef]:
+        """Which chunks of the version being sealed to take from earlier versions, and
+        from which (format.md 2.6): each chunk not written since the base version, from
+        the version that stores it. The base counts only once it is in the store (a
+        queued version may be replaced before it leaves); its own sources always are.
+        At most MAX_SOURCES sources (the chunks of the others are stored again); none
+        when the sources would hold four times what is used of them (a compaction: the
+        version is written whole)."""
+        assert of.scratch is not None
+        if not of.base_version or of.base_limit <= 0:
+            return {}
+        base = self._cipher(of.file_id, of.base_version)
+        if base.chunk_size != C:
+            return {}
+        base_ref = SourceRef(
+            of.base_version, base.length, base.keys.header_hash, base.keys.content_key
+        )
+        base_usable = self._in_store(of.file_id, of.base_version)
+        written = of.scratch.present
+        # Never a source's last chunk, nor this version's; nothing past the base's data.
+        limit = min(
+            base.count - 1, chunk_count(padme(of.size), C) - 1, -(-of.base_limit // C)
+        )
+        by_source: dict[int, list[int]] = {}
+        refs: dict[int, SourceRef] = {}
+        for i in present:
+            if i >= limit:
+                break
+            if i in written:
+                continue
+            origin = base.origin(i)
+            if origin == 0 and base_usable:
+                ref = base_ref
+            elif origin > 0:
+                ref = base.sources[origin - 1]
+            else:
+                continue
+            refs[ref.version] = ref
+            by_source.setdefault(ref.version, []).append(i)
+        # Over the limit, the sources that give the fewest chunks are merged into this
+        # version, and then every next one that gives no more than it now stores: sizes
+        # grow geometrically, so a chunk is stored again only O(log n) times.
+        own = len(set(present) | {chunk_count(padme(of.size), C) - 1})
+        own -= sum(len(c) for c in by_source.values())
+        keep = sorted(by_source, key=lambda v: len(by_source[v]))
+        merging = False
+        while keep and (len(keep) > MAX_SOURCES or (merging and len(by_source[keep[0]]) <= own)):
+            own += len(by_source[keep.pop(0)])
+            merging = True
+        used = sum(len(by_source[v]) for v in keep)
+        with self.allocated_lock:
+            held = sum(
+                self.stored_chunks.get(
+                    (of.file_id, v), chunk_count(padme(refs[v].length), C)
+                )
+                for v in keep
+            )
+        if used * 4 < held:
+            return {}
+        return {i: refs[v] for v in keep for i in by_source[v]}
+
+    def _in_store(self, file_id: str, version: int) -> bool:
+        """Whether a version's objects are in the store for good: not one that this
+        mount's queue holds, may still replace, or set aside."""
+        if version in self.queue.own_versions(file_id):
+            return False
+        with self.queue.lock:
+            return not any(
+                q["record"]["file_id"] == file_id and q["record"]["version"] == version
+                for q in self.queue.quarantined.values()
+            )
 
     def _readers_file(self, file_id: str, version: int) -> str:
         return os.path.join(self.sealed_dir, f"{file_id}.{version:x}")

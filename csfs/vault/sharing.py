@@ -341,8 +341,13 @@ def _reencrypt(vault: Vault, files: list[tuple[str, Entry]], report: ShareReport
         except CsfsError as exc:
             report.problems.append(f"{path}: not re-encrypted: {exc.message}")
 
+    # The earlier versions each old version draws on (a delta, format.md 2.6): they
+    # hold its content under keys the revoked reader may have, so they go with it.
+    sources: dict[tuple[str, int], list[int]] = {}
+
     def upload(item: tuple[str, Entry], parent: DirectoryManifest) -> tuple[str, Entry, Entry]:
         path, old = item
+        sources[(old.id, old.version)] = [r.version for r in vault.open_version(old)[1].sources]
         version, length = vault.reencrypt_version(old, parent)
         return posixpath.basename(path), old, replace(old, version=version, size=length)
 
@@ -366,7 +371,12 @@ def _reencrypt(vault: Vault, files: list[tuple[str, Entry]], report: ShareReport
 
             # A file changed meanwhile keeps its newer version; ours becomes an orphan.
             switched = vault.update_dir(dir_id, switch)
-            list(pool.map(lambda e: vault.delete_version(e[0].id, e[0].version), switched))
+            old_versions = [
+                (old.id, v)
+                for old, _ in switched
+                for v in (old.version, *sources.get((old.id, old.version), []))
+            ]
+            list(pool.map(lambda e: vault.delete_version(*e), old_versions))
             report.files_reencrypted += len(switched)
             report.versions_deleted += len(switched)
             report.bytes_rewritten += sum(payload_size(new.size) for _, new in switched)

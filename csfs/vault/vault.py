@@ -36,7 +36,15 @@ from csfs.crypto import (
 from csfs.crypto.envelope import KIND_FILE, MAX_ENVELOPE_SIZE
 from csfs.crypto.keys import load_recipient_pem
 from csfs.crypto.sealed import decrypt_opened, max_payload_size, open_envelope
-from csfs.crypto.stream import HEADER_SIZE, MAX_MAP_SIZE, ChunkCipher, payload_size
+from csfs.crypto.stream import (
+    HEADER_SIZE,
+    MAX_MAP_SIZE,
+    ChunkCipher,
+    Fetch,
+    SourceOpener,
+    SourceSet,
+    payload_size,
+)
 from csfs.errors import (
     AccessDenied,
     AlreadyExists,
@@ -1225,7 +1233,12 @@ class Vault:
                 if len(blob) > bound:
                     raise AuthenticationError(_EXTENDED)
                 _, cipher = self.open_version(entry, blob[:HEADER_SIZE])
-                decrypt_opened(io.BytesIO(blob[HEADER_SIZE + cipher.map_size :]), dst, cipher)
+                decrypt_opened(
+                    io.BytesIO(blob[HEADER_SIZE + cipher.map_size :]),
+                    dst,
+                    cipher,
+                    self.sources(entry, cipher),
+                )
                 return entry
             _, cipher = self.open_version(entry)
             with tempfile.TemporaryDirectory(dir=self.tmp_dir) as tmp:
@@ -1234,7 +1247,7 @@ class Vault:
                     raise AuthenticationError(_EXTENDED)
                 with open(local, "rb") as f:
                     f.seek(HEADER_SIZE + cipher.map_size)  # the map was read by open_version
-                    decrypt_opened(f, dst, cipher)
+                    decrypt_opened(f, dst, cipher, self.sources(entry, cipher))
         except NotFound:
             raise IntegrityError(
                 "a file's ciphertext or key envelope is missing from the store"
@@ -1244,7 +1257,31 @@ class Vault:
     def read_range(self, entry: Entry, cipher: ChunkCipher, offset: int, size: int) -> bytes:
         """Random access: decrypt only the chunks covering [offset, offset+size)."""
         key = content_key(entry.id, entry.version)
-        return cipher.read_range(lambda a, b: self.store.get(key, a, b), offset, size)
+        return cipher.read_range(
+            lambda a, b: self.store.get(key, a, b), offset, size, self.sources(entry, cipher)
+        )
+
+    def sources(self, entry: Entry, cipher: ChunkCipher) -> SourceOpener | None:
+        """What opens the earlier versions a delta version draws on (format.md 2.6),
+        read from the store; None for a self-contained version."""
+        if not cipher.delta:
+            return None
+
+        def fetch_for(version: int) -> Fetch:
+            key = content_key(entry.id, version)
+
+            def fetch(start: int, stop: int) -> bytes:
+                try:
+                    return self.store.get(key, start, stop)
+                except NotFound:
+                    raise IntegrityError(
+                        f"an earlier version ({key}) that a file's version draws on is "
+                        "missing from the store"
+                    ) from None
+
+            return fetch
+
+        return SourceSet(cipher, fetch_for)
 
     # -- trees ------------------------------------------------------------------------
 

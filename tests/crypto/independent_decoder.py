@@ -2,7 +2,8 @@
 
 It deliberately imports nothing from the csfs package: it exists to cross-check
 the implementation against the specification (sections 1-4, and the envelope
-contexts of vault objects, 3.2 and 5.3-5.4). Section numbers in
+contexts of vault objects, 3.2 and 5.3-5.4; delta payloads, 2.6, given the
+payloads of their sources). Section numbers in
 comments refer to docs/format.md.
 """
 
@@ -144,11 +145,19 @@ def map_block(k: int) -> int:
     return padme(8 + 16 * k) + 16
 
 
+MAX_SOURCES = 8
+
+
+def delta_map_block(s: int, k: int) -> int:
+    """2.6: size of the encrypted map of s sources and k extents."""
+    return padme(16 + 80 * s + 24 * k) + 16
+
+
 def parse_header(payload: bytes) -> tuple[bytes, int, bytes, int]:
-    """2.1 and 2.5 -> (header, chunk size C, payload_id, map_size (0: dense));
-    failures are format errors."""
+    """2.1, 2.5 and 2.6 -> (header, chunk size C, payload_id, map_size (0: dense));
+    failures are format errors. A delta's magic is header[0:8] == b"csfs-pl3"."""
     header = payload[:32]
-    if len(header) != 32 or header[0:8] not in (b"csfs-pl1", b"csfs-pl2"):
+    if len(header) != 32 or header[0:8] not in (b"csfs-pl1", b"csfs-pl2", b"csfs-pl3"):
         raise FormatFailure("bad payload header")
     if not 12 <= header[8] <= 20:
         raise FormatFailure("chunk_shift out of range")
@@ -159,7 +168,10 @@ def parse_header(payload: bytes) -> tuple[bytes, int, bytes, int]:
     if any(header[9:12]):
         raise FormatFailure("non-zero reserved byte")
     map_size = int.from_bytes(header[12:16], "big")
-    if not 32 <= map_size <= map_block(MAX_EXTENTS):
+    if header[0:8] == b"csfs-pl3":
+        if not 136 <= map_size <= delta_map_block(MAX_SOURCES, MAX_EXTENTS):
+            raise FormatFailure("delta map_size out of range")
+    elif not 32 <= map_size <= map_block(MAX_EXTENTS):
         raise FormatFailure("map_size out of range")
     return header, 1 << header[8], header[16:32], map_size
 
@@ -188,22 +200,117 @@ def read_map(aead: AESGCM, block: bytes, h: bytes, length: int, n: int) -> list[
     return runs
 
 
+def read_delta_map(
+    aead: AESGCM, block: bytes, h: bytes, length: int, n: int, c: int, own_version: int
+) -> tuple[list[tuple[int, int, bytes, bytes]], dict[int, int]]:
+    """2.6 -> (sources as (version, length, header_hash, key), chunk -> origin for every
+    chunk that is not a hole); every breach after the tag is an authentication failure."""
+    try:
+        plain = aead.decrypt(bytes(11) + b"\x02", block, h + length.to_bytes(8, "big"))
+    except InvalidTag as exc:
+        raise AuthFailure("delta map does not authenticate") from exc
+
+    def num(at: int) -> int:
+        return int.from_bytes(plain[at : at + 8], "big")
+
+    s, k = num(0), num(8)
+    if not 1 <= s <= MAX_SOURCES or not 1 <= k <= MAX_EXTENTS:
+        raise AuthFailure("source or extent count out of range")
+    if len(block) != delta_map_block(s, k):
+        raise AuthFailure("map size does not match its counts")
+    if any(plain[16 + 80 * s + 24 * k :]):
+        raise AuthFailure("non-zero map padding")
+    sources = []
+    for j in range(s):
+        at = 16 + 80 * j
+        version, src_len = num(at), num(at + 8)
+        if not 1 <= version < 2**63 or version == own_version:
+            raise AuthFailure("bad source version")
+        if sources and version <= sources[-1][0]:
+            raise AuthFailure("source versions not strictly increasing")
+        if src_len > MAX_LENGTH:
+            raise AuthFailure("source length above 2^48")
+        sources.append((version, src_len, plain[at + 16 : at + 48], plain[at + 48 : at + 80]))
+    origin_of: dict[int, int] = {}
+    prev_stop, prev_origin = None, None
+    for j in range(k):
+        at = 16 + 80 * s + 24 * j
+        first, count, origin = num(at), num(at + 8), num(at + 16)
+        if count < 1 or origin > s:
+            raise AuthFailure("empty extent or unknown origin")
+        if prev_stop is not None and (
+            first < prev_stop or (first == prev_stop and origin == prev_origin)
+        ):
+            raise AuthFailure("extents unordered, overlapping, or touching with one origin")
+        if origin and first + count > chunk_count(padme(sources[origin - 1][1]), c) - 1:
+            raise AuthFailure("reference beyond the source's chunks or to its last chunk")
+        for i in range(first, first + count):
+            origin_of[i] = origin
+        prev_stop, prev_origin = first + count, origin
+    if prev_stop != n or prev_origin != 0:
+        raise AuthFailure("the last chunk is not stored in the delta")
+    if set(origin_of.values()) - {0} != set(range(1, s + 1)):
+        raise AuthFailure("a source is never used")
+    return sources, origin_of
+
+
+def source_chunk(source: tuple[int, int, bytes, bytes], payload: bytes, i: int, c: int) -> bytes:
+    """2.6 steps 1-4: the C bytes of chunk i, stored in the source's own payload."""
+    version, src_len, src_hash, key = source
+    header = payload[:32]
+    if len(header) != 32 or not hmac.compare_digest(hashlib.sha256(header).digest(), src_hash):
+        raise AuthFailure("source header hash differs")
+    try:
+        _, src_c, src_pid, src_map = parse_header(header)
+    except FormatFailure as exc:
+        raise AuthFailure("source header is not a payload header") from exc
+    if src_c != c:
+        raise AuthFailure("source has another chunk size")
+    aead = AESGCM(hkdf(key, src_pid, b"csfs v1 payload"))
+    n_src = chunk_count(padme(src_len), c)
+    if header[0:8] == b"csfs-pl1":
+        stored = list(range(n_src))
+    elif header[0:8] == b"csfs-pl2":
+        runs = read_map(aead, payload[32 : 32 + src_map], src_hash, src_len, n_src)
+        stored = [x for r in runs for x in r]
+    else:
+        _, origins = read_delta_map(
+            aead, payload[32 : 32 + src_map], src_hash, src_len, n_src, c, version
+        )
+        stored = sorted(x for x, o in origins.items() if o == 0)
+    if i not in stored or i >= n_src - 1:
+        raise AuthFailure("the source does not store that chunk")
+    at = 32 + src_map + stored.index(i) * (c + 16)
+    try:
+        plain = aead.decrypt(i.to_bytes(11, "big") + b"\x00", payload[at : at + c + 16], src_hash)
+    except InvalidTag as exc:
+        raise AuthFailure(f"source chunk {i} does not authenticate") from exc
+    if any(plain[max(0, src_len - i * c) :]):
+        raise AuthFailure("non-zero padding in the source")
+    return plain
+
+
 def decrypt(
     envelope: bytes,
     payload: bytes,
     identity_pem: bytes,
     context: bytes | None = None,
     signers: set[bytes] | None = None,
+    sources: dict[int, bytes] | None = None,
 ) -> bytes:
     """3.6. `context`: the expected context (default: an offline file, 4).
     `signers`: if given, the accepted envelope signers (3.5, 5.3); otherwise the
-    signer is only reported policy and any valid signature passes."""
+    signer is only reported policy and any valid signature passes. `sources`:
+    payloads of the same file by version, where a delta (2.6) finds c/F/V."""
     kem_id, private_key = load_identity(identity_pem)
     # 3.6 step 1. The payload header is parsed here too: the spec does not say
     # where its format checks fall, but step 3 needs its fields.
     env = parse_envelope(envelope)
     header, c, payload_id, map_size = parse_header(payload)
     h = hashlib.sha256(header).digest()
+    is_delta = header[0:8] == b"csfs-pl3"
+    if is_delta and (context is None or context[0] != 2):
+        raise FormatFailure("a delta payload outside a vault file version")  # 2.6
 
     # Step 2: the signature (3.5).
     try:
@@ -258,7 +365,19 @@ def decrypt(
     n = chunk_count(p, c)
     aead = AESGCM(hkdf(k, payload_id, b"csfs v1 payload"))
     last_len = p - (n - 1) * c
-    if map_size:
+    origin_of: dict[int, int] = {}
+    delta_sources: list[tuple[int, int, bytes, bytes]] = []
+    if is_delta:
+        assert context is not None
+        own = int.from_bytes(context[33:41], "big")
+        delta_sources, origin_of = read_delta_map(
+            aead, payload[32 : 32 + map_size], h, length, n, c, own
+        )
+        stored = sum(1 for o in origin_of.values() if o == 0)
+        if len(payload) != 32 + map_size + (stored - 1) * (c + 16) + last_len + 16:
+            raise AuthFailure("delta payload size does not match its map")
+        present = {i for i, o in origin_of.items() if o == 0}
+    elif map_size:
         runs = read_map(aead, payload[32 : 32 + map_size], h, length, n)
         stored = sum(len(r) for r in runs)
         if len(payload) != 32 + map_size + (stored - 1) * (c + 16) + last_len + 16:
@@ -273,6 +392,12 @@ def decrypt(
     for i in range(n):
         last = i == n - 1
         size = last_len if last else c
+        if origin_of.get(i, 0) > 0:
+            src = delta_sources[origin_of[i] - 1]
+            if sources is None or src[0] not in sources:
+                raise KeyError(f"source c/F/{src[0]:016x} is missing")
+            out += source_chunk(src, sources[src[0]], i, c)
+            continue
         if i not in present:
             out += bytes(size)  # a hole the writer meant: the map says so
             continue

@@ -36,12 +36,28 @@ FAILURES = {"format": FormatFailure, "authentication": AuthFailure, "no match": 
 
 
 def read_vector(path: Path) -> tuple[dict[str, str], bytes, bytes]:
-    """Section 6: `name: value` lines, an empty line, envelope || payload."""
+    """Section 6: `name: value` lines, an empty line, envelope || payload (|| sources)."""
     text, _, body = path.read_bytes().partition(b"\n\n")
     fields = dict(line.split(": ", 1) for line in text.decode("ascii").splitlines())
     env_len, pl_len = int(fields["envelope-length"]), int(fields["payload-length"])
-    assert len(body) == env_len + pl_len, "vector body length disagrees with its header"
-    return fields, body[:env_len], body[env_len:]
+    extra = sum(int(item.split("=")[1]) for item in fields.get("sources", "").split(",") if item)
+    assert len(body) == env_len + pl_len + extra, "vector body length disagrees with its header"
+    return fields, body[:env_len], body[env_len : env_len + pl_len]
+
+
+def read_sources(path: Path) -> dict[int, bytes] | None:
+    """Section 6: a delta vector's source payloads by version, after the payload."""
+    text, _, body = path.read_bytes().partition(b"\n\n")
+    fields = dict(line.split(": ", 1) for line in text.decode("ascii").splitlines())
+    if "sources" not in fields:
+        return None
+    at = int(fields["envelope-length"]) + int(fields["payload-length"])
+    out = {}
+    for item in fields["sources"].split(","):
+        version, length = item.split("=")
+        out[int(version, 16)] = body[at : at + int(length)]
+        at += int(length)
+    return out
 
 
 @pytest.mark.parametrize("path", sorted(VECTORS.glob("*.vec")), ids=lambda p: p.stem)
@@ -52,7 +68,7 @@ def test_vector(path: Path) -> None:
     context = bytes.fromhex(fields["context"]) if "context" in fields else None
 
     def read() -> bytes:
-        plaintext = decrypt(envelope, payload, identity, context)
+        plaintext = decrypt(envelope, payload, identity, context, sources=read_sources(path))
         if fields.get("object") == "manifest":  # section 6: parse it as 5.3 says
             assert context is not None
             parse_manifest(plaintext, context[17:33].hex(), int.from_bytes(context[33:], "big"))

@@ -6,6 +6,7 @@ import hashlib
 import io
 import json
 import os
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -14,7 +15,8 @@ from csfs.crypto.envelope import Context
 from csfs.crypto.keys import load_identity_pem
 from csfs.vault.manifest import DirectoryManifest, Entry
 from csfs.crypto.sealed import decrypt_stream
-from csfs.errors import AuthenticationError, FormatError, NoMatchingKeyError
+from csfs.crypto.stream import ChunkCipher, SourceOpener, SourceSet
+from csfs.errors import AuthenticationError, FormatError, NoMatchingKeyError, NotFound
 from csfs.offline import decrypt_file
 from tests.crypto.independent_decoder import check_entry_metadata
 from tests.crypto.test_independent_decoder import BAD_ENTRIES
@@ -75,10 +77,27 @@ class NonSeekable(io.RawIOBase):
         return self._buf.readinto(b)
 
 
+def source_of(vec: Vector) -> Callable[[ChunkCipher], SourceOpener] | None:
+    """A delta vector's sources, found where c/F/V would be (format.md 6); a version
+    the vector does not list is missing."""
+    if vec.sources is None:
+        return None
+    sources = vec.sources
+
+    def fetch_for(version: int) -> Callable[[int, int], bytes]:
+        if version not in sources:
+            raise NotFound(f"no source {version:016x}")
+        return lambda a, b: sources[version][a:b]
+
+    return lambda cipher: SourceSet(cipher, fetch_for)
+
+
 def read_object(vec: Vector, src: io.BufferedReader, out: io.BytesIO) -> None:
     """Decrypt; for an `object: manifest` vector, also parse the plaintext as one."""
     identity = load_identity_pem(vec.identity_pem, None)
-    env = decrypt_stream(src, vec.envelope, out, identity, context=context_of(vec))
+    env = decrypt_stream(
+        src, vec.envelope, out, identity, context=context_of(vec), source=source_of(vec)
+    )
     if vec.object == "manifest":
         DirectoryManifest.decode_plain(out.getvalue(), env.context.node_id.hex(),
                                        env.context.version)

@@ -8,6 +8,7 @@ Each user has its own state and pin directories, as separate machines would.
 from __future__ import annotations
 
 import io
+import os
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -558,3 +559,71 @@ def test_rewrap_reads_at_most_one_envelope_limit(users: Users) -> None:
     with pytest.raises(FormatError, match="larger than any valid"):
         sharing.share(users.a, "/proj", BOB)
     assert largest <= MAX_ENVELOPE_SIZE + 1
+
+
+def _delta_version(users: Users, tmp: Path, path: str) -> tuple[bytes, Any, Any]:
+    """Through the mount's file system: a 4-chunk file, then one byte changed and
+    fsynced, which is sealed as a delta of the first version (format.md 2.6)."""
+    from csfs.vault.filesystem import FileSystem
+
+    data = bytearray(os.urandom(4 << 16))
+    write_bytes(users.a, path, bytes(data))
+    first = users.a.lookup(path)
+    fs = FileSystem(users.a, str(tmp / "fs-cache"), 64 << 20)
+    try:
+        fh = fs.open(path, os.O_RDWR)
+        fs.write(fh, 70_000, b"!")
+        data[70_000] = ord("!")
+        fs.fsync(fh)
+        fs.release(fh)
+    finally:
+        fs.close()
+    reader = users.open("alice", fresh=True)
+    delta = reader.lookup(path)
+    _, cipher = reader.open_version(delta)
+    assert [s.version for s in cipher.sources] == [first.version]  # a delta, not a copy
+    return bytes(data), first, delta
+
+
+def test_unshare_reencrypt_also_deletes_a_delta_versions_sources(
+    users: Users, tmp_path: Path
+) -> None:
+    sharing.share(users.a, "/proj", BOB)
+    data, first, delta = _delta_version(users, tmp_path, "/proj/big.bin")
+    report = sharing.unshare(users.a, "/proj", BOB, reencrypt=True)
+    assert report.files_reencrypted == 3
+    for e in (first, delta):  # the source too: it held most of the file, readable to bob
+        for key in (content_key(e.id, e.version), envelope_key(e.id, e.version)):
+            with pytest.raises(NotFound):
+                users.store.get(key)
+    reader = users.open("alice", fresh=True)
+    cur = reader.lookup("/proj/big.bin")
+    assert not reader.open_version(cur)[1].sources  # self-contained now
+    assert read_bytes(reader, "/proj/big.bin") == data
+    assert fsck(users.a, grace=0).ok
+
+
+def test_a_delta_version_that_loses_a_race_is_kept_as_a_whole_conflict_copy(
+    users: Users, tmp_path: Path
+) -> None:
+    from csfs.vault.filesystem import FileSystem
+
+    data = os.urandom(4 << 16)
+    write_bytes(users.a, "/proj/big.bin", data)
+    fs = FileSystem(users.a, str(tmp_path / "fs-cache"), 64 << 20)
+    try:
+        fh = fs.open("/proj/big.bin", os.O_RDWR)
+        fs.write(fh, 5, b"ours")
+        # Meanwhile another client of alice's replaces the file.
+        write_bytes(users.open("alice", fresh=True), "/proj/big.bin", b"theirs")
+        fs.fsync(fh)
+        fs.release(fh)
+    finally:
+        fs.close()
+    reader = users.open("alice", fresh=True)
+    names = sorted(reader.listdir("/proj"))
+    copy = next(n for n in names if n.startswith("big (conflict"))
+    assert read_bytes(reader, "/proj/big.bin") == b"theirs"
+    ours = data[:5] + b"ours" + data[9:]
+    assert read_bytes(reader, f"/proj/{copy}") == ours
+    assert not reader.open_version(reader.lookup(f"/proj/{copy}"))[1].sources
