@@ -410,7 +410,8 @@ class FileSystem:
         with self.lock:
             if any(parent == dir_id for parent, _ in self.created):
                 raise DirectoryNotEmpty(f"directory not empty: {path}")
-        self.vault.remove(path, expect_dir=True)
+        # Only the folder seen here: one another client put at the name meanwhile stays.
+        self.vault.remove(path, expect_dir=True, expect=(dir_id, None))
 
     @_committing
     def unlink(self, path: str) -> None:
@@ -418,16 +419,36 @@ class FileSystem:
         with self.lock:
             if self.hidden.pop(path, None) is not None:
                 return  # unlinked already, when libfuse hid it
-        parent_id, name, _ = self._raw_entry(path)
+        _, _, seen = self._raw_entry(path)
+        if seen is None:
+            raise NotFound(f"no such file or directory: {path}")
+        self._unlink(path, seen, seen.version)
+
+    def _unlink(self, path: str, seen: Entry, version: int | None) -> None:
+        """Remove the node ``seen`` (at ``version``, if known) from ``path``. If
+        another client put something else there meanwhile, that is newer than this
+        unlink and stays: a removal by name would delete it (a soak loss)."""
+        parent_id, name = self.vault.parent_of(path)
         with self.lock:
-            created = self.created.pop((parent_id, name), None)
+            created = self.created.get((parent_id, name))
+            if created is not None and created.id == seen.id:
+                del self.created[(parent_id, name)]
+            else:
+                created = None
         if created is not None:
             self.touched[parent_id] = time.time_ns()
             self._forget_file(created)
             self._drop_replaced(parent_id, name, created.id)
             return
-        removed = self.vault.remove(path, expect_dir=False)
-        self._forget_file(removed)
+        if seen.type == "d":
+            raise IsADirectory(f"is a directory: {path}", hint="use rm -r")
+        self.vault.remove(
+            path,
+            expect_dir=False,
+            expect=(seen.id, version),
+            own_versions=self.queue.own_versions,
+        )
+        self._forget_file(seen)  # removed, or replaced by another client: gone either way
 
     def _drop_replaced(self, parent_id: str, name: str, file_id: str) -> None:
         """A not yet committed file renamed over ``name`` leaves it (unlink, rename):
@@ -547,13 +568,27 @@ class FileSystem:
         return seen if seen is not None else (stored.id, stored.version)
 
     def _hide(self, old: str, new: str) -> bool:
-        """libfuse hides an open file that is unlinked: unlink it here for good."""
-        _, _, raw = self._raw_entry(old)
+        """libfuse hides an open file that is unlinked: unlink it here for good.
+
+        The file is the one open here under that name, not whatever the name holds
+        by now: another client's file put there since stays (and a rename over the
+        name that follows keeps it as a conflict copy)."""
+        parent_id, name = self.vault.parent_of(old)
         with self.lock:
-            of = self.open_files.get(raw.id) if raw is not None else None
+            of = next(
+                (o for o in self.open_files.values() if (o.parent_id, o.name) == (parent_id, name)),
+                None,
+            )
+            seen = self.seen.get((parent_id, name))
         if of is None:
             return False
-        self.unlink(old)
+        with of.lock:
+            entry = of.entry
+        version = seen[1] if seen is not None and seen[0] == of.file_id else of.base_version
+        try:
+            self._unlink(old, replace(entry, id=of.file_id, type="f"), version)
+        except NotFound:
+            self._forget_file(replace(entry, id=of.file_id, type="f"))  # gone already
         with self.lock:
             self.hidden[new] = of
         return True

@@ -806,14 +806,30 @@ class Vault:
         return self.update_dir(parent_id, change, touch=False)
 
     def remove(
-        self, path: str, *, recursive: bool = False, expect_dir: bool | None = None
-    ) -> Entry:
+        self,
+        path: str,
+        *,
+        recursive: bool = False,
+        expect_dir: bool | None = None,
+        expect: tuple[str, int | None] | None = None,
+        own_versions: Callable[[str], set[int]] | None = None,
+    ) -> Entry | None:
+        """Remove ``path``; the removed entry. With ``expect`` (the node id and, if
+        known, version the caller saw there) it removes only that: if the name holds
+        another node by the switch, or a version of it the caller did not see (and
+        ``own_versions(id)`` does not name), that is newer than the removal and stays;
+        None then."""
         parent_id, name = self.parent_of(path)
 
-        def drop(m: DirectoryManifest) -> Entry:
+        def drop(m: DirectoryManifest) -> Entry | None:
             cur = m.entries.get(name)
             if cur is None:
                 raise NotFound(f"no such file or directory: {path}")
+            if expect is not None and cur.id != expect[0]:
+                return None
+            if expect is not None and expect[1] is not None and cur.version != expect[1]:
+                if cur.version not in (own_versions(cur.id) if own_versions else set()):
+                    return None
             if expect_dir is True and cur.type != "d":
                 raise NotADirectory(f"not a directory: {path}")
             if expect_dir is False and cur.type == "d":

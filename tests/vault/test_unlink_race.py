@@ -1,0 +1,108 @@
+"""An unlink removes the file the caller saw, never whatever the name holds later.
+
+Mount A (a FileSystem over a Vault with a long TTL, so its view of the folder is
+stale) unlinks or hides a name after client B put a new file there. A's
+conditional manifest switch loses, A re-reads the folder, and must then leave
+B's file alone: it is newer than A's unlink. A two-mount soak lost an
+acknowledged version this way (an editor's save on A: libfuse hides the open
+target, which became an unlink of B's new file).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from csfs.errors import NotFound
+from csfs.vault import Vault
+from csfs.vault.filesystem import FileSystem
+from tests.vault.conftest import read_bytes, write_bytes
+
+
+def replace_by_other_client(other: Vault, path: str, data: bytes) -> None:
+    """An editor's save on another client: write a temp file, rename it over ``path``."""
+    write_bytes(other, path + ".tmp", data)
+    other.rename(path + ".tmp", path)
+
+
+def test_unlink_keeps_the_file_another_client_put_at_the_name(
+    vault: Vault, reopen: Callable[..., Vault], tmp_path: Path
+) -> None:
+    write_bytes(vault, "/doc", b"old")
+    fs = FileSystem(reopen(ttl=3600), str(tmp_path / "cache"), 64 << 20)
+    try:
+        assert fs.getattr("/doc").size == 3  # A's view of the folder: the old doc
+        replace_by_other_client(reopen(), "/doc", b"new from B")
+        fs.unlink("/doc")  # A removes the old doc, which B already replaced
+    finally:
+        fs.close()
+    assert read_bytes(reopen(), "/doc") == b"new from B"
+
+
+def test_unlink_keeps_a_newer_version_another_client_wrote_in_place(
+    vault: Vault, reopen: Callable[..., Vault], tmp_path: Path
+) -> None:
+    write_bytes(vault, "/doc", b"old")
+    fs = FileSystem(reopen(ttl=3600), str(tmp_path / "cache"), 64 << 20)
+    try:
+        assert fs.getattr("/doc").size == 3
+        write_bytes(reopen(), "/doc", b"newer from B")  # same file, a new version
+        fs.unlink("/doc")
+    finally:
+        fs.close()
+    assert read_bytes(reopen(), "/doc") == b"newer from B"
+
+
+def test_unlink_still_removes_what_the_caller_saw(
+    vault: Vault, reopen: Callable[..., Vault], tmp_path: Path
+) -> None:
+    """A lost race on another name of the folder does not stop the unlink."""
+    write_bytes(vault, "/doc", b"old")
+    fs = FileSystem(reopen(ttl=3600), str(tmp_path / "cache"), 64 << 20)
+    try:
+        assert fs.getattr("/doc").size == 3
+        write_bytes(reopen(), "/other", b"B")  # A's view is stale: its switch loses
+        fs.unlink("/doc")
+        with pytest.raises(NotFound):
+            fs.getattr("/doc")
+    finally:
+        fs.close()
+    assert sorted(reopen().listdir("/")) == ["other"]
+
+
+@pytest.mark.parametrize("refreshed", [False, True], ids=["stale-view", "fresh-view"])
+def test_editor_save_over_an_open_file_keeps_the_other_clients_version(
+    vault: Vault, reopen: Callable[..., Vault], tmp_path: Path, refreshed: bool
+) -> None:
+    """The soak's loss: A has doc open and saves over it (write .tmp, rename over
+    doc) after B put a new doc there. libfuse first hides the open target (a rename
+    to .fuse_hidden*), unlinks that name on the last release, then does the rename.
+    B's doc must survive as doc or as a conflict copy; A's save takes the name."""
+    write_bytes(vault, "/doc", b"old")
+    a = reopen(ttl=3600)
+    fs = FileSystem(a, str(tmp_path / "cache"), 64 << 20)
+    try:
+        fh = fs.open("/doc", os.O_RDONLY)
+        assert fs.read(fh, 0, 10) == b"old"
+        tmp = fs.create("/doc.tmp-a", 0o644)
+        fs.write(tmp, 0, b"saved by A")
+        fs.release(tmp)
+        replace_by_other_client(reopen(), "/doc", b"new from B")
+        if refreshed:
+            a.load_dir(a.root_id, fresh=True)  # A has seen B's doc (its TTL ran out)
+        hidden = "/.fuse_hidden0000000100000001"
+        fs.rename("/doc", hidden)  # libfuse's hide of the open target
+        fs.rename("/doc.tmp-a", "/doc")
+        fs.release(fh)
+        fs.unlink(hidden)  # libfuse, on the last release of the hidden file
+        assert fs.sync(timeout=30)
+    finally:
+        fs.close()
+    c = reopen()
+    contents = {n: read_bytes(c, "/" + n) for n in c.listdir("/")}
+    assert contents.get("doc") == b"saved by A", contents
+    assert b"new from B" in contents.values(), contents
+    assert b"old" not in contents.values(), contents
