@@ -39,6 +39,7 @@ from csfs.errors import (
     FileTooBig,
     IsADirectory,
     NoMatchingKeyError,
+    NotADirectory,
     NotFound,
     NotPermitted,
     NotSupported,
@@ -50,7 +51,7 @@ from csfs.vault.cache import ObjectCache
 from csfs.vault.crashpoint import crash_point
 from csfs.vault.layout import content_key, envelope_key, new_id, new_version
 from csfs.vault.manifest import DirectoryManifest, Entry, check_xattr_name, check_xattrs
-from csfs.vault.upload_queue import Record, UploadQueue, with_content
+from csfs.vault.upload_queue import NamespaceOp, Record, UploadQueue, with_content
 from csfs.vault.vault import Vault, split_path
 
 C = SCRATCH_CHUNK
@@ -145,7 +146,9 @@ class FileSystem:
             self.cache,
             cache_dir,
             before_upload=self._recheck_readers,
+            apply_op=self._apply_op,
         )
+        vault.overlay = self._overlay_dir
         with self.queue.lock:
             live = {f"{r.file_id}.{r.version:x}" for r in self.queue.records.values()}
         for name in set(os.listdir(self.sealed_dir)) - live:
@@ -216,8 +219,7 @@ class FileSystem:
         return parent_id, name, raw
 
     def _stored_entry(self, parent_id: str, name: str) -> Entry | None:
-        manifest, _ = self.vault.load_dir(parent_id)
-        return manifest.entries.get(name)
+        return self.vault.view_dir(parent_id).entries.get(name)
 
     def _committed(self, records: list[Record]) -> None:
         """Called by the uploader, under the commit lock, once records are in manifests."""
@@ -253,7 +255,7 @@ class FileSystem:
             e = self._read_only(e, where)
         if e.type == "d":
             try:
-                return self._attr(e, self.vault.load_dir(e.id)[0])
+                return self._attr(e, self.vault.view_dir(e.id))
             except NoMatchingKeyError:
                 pass  # a folder this key cannot open: what its entry says
         return self._attr(e)
@@ -381,7 +383,23 @@ class FileSystem:
     def mkdir(self, path: str, mode: int, owner: tuple[int, int] | None = None) -> None:
         self._writable()
         mode, meta = self._new_owner(path, mode & 0o7777, owner, folder=True)
-        self.vault.mkdir(path, mode, **meta)
+        if self._online():
+            try:
+                self.vault.mkdir(path, mode, **meta)
+                return
+            except TransientStoreError:
+                self.vault.went_offline()
+        parent_id, name, cur = self._raw_entry(path)
+        if cur is not None:
+            raise AlreadyExists(f"already exists: {path}")
+        self.vault.check_writable(parent_id)
+        child = self.vault.new_directory(self.vault.known_dir(parent_id), mode, put=False)
+        entry = Entry(child.dir_id, "d", mode=mode, mtime_ns=child.mtime_ns, **meta)
+        self.queue.add_op(
+            NamespaceOp(
+                0, "mkdir", entry.id, parent_id, name, entry.to_json(), readers=child.readers
+            )
+        )
 
     @_committing
     def mknod(
@@ -411,7 +429,20 @@ class FileSystem:
             if any(parent == dir_id for parent, _ in self.created):
                 raise DirectoryNotEmpty(f"directory not empty: {path}")
         # Only the folder seen here: one another client put at the name meanwhile stays.
-        self.vault.remove(path, expect_dir=True, expect=(dir_id, None))
+        if self._online():
+            try:
+                self.vault.remove(path, expect_dir=True, expect=(dir_id, None))
+                return
+            except TransientStoreError:
+                self.vault.went_offline()
+        parent_id, name, cur = self._raw_entry(path)
+        if cur is None or cur.id != dir_id:
+            raise NotFound(f"no such file or directory: {path}")
+        if cur.type != "d":
+            raise NotADirectory(f"not a directory: {path}")
+        if self.vault.view_dir(dir_id).entries:
+            raise DirectoryNotEmpty(f"directory not empty: {path}")
+        self.queue.add_op(NamespaceOp(0, "remove", dir_id, parent_id, name))
 
     @_committing
     def unlink(self, path: str) -> None:
@@ -442,12 +473,22 @@ class FileSystem:
             return
         if seen.type == "d":
             raise IsADirectory(f"is a directory: {path}", hint="use rm -r")
-        self.vault.remove(
-            path,
-            expect_dir=False,
-            expect=(seen.id, version),
-            own_versions=self.queue.own_versions,
-        )
+        if self._online():
+            try:
+                self.vault.remove(
+                    path,
+                    expect_dir=False,
+                    expect=(seen.id, version),
+                    own_versions=self.queue.own_versions,
+                )
+                queued = False
+            except TransientStoreError:
+                self.vault.went_offline()
+                queued = True
+        else:
+            queued = True
+        if queued:
+            self.queue.add_op(NamespaceOp(0, "remove", seen.id, parent_id, name, version=version))
         self._forget_file(seen)  # removed, or replaced by another client: gone either way
 
     def _drop_replaced(self, parent_id: str, name: str, file_id: str) -> None:
@@ -455,8 +496,17 @@ class FileSystem:
         what it was to replace there is now removed, unless another client changed it."""
         replaced = self.queue.replacing_of(file_id)
         self.queue.renamed(file_id, parent_id, name, None)
-        if replaced is not None:
-            self.vault.remove_if(parent_id, name, replaced[0], replaced[1])
+        if replaced is None:
+            return
+        if self._online():
+            try:
+                self.vault.remove_if(parent_id, name, replaced[0], replaced[1])
+                return
+            except TransientStoreError:
+                self.vault.went_offline()
+        self.queue.add_op(
+            NamespaceOp(0, "remove", replaced[0], parent_id, name, version=replaced[1])
+        )
 
     def _forget_file(self, removed: Entry) -> None:
         if removed.type != "f":
@@ -535,14 +585,7 @@ class FileSystem:
                 expect = Entry(seen_id, "f", version=seen_version)
             if target_created is not None:
                 expect = None if replaces is None else Entry(replaces[0], "f", version=replaces[1])
-            entry = self.vault.rename(
-                old,
-                new,
-                replace_existing=not noreplace,
-                expect=expect,
-                own_versions=self.queue.own_versions,
-                ctime_ns=time.time_ns(),
-            )
+            entry = self._move(old, new, src, target, expect, noreplace=noreplace)
             if stored is not None and stored.id != entry.id:
                 self._forget_file(stored)
         crash_point("renamed")
@@ -559,6 +602,57 @@ class FileSystem:
                 of = self.open_files.get(entry.id)
                 if of is not None:
                     of.parent_id, of.name, of.ctime_ns = parent_id, name, now
+
+    def _move(
+        self,
+        old: str,
+        new: str,
+        src: Entry,
+        target: Entry | None,
+        expect: Entry | None,
+        *,
+        noreplace: bool,
+    ) -> Entry:
+        """Move a committed entry: one conditional switch, or a queued change."""
+        now = time.time_ns()
+        if self._online():
+            try:
+                return self.vault.rename(
+                    old,
+                    new,
+                    replace_existing=not noreplace,
+                    expect=expect,
+                    own_versions=self.queue.own_versions,
+                    ctime_ns=now,
+                )
+            except TransientStoreError:
+                self.vault.went_offline()
+        src_parent, src_name = self.vault.parent_of(old)
+        dst_parent, dst_name = self.vault.parent_of(new)
+        if src.type == "d" and split_path(new)[: len(split_path(old))] == split_path(old):
+            raise UsageError(f"cannot move {old} into itself")
+        if target is not None and target.type == "d" and self.vault.view_dir(target.id).entries:
+            raise DirectoryNotEmpty(f"cannot replace directory {new}")
+        if target is not None and target.type != "d" and src.type == "d":
+            raise NotADirectory(f"cannot replace non-directory {new} with a directory")
+        moved = replace(src, ctime_ns=now)
+        replaces = None if expect is None or expect.type != "f" else [expect.id, expect.version]
+        self.queue.add_op(
+            NamespaceOp(
+                0,
+                "rename",
+                src.id,
+                src_parent,
+                src_name,
+                moved.to_json(),
+                dst_parent_id=dst_parent,
+                dst_name=dst_name,
+                replaces=replaces,
+            )
+        )
+        if src.type == "d":
+            self.vault.note_parent(src.id, dst_parent)
+        return moved
 
     def _seen_at(self, parent_id: str, name: str, stored: Entry) -> tuple[str, int]:
         """What a rename over ``name`` replaces: the file a program here last opened
@@ -714,8 +808,98 @@ class FileSystem:
             e = self.vault.lookup(path)
             queued = set(changes) <= RECORD_FIELDS and e.type == "f"
             if not queued or not self.queue.update(e.id, **changes):
-                e = self.vault.setattr(path, **changes)
+                e = self._set_stored(path, e, changes)
         self._update_open(e.id, **changes)
+
+    def _set_stored(self, path: str, e: Entry, changes: dict[str, Any]) -> Entry:
+        if self._online() or not split_path(path):  # the root's manifest: online only
+            try:
+                return self.vault.setattr(path, **changes)
+            except TransientStoreError:
+                if not split_path(path):
+                    raise
+                self.vault.went_offline()
+        parent_id, name = self.vault.parent_of(path)
+        new = replace(e, **changes)
+        self.queue.add_op(
+            NamespaceOp(0, "setattr", e.id, parent_id, name, new.to_json(), fields=sorted(changes))
+        )
+        return new
+
+    # -- namespace changes queued while the store is away -------------------------------
+
+    def _online(self) -> bool:
+        """Whether a namespace change goes to the store now. While it is unreachable,
+        and then until the changes queued meanwhile have reached it (they stay in
+        order), changes are queued."""
+        return not self.vault.offline and not self.queue.pending_ops()
+
+    def _overlay_dir(
+        self, dir_id: str, base: Callable[[], DirectoryManifest]
+    ) -> DirectoryManifest | None:
+        """A folder with the queued changes that touch it applied; None if none does."""
+        ops = [
+            op
+            for op in self.queue.pending_ops()
+            if dir_id in (op.parent_id, op.dst_parent_id)
+            or (op.kind == "mkdir" and op.node_id == dir_id)
+        ]
+        if not ops:
+            return None
+        made = next((op for op in ops if op.kind == "mkdir" and op.node_id == dir_id), None)
+        if made is not None and made.entry is not None:
+            e = Entry.from_json(made.entry)
+            m = DirectoryManifest(
+                dir_id, version=0, readers=list(made.readers), mtime_ns=e.mtime_ns, mode=e.mode
+            )
+        else:
+            m = base().copy()
+        for op in ops:
+            cur = m.entries.get(op.name) if op.parent_id == dir_id else None
+            mine = cur is not None and cur.id == op.node_id
+            if op.kind == "mkdir" and op.parent_id == dir_id and op.entry is not None:
+                m.entries[op.name] = Entry.from_json(op.entry)
+            elif op.kind == "remove" and mine:
+                del m.entries[op.name]
+            elif op.kind == "setattr" and mine and op.entry is not None:
+                m.entries[op.name] = Entry.from_json(op.entry)
+            elif op.kind == "rename":
+                if mine:
+                    del m.entries[op.name]
+                if op.dst_parent_id == dir_id and op.entry is not None:
+                    m.entries[op.dst_name] = Entry.from_json(op.entry)
+        return m
+
+    def _apply_op(self, op: NamespaceOp) -> None:
+        """Apply a queued namespace change to the store (the uploader, under the commit
+        lock), as conditionally as its online form: what changed meanwhile elsewhere
+        is kept (a conflict copy, or the entry left as it is), never lost."""
+        v = self.vault
+        with v.store_view():
+            if op.kind == "mkdir" and op.entry is not None:
+                v.add_directory(op.parent_id, op.name, Entry.from_json(op.entry))
+            elif op.kind == "remove":
+                v.remove_if(op.parent_id, op.name, op.node_id, op.version, self.queue.own_versions)
+            elif op.kind == "setattr" and op.entry is not None:
+                new = Entry.from_json(op.entry)
+                changes = {k: getattr(new, k) for k in op.fields}
+                v.set_entry(op.parent_id, op.name, op.node_id, changes)
+            elif op.kind == "rename" and op.entry is not None:
+                cur = v.load_dir(op.parent_id)[0].entries.get(op.name)
+                if cur is None or cur.id != op.node_id:
+                    return  # moved or removed elsewhere meanwhile: nothing of ours to move
+                src_dir, dst_dir = v.path_of(op.parent_id), v.path_of(op.dst_parent_id)
+                if src_dir is None or dst_dir is None:
+                    raise NotFound("the folder of a queued rename is gone")
+                was = op.replaces
+                expect = None if was is None else Entry(was[0], "f", version=was[1])
+                v.rename(
+                    posixpath.join(src_dir, op.name),
+                    posixpath.join(dst_dir, op.dst_name),
+                    expect=expect,
+                    own_versions=self.queue.own_versions,
+                    ctime_ns=Entry.from_json(op.entry).ctime_ns,
+                )
 
     def _set_created(self, path: str, **changes: Any) -> Entry | None:
         """Apply attribute changes to a file not yet in its manifest; None if it is."""
