@@ -696,16 +696,40 @@ class FileSystem:
     def link(self, target: str, path: str) -> None:
         raise NotSupported("hard links are not supported")
 
-    @_committing
-    def chmod(self, path: str, mode: int) -> None:
-        self._writable()
-        self._setattr(path, mode=mode & 0o7777, ctime_ns=time.time_ns())
+    def _detached(self, path: str | None, fh: int | None) -> OpenFile | None:
+        """The open file that an attribute change through ``fh`` (or of libfuse's
+        hidden name) goes to alone: unlinked, or no longer what ``path`` names."""
+        with self.lock:
+            of = self.handles.get(fh) if fh is not None else None
+            gone = self.hidden.get(path) if path is not None else None
+        if gone is not None or of is None:
+            return gone
+        if not of.name or path is None:
+            return of
+        try:
+            _, _, raw = self._raw_entry(path)
+        except (NotFound, UsageError):
+            return of
+        return of if raw is None or raw.id != of.file_id else None
 
     @_committing
-    def chown(self, path: str, uid: int, gid: int, caller: Caller | None = None) -> None:
+    def chmod(self, path: str | None, mode: int, fh: int | None = None) -> None:
+        self._writable()
+        self._setattr(path, fh=fh, mode=mode & 0o7777, ctime_ns=time.time_ns())
+
+    @_committing
+    def chown(
+        self,
+        path: str | None,
+        uid: int,
+        gid: int,
+        caller: Caller | None = None,
+        fh: int | None = None,
+    ) -> None:
         """Change owner and group (-1: keep); who may is checked as Linux does (chown(2))."""
         self._writable()
-        a = self.getattr(path)
+        of = self._detached(path, fh)
+        a = self._open_attr(of) if of is not None else self.getattr(str(path))
         new_uid = a.uid if uid < 0 else uid
         new_gid = a.gid if gid < 0 else gid
         if caller is not None and caller.uid != 0:
@@ -727,10 +751,12 @@ class FileSystem:
                 changes[key] = value
         if mode != a.mode:
             changes["mode"] = mode
-        self._setattr(path, **changes)
+        self._setattr(path, fh=fh, **changes)
 
     @_committing
-    def utimens(self, path: str, atime_ns: int | None, mtime_ns: int | None) -> None:
+    def utimens(
+        self, path: str | None, atime_ns: int | None, mtime_ns: int | None, fh: int | None = None
+    ) -> None:
         """Set either time or both (None: leave it, UTIME_OMIT); ctime becomes now."""
         self._writable()
         changes: dict[str, Any] = {"ctime_ns": time.time_ns()}
@@ -738,6 +764,10 @@ class FileSystem:
             changes["atime_ns"] = atime_ns
         if mtime_ns is not None:
             changes["mtime_ns"] = mtime_ns
+        if self._detached(path, fh) is not None:
+            self._setattr(path, fh=fh, **changes)
+            return
+        assert path is not None
         if self.lookup(path).type == "d":
             self._folder_times(path, changes)
         else:
@@ -798,9 +828,14 @@ class FileSystem:
         """The entry holding a path's xattrs: the cached manifest, no store round trip."""
         return self.lookup(path)
 
-    def _setattr(self, path: str, **changes: Any) -> None:
+    def _setattr(self, path: str | None, fh: int | None = None, **changes: Any) -> None:
         """Mode, owner, times, xattrs. A file whose upload is still queued takes mode and
         times with its commit (no round trip: tar and rsync set them after each close)."""
+        detached = self._detached(path, fh)
+        if detached is not None:
+            self._update_open(detached.file_id, **changes)  # nothing of it is in a folder
+            return
+        assert path is not None
         if split_path(path):
             self.vault.check_writable(self.vault.parent_of(path)[0])
         e = self._set_created(path, **changes)

@@ -238,7 +238,7 @@ def _tree(root: str) -> dict[str, object]:
 def _namespace_changes_offline(m: Mount) -> dict[str, object]:
     """mkdir, create inside, rename (in a folder, across, over a name, of a folder),
     unlink, rmdir, chmod and utime while the store is away; returns the expected tree."""
-    os.mkdir(m.p("new"))
+    os.mkdir(m.p("new"), 0o755)
     _write(m.p("new/inside"), b"made offline")
     os.rename(m.p("mv"), m.p("new/moved"))  # a stored file into a folder made offline
     os.rename(m.p("old"), m.p("renamed"))  # a stored folder, with its content
@@ -259,12 +259,10 @@ def _namespace_changes_offline(m: Mount) -> dict[str, object]:
 
 
 def _stored_before_outage(m: Mount) -> None:
-    os.mkdir(m.p("old"))
+    os.mkdir(m.p("old"), 0o755)
     os.mkdir(m.p("empty"))
     for name in ("old/f", "gone", "keep", "mv", "src", "dst"):
         _write(m.p(name), name.split("/")[-1].encode())
-    for p in (m.p("old"), m.p("empty"), m.path):
-        os.chmod(p, 0o755)
     m.sync()
     _tree(m.path)  # every folder and file seen and cached
 

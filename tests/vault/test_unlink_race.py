@@ -106,3 +106,29 @@ def test_editor_save_over_an_open_file_keeps_the_other_clients_version(
     assert contents.get("doc") == b"saved by A", contents
     assert b"new from B" in contents.values(), contents
     assert b"old" not in contents.values(), contents
+
+
+def test_fchmod_after_another_client_saved_over_the_name_changes_only_the_open_file(
+    vault: Vault, reopen: Callable[..., Vault], tmp_path: Path
+) -> None:
+    """fchmod (libfuse 3 passes the handle) goes to the open file, not to the other
+    client's file that the path names by now."""
+    write_bytes(vault, "/doc", b"old")
+    a = reopen(ttl=3600)
+    fs = FileSystem(a, str(tmp_path / "cache"), 64 << 20)
+    try:
+        fh = fs.open("/doc", os.O_RDWR)
+        replace_by_other_client(reopen(), "/doc", b"new from B")
+        a.load_dir(a.root_id, fresh=True)
+        fs.chmod("/doc", 0o600, fh=fh)
+        fs.utimens("/doc", 5, 7, fh=fh)
+        assert fs.fgetattr(fh).mode & 0o777 == 0o600
+        assert fs.fgetattr(fh).mtime_ns == 7
+        fs.release(fh)
+        assert fs.sync(timeout=30)
+    finally:
+        fs.close()
+    c = reopen()
+    assert c.lookup("/doc").mode == 0o644
+    assert c.lookup("/doc").mtime_ns != 7
+    assert read_bytes(c, "/doc") == b"new from B"
