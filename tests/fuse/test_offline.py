@@ -278,7 +278,9 @@ def test_namespace_changes_during_outage_reach_the_store(make_vault: Callable[[s
     fault_proxy.outage()
     time.sleep(2)  # past the TTL
     want = _namespace_changes_offline(m)
-    assert "store: offline since" in m.status()
+    status = m.status()
+    assert "store: offline since" in status, status
+    assert "pending changes: 9 " in status, status
     fault_proxy.restore()
     m.sync(timeout=60)
     fresh = vault.mount("fresh", cache_dir=os.path.join(vault.root, "fresh-cache"))
