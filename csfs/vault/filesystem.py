@@ -667,12 +667,15 @@ class FileSystem:
         The file is the one open here under that name, not whatever the name holds
         by now: another client's file put there since stays (and a rename over the
         name that follows keeps it as a conflict copy)."""
-        parent_id, name = self.vault.parent_of(old)
+        parent_id, name, raw = self._raw_entry(old)
         with self.lock:
-            of = next(
-                (o for o in self.open_files.values() if (o.parent_id, o.name) == (parent_id, name)),
-                None,
-            )
+            here = [
+                o for o in self.open_files.values() if (o.parent_id, o.name) == (parent_id, name)
+            ]
+            # Two open here under one name (one replaced by another client meanwhile):
+            # libfuse hides the name's node, which is what the name holds now.
+            of = next((o for o in here if raw is not None and o.file_id == raw.id), None)
+            of = of or (here[0] if here else None)
             seen = self.seen.get((parent_id, name))
         if of is None:
             return False
