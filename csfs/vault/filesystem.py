@@ -926,6 +926,17 @@ class FileSystem:
                 cur = v.load_dir(op.parent_id)[0].entries.get(op.name)
                 if cur is None or cur.id != op.node_id:
                     return  # moved or removed elsewhere meanwhile: nothing of ours to move
+                there = v.load_dir(op.dst_parent_id)[0].entries.get(op.dst_name)
+                if there is not None and there.id == op.node_id:
+                    # An online attempt added it there before failing: the source goes
+                    # only if it holds no other version than the target (else both stay).
+                    def drop(m: DirectoryManifest, was: Entry = there) -> None:
+                        now = m.entries.get(op.name)
+                        if now is not None and now.id == was.id and now.version == was.version:
+                            del m.entries[op.name]
+
+                    v.update_dir(op.parent_id, drop)
+                    return
                 src_dir, dst_dir = v.path_of(op.parent_id), v.path_of(op.dst_parent_id)
                 if src_dir is None or dst_dir is None:
                     raise NotFound("the folder of a queued rename is gone")

@@ -204,3 +204,56 @@ def test_namespace_changes_queued_offline_lose_no_other_clients_change(
     moved = check.lookup(f"/{folders[0]}/moved")
     assert moved.mode == 0o600
     assert read_bytes(check, f"/{folders[0]}/moved") == b"moved"
+
+
+class FailingSecondSwitch:
+    """A store whose manifest switches fail as a reset connection would, from the
+    ``left``-th on until ``left`` is set back to -1 (to stop a move across folders
+    between its two switches, and keep its retry waiting)."""
+
+    def __init__(self, inner: object) -> None:
+        self.inner = inner
+        self.left = -1
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.inner, name)
+
+    def put(self, key: str, data: bytes, **kw: object) -> str:
+        if key.startswith("m/") and self.left >= 0:
+            self.left = max(self.left - 1, 0)
+            if self.left == 0:
+                from csfs.errors import TransientStoreError
+                raise TransientStoreError("connection reset (injected)")
+        return self.inner.put(key, data, **kw)  # type: ignore[attr-defined, no-any-return]
+
+
+def test_move_half_done_before_an_outage_keeps_a_version_written_at_the_target(
+        tmp_path: Path) -> None:
+    """A move across folders adds the entry at the target, then fails to remove it at
+    the source (the store went away): it is queued and applied again later. If the
+    other client wrote a new version at the target meanwhile, applying the move
+    again must not put the source's older entry over it."""
+    from tests.vault.conftest import read_bytes, write_bytes
+
+    me = generate_identity()
+    inner = open_store(str(tmp_path / "store"))
+    other = Vault.create(inner, me, state_dir=str(tmp_path / "other"))
+    other.mkdir("/d")
+    write_bytes(other, "/f", b"old")
+    store = FailingSecondSwitch(inner)
+    fs = FileSystem(Vault.open(store, me, state_dir=str(tmp_path / "state"), ttl=1),  # type: ignore[arg-type]
+                    str(tmp_path / "cache"), 64 << 20)
+    try:
+        assert sorted(n for n, _ in fs.readdir("/")) == ["d", "f"]
+        store.left = 2
+        fs.rename("/f", "/d/f")  # added in /d, then the removal from / fails: queued
+        assert sorted(n for n, _ in fs.readdir("/")) == ["d"]
+        check = Vault.open(inner, me, state_dir=str(tmp_path / "check"))
+        assert sorted(check.listdir("/d")) == ["f"]
+        write_bytes(check, "/d/f", b"newer, at the target")
+        store.left = -1  # the store is back
+        assert fs.sync(timeout=30)
+    finally:
+        fs.close()
+    check = Vault.open(inner, me, state_dir=str(tmp_path / "check2"))
+    assert read_bytes(check, "/d/f") == b"newer, at the target"
