@@ -420,9 +420,11 @@ class UploadQueue:
                     self.apply_op(op)
                 except TransientStoreError:
                     raise
-                except CsfsError as exc:
-                    log.warning("a queued %s could not be applied: %s", op.kind, exc.message)
-                    self._note_error(f"a queued {op.kind} of {op.name!r} failed: {exc.message}")
+                except Exception as exc:  # one bad change must not hold up the queue
+                    why = exc.message if isinstance(exc, CsfsError) else repr(exc)
+                    # (no name in the log: mount logs hold no paths unless asked)
+                    log.warning("a queued %s could not be applied: %s", op.kind, type(exc).__name__)
+                    self._note_error(f"a queued {op.kind} of {op.name!r} failed: {why}")
                 with self.lock:
                     self.ops.remove(op)
                     with contextlib.suppress(FileNotFoundError):
