@@ -473,9 +473,10 @@ class FileSystem:
             return
         if seen.type == "d":
             raise IsADirectory(f"is a directory: {path}", hint="use rm -r")
+        removed: Entry | None = None
         if self._online():
             try:
-                self.vault.remove(
+                removed = self.vault.remove(
                     path,
                     expect_dir=False,
                     expect=(seen.id, version),
@@ -489,7 +490,9 @@ class FileSystem:
             queued = True
         if queued:
             self.queue.add_op(NamespaceOp(0, "remove", seen.id, parent_id, name, version=version))
-        self._forget_file(seen)  # removed, or replaced by another client: gone either way
+        # Not removed: another client's file (or version) held the name by then. This
+        # one is gone from the name either way, but what it has queued is kept.
+        self._forget_file(seen, queued_too=queued or removed is not None)
 
     def _drop_replaced(self, parent_id: str, name: str, file_id: str) -> None:
         """A not yet committed file renamed over ``name`` leaves it (unlink, rename):
@@ -508,11 +511,15 @@ class FileSystem:
             NamespaceOp(0, "remove", replaced[0], parent_id, name, version=replaced[1])
         )
 
-    def _forget_file(self, removed: Entry) -> None:
+    def _forget_file(self, removed: Entry, *, queued_too: bool = True) -> None:
+        """``queued_too``: its queued versions are dropped as well (not when the name
+        held another file by then: those versions are no one's to drop, and commit
+        beside it as a conflict copy)."""
         if removed.type != "f":
             return
         # Still-open handles keep working on their own data (POSIX); nothing will be committed.
-        self.queue.update(removed.id, deleted=True)
+        if queued_too:
+            self.queue.update(removed.id, deleted=True)
         with self.lock:
             of = self.open_files.get(removed.id)
             if of is not None:

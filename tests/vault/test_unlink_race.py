@@ -132,3 +132,50 @@ def test_fchmod_after_another_client_saved_over_the_name_changes_only_the_open_f
     assert c.lookup("/doc").mode == 0o644
     assert c.lookup("/doc").mtime_ns != 7
     assert read_bytes(c, "/doc") == b"new from B"
+
+
+def test_hide_of_a_file_whose_name_another_client_took_keeps_its_queued_version(
+    tmp_path: Path,
+) -> None:
+    """A rewrote doc in place (its version still queued) while B saved a new doc over
+    it; A then saves over doc (it read B's doc there) with its own file still open.
+    libfuse hides that open file: A's queued version was never replaced by anything
+    A saw, so it must still reach the store (as a conflict copy), not be dropped."""
+    from csfs.crypto import generate_identity
+    from csfs.store import open_store
+    from tests.vault.test_upload_queue import HeldStore
+
+    me = generate_identity()
+    inner = open_store(str(tmp_path / "store"))
+    b = Vault.create(inner, me, state_dir=str(tmp_path / "b"))
+    write_bytes(b, "/doc", b"base")
+    held = HeldStore(inner)
+    a = Vault.open(held, me, state_dir=str(tmp_path / "a"), ttl=3600)  # type: ignore[arg-type]
+    fs = FileSystem(a, str(tmp_path / "cache"), 64 << 20)
+    try:
+        fh = fs.open("/doc", os.O_RDWR)
+        fs.truncate(None, 0, fh)
+        fs.write(fh, 0, b"rewritten by A")
+        fs.flush(fh)  # close(): A's version is acknowledged, its upload held back
+        replace_by_other_client(b, "/doc", b"saved by B")
+        a.load_dir(a.root_id, fresh=True)
+        peek = fs.open("/doc", os.O_RDONLY)  # A's save reads what doc holds now: B's
+        assert fs.read(peek, 0, 100) == b"saved by B"
+        fs.release(peek)
+        tmp = fs.create("/doc.tmp-a", 0o644)
+        fs.write(tmp, 0, b"saved by A")
+        fs.release(tmp)
+        hidden = "/.fuse_hidden0000000200000002"
+        fs.rename("/doc", hidden)  # A's rewrite is still open (its release is late)
+        fs.rename("/doc.tmp-a", "/doc")
+        fs.release(fh)
+        fs.unlink(hidden)
+        held.release.set()
+        assert fs.sync(timeout=30)
+    finally:
+        held.release.set()
+        fs.close()
+    c = Vault.open(inner, me, state_dir=str(tmp_path / "c"))
+    contents = {n: read_bytes(c, "/" + n) for n in c.listdir("/")}
+    assert contents.get("doc") == b"saved by A", contents
+    assert b"rewritten by A" in contents.values(), contents
