@@ -32,7 +32,7 @@ def _library_part(env: Env, nfiles: int) -> list[tuple[str, float, dict[str, int
     from csfs.crypto.keys import public_key_file
     from csfs.store import open_store
     from csfs.store.stats import StatsStore
-    from csfs.vault import Vault, sharing
+    from csfs.vault import Vault, sharing, transfer
 
     store = StatsStore(open_store("s3://" + env.bucket("csfs-share"), endpoint_url=env.endpoint,
                                   path_style=True))
@@ -43,7 +43,7 @@ def _library_part(env: Env, nfiles: int) -> list[tuple[str, float, dict[str, int
     per = max(1, nfiles // 10)
     for i in range(10):
         make_small_files(src / f"d{i}", per if i < 9 else nfiles - 9 * per)
-    v.put_tree(str(src), "/team")
+    transfer.put_tree(v, str(src), "/team")
     sharing.add_member(v, public_key_file(bob), "bob")
 
     rows = []

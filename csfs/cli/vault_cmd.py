@@ -18,7 +18,7 @@ from csfs.cli.offline_cmd import unlock
 from csfs.crypto import load_recipient
 from csfs.errors import NotFound, UsageError
 from csfs.store import open_store
-from csfs.vault import Entry, Vault
+from csfs.vault import Entry, Vault, transfer
 from csfs.vault.fsck import fsck
 from csfs.vault.state import forget_store_state
 from csfs.vault.vault import split_path
@@ -199,7 +199,7 @@ def put(sources: tuple[str, ...], dest: str, recursive: bool, **kw: Any) -> None
                 if stat.S_ISDIR(st.st_mode):
                     if not recursive:
                         raise UsageError(f"{src} is a directory", hint="use put -r")
-                    vault.put_tree(src, target, progress=bar)
+                    transfer.put_tree(vault, src, target, progress=bar)
                 elif stat.S_ISREG(st.st_mode):
                     with open(src, "rb") as f:
                         vault.write_file(
@@ -237,10 +237,10 @@ def get(source: str, dest: str, recursive: bool, force: bool, **kw: Any) -> None
                 raise UsageError(f"{source} is a directory", hint="use get -r")
             total = sum(e.size for _, e in vault.walk(source) if e.type == "f")
             with progress_bar(total, "downloading") as bar:
-                vault.get_tree(source, dest, progress=bar)
+                transfer.get_tree(vault, source, dest, progress=bar)
         else:
             with progress_bar(entry.size, "downloading") as bar:
-                vault.download_to(entry, dest, overwrite=force)
+                transfer.download_to(vault, entry, dest, overwrite=force)
                 bar(entry.size)
 
 

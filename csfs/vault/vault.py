@@ -17,12 +17,10 @@ import os
 import posixpath
 import queue
 import random
-import stat
 import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from typing import Any, BinaryIO, TypeVar
 
@@ -59,7 +57,15 @@ from csfs.errors import (
     UsageError,
 )
 from csfs.store import Store
-from csfs.vault.access import AccessLog, Pins, check_member_name, default_config_dir
+from csfs.vault.access import (
+    AccessLog,
+    Notice,
+    Pins,
+    check_member_name,
+    default_config_dir,
+    notice_key,
+    seal_notice,
+)
 from csfs.vault.crashpoint import crash_point
 from csfs.vault.layout import (
     HEADER_KEY,
@@ -72,13 +78,6 @@ from csfs.vault.layout import (
     new_version,
     read_limited,
     read_limited_with_etag,
-)
-from csfs.vault.localfs import (
-    LocalItem,
-    current_umask,
-    local_mode,
-    open_destination,
-    scan_local_tree,
 )
 from csfs.vault.manifest import MAX_MANIFEST_OBJECT, DirectoryManifest, Entry, check_name
 from csfs.vault.state import VaultState, default_state_dir
@@ -777,9 +776,7 @@ class Vault:
 
     # -- directories and links ----------------------------------------------------------
 
-    def mkdir(
-        self, path: str, mode: int = 0o755, *, parents: bool = False, **meta: Any
-    ) -> Entry:
+    def mkdir(self, path: str, mode: int = 0o755, *, parents: bool = False, **meta: Any) -> Entry:
         """``meta``: further Entry fields of the new directory (owner, for example)."""
         parts = split_path(path)
         if parents:
@@ -1156,10 +1153,7 @@ class Vault:
         """
         parent, _ = self.load_dir(parent_id)
         node = new_id()
-        with tempfile.TemporaryFile(dir=self.tmp_dir) as tmp:
-            self.read_file(new, tmp)
-            tmp.seek(0)
-            version, length = self.upload_version(node, tmp, parent)
+        version, length = self.reencrypt_version(new, parent, node)
         copy = replace(new, id=node, version=version, size=length)
 
         def add(m: DirectoryManifest) -> Entry:
@@ -1167,6 +1161,79 @@ class Vault:
             return copy
 
         return self.update_dir(parent_id, add)
+
+    def reencrypt_version(
+        self, entry: Entry, recipients_from: DirectoryManifest, node_id: str | None = None
+    ) -> tuple[int, int]:
+        """Upload ``entry``'s bytes again as a new version (of ``node_id``, if given) under
+        a fresh key; returns (version, length) as upload_version does.
+
+        The decryption feeds the encryption through a pipe: the plaintext never
+        touches the local disk, and memory stays bounded whatever the file's size.
+        """
+        rfd, wfd = os.pipe()
+        failed: list[BaseException] = []
+        with open(rfd, "rb") as src:
+            with open(wfd, "wb") as dst:
+
+                def pump() -> None:
+                    try:
+                        self.read_file(entry, dst)
+                    except BaseException as exc:  # re-raised below
+                        failed.append(exc)
+                    finally:
+                        with contextlib.suppress(OSError):
+                            dst.close()
+
+                reader = threading.Thread(target=pump, name="csfs-reencrypt", daemon=True)
+                reader.start()
+                try:
+                    version, length = self.upload_version(node_id or entry.id, src, recipients_from)
+                finally:
+                    src.close()  # a failed upload: the reader gets EPIPE and stops
+                    reader.join()
+        if failed:
+            # What was uploaded is cut short: never committed, collected by fsck.
+            raise failed[0]
+        if length != entry.size:
+            raise IntegrityError("a file's length differs from its manifest entry")
+        return version, length
+
+    # -- named store operations for the owner's tools (sharing) -----------------------
+
+    def create_manifest(self, manifest: DirectoryManifest) -> None:
+        """Write the first version of a manifest (a file share's pointer); refused by
+        the store if one exists."""
+        self.store.put(
+            manifest_key(manifest.dir_id),
+            manifest.seal(self.vault_id, self.identity),
+            if_none_match=True,
+        )
+        self.state.observe(manifest.dir_id, manifest.version)
+
+    def post_notice(self, notice: Notice, seq: int, to: Recipient) -> None:
+        """Write a share notice for its member (format.md 7.4), sealed to ``to``."""
+        self.store.put(
+            notice_key(notice.id),
+            seal_notice(notice, seq, self.header, self.identity, to),
+            if_none_match=True,
+        )
+
+    def envelope_with_etag(self, file_id: str, version: int) -> tuple[bytes, str]:
+        """A version's key envelope as stored (bounded read), and its etag."""
+        key = envelope_key(file_id, version)
+        return read_limited_with_etag(self.store, key, MAX_ENVELOPE_SIZE, "key envelope")
+
+    def replace_envelope(self, file_id: str, version: int, raw: bytes, etag: str) -> None:
+        """Store a re-wrapped envelope if the store still holds the one read (``etag``);
+        PreconditionFailed otherwise."""
+        self.store.put(envelope_key(file_id, version), raw, if_match=etag)
+
+    def delete_version(self, file_id: str, version: int) -> None:
+        """Delete a superseded version's objects; those already gone are fine."""
+        for key in (content_key(file_id, version), envelope_key(file_id, version)):
+            with contextlib.suppress(NotFound):
+                self.store.delete(key)
 
     def write_file(
         self, path: str, src: BinaryIO, *, mode: int | None = None, mtime_ns: int | None = None
@@ -1285,206 +1352,6 @@ class Vault:
                 manifest = self.load_dir(entry.id, fresh=fresh)[0]
                 for name, child in sorted(manifest.entries.items(), reverse=True):
                     stack.append((posixpath.join(path, name), child))
-
-    def put_tree(
-        self,
-        local_dir: str,
-        path: str,
-        *,
-        workers: int = 16,
-        progress: Callable[[int], None] | None = None,
-    ) -> int:
-        """Upload a local tree: all file objects in parallel, then one manifest switch
-        per directory. Returns the number of files. The whole tree is checked first
-        (UTF-8 names; only files, folders and symbolic links, a link stored as a link
-        and never followed), so a refusal leaves the vault as it was."""
-        items = scan_local_tree(local_dir)
-        by_folder: dict[tuple[str, ...], list[LocalItem]] = {(): []}
-        for item in items:
-            by_folder.setdefault(tuple(item.parts[:-1]), []).append(item)
-            if item.type == "d":
-                by_folder.setdefault(tuple(item.parts), [])
-        if not self.exists(path):
-            self.mkdir(path, parents=True)
-        count = 0
-        for rel, children in by_folder.items():  # parents first: dicts keep insertion order
-            root = os.path.join(local_dir, *rel)
-            vpath = posixpath.join(path, *rel)
-            dir_entry = self.lookup(vpath)
-            if dir_entry.type != "d":
-                raise NotADirectory(f"{vpath} exists in the vault and is not a folder")
-            manifest, _ = self.load_dir(dir_entry.id)
-            for item in children:
-                name = item.parts[-1]
-                cur = manifest.entries.get(name)
-                if cur is not None and cur.type != item.type:
-                    raise AlreadyExists(
-                        f"{posixpath.join(vpath, name)} exists in the vault as another kind "
-                        "of entry; not replaced"
-                    )
-            for item in children:
-                name = item.parts[-1]
-                if item.type == "d" and name not in manifest.entries:
-                    self.mkdir(posixpath.join(vpath, name), mode=stat.S_IMODE(item.st.st_mode))
-            regular = [i.parts[-1] for i in children if i.type == "f"]
-            links = {i.parts[-1]: i.target for i in children if i.type == "l"}
-
-            def upload(
-                name: str, root: str = root, manifest: DirectoryManifest = manifest
-            ) -> tuple[str, Entry, Entry | None]:
-                local = os.path.join(root, name)
-                st = os.stat(local)
-                base = manifest.entries.get(name)
-                file_id = base.id if base is not None and base.type == "f" else new_id()
-                with open(local, "rb") as f:
-                    version, length = self.upload_version(file_id, f, manifest)
-                if progress:
-                    progress(length)
-                return (
-                    name,
-                    Entry(
-                        file_id,
-                        "f",
-                        mode=stat.S_IMODE(st.st_mode),
-                        size=length,
-                        mtime_ns=st.st_mtime_ns,
-                        version=version,
-                    ),
-                    base,
-                )
-
-            with ThreadPoolExecutor(max_workers=workers) as pool:
-                results = list(pool.map(upload, regular))
-            link_entries = sorted(links.items())
-
-            def switch_all(
-                m: DirectoryManifest,
-                results: list[tuple[str, Entry, Entry | None]] = results,
-                link_entries: list[tuple[str, str]] = link_entries,
-            ) -> list[tuple[str, Entry]]:
-                lost = []
-                for name, new, base in results:
-                    cur = m.entries.get(name)
-                    if cur is None or same_version(cur, base):
-                        m.entries[name] = new
-                    else:
-                        lost.append((name, new))
-                for name, target in link_entries:
-                    cur = m.entries.get(name)
-                    if cur is None or (cur.type == "l" and cur.target != target):
-                        m.entries[name] = Entry(
-                            new_id(), "l", mode=0o777, mtime_ns=time.time_ns(), target=target
-                        )
-                return lost
-
-            if results or link_entries:
-                for name, new in self.update_dir(dir_entry.id, switch_all):
-                    self.conflict_copy(dir_entry.id, name, new)
-            count += len(results)
-        return count
-
-    def download_plan(self, path: str) -> list[tuple[list[str], Entry]]:
-        """Every (parts below ``path``, entry) to download, parents first. A folder met
-        again on its own path (a cycle) or listed twice is refused, before anything
-        is written: a tree written by someone else must not make a download endless,
-        exponential, or silently incomplete."""
-        top = self.lookup(path)
-        base = "/" + "/".join(split_path(path))
-        plan: list[tuple[list[str], Entry]] = []
-        first_seen: dict[str, str] = {top.id: base}
-        stack: list[tuple[list[str], Entry, frozenset[str]]] = [([], top, frozenset({top.id}))]
-        while stack:
-            parts, entry, above = stack.pop()
-            plan.append((parts, entry))
-            if entry.type != "d":
-                continue
-            manifest = self.load_dir(entry.id)[0]
-            for name, child in sorted(manifest.entries.items(), reverse=True):
-                shown = posixpath.join(base, *parts, name)
-                if child.type == "d":
-                    if child.id in above:
-                        raise IntegrityError(cycle_message(shown))
-                    if child.id in first_seen:
-                        raise IntegrityError(
-                            f"a folder is listed twice in the vault: {shown} and "
-                            f"{first_seen[child.id]}; nothing downloaded",
-                            hint="a writer made this tree; run csfs fsck",
-                        )
-                    first_seen[child.id] = shown
-                    stack.append(([*parts, name], child, above | {child.id}))
-                else:
-                    stack.append(([*parts, name], child, above))
-        return plan
-
-    def get_tree(
-        self,
-        path: str,
-        local_dir: str,
-        *,
-        workers: int = 16,
-        progress: Callable[[int], None] | None = None,
-    ) -> int:
-        """Download a tree into ``local_dir`` (docs/design.md, downloads): nothing below
-        ``local_dir`` is followed if it is a symbolic link, each file lands via a temp
-        file and a rename, modes are masked by the umask, and folder modes are set
-        once their contents are in. Files and links replace files and links of an
-        earlier download; a folder is never replaced. Returns the file count."""
-        plan = self.download_plan(path)
-        umask = current_umask()
-        dest, _ = open_destination(local_dir, tree=True)
-        failed = True
-        try:
-            jobs: list[tuple[list[str], Entry]] = []
-            folders: list[tuple[list[str], Entry]] = []
-            for parts, entry in plan:
-                if entry.type == "d":
-                    if parts:
-                        dest.make_folder(parts)
-                    folders.append((parts, entry))
-                elif entry.type == "l":
-                    dest.place_link(parts, entry.target, overwrite=True)
-                elif entry.type == "f":
-                    jobs.append((parts, entry))
-                # FIFOs, sockets and devices have no content to download: skipped.
-
-            def download(job: tuple[list[str], Entry]) -> None:
-                parts, entry = job
-                dest.write_file(
-                    parts,
-                    entry,
-                    lambda f: self.read_file(entry, f),
-                    umask=umask,
-                    overwrite=True,
-                )
-                if progress:
-                    progress(entry.size)
-
-            with ThreadPoolExecutor(max_workers=workers) as pool:
-                list(pool.map(download, jobs))
-            for parts, entry in reversed(folders):  # children first: a read-only folder last
-                dest.set_folder(parts, local_mode(entry.mode, umask), entry.mtime_ns)
-            failed = False
-        finally:
-            dest.close(failed=failed)
-        return len(jobs)
-
-    def download_to(self, entry: Entry, local: str, *, overwrite: bool = False) -> None:
-        """Decrypt ``entry`` into ``local`` atomically: no partial plaintext on failure,
-        the mode masked by the umask, an existing file replaced only with ``overwrite``."""
-        dest, parts = open_destination(local, tree=False)
-        try:
-            if entry.type == "l":
-                dest.place_link(parts, entry.target, overwrite=overwrite)
-            else:
-                dest.write_file(
-                    parts,
-                    entry,
-                    lambda f: self.read_file(entry, f),
-                    umask=current_umask(),
-                    overwrite=overwrite,
-                )
-        finally:
-            dest.close(failed=False)
 
 
 class _PartSink:

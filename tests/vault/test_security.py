@@ -25,6 +25,7 @@ from csfs.errors import (
     NoMatchingKeyError,
 )
 from csfs.vault import DirectoryManifest, Vault
+from csfs.vault import transfer
 from csfs.vault.fsck import fsck
 from csfs.vault.layout import (
     HEADER_KEY,
@@ -67,7 +68,7 @@ def secret_tree(moto_vault: Vault, tmp_path: Path) -> Vault:
     make_tree(src, {rel: _content(n) for rel, n in EXACT_SIZES.items()},
               dirs=("SECRETDIR_empty",),
               links={"SECRETDIR_beta/SECRETLINK_zeta": "SECRETTARGET_eta"})
-    assert moto_vault.put_tree(src, "/SECRETDIR_top") == len(EXACT_SIZES)
+    assert transfer.put_tree(moto_vault, src, "/SECRETDIR_top") == len(EXACT_SIZES)
     link = moto_vault.lookup("/SECRETDIR_top/SECRETDIR_beta/SECRETLINK_zeta")
     assert link.target == "SECRETTARGET_eta"
     assert moto_vault.listdir("/SECRETDIR_top/SECRETDIR_empty") == {}

@@ -12,6 +12,7 @@ import pytest
 
 from csfs.errors import NotFound, UsageError
 from csfs.vault import Vault
+from csfs.vault import transfer
 from csfs.vault.layout import content_key, envelope_key
 from tests.vault.conftest import make_tree, read_bytes, write_bytes
 
@@ -217,16 +218,16 @@ def test_put_get_tree(vault: Vault, tmp_path: Path) -> None:
         "x/y.txt": b"y" * 17,
     }, dirs=("emptydir", "a/b/emptier"), links={"a/link": "../top.txt", "dangling": "nowhere"})
     os.chmod(os.path.join(src, "top.txt"), 0o600)
-    n = vault.put_tree(src, "/up")
+    n = transfer.put_tree(vault, src, "/up")
     assert n == 5
     assert vault.lookup("/up/a/link").target == "../top.txt"
     assert vault.listdir("/up/emptydir") == {}
     dst = str(tmp_path / "dst")
-    assert vault.get_tree("/up", dst) == 5
+    assert transfer.get_tree(vault, "/up", dst) == 5
     assert _tree_snapshot(dst) == _tree_snapshot(src)
     # putting the same tree again makes new versions of the same nodes, no conflicts
     before = vault.lookup("/up/a/one.txt")
-    vault.put_tree(src, "/up")
+    transfer.put_tree(vault, src, "/up")
     after = vault.lookup("/up/a/one.txt")
     assert after.id == before.id and after.version != before.version
     assert not any("conflict" in n for n in vault.listdir("/up/a"))
