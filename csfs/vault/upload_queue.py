@@ -81,6 +81,28 @@ class Record:
         return [content_key(self.file_id, self.version), envelope_key(self.file_id, self.version)]
 
 
+@dataclass
+class NamespaceOp:
+    """A namespace change made while the store was unreachable (or while earlier
+    ones still waited): applied in order before the next upload commit, each as
+    conditional as its online form (format.md 5.5, 8.1)."""
+
+    seq: int
+    kind: str  # mkdir | remove | rename | setattr
+    node_id: str
+    parent_id: str
+    name: str
+    # The entry as the mount shows it after the change (Entry.to_json): the new
+    # folder, the moved entry, the changed entry; None for a removal.
+    entry: dict[str, Any] | None = None
+    version: int | None = None  # remove: the file version seen (None: a folder)
+    dst_parent_id: str = ""  # rename
+    dst_name: str = ""
+    replaces: list[Any] | None = None  # rename: [node id, version] seen at the target
+    readers: list[str] = field(default_factory=list)  # mkdir: the new folder's readers
+    fields: list[str] = field(default_factory=list)  # setattr: the entry fields changed
+
+
 class UploadQueue:
     """Sealed versions on their way to the store, durable across a crash or kill -9.
 
@@ -102,6 +124,7 @@ class UploadQueue:
         on_error: Callable[[str], None] | None = None,
         workers: int = 8,
         before_upload: Callable[[Record], None] | None = None,
+        apply_op: Callable[[NamespaceOp], None] | None = None,
     ) -> None:
         self.vault = vault
         self.cache = cache
@@ -115,6 +138,10 @@ class UploadQueue:
         self.seq = 0
         # What renames of not yet queued files replaced: file id -> [node id, version].
         self.replacing: dict[str, list[Any]] = {}
+        self.ops: list[NamespaceOp] = []  # in seq order
+        # Applies one namespace change to the store (the file system's; set before
+        # the uploader starts, as changes queued by the last mount go at once).
+        self.apply_op = apply_op
         self.errors: dict[str, str] = {}  # message -> when last seen; cleared once uploads work
         self.quarantined: dict[str, dict[str, Any]] = {}
         self.on_error = on_error
@@ -180,6 +207,15 @@ class UploadQueue:
             self.seq = max(self.seq, rec.seq)
             for key in rec.keys:
                 self.cache.set_pinned(key, True)
+        for name in os.listdir(self.dir):
+            if name.endswith(".op"):
+                try:
+                    op = NamespaceOp(**self._open(os.path.join(self.dir, name)))
+                except (CsfsError, OSError, ValueError, TypeError):
+                    continue
+                self.ops.append(op)
+                self.seq = max(self.seq, op.seq)
+        self.ops.sort(key=lambda op: op.seq)
         for name in sorted(os.listdir(self.quarantine_dir)):
             try:
                 q = self._open(os.path.join(self.quarantine_dir, name))
@@ -192,7 +228,24 @@ class UploadQueue:
     def _write(self, rec: Record) -> None:
         _write_atomic(self._path(rec), self._seal(rec.file_id, asdict(rec)))
 
+    def _op_path(self, op: NamespaceOp) -> str:
+        return os.path.join(self.dir, f"{op.node_id}-{op.seq:016x}.op")
+
     # -- API used by the file system -----------------------------------------------------
+
+    def add_op(self, op: NamespaceOp) -> None:
+        """Queue a namespace change durably, after everything queued before it."""
+        with self.lock:
+            self.seq += 1
+            op.seq = self.seq
+            _write_atomic(self._op_path(op), self._seal(op.node_id, asdict(op)))
+            self.ops.append(op)
+            self.lock.notify_all()
+        crash_point("queued-change")
+
+    def pending_ops(self) -> list[NamespaceOp]:
+        with self.lock:
+            return list(self.ops)
 
     def pending(self, file_id: str) -> Record | None:
         with self.lock:
@@ -271,7 +324,7 @@ class UploadQueue:
         """Block until ``file_id`` (or everything) is in the store; False on timeout."""
         deadline = None if timeout is None else time.monotonic() + timeout
         with self.lock:
-            while (file_id in self.records) if file_id else self.records:
+            while (file_id in self.records) if file_id else (self.records or self.ops):
                 remaining = None if deadline is None else deadline - time.monotonic()
                 if remaining is not None and remaining <= 0:
                     return False
@@ -283,6 +336,7 @@ class UploadQueue:
             recs = [r for r in self.records.values() if not r.deleted]
             return {
                 "pending_files": len(recs),
+                "pending_changes": len(self.ops),
                 "pending_bytes": sum(r.size for r in recs),
                 "errors": [f"{when} upload failed: {msg}" for msg, when in self.errors.items()],
                 "quarantined": [
@@ -312,7 +366,9 @@ class UploadQueue:
         backoff = 0.2
         while True:
             with self.lock:
-                while not self.stopping and not (set(self.records) - self.inflight):
+                while not self.stopping and not (set(self.records) - self.inflight) and not (
+                    self.ops
+                ):
                     self.lock.wait(timeout=1.0)
                 if self.stopping:
                     return
@@ -323,6 +379,7 @@ class UploadQueue:
                 self.inflight.update(r.file_id for r in batch)
                 self.inflight_seqs.update(r.seq for r in batch)
             try:
+                self._apply_ops()  # first: a queued file may be in a folder made offline
                 self._process(batch)
                 backoff = 0.2
             except Exception as exc:
@@ -359,6 +416,31 @@ class UploadQueue:
             if self.vault.offline and self.vault.probe():
                 log.info("the store answers again: uploading what is pending")
                 with self.lock:
+                    self.lock.notify_all()
+
+    def _apply_ops(self) -> None:
+        """Apply the queued namespace changes in order. One the store refuses for good
+        (a conflict it cannot merge) is dropped with an error: the entries stay as the
+        store has them, nothing is removed, and the rest go on."""
+        while True:
+            with self.lock:
+                if not self.ops or self.apply_op is None:
+                    return
+                op = self.ops[0]
+            with self.vault.commit_lock:
+                try:
+                    self.apply_op(op)
+                except TransientStoreError:
+                    raise
+                except Exception as exc:  # one bad change must not hold up the queue
+                    why = exc.message if isinstance(exc, CsfsError) else repr(exc)
+                    # (no name in the log: mount logs hold no paths unless asked)
+                    log.warning("a queued %s could not be applied: %s", op.kind, type(exc).__name__)
+                    self._note_error(f"a queued {op.kind} of {op.name!r} failed: {why}")
+                with self.lock:
+                    self.ops.remove(op)
+                    with contextlib.suppress(FileNotFoundError):
+                        os.unlink(self._op_path(op))
                     self.lock.notify_all()
 
     def _process(self, batch: list[Record]) -> None:

@@ -91,6 +91,8 @@ from csfs.vault.manifest import MAX_MANIFEST_OBJECT, DirectoryManifest, Entry, c
 from csfs.vault.state import VaultState, default_state_dir
 
 T = TypeVar("T")
+# A folder as the mount shows it, given how to load the stored one (Vault.overlay).
+Overlay = Callable[[str, Callable[[], DirectoryManifest]], DirectoryManifest | None]
 SMALL_FILE = 8 << 20  # payloads up to this size are built in memory, larger ones in a temp file
 MAX_RETRIES = 50
 _EXTENDED = "a file's ciphertext is longer than its directory entry allows: extended or replaced"
@@ -153,6 +155,11 @@ class Vault:
         # mount serves and seals against while the store is unreachable (offline mode).
         self._known: LRUCache[str, tuple[DirectoryManifest, str]] = LRUCache(maxsize=16384)
         self.offline_since: float | None = None  # wall-clock time the store stopped answering
+        # The mount's own view of a folder with its queued namespace changes applied
+        # (None: no change pending there); see view_dir. Not for commits, which start
+        # from the store's manifest.
+        self.overlay: Overlay | None = None
+        self._store_view = threading.local()  # .on: this thread applies queued changes
         self._lock = threading.RLock()
         self.state.pin_header(header.digest)
         self.access = AccessLog(
@@ -340,13 +347,42 @@ class Vault:
 
     def known_dir(self, dir_id: str) -> DirectoryManifest:
         """The last verified manifest of a directory, however old, with no round trip
-        (sealing a file needs nothing from the store); loaded if never seen."""
+        (sealing a file needs nothing from the store); loaded if never seen. A folder
+        made offline is known by its queued mkdir."""
         virtual = self._virtual.get(dir_id)
         if virtual is not None:
             return virtual
+
+        def known() -> DirectoryManifest:
+            with self._lock:
+                found = self._known.get(dir_id)
+            return found[0] if found is not None else self.load_dir(dir_id)[0]
+
+        return self._overlaid(dir_id, known)
+
+    def view_dir(self, dir_id: str) -> DirectoryManifest:
+        """A folder as this client shows it: the store's manifest with the namespace
+        changes queued here (offline) applied."""
+        return self._overlaid(dir_id, lambda: self.load_dir(dir_id)[0])
+
+    def _overlaid(self, dir_id: str, base: Callable[[], DirectoryManifest]) -> DirectoryManifest:
+        if self.overlay is None or getattr(self._store_view, "on", False):
+            return base()
+        view = self.overlay(dir_id, base)
+        return base() if view is None else view
+
+    @contextlib.contextmanager
+    def store_view(self) -> Iterator[None]:
+        """Paths resolve in the store's manifests only (applying queued changes)."""
+        self._store_view.on = True
+        try:
+            yield
+        finally:
+            self._store_view.on = False
+
+    def note_parent(self, node_id: str, parent_id: str) -> None:
         with self._lock:
-            known = self._known.get(dir_id)
-        return known[0] if known is not None else self.load_dir(dir_id)[0]
+            self._parents.setdefault(node_id, set()).add(parent_id)
 
     @property
     def shared_view(self) -> bool:
@@ -681,19 +717,28 @@ class Vault:
                 with self._lock:
                     self.pointer_errors = [*self.pointer_errors[-20:], exc.message]
 
-    def new_directory(self, parent: DirectoryManifest, mode: int) -> str:
+    def new_directory(
+        self, parent: DirectoryManifest, mode: int, dir_id: str | None = None, *, put: bool = True
+    ) -> DirectoryManifest:
+        """A new empty folder's manifest (put in the store unless ``put`` is False:
+        a folder made offline). With ``dir_id``: that id (a queued mkdir, applied
+        again after a crash: the manifest may be in the store already)."""
         self.check_writable(parent.dir_id)
-        dir_id = new_id()
-        with self._lock:
-            self._parents.setdefault(dir_id, set()).add(parent.dir_id)
+        dir_id = dir_id or new_id()
+        self.note_parent(dir_id, parent.dir_id)
         readers = self._log_checked(dir_id, parent.readers)
         child = DirectoryManifest(
             dir_id, version=1, readers=readers, mtime_ns=time.time_ns(), mode=mode
         )
-        self.store.put(
-            manifest_key(dir_id), child.seal(self.vault_id, self.identity), if_none_match=True
-        )
-        return dir_id
+        if put:
+            with contextlib.suppress(PreconditionFailed):
+                # Only ours: a random 128-bit id. Taken already by an earlier attempt.
+                self.store.put(
+                    manifest_key(dir_id),
+                    child.seal(self.vault_id, self.identity),
+                    if_none_match=True,
+                )
+        return child
 
     # -- paths --------------------------------------------------------------------
 
@@ -717,7 +762,7 @@ class Vault:
         for i, name in enumerate(parts):
             if entry.type != "d":
                 raise NotADirectory(f"not a directory: /{'/'.join(parts[:i])}")
-            manifest, _ = self.load_dir(entry.id)
+            manifest = self.view_dir(entry.id)
             found = manifest.entries.get(name)
             if found is None:
                 raise NotFound(f"no such file or directory: /{'/'.join(parts[: i + 1])}")
@@ -742,7 +787,7 @@ class Vault:
         entry = self.lookup(path)
         if entry.type != "d":
             raise NotADirectory(f"not a directory: {path}")
-        return dict(self.load_dir(entry.id)[0].entries)
+        return dict(self.view_dir(entry.id).entries)
 
     def exists(self, path: str) -> bool:
         try:
@@ -768,7 +813,11 @@ class Vault:
                 return parent.entries[name]
             raise AlreadyExists(f"already exists: {path}")
         entry = Entry(
-            self.new_directory(parent, mode), "d", mode=mode, mtime_ns=time.time_ns(), **meta
+            self.new_directory(parent, mode).dir_id,
+            "d",
+            mode=mode,
+            mtime_ns=time.time_ns(),
+            **meta,
         )
 
         def add(m: DirectoryManifest) -> Entry:
@@ -825,14 +874,30 @@ class Vault:
         return self.update_dir(parent_id, change, touch=False)
 
     def remove(
-        self, path: str, *, recursive: bool = False, expect_dir: bool | None = None
-    ) -> Entry:
+        self,
+        path: str,
+        *,
+        recursive: bool = False,
+        expect_dir: bool | None = None,
+        expect: tuple[str, int | None] | None = None,
+        own_versions: Callable[[str], set[int]] | None = None,
+    ) -> Entry | None:
+        """Remove ``path``; the removed entry. With ``expect`` (the node id and, if
+        known, version the caller saw there) it removes only that: if the name holds
+        another node by the switch, or a version of it the caller did not see (and
+        ``own_versions(id)`` does not name), that is newer than the removal and stays;
+        None then."""
         parent_id, name = self.parent_of(path)
 
-        def drop(m: DirectoryManifest) -> Entry:
+        def drop(m: DirectoryManifest) -> Entry | None:
             cur = m.entries.get(name)
             if cur is None:
                 raise NotFound(f"no such file or directory: {path}")
+            if expect is not None and cur.id != expect[0]:
+                return None
+            if expect is not None and expect[1] is not None and cur.version != expect[1]:
+                if cur.version not in (own_versions(cur.id) if own_versions else set()):
+                    return None
             if expect_dir is True and cur.type != "d":
                 raise NotADirectory(f"not a directory: {path}")
             if expect_dir is False and cur.type == "d":
@@ -955,16 +1020,54 @@ class Vault:
             moved = newer
         raise ContentionError("gave up after repeated concurrent changes to a moved file")
 
-    def remove_if(self, dir_id: str, name: str, node_id: str, version: int) -> None:
-        """Remove ``name`` only if it still holds that version: a newer one written
-        meanwhile by another client stays."""
+    def remove_if(
+        self,
+        dir_id: str,
+        name: str,
+        node_id: str,
+        version: int | None,
+        own_versions: Callable[[str], set[int]] | None = None,
+    ) -> None:
+        """Remove ``name`` only if it still holds that node at that version (None:
+        any; ``own_versions(id)``: also those): a newer one written meanwhile by
+        another client stays. A folder is removed only while empty."""
 
         def drop(m: DirectoryManifest) -> None:
             cur = m.entries.get(name)
-            if cur is not None and cur.id == node_id and cur.version == version:
-                del m.entries[name]
+            if cur is None or cur.id != node_id:
+                return
+            mine = own_versions(cur.id) if own_versions is not None else set()
+            if version is not None and cur.version != version and cur.version not in mine:
+                return
+            if cur.type == "d" and self.load_dir(cur.id)[0].entries:
+                raise DirectoryNotEmpty(f"another client put files in {name!r} meanwhile")
+            del m.entries[name]
 
         self.update_dir(dir_id, drop)
+
+    def add_directory(self, dir_id: str, name: str, entry: Entry) -> None:
+        """Put a folder made offline (``entry.id``) into ``dir_id`` under ``name``, or,
+        if another client took the name meanwhile, under a conflict name."""
+        parent, _ = self.load_dir(dir_id)
+        self.new_directory(parent, entry.mode, entry.id)
+
+        def add(m: DirectoryManifest) -> None:
+            if any(e.id == entry.id for e in m.entries.values()):
+                return  # added already (applied again after a crash)
+            at = name if name not in m.entries else conflict_name(name, m.entries, self.identity)
+            m.entries[at] = entry
+
+        self.update_dir(dir_id, add)
+
+    def set_entry(self, dir_id: str, name: str, node_id: str, changes: dict[str, Any]) -> None:
+        """Change fields of the entry ``name`` if it still holds ``node_id``."""
+
+        def change(m: DirectoryManifest) -> None:
+            cur = m.entries.get(name)
+            if cur is not None and cur.id == node_id:
+                m.entries[name] = replace(cur, **changes)
+
+        self.update_dir(dir_id, change, touch=False)
 
     def path_of(self, dir_id: str) -> str | None:
         """The path of a directory as this client knows it (for messages); None if unknown."""
