@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import io
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import replace
-from typing import BinaryIO
+from typing import BinaryIO, Protocol
 
 from cryptography.hazmat.primitives.asymmetric import ed25519
 
@@ -30,6 +30,7 @@ from csfs.crypto.stream import (
     DEFAULT_CHUNK_SHIFT,
     HEADER_SIZE,
     MIN_CHUNK_SHIFT,
+    TAG_SIZE,
     ChunkCipher,
     PayloadHeader,
     PayloadKeys,
@@ -168,16 +169,29 @@ def _remaining_size(src: BinaryIO) -> int | None:
         return None
 
 
+class PayloadSink(Protocol):
+    """Where a payload is written: a local file (perhaps one that makes room when full)."""
+
+    def write(self, data: bytes | bytearray | memoryview, /) -> int: ...
+
+    def flush(self) -> None: ...
+
+    def fileno(self) -> int: ...
+
+    def close(self) -> None: ...
+
+
 class StreamSealer:
     """A new payload written incrementally, then sealed with its envelope.
 
     The mount uses it for files written front to back: each byte is encrypted
-    once, straight into the payload that will be uploaded.
+    once, straight into ``file``, the payload that will be uploaded.
     """
 
     def __init__(
-        self, dst: BinaryIO, context: Context, chunk_shift: int = DEFAULT_CHUNK_SHIFT
+        self, dst: PayloadSink, context: Context, chunk_shift: int = DEFAULT_CHUNK_SHIFT
     ) -> None:
+        self.file = dst
         self.context = context
         self.content_key = new_content_key()
         self.keys = PayloadKeys(self.content_key, PayloadHeader.new(chunk_shift))
@@ -190,16 +204,20 @@ class StreamSealer:
     def write(self, data: bytes | memoryview) -> None:
         self.writer.write(data)
 
-    def emitted_chunks(self) -> int:
-        return self.writer.chunks
-
-    def chunk_plaintext(self, index: int, data: bytes) -> bytes:
-        return self.writer.written_plaintext(index, data)
-
-    def pending_tail(self) -> bytes:
-        return bytes(self.writer.buf)
+    def replay(self, path: str) -> Iterator[bytes]:
+        """The plaintext written so far, in order: each chunk already sealed, read
+        back from ``path`` (where ``file`` writes) and checked, then the bytes held
+        back. For switching to random-access editing."""
+        self.file.flush()
+        cs = self.keys.header.chunk_size
+        with open(path, "rb") as rf:
+            for i in range(self.writer.chunks):
+                rf.seek(HEADER_SIZE + i * (cs + TAG_SIZE))
+                yield self.writer.written_plaintext(i, rf.read(cs + TAG_SIZE))
+        yield bytes(self.writer.buf)
 
     def finish(self, recipients: list[Recipient], signer: Identity) -> Envelope:
+        """Write the last chunks and return the signed envelope; ``file`` stays open."""
         length = self.writer.finish()
         return seal_envelope(
             self.content_key,
@@ -211,9 +229,17 @@ class StreamSealer:
             signer,
         )
 
+    def seal(self, recipients: list[Recipient], signer: Identity) -> Envelope:
+        """`finish`, then make the payload durable (fsync) and close ``file``."""
+        env = self.finish(recipients, signer)
+        self.file.flush()
+        os.fsync(self.file.fileno())
+        self.file.close()
+        return env
+
 
 def seal_sparse(
-    dst: BinaryIO,
+    dst: PayloadSink,
     context: Context,
     length: int,
     present: list[int],
@@ -235,7 +261,7 @@ def seal_sparse(
 
 
 def _seal_sparse(
-    dst: BinaryIO,
+    dst: PayloadSink,
     context: Context,
     length: int,
     present: list[int],

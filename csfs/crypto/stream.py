@@ -18,7 +18,7 @@ from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import BinaryIO
+from typing import BinaryIO, Protocol
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes
@@ -333,6 +333,10 @@ class ChunkCipher:
         self.size = HEADER_SIZE + self.padded + TAG_SIZE * self.count
         if self.map_size:
             self.size = -1  # unknown until load_map
+
+    def source_ref(self) -> SourceRef:
+        """How a delta names this version as its source (format.md 2.6)."""
+        return SourceRef(self.version, self.length, self.keys.header_hash, self.keys.content_key)
 
     @property
     def needs_map(self) -> bool:
@@ -793,7 +797,7 @@ def _decrypt_sparse(
 
 
 def encrypt_sparse(
-    dst: BinaryIO,
+    dst: _Writable,
     content_key: bytes,
     chunk_shift: int,
     payload_id: bytes,
@@ -893,6 +897,10 @@ def _read_full(src: BinaryIO, buf: bytearray | memoryview) -> int:
     return got
 
 
+class _Writable(Protocol):
+    def write(self, data: bytes | bytearray | memoryview, /) -> int: ...
+
+
 class PayloadWriter:
     """Incremental encryption of a payload whose plaintext arrives sequentially.
 
@@ -902,7 +910,7 @@ class PayloadWriter:
     which chunk is the last.
     """
 
-    def __init__(self, dst: BinaryIO, keys: PayloadKeys) -> None:
+    def __init__(self, dst: _Writable, keys: PayloadKeys) -> None:
         self.dst = dst
         self.keys = keys
         self.c = keys.header.chunk_size

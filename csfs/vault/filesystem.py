@@ -26,21 +26,20 @@ from typing import Any, TypeVar
 
 from cachetools import LRUCache
 
-from csfs.crypto import Recipient, parse_envelope
-from csfs.crypto.envelope import Context, rewrap_envelope
-from csfs.crypto.scratch import SCRATCH_CHUNK, ScratchFile
-from csfs.crypto.sealed import StreamSealer, open_envelope, seal_sparse
-from csfs.crypto.stream import (
-    HEADER_SIZE,
+from csfs.crypto import (
     MAX_PLAINTEXT,
     MAX_SOURCES,
-    TAG_SIZE,
+    SCRATCH_CHUNK,
     ChunkCipher,
-    Fetch,
+    Recipient,
+    ScratchFile,
     SourceRef,
-    SourceSet,
+    StreamSealer,
     chunk_count,
     padme,
+    parse_envelope,
+    rewrap_envelope,
+    seal_sparse,
 )
 from csfs.errors import (
     AlreadyExists,
@@ -66,6 +65,7 @@ from csfs.vault.layout import content_key, envelope_key, new_id, new_version
 from csfs.vault.manifest import DirectoryManifest, Entry, check_xattr_name, check_xattrs
 from csfs.vault.upload_queue import NamespaceOp, Record, UploadQueue, with_content
 from csfs.vault.vault import Vault, split_path
+from csfs.vault.versions import CacheSource, open_version, read_range
 
 C = SCRATCH_CHUNK
 T = TypeVar("T")
@@ -155,6 +155,7 @@ class FileSystem:
         self.read_only = read_only
         os.makedirs(cache_dir, mode=0o700, exist_ok=True)
         self.cache = ObjectCache(cache_dir, vault.store, cache_size)
+        self.source = CacheSource(self.cache)  # versions are read through the cache
         self.scratch_dir = os.path.join(cache_dir, "scratch")
         shutil.rmtree(self.scratch_dir, ignore_errors=True)  # keys died with the last process
         os.makedirs(self.scratch_dir, mode=0o700)
@@ -1122,36 +1123,33 @@ class FileSystem:
 
     # -- reading -----------------------------------------------------------------------
 
-    def _cipher(self, file_id: str, version: int) -> ChunkCipher:
+    def _cipher(self, file_id: str, version: int, length: int) -> ChunkCipher:
+        """A version opened through the cache by the one checked path (open_version);
+        ``length``: its plaintext length, as its entry or queued record says."""
         key = (file_id, version)
         with self.lock:  # cachetools caches are not thread-safe: a racing eviction raised
             cipher = self.ciphers.get(key)
         if cipher is None:
-            env = self.cache.get_small(envelope_key(file_id, version))
-            header = self.cache.read(content_key(file_id, version), 0, HEADER_SIZE)
-            _, cipher = open_envelope(
-                env,
-                header,
-                self.vault.identity,
-                context=self.vault.file_context(file_id, version),
-                allowed_signers=self.vault.signers_for(file_id),
-            )
-            if cipher.needs_map:
-                ckey = content_key(file_id, version)
-                cipher.load_map(self.cache.read(ckey, HEADER_SIZE, HEADER_SIZE + cipher.map_size))
+            entry = Entry(file_id, "f", size=length, version=version)
+            _, cipher = open_version(self.vault, entry, self.source)
             with self.lock:
                 self.ciphers[key] = cipher
             self._note_allocated(key, cipher.allocated())
             with self.allocated_lock:
                 self.stored_chunks[key] = cipher.stored()
+        elif cipher.length != length:
+            raise AuthenticationError("file size in its directory does not match its envelope")
         return cipher
 
-    def read_version(self, file_id: str, version: int, offset: int, size: int) -> bytes:
-        """Plaintext [offset, offset+size) of a version, decrypting only those chunks."""
+    def read_version(
+        self, file_id: str, version: int, length: int, offset: int, size: int
+    ) -> bytes:
+        """Plaintext [offset, offset+size) of a version of ``length`` bytes,
+        decrypting only those chunks."""
         if version == 0 or size <= 0:
             return b""
         try:
-            return self._read_version(file_id, version, offset, size)
+            return self._read_version(file_id, version, length, offset, size)
         except AuthenticationError:
             # A damaged cache entry must not pass for tampering in the store: refetch once.
             with self.lock:
@@ -1160,32 +1158,14 @@ class FileSystem:
                 self.cache.drop(content_key(file_id, ref.version))
             self.cache.drop(content_key(file_id, version))
             self.cache.drop(envelope_key(file_id, version))
-            return self._read_version(file_id, version, offset, size)
+            return self._read_version(file_id, version, length, offset, size)
 
-    def _read_version(self, file_id: str, version: int, offset: int, size: int) -> bytes:
-        cipher = self._cipher(file_id, version)
-        key = content_key(file_id, version)
-        return cipher.read_range(
-            lambda a, b: self.cache.read(key, a, b, size=cipher.size),
-            offset,
-            size,
-            self._sources(file_id, cipher) if cipher.delta else None,
-        )
-
-    def _sources(self, file_id: str, cipher: ChunkCipher) -> SourceSet:
-        """Opens a delta version's sources (format.md 2.6) through the cache."""
-
-        def fetch_for(version: int) -> Fetch:
-            key = content_key(file_id, version)
-
-            def fetch(start: int, stop: int) -> bytes:
-                # The source's size bounds read-ahead once its map is known.
-                size = next((s.size for s in cipher.opened.values() if s.version == version), -1)
-                return self.cache.read(key, start, stop, size=size if size > 0 else None)
-
-            return fetch
-
-        return SourceSet(cipher, fetch_for)
+    def _read_version(
+        self, file_id: str, version: int, length: int, offset: int, size: int
+    ) -> bytes:
+        cipher = self._cipher(file_id, version, length)
+        entry = Entry(file_id, "f", size=length, version=version)
+        return read_range(self.vault, entry, cipher, offset, size, self.source)
 
     def read(self, fh: int, offset: int, size: int) -> bytes:
         of = self._handle(fh)
@@ -1194,24 +1174,21 @@ class FileSystem:
                 self._to_scratch(of)
             if of.state == "scratch":
                 return self._scratch_read(of, offset, size)
-            version, end = of.base_version, min(offset + size, of.size)
+            version, length = of.base_version, of.base_size
+            end = min(offset + size, of.size)
         # A sealed version never changes: read it without holding the file's lock,
         # so that the kernel's parallel read-ahead requests run side by side.
-        return self.read_version(of.file_id, version, offset, end - offset)
+        return self.read_version(of.file_id, version, length, offset, end - offset)
 
     # -- writing -----------------------------------------------------------------------
-
-    def _context(self, of: OpenFile) -> Context:
-        return self.vault.file_context(of.file_id, of.version)
 
     def _start_stream(self, of: OpenFile) -> None:
         """Begin a fresh version written front to back (a new or truncated file)."""
         self._discard(of)
         of.version = new_version()
         of.sealer_path = self.cache.path_for_new(content_key(of.file_id, of.version))
-        f = self.cache.open_new(of.sealer_path)
-        of.sealer = StreamSealer(f, self._context(of))  # type: ignore[arg-type]
-        of.sealer.file = f  # type: ignore[attr-defined]
+        context = self.vault.file_context(of.file_id, of.version)
+        of.sealer = StreamSealer(self.cache.open_new(of.sealer_path), context)
         of.state = "stream"
         of.size = 0
         of.base_limit = 0
@@ -1220,29 +1197,19 @@ class FileSystem:
         """Switch to random-access editing; keep what was streamed so far."""
         scratch = ScratchFile(os.path.join(self.scratch_dir, new_id()))
         if of.state == "stream" and of.sealer is not None:
-            sealer = of.sealer
-            f = sealer.file  # type: ignore[attr-defined]
-            f.flush()
-            cs = sealer.keys.header.chunk_size
-            with open(of.sealer_path, "rb") as rf:
-                buf = bytearray()
-                index = 0
-                for i in range(sealer.emitted_chunks()):
-                    rf.seek(HEADER_SIZE + i * (cs + TAG_SIZE))
-                    buf += sealer.chunk_plaintext(i, rf.read(cs + TAG_SIZE))
-                    while len(buf) >= C:
-                        piece = bytes(buf[:C])
-                        self.cache.roomy(functools.partial(scratch.write_chunk, index, piece))
-                        index += 1
-                        del buf[:C]
-                buf += sealer.pending_tail()
-                while buf:
-                    piece = bytes(buf[:C])
-                    whole = piece + bytes(C - len(piece))
+            buf = bytearray()
+            index = 0
+            for piece in of.sealer.replay(of.sealer_path):
+                buf += piece
+                while len(buf) >= C:
+                    whole = bytes(buf[:C])
                     self.cache.roomy(functools.partial(scratch.write_chunk, index, whole))
                     index += 1
                     del buf[:C]
-            f.close()
+            if buf:
+                last = bytes(buf) + bytes(C - len(buf))
+                self.cache.roomy(functools.partial(scratch.write_chunk, index, last))
+            of.sealer.file.close()
             os.unlink(of.sealer_path)
             of.sealer = None
             of.base_limit = 0  # everything now lives in the scratch file
@@ -1259,7 +1226,7 @@ class FileSystem:
         out = bytearray(C)
         if start < of.base_limit:
             base = self.read_version(
-                of.file_id, of.base_version, start, min(C, of.base_limit - start)
+                of.file_id, of.base_version, of.base_size, start, min(C, of.base_limit - start)
             )
             out[: len(base)] = base
         return out
@@ -1398,7 +1365,7 @@ class FileSystem:
                 # (a delta, format.md 2.6): an fsync uploads what changed.
                 inherit = self._inheritance(scratch_of, present)
                 env, _ = seal_sparse(
-                    f,  # type: ignore[arg-type]
+                    f,
                     self.vault.file_context(of.file_id, version),
                     scratch_of.size,
                     present,
@@ -1419,11 +1386,7 @@ class FileSystem:
                 self.stored_chunks[(of.file_id, version)] = len({*present, last} - set(inherit))
         else:
             assert of.sealer is not None
-            f = of.sealer.file  # type: ignore[attr-defined]
-            env = of.sealer.finish(recipients, self.vault.identity)
-            f.flush()
-            os.fsync(f.fileno())
-            f.close()
+            env = of.sealer.seal(recipients, self.vault.identity)
             of.sealer = None
         self._note_readers(of.file_id, of.version, recipients)
         ckey = content_key(of.file_id, of.version)
@@ -1460,7 +1423,7 @@ class FileSystem:
         present = set(of.scratch.present)
         if of.base_version and of.base_limit > 0:
             base_chunks = -(-of.base_limit // C)
-            cipher = self._cipher(of.file_id, of.base_version)
+            cipher = self._cipher(of.file_id, of.base_version, of.base_size)
             if cipher.map_size and cipher.chunk_size == C:
                 for first, n in cipher.extents:
                     present.update(range(first, min(first + n, base_chunks)))
@@ -1479,12 +1442,10 @@ class FileSystem:
         assert of.scratch is not None
         if not of.base_version or of.base_limit <= 0:
             return {}
-        base = self._cipher(of.file_id, of.base_version)
+        base = self._cipher(of.file_id, of.base_version, of.base_size)
         if base.chunk_size != C:
             return {}
-        base_ref = SourceRef(
-            of.base_version, base.length, base.keys.header_hash, base.keys.content_key
-        )
+        base_ref = base.source_ref()
         base_usable = self._in_store(of.file_id, of.base_version)
         written = of.scratch.present
         # Never a source's last chunk, nor this version's; nothing past the base's data.
@@ -1579,8 +1540,8 @@ class FileSystem:
             self.cache.put_local(ekey, raw.encode(), pinned=True)
             try:
                 # Uploaded before a crash, wrapped to the old readers: replace it.
-                _, etag = self.vault.store.get_with_etag(ekey)
-                self.vault.store.put(ekey, raw.encode(), if_match=etag)
+                _, etag = self.vault.envelope_with_etag(rec.file_id, rec.version)
+                self.vault.replace_envelope(rec.file_id, rec.version, raw.encode(), etag)
             except NotFound:
                 pass
             self._note_readers(rec.file_id, rec.version, recipients)
@@ -1614,7 +1575,9 @@ class FileSystem:
         try:
             with os.fdopen(fd, "wb") as f:
                 for offset in range(0, rec.size, 1 << 20):
-                    f.write(self.read_version(rec.file_id, rec.version, offset, 1 << 20))
+                    f.write(
+                        self.read_version(rec.file_id, rec.version, rec.size, offset, 1 << 20)
+                    )
                 f.flush()
                 os.fsync(f.fileno())
             os.replace(tmp, dest)

@@ -12,39 +12,22 @@ from __future__ import annotations
 import contextlib
 import functools
 import hashlib
-import io
-import os
 import posixpath
-import queue
 import random
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import replace
-from typing import Any, BinaryIO, TypeVar
+from typing import Any, TypeVar
 
 from cachetools import LRUCache, TTLCache
 
 from csfs.crypto import (
-    Context,
-    Envelope,
     Identity,
     Recipient,
-    encrypt_stream,
 )
-from csfs.crypto.envelope import KIND_FILE, MAX_ENVELOPE_SIZE
+from csfs.crypto.envelope import MAX_ENVELOPE_SIZE
 from csfs.crypto.keys import load_recipient_pem
-from csfs.crypto.sealed import decrypt_opened, max_payload_size, open_envelope
-from csfs.crypto.stream import (
-    HEADER_SIZE,
-    MAX_MAP_SIZE,
-    ChunkCipher,
-    Fetch,
-    SourceOpener,
-    SourceSet,
-    payload_size,
-)
 from csfs.errors import (
     AccessDenied,
     AlreadyExists,
@@ -65,6 +48,7 @@ from csfs.errors import (
     UsageError,
 )
 from csfs.store import Store
+from csfs.vault import versions
 from csfs.vault.access import (
     AccessLog,
     Notice,
@@ -83,7 +67,6 @@ from csfs.vault.layout import (
     envelope_key,
     manifest_key,
     new_id,
-    new_version,
     read_limited,
     read_limited_with_etag,
 )
@@ -93,9 +76,7 @@ from csfs.vault.state import VaultState, default_state_dir
 T = TypeVar("T")
 # A folder as the mount shows it, given how to load the stored one (Vault.overlay).
 Overlay = Callable[[str, Callable[[], DirectoryManifest]], DirectoryManifest | None]
-SMALL_FILE = 8 << 20  # payloads up to this size are built in memory, larger ones in a temp file
 MAX_RETRIES = 50
-_EXTENDED = "a file's ciphertext is longer than its directory entry allows: extended or replaced"
 VERSION_LIMIT = 1 << 63  # manifest versions at or above are format errors (format.md 5.3)
 
 
@@ -1094,58 +1075,16 @@ class Vault:
 
     # -- files --------------------------------------------------------------------------
 
-    def file_context(self, file_id: str, version: int) -> Context:
-        return Context(KIND_FILE, self.vault_id, bytes.fromhex(file_id), version)
-
-    def upload_version(
-        self,
-        file_id: str,
-        src: BinaryIO,
-        recipients_from: DirectoryManifest,
-        version: int | None = None,
-    ) -> tuple[int, int]:
-        """Encrypt ``src`` as a new version of ``file_id``; upload ciphertext, then envelope.
-
-        Returns (version, plaintext length). The manifest is not touched.
-        """
-        self.check_writable(recipients_from.dir_id)
-        version = version or new_version()
-        context = self.file_context(file_id, version)
-        recipients = self.recipients_for(recipients_from, file_id)
-        ckey = content_key(file_id, version)
-        if _known_size(src) <= SMALL_FILE:
-            buf = io.BytesIO()
-            env = encrypt_stream(src, buf, recipients, self.identity, context=context)
-            self.store.put(ckey, buf.getvalue(), if_none_match=True)
-        else:
-            # Large or of unknown size: encrypt in a thread while the parts upload.
-            env = self._encrypt_uploading(src, ckey, recipients, context)
-        self.store.put(envelope_key(file_id, version), env.encode(), if_none_match=True)
-        assert env.length is not None  # the writer knows it
-        return version, env.length
-
-    def _encrypt_uploading(
-        self, src: BinaryIO, key: str, recipients: list[Recipient], context: Context
-    ) -> Envelope:
-        """Encrypt ``src`` and upload the ciphertext at once, overlapping the two."""
-        sink = _PartSink()
-        result: list[Envelope] = []
-
-        def produce() -> None:
-            try:
-                result.append(encrypt_stream(src, sink, recipients, self.identity, context=context))  # type: ignore[arg-type]
-                sink.finish()
-            except BaseException as exc:
-                sink.fail(exc)
-
-        producer = threading.Thread(target=produce, name="csfs-encrypt", daemon=True)
-        producer.start()
-        try:
-            self.store.put_parts(key, sink.parts(), if_none_match=True)
-        finally:
-            sink.cancel()
-            producer.join()
-        return result[0]
+    # Version I/O lives in versions.py: one path that checks every version it opens.
+    file_context = versions.file_context
+    open_version = versions.open_version
+    read_file = versions.read_file
+    read_range = versions.read_range
+    sources = versions.sources
+    upload_version = versions.upload_version
+    reencrypt_version = versions.reencrypt_version
+    conflict_copy = versions.conflict_copy
+    write_file = versions.write_file
 
     def commit_file(self, parent_id: str, name: str, new: Entry, base: Entry | None) -> Entry:
         """Point ``name`` at ``new`` unless someone else changed it since ``base``.
@@ -1165,61 +1104,6 @@ class Vault:
 
         done = self.update_dir(parent_id, switch)
         return done if done is not None else self.conflict_copy(parent_id, name, new)
-
-    def conflict_copy(self, parent_id: str, name: str, new: Entry) -> Entry:
-        """Keep a losing version as ``name (conflict ...)`` under a node id of its own.
-
-        The version's objects are bound to their node id, so the copy is
-        re-encrypted under the new one; conflicts are rare, and this keeps every
-        node id unique in the tree.
-        """
-        parent, _ = self.load_dir(parent_id)
-        node = new_id()
-        version, length = self.reencrypt_version(new, parent, node)
-        copy = replace(new, id=node, version=version, size=length)
-
-        def add(m: DirectoryManifest) -> Entry:
-            m.entries[conflict_name(name, m.entries, self.identity)] = copy
-            return copy
-
-        return self.update_dir(parent_id, add)
-
-    def reencrypt_version(
-        self, entry: Entry, recipients_from: DirectoryManifest, node_id: str | None = None
-    ) -> tuple[int, int]:
-        """Upload ``entry``'s bytes again as a new version (of ``node_id``, if given) under
-        a fresh key; returns (version, length) as upload_version does.
-
-        The decryption feeds the encryption through a pipe: the plaintext never
-        touches the local disk, and memory stays bounded whatever the file's size.
-        """
-        rfd, wfd = os.pipe()
-        failed: list[BaseException] = []
-        with open(rfd, "rb") as src:
-            with open(wfd, "wb") as dst:
-
-                def pump() -> None:
-                    try:
-                        self.read_file(entry, dst)
-                    except BaseException as exc:  # re-raised below
-                        failed.append(exc)
-                    finally:
-                        with contextlib.suppress(OSError):
-                            dst.close()
-
-                reader = threading.Thread(target=pump, name="csfs-reencrypt", daemon=True)
-                reader.start()
-                try:
-                    version, length = self.upload_version(node_id or entry.id, src, recipients_from)
-                finally:
-                    src.close()  # a failed upload: the reader gets EPIPE and stops
-                    reader.join()
-        if failed:
-            # What was uploaded is cut short: never committed, collected by fsck.
-            raise failed[0]
-        if length != entry.size:
-            raise IntegrityError("a file's length differs from its manifest entry")
-        return version, length
 
     # -- named store operations for the owner's tools (sharing) -----------------------
 
@@ -1257,135 +1141,6 @@ class Vault:
             with contextlib.suppress(NotFound):
                 self.store.delete(key)
 
-    def write_file(
-        self, path: str, src: BinaryIO, *, mode: int | None = None, mtime_ns: int | None = None
-    ) -> Entry:
-        """Write ``src`` as the new content of ``path`` (created if missing)."""
-        parent_id, name = self.parent_of(path)
-        parent, _ = self.load_dir(parent_id)
-        base = parent.entries.get(name)
-        if base is not None and base.type == "d":
-            raise IsADirectory(f"is a directory: {path}")
-        file_id = base.id if base is not None and base.type == "f" else new_id()
-        version, length = self.upload_version(file_id, src, parent)
-        if mode is None:
-            mode = base.mode if base is not None and base.type == "f" else 0o644
-        new = Entry(
-            file_id,
-            "f",
-            mode=mode,
-            size=length,
-            mtime_ns=mtime_ns or time.time_ns(),
-            version=version,
-        )
-        return self.commit_file(parent_id, name, new, base)
-
-    def open_version(
-        self, entry: Entry, header: bytes | None = None
-    ) -> tuple[Envelope, ChunkCipher]:
-        """Fetch and check a file version's envelope and payload header."""
-        if entry.type != "f":
-            raise IsADirectory("not a regular file")
-        try:
-            env_raw = read_limited(
-                self.store, envelope_key(entry.id, entry.version), MAX_ENVELOPE_SIZE, "key envelope"
-            )
-            if header is None:
-                header = self.store.get(content_key(entry.id, entry.version), 0, HEADER_SIZE)
-        except NotFound:
-            raise IntegrityError(
-                "a file's ciphertext or key envelope is missing from the store"
-            ) from None
-        env, cipher = open_envelope(
-            env_raw,
-            header,
-            self.identity,
-            context=self.file_context(entry.id, entry.version),
-            allowed_signers=self.signers_for(entry.id),
-        )
-        if env.length != entry.size:
-            raise AuthenticationError("file size in its directory does not match its envelope")
-        if cipher.needs_map:
-            try:
-                block = self.store.get(
-                    content_key(entry.id, entry.version), HEADER_SIZE, HEADER_SIZE + cipher.map_size
-                )
-            except NotFound:
-                raise IntegrityError("a file's ciphertext is missing from the store") from None
-            cipher.load_map(block)
-        return env, cipher
-
-    def read_file(self, path_or_entry: str | Entry, dst: BinaryIO) -> Entry:
-        """Decrypt a whole file into ``dst``, streaming.
-
-        On failure ``dst`` may hold a verified prefix: the caller discards it.
-        """
-        entry = self.lookup(path_or_entry) if isinstance(path_or_entry, str) else path_or_entry
-        if entry.type != "f":
-            raise IsADirectory("not a regular file")
-        if entry.version == 0:
-            return entry
-        ckey = content_key(entry.id, entry.version)
-        try:
-            if payload_size(entry.size) <= SMALL_FILE:
-                # Small: one GET of the whole payload (its header included), one of the
-                # envelope. Bounded by the largest payload of entry.size bytes (the
-                # smallest chunks): a store that swapped in a huge object costs no memory.
-                bound = max_payload_size(entry.size) + MAX_MAP_SIZE
-                blob = self.store.get(ckey, 0, bound + 1)
-                if len(blob) > bound:
-                    raise AuthenticationError(_EXTENDED)
-                _, cipher = self.open_version(entry, blob[:HEADER_SIZE])
-                decrypt_opened(
-                    io.BytesIO(blob[HEADER_SIZE + cipher.map_size :]),
-                    dst,
-                    cipher,
-                    self.sources(entry, cipher),
-                )
-                return entry
-            _, cipher = self.open_version(entry)
-            with tempfile.TemporaryDirectory(dir=self.tmp_dir) as tmp:
-                local = os.path.join(tmp, "payload")
-                if self.store.get_to_file(ckey, local, end=cipher.size + 1).size != cipher.size:
-                    raise AuthenticationError(_EXTENDED)
-                with open(local, "rb") as f:
-                    f.seek(HEADER_SIZE + cipher.map_size)  # the map was read by open_version
-                    decrypt_opened(f, dst, cipher, self.sources(entry, cipher))
-        except NotFound:
-            raise IntegrityError(
-                "a file's ciphertext or key envelope is missing from the store"
-            ) from None
-        return entry
-
-    def read_range(self, entry: Entry, cipher: ChunkCipher, offset: int, size: int) -> bytes:
-        """Random access: decrypt only the chunks covering [offset, offset+size)."""
-        key = content_key(entry.id, entry.version)
-        return cipher.read_range(
-            lambda a, b: self.store.get(key, a, b), offset, size, self.sources(entry, cipher)
-        )
-
-    def sources(self, entry: Entry, cipher: ChunkCipher) -> SourceOpener | None:
-        """What opens the earlier versions a delta version draws on (format.md 2.6),
-        read from the store; None for a self-contained version."""
-        if not cipher.delta:
-            return None
-
-        def fetch_for(version: int) -> Fetch:
-            key = content_key(entry.id, version)
-
-            def fetch(start: int, stop: int) -> bytes:
-                try:
-                    return self.store.get(key, start, stop)
-                except NotFound:
-                    raise IntegrityError(
-                        f"an earlier version ({key}) that a file's version draws on is "
-                        "missing from the store"
-                    ) from None
-
-            return fetch
-
-        return SourceSet(cipher, fetch_for)
-
     # -- trees ------------------------------------------------------------------------
 
     def walk(
@@ -1403,55 +1158,6 @@ class Vault:
                 manifest = self.load_dir(entry.id, fresh=fresh)[0]
                 for name, child in sorted(manifest.entries.items(), reverse=True):
                     stack.append((posixpath.join(path, name), child))
-
-
-class _PartSink:
-    """A write-only file that hands fixed-size parts to an uploading consumer."""
-
-    PART = 8 << 20
-    DEPTH = 4  # parts waiting: bounds memory while the upload is slower than encryption
-
-    def __init__(self) -> None:
-        self.queue: queue.Queue[bytes | BaseException | None] = queue.Queue(maxsize=self.DEPTH)
-        self.buf = bytearray()
-        self.cancelled = threading.Event()
-
-    def _put(self, item: bytes | BaseException | None) -> None:
-        while not self.cancelled.is_set():
-            try:
-                self.queue.put(item, timeout=0.2)
-                return
-            except queue.Full:
-                continue
-        raise UsageError("upload cancelled")
-
-    def write(self, data: bytes | memoryview) -> int:
-        self.buf += data
-        while len(self.buf) >= self.PART:
-            self._put(bytes(self.buf[: self.PART]))
-            del self.buf[: self.PART]
-        return len(data)
-
-    def finish(self) -> None:
-        if self.buf:
-            self._put(bytes(self.buf))
-        self._put(None)
-
-    def fail(self, exc: BaseException) -> None:
-        with contextlib.suppress(UsageError):
-            self._put(exc)
-
-    def cancel(self) -> None:
-        self.cancelled.set()
-
-    def parts(self) -> Iterator[bytes]:
-        while True:
-            item = self.queue.get()
-            if item is None:
-                return
-            if isinstance(item, BaseException):
-                raise item
-            yield item
 
 
 def same_version(cur: Entry, base: Entry | None) -> bool:
@@ -1474,17 +1180,6 @@ def conflict_name(name: str, taken: dict[str, Entry], identity: Identity) -> str
         candidate = f"{stem} (conflict {tag} {when} {n}){ext}"
         n += 1
     return candidate
-
-
-def _known_size(src: BinaryIO) -> int:
-    """Bytes left in ``src`` if that can be known cheaply, else a size that counts as large."""
-    try:
-        pos = src.tell()
-        end = src.seek(0, os.SEEK_END)
-        src.seek(pos)
-        return end - pos
-    except (OSError, ValueError, AttributeError):
-        return SMALL_FILE + 1
 
 
 def cycle_message(path: str) -> str:
