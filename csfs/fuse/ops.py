@@ -49,7 +49,8 @@ from csfs.errors import (
     XattrTooBig,
     XattrUnsupported,
 )
-from csfs.vault.filesystem import Attr, Caller, FileSystem, mode_bits
+from csfs.vault.attributes import Attr, Caller, mode_bits
+from csfs.vault.filesystem import FileSystem
 from csfs.vault.manifest import XATTR_PREFIX
 
 log = logging.getLogger("csfs.fuse")
