@@ -6,586 +6,118 @@ counter is in the nonce), moving chunks between payloads (each payload has a
 fresh key and its header hash is in every chunk's AAD), and trailing data.
 Sizes leak only up to Padmé rounding. This module sees keys and bytes only;
 it knows nothing of envelopes, recipients or stores.
+
+This module is the streaming pipeline (whole payloads encrypted and decrypted
+in batches, and the incremental writer); the formats are in payload_format.py
+and the chunk cipher in chunks.py. It re-exports both, for its importers.
 """
 
 from __future__ import annotations
 
-import bisect
-import hashlib
-import hmac
-import os
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
 from typing import BinaryIO, Protocol
 
 from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 
+from csfs.crypto.chunks import (
+    BATCH_CHUNKS,
+    ChunkCipher,
+    Fetch,
+    PayloadKeys,
+    SourceOpener,
+    SourceSet,
+    _need_source,
+    open_source,
+)
+from csfs.crypto.payload_format import (
+    CHUNK_FAILURE,
+    DEFAULT_CHUNK_SHIFT,
+    DELTA_MAGIC,
+    HEADER_SIZE,
+    KEY_SIZE,
+    MAP_NONCE,
+    MAX_CHUNK_SHIFT,
+    MAX_DELTA_MAP,
+    MAX_EXTENTS,
+    MAX_MAP_SIZE,
+    MAX_PLAINTEXT,
+    MAX_SOURCES,
+    MAX_SPARSE_MAP,
+    MIN_CHUNK_SHIFT,
+    MIN_DELTA_MAP,
+    MIN_MAP_SIZE,
+    PAYLOAD_MAGIC,
+    SOURCE_ENTRY,
+    SPARSE_MAGIC,
+    TAG_SIZE,
+    PayloadHeader,
+    SourceRef,
+    chunk_count,
+    delta_map_block_size,
+    encode_delta_map,
+    encode_map,
+    extents_of,
+    hkdf,
+    map_block_size,
+    nonce,
+    padme,
+    parse_delta_map,
+    parse_map,
+    payload_size,
+)
 from csfs.errors import AuthenticationError, FormatError
 
-PAYLOAD_MAGIC = b"csfs-pl1"
-SPARSE_MAGIC = b"csfs-pl2"
-DELTA_MAGIC = b"csfs-pl3"
-HEADER_SIZE = 32
-TAG_SIZE = 16
-KEY_SIZE = 32
-DEFAULT_CHUNK_SHIFT = 16
-MIN_CHUNK_SHIFT, MAX_CHUNK_SHIFT = 12, 20
-MAX_PLAINTEXT = 1 << 48
-MAX_EXTENTS = 1 << 20
-MAX_SOURCES = 8  # earlier versions a delta payload may draw on (format.md 2.6)
-SOURCE_ENTRY = 80  # version, length, header hash, content key
-MAP_NONCE = bytes(11) + b"\x02"  # never a chunk's nonce, whose last byte is 0 or 1
+__all__ = [
+    "BATCH_CHUNKS",
+    "CHUNK_FAILURE",
+    "DEFAULT_CHUNK_SHIFT",
+    "DELTA_MAGIC",
+    "HEADER_SIZE",
+    "KEY_SIZE",
+    "MAP_NONCE",
+    "MAX_CHUNK_SHIFT",
+    "MAX_DELTA_MAP",
+    "MAX_EXTENTS",
+    "MAX_MAP_SIZE",
+    "MAX_PLAINTEXT",
+    "MAX_SOURCES",
+    "MAX_SPARSE_MAP",
+    "MIN_CHUNK_SHIFT",
+    "MIN_DELTA_MAP",
+    "MIN_MAP_SIZE",
+    "PAYLOAD_MAGIC",
+    "PIPELINE_DEPTH",
+    "SOURCE_ENTRY",
+    "SPARSE_MAGIC",
+    "TAG_SIZE",
+    "ChunkCipher",
+    "Fetch",
+    "PayloadHeader",
+    "PayloadKeys",
+    "PayloadWriter",
+    "SourceOpener",
+    "SourceRef",
+    "SourceSet",
+    "chunk_count",
+    "decrypt_payload",
+    "delta_map_block_size",
+    "encode_delta_map",
+    "encode_map",
+    "encrypt_payload",
+    "encrypt_sparse",
+    "extents_of",
+    "hkdf",
+    "map_block_size",
+    "nonce",
+    "open_source",
+    "padme",
+    "parse_delta_map",
+    "parse_map",
+    "payload_size",
+]
 
-CHUNK_FAILURE = (
-    "failed to decrypt and authenticate payload chunk {}: the data is corrupted or tampered with"
-)
-
-
-def padme(length: int) -> int:
-    """Padmé padded length (PURBs paper): leaks O(log log L) bits, at most ~12% overhead."""
-    if length < 2:
-        return length
-    e = length.bit_length() - 1
-    s = e.bit_length()
-    mask = (1 << (e - s)) - 1
-    return (length + mask) & ~mask
-
-
-def map_block_size(extents: int) -> int:
-    """Size of the encrypted chunk map of a sparse payload with ``extents`` extents (2.5)."""
-    return padme(8 + 16 * extents) + TAG_SIZE
-
-
-def delta_map_block_size(sources: int, extents: int) -> int:
-    """Size of the encrypted map of a delta payload (2.6)."""
-    return padme(16 + SOURCE_ENTRY * sources + 24 * extents) + TAG_SIZE
-
-
-MAX_SPARSE_MAP = map_block_size(MAX_EXTENTS)
-MIN_MAP_SIZE = map_block_size(1)
-MIN_DELTA_MAP = delta_map_block_size(1, 1)
-MAX_DELTA_MAP = delta_map_block_size(MAX_SOURCES, MAX_EXTENTS)
-MAX_MAP_SIZE = max(MAX_SPARSE_MAP, MAX_DELTA_MAP)  # the largest map of any payload
-
-
-def chunk_count(padded: int, chunk_size: int) -> int:
-    return max(1, -(-padded // chunk_size))
-
-
-def payload_size(length: int, chunk_shift: int = DEFAULT_CHUNK_SHIFT) -> int:
-    """Exact size of the payload of a plaintext of ``length`` bytes."""
-    padded = padme(length)
-    return HEADER_SIZE + padded + TAG_SIZE * chunk_count(padded, 1 << chunk_shift)
-
-
-def nonce(index: int, last: bool) -> bytes:
-    return index.to_bytes(11, "big") + (b"\x01" if last else b"\x00")
-
-
-def hkdf(key: bytes, salt: bytes, info: bytes) -> bytes:
-    return HKDF(hashes.SHA256(), 32, salt, info).derive(key)
-
-
-@dataclass(frozen=True)
-class SourceRef:
-    """An earlier version a delta payload draws chunks from (format.md 2.6)."""
-
-    version: int
-    length: int
-    header_hash: bytes
-    key: bytes
-
-    def encode(self) -> bytes:
-        return (
-            self.version.to_bytes(8, "big")
-            + self.length.to_bytes(8, "big")
-            + self.header_hash
-            + self.key
-        )
-
-
-@dataclass(frozen=True)
-class PayloadHeader:
-    chunk_shift: int
-    payload_id: bytes
-    map_size: int = 0  # 0: a dense payload (2.4); otherwise sparse (2.5) or delta (2.6)
-    delta: bool = False
-
-    @property
-    def chunk_size(self) -> int:
-        return 1 << self.chunk_shift
-
-    @property
-    def sparse(self) -> bool:
-        return self.map_size != 0
-
-    def encode(self) -> bytes:
-        if self.sparse:
-            return (
-                (DELTA_MAGIC if self.delta else SPARSE_MAGIC)
-                + bytes([self.chunk_shift])
-                + bytes(3)
-                + self.map_size.to_bytes(4, "big")
-                + self.payload_id
-            )
-        return PAYLOAD_MAGIC + bytes([self.chunk_shift]) + bytes(7) + self.payload_id
-
-    @property
-    def hash(self) -> bytes:
-        return hashlib.sha256(self.encode()).digest()
-
-    @classmethod
-    def decode(cls, data: bytes) -> PayloadHeader:
-        if len(data) < HEADER_SIZE:
-            raise FormatError("payload is shorter than its 32-byte header")
-        magic = bytes(data[:8])
-        if magic not in (PAYLOAD_MAGIC, SPARSE_MAGIC, DELTA_MAGIC):
-            raise FormatError("not a csfs payload (bad magic)")
-        shift = data[8]
-        if not MIN_CHUNK_SHIFT <= shift <= MAX_CHUNK_SHIFT:
-            raise FormatError(f"payload chunk size 2^{shift} is out of range")
-        if magic == PAYLOAD_MAGIC:
-            if any(data[9:16]):
-                raise FormatError("payload header has non-zero reserved bytes")
-            return cls(shift, bytes(data[16:32]))
-        if any(data[9:12]):
-            raise FormatError("payload header has non-zero reserved bytes")
-        map_size = int.from_bytes(data[12:16], "big")
-        delta = magic == DELTA_MAGIC
-        low, high = (MIN_DELTA_MAP, MAX_DELTA_MAP) if delta else (MIN_MAP_SIZE, MAX_SPARSE_MAP)
-        if not low <= map_size <= high:
-            raise FormatError(f"payload map size {map_size} is out of range")
-        return cls(shift, bytes(data[16:32]), map_size, delta)
-
-    @classmethod
-    def new(cls, chunk_shift: int = DEFAULT_CHUNK_SHIFT) -> PayloadHeader:
-        return cls(chunk_shift, os.urandom(16))
-
-
-def extents_of(indices: list[int]) -> list[tuple[int, int]]:
-    """Sorted distinct chunk indices as maximal (first, count) runs."""
-    runs: list[tuple[int, int]] = []
-    for i in indices:
-        if runs and runs[-1][0] + runs[-1][1] == i:
-            runs[-1] = (runs[-1][0], runs[-1][1] + 1)
-        else:
-            runs.append((i, 1))
-    return runs
-
-
-def encode_map(extents: list[tuple[int, int]]) -> bytes:
-    body = len(extents).to_bytes(8, "big") + b"".join(
-        f.to_bytes(8, "big") + c.to_bytes(8, "big") for f, c in extents
-    )
-    return body + bytes(padme(len(body)) - len(body))
-
-
-def encode_delta_map(sources: list[SourceRef], extents: list[tuple[int, int, int]]) -> bytes:
-    body = (
-        len(sources).to_bytes(8, "big")
-        + len(extents).to_bytes(8, "big")
-        + b"".join(r.encode() for r in sources)
-        + b"".join(
-            f.to_bytes(8, "big") + c.to_bytes(8, "big") + o.to_bytes(8, "big")
-            for f, c, o in extents
-        )
-    )
-    return body + bytes(padme(len(body)) - len(body))
-
-
-def parse_delta_map(
-    plain: bytes, count: int, chunk_size: int, own_version: int
-) -> tuple[list[SourceRef], list[tuple[int, int, int]]]:
-    """Sources and (first, count, origin) extents of an authenticated delta map
-    (format.md 2.6); a breach is an authentication error, as in parse_map."""
-
-    def bad(why: str) -> AuthenticationError:
-        return AuthenticationError(f"delta payload chunk map is invalid: {why}")
-
-    if len(plain) < 16:
-        raise bad("too short")
-    s = int.from_bytes(plain[:8], "big")
-    k = int.from_bytes(plain[8:16], "big")
-    if not 1 <= s <= MAX_SOURCES:
-        raise bad(f"{s} sources (1 to {MAX_SOURCES} allowed)")
-    if not 1 <= k <= MAX_EXTENTS:
-        raise bad("wrong extent count")
-    used = 16 + SOURCE_ENTRY * s + 24 * k
-    if len(plain) != padme(used):
-        raise bad("wrong source and extent counts for its size")
-    if any(plain[used:]):
-        raise bad("padding is not zero")
-    sources: list[SourceRef] = []
-    for j in range(s):
-        o = 16 + SOURCE_ENTRY * j
-        version = int.from_bytes(plain[o : o + 8], "big")
-        length = int.from_bytes(plain[o + 8 : o + 16], "big")
-        if not 1 <= version < 1 << 63 or version == own_version:
-            raise bad("a source version is out of range or the version itself")
-        if sources and version <= sources[-1].version:
-            raise bad("source versions are not strictly increasing")
-        if length > MAX_PLAINTEXT:
-            raise bad("a source is longer than 2^48 bytes")
-        sources.append(
-            SourceRef(version, length, bytes(plain[o + 16 : o + 48]), bytes(plain[o + 48 : o + 80]))
-        )
-    extents: list[tuple[int, int, int]] = []
-    referenced: set[int] = set()
-    end, last_origin = -1, -1
-    base = 16 + SOURCE_ENTRY * s
-    for j in range(k):
-        o = base + 24 * j
-        first = int.from_bytes(plain[o : o + 8], "big")
-        n = int.from_bytes(plain[o + 8 : o + 16], "big")
-        origin = int.from_bytes(plain[o + 16 : o + 24], "big")
-        if n < 1 or origin > s or first < end or (first == end and origin == last_origin):
-            raise bad("extents are empty, out of order, overlapping or touching")
-        if origin:
-            src_count = chunk_count(padme(sources[origin - 1].length), chunk_size)
-            if first + n > src_count - 1:
-                raise bad("a reference beyond the source's chunks (or to its last chunk)")
-            referenced.add(origin)
-        end, last_origin = first + n, origin
-        extents.append((first, n, origin))
-    if end != count or last_origin != 0:
-        raise bad("the last chunk is not stored in the payload")
-    if len(referenced) != s:
-        raise bad("a source is named but never used")
-    return sources, extents
-
-
-def parse_map(plain: bytes, count: int) -> list[tuple[int, int]]:
-    """The extents of an authenticated map (format.md 2.5); any breach is an
-    authentication error: only a holder of the content key could have written it."""
-
-    def bad(why: str) -> AuthenticationError:
-        return AuthenticationError(f"sparse payload chunk map is invalid: {why}")
-
-    if len(plain) < 8:
-        raise bad("too short")
-    k = int.from_bytes(plain[:8], "big")
-    if not 1 <= k <= MAX_EXTENTS or len(plain) != padme(8 + 16 * k):
-        raise bad("wrong extent count for its size")
-    if any(plain[8 + 16 * k :]):
-        raise bad("padding is not zero")
-    extents: list[tuple[int, int]] = []
-    end = -1
-    for j in range(k):
-        o = 8 + 16 * j
-        first = int.from_bytes(plain[o : o + 8], "big")
-        n = int.from_bytes(plain[o + 8 : o + 16], "big")
-        if n < 1 or first <= end:
-            raise bad("extents are empty, out of order, overlapping or touching")
-        end = first + n
-        extents.append((first, n))
-    if end != count:
-        raise bad("the last chunk is not present")
-    return extents
-
-
-class PayloadKeys:
-    """The keys derived from one content key for one payload (format.md 2.2)."""
-
-    def __init__(self, content_key: bytes, header: PayloadHeader) -> None:
-        if len(content_key) != KEY_SIZE:
-            raise ValueError("content key must be 32 bytes")
-        self.header = header
-        self.header_hash = header.hash
-        self.content_key = content_key  # a later delta names this payload by it (2.6)
-        self.commitment = hkdf(content_key, header.payload_id, b"csfs v1 commitment")
-        self.aead = AESGCM(hkdf(content_key, header.payload_id, b"csfs v1 payload"))
-
-    def check_commitment(self, commitment: bytes) -> None:
-        if not hmac.compare_digest(self.commitment, commitment):
-            raise AuthenticationError(
-                "key commitment mismatch: the envelope does not match its content key"
-            )
-
-
-class ChunkCipher:
-    """Random-access encryption and decryption of single chunks of one payload."""
-
-    def __init__(self, keys: PayloadKeys, length: int, version: int = 0) -> None:
-        if not 0 <= length <= MAX_PLAINTEXT:
-            raise FormatError("plaintext length out of range")
-        self.keys = keys
-        self.length = length
-        self.version = version  # of the context (a delta's map may not name it)
-        self.padded = padme(length)
-        self.chunk_size = keys.header.chunk_size
-        self.count = chunk_count(self.padded, self.chunk_size)
-        self.map_size = keys.header.map_size
-        self.delta = keys.header.delta
-        # Sparse or delta: extent starts, the stored chunks before each and each
-        # extent's origin (0: stored here; j: source j), from the map (2.5, 2.6).
-        self.starts: list[int] = []
-        self.extents: list[tuple[int, int]] = []
-        self.origins: list[int] = []
-        self.ranks: list[int] = []
-        self.sources: list[SourceRef] = []
-        # Sources opened for reading (origin -> cipher), filled by SourceSet.
-        self.opened: dict[int, ChunkCipher] = {}
-        self.size = HEADER_SIZE + self.padded + TAG_SIZE * self.count
-        if self.map_size:
-            self.size = -1  # unknown until load_map
-
-    def source_ref(self) -> SourceRef:
-        """How a delta names this version as its source (format.md 2.6)."""
-        return SourceRef(self.version, self.length, self.keys.header_hash, self.keys.content_key)
-
-    @property
-    def needs_map(self) -> bool:
-        return self.map_size != 0 and not self.extents
-
-    def load_map(self, block: bytes) -> None:
-        """Authenticate and parse the chunk map (payload bytes [32, 32 + map_size))."""
-        if len(block) != self.map_size:
-            raise AuthenticationError("payload chunk map is truncated")
-        try:
-            plain = self.keys.aead.decrypt(
-                MAP_NONCE, block, self.keys.header_hash + self.length.to_bytes(8, "big")
-            )
-        except InvalidTag:
-            raise AuthenticationError(
-                "failed to authenticate the payload's chunk map: tampered with"
-            ) from None
-        if self.delta:
-            self.sources, full = parse_delta_map(plain, self.count, self.chunk_size, self.version)
-        else:
-            full = [(f, n, 0) for f, n in parse_map(plain, self.count)]
-        rank = 0
-        for first, n, origin in full:
-            self.starts.append(first)
-            self.ranks.append(rank)
-            self.origins.append(origin)
-            if origin == 0:
-                rank += n
-        self.extents = [(f, n) for f, n, _ in full]
-        self.size = HEADER_SIZE + self.map_size + rank * (self.chunk_size + TAG_SIZE)
-        self.size -= self.chunk_size - self.plain_len(self.count - 1)
-
-    def origin(self, index: int) -> int:
-        """-1: a hole; 0: stored in this payload; j >= 1: chunk ``index`` of source j."""
-        if not self.map_size:
-            return 0 if 0 <= index < self.count else -1
-        if self.needs_map:
-            raise ValueError("the chunk map is not loaded")
-        j = bisect.bisect_right(self.starts, index) - 1
-        if j >= 0 and index < self.extents[j][0] + self.extents[j][1]:
-            return self.origins[j]
-        return -1
-
-    def present(self, index: int) -> bool:
-        """Not a hole: stored here or inherited from a source."""
-        return self.origin(index) >= 0
-
-    def stored(self) -> int:
-        """How many chunks this payload itself stores."""
-        if not self.map_size:
-            return self.count
-        return sum(n for (_, n), o in zip(self.extents, self.origins, strict=True) if o == 0)
-
-    def allocated(self) -> int:
-        """Plaintext bytes the version really holds (holes excluded): for st_blocks."""
-        if not self.map_size:
-            return self.padded
-        chunks = sum(n for _, n in self.extents)
-        return chunks * self.chunk_size - (self.chunk_size - self.plain_len(self.count - 1))
-
-    def plain_len(self, index: int) -> int:
-        if index < self.count - 1:
-            return self.chunk_size
-        return self.padded - (self.count - 1) * self.chunk_size
-
-    def offset(self, index: int) -> int:
-        """Offset of chunk ``index`` in the payload (a stored one, if sparse or delta)."""
-        if not self.map_size:
-            return HEADER_SIZE + index * (self.chunk_size + TAG_SIZE)
-        j = bisect.bisect_right(self.starts, index) - 1
-        rank = self.ranks[j] + index - self.starts[j]
-        return HEADER_SIZE + self.map_size + rank * (self.chunk_size + TAG_SIZE)
-
-    def hole(self, index: int) -> bytes:
-        """The plaintext of an absent chunk: zeros, cut at the plaintext length."""
-        return bytes(max(0, min(self.plain_len(index), self.length - index * self.chunk_size)))
-
-    def aad(self, index: int) -> bytes:
-        """The header hash; the last chunk also binds the plaintext length (format.md 2.4)."""
-        if index == self.count - 1:
-            return self.keys.header_hash + self.length.to_bytes(8, "big")
-        return self.keys.header_hash
-
-    def read_range(
-        self,
-        fetch: Callable[[int, int], bytes],
-        offset: int,
-        size: int,
-        source: SourceOpener | None = None,
-    ) -> bytes:
-        """Plaintext [offset, offset+size), decrypting only the chunks that cover it.
-
-        ``fetch(start, stop)`` returns payload bytes [start, stop): from a store,
-        a cache or a local file. ``source(j)`` opens source j of a delta payload.
-        """
-        end = min(offset + size, self.length)
-        if offset >= end:
-            return b""
-        c = self.chunk_size
-        first, last = offset // c, (end - 1) // c
-        pieces: list[bytes] = []
-        i = first
-        while i <= last:
-            origin = self.origin(i)
-            if origin < 0:
-                pieces.append(self.hole(i))
-                i += 1
-                continue
-            if origin > 0:
-                run_end = i  # one ranged read of the source for a run of its chunks
-                stop = min(last, i + BATCH_CHUNKS - 1)
-                while run_end < stop and self.origin(run_end + 1) == origin:
-                    run_end += 1
-                src, src_fetch = _need_source(source)(origin)
-                for j, plain in enumerate(src.read_stored(src_fetch, i, run_end - i + 1)):
-                    pieces.append(self.inherited(i + j, plain))
-                i = run_end + 1
-                continue
-            run_end = i  # one ranged read for a run of stored chunks
-            while run_end < last and self.origin(run_end + 1) == 0:
-                run_end += 1
-            start = self.offset(i)
-            blob = memoryview(
-                fetch(start, self.offset(run_end) + self.plain_len(run_end) + TAG_SIZE)
-            )
-            for j in range(i, run_end + 1):
-                o = self.offset(j) - start
-                pieces.append(self.decrypt(j, blob[o : o + self.plain_len(j) + TAG_SIZE]))
-            i = run_end + 1
-        data = pieces[0] if len(pieces) == 1 else b"".join(pieces)
-        skip = offset - first * c
-        if skip == 0 and len(data) == end - offset:
-            return data
-        return data[skip : skip + (end - offset)]
-
-    def read_stored(self, fetch: Callable[[int, int], bytes], first: int, n: int) -> list[bytes]:
-        """As a delta's source: the full C bytes of chunks first..first+n-1, which this
-        payload must store itself, none its last chunk (format.md 2.6, steps 3-4).
-        Stored chunks of consecutive indices are adjacent: one ranged read."""
-        for index in range(first, first + n):
-            if index >= self.count - 1 or self.origin(index) != 0:
-                raise AuthenticationError(
-                    f"a delta payload names chunk {index} of an earlier version, which "
-                    "does not store it"
-                )
-        slot = self.chunk_size + TAG_SIZE
-        start = self.offset(first)
-        blob = memoryview(fetch(start, start + n * slot))
-        out = []
-        for j in range(n):
-            plain = self.decrypt(first + j, blob[j * slot : (j + 1) * slot])
-            out.append(plain + bytes(self.chunk_size - len(plain)))
-        return out
-
-    def inherited(self, index: int, plain: bytes) -> bytes:
-        """Chunk ``index`` of this version from a source's C bytes: padding checked (2.3)."""
-        keep = max(0, min(self.chunk_size, self.length - index * self.chunk_size))
-        if keep == len(plain):
-            return plain
-        if any(memoryview(plain)[keep:]):
-            raise AuthenticationError("payload padding is not zero")
-        return plain[:keep]
-
-    def decrypt(self, index: int, data: bytes | memoryview) -> bytes:
-        """Authenticate and decrypt chunk ``index``; return its unpadded plaintext."""
-        if not 0 <= index < self.count:
-            raise AuthenticationError(f"chunk {index} does not exist in this payload")
-        want = self.plain_len(index) + TAG_SIZE
-        if len(data) != want:
-            raise AuthenticationError(
-                f"payload chunk {index} is {len(data)} bytes, expected {want}: "
-                "truncated or tampered"
-            )
-        try:
-            plain = self.keys.aead.decrypt(
-                nonce(index, index == self.count - 1), data, self.aad(index)
-            )
-        except InvalidTag:
-            raise AuthenticationError(CHUNK_FAILURE.format(index)) from None
-        start = index * self.chunk_size
-        keep = max(0, min(len(plain), self.length - start))
-        if keep == len(plain):
-            return plain
-        if any(memoryview(plain)[keep:]):
-            raise AuthenticationError("payload padding is not zero")
-        return plain[:keep]
-
-    def encrypt(self, index: int, plain: bytes) -> bytes:
-        """Encrypt chunk ``index`` from its unpadded plaintext (padding added here)."""
-        want = self.plain_len(index)
-        if len(plain) > want:
-            raise ValueError("chunk plaintext too long")
-        if len(plain) < want:
-            plain = plain + bytes(want - len(plain))
-        return self.keys.aead.encrypt(nonce(index, index == self.count - 1), plain, self.aad(index))
-
-
-Fetch = Callable[[int, int], bytes]
-SourceOpener = Callable[[int], tuple[ChunkCipher, Fetch]]
-
-
-def _need_source(source: SourceOpener | None) -> SourceOpener:
-    if source is None:
-        raise FormatError("a delta payload is read only from its vault, with its sources")
-    return source
-
-
-def open_source(ref: SourceRef, header_bytes: bytes, chunk_shift: int) -> ChunkCipher:
-    """A delta payload's source from its payload header (format.md 2.6, steps 1-2; the
-    caller then loads its map if it has one). The key comes from the delta's map,
-    so the source's envelope is not read."""
-    if len(header_bytes) != HEADER_SIZE or not hmac.compare_digest(
-        hashlib.sha256(header_bytes).digest(), ref.header_hash
-    ):
-        raise AuthenticationError(
-            f"the earlier version {ref.version:016x} that a delta payload draws on was "
-            "replaced or damaged"
-        )
-    try:
-        header = PayloadHeader.decode(header_bytes)
-    except FormatError as exc:
-        raise AuthenticationError(f"a delta payload's source is not a payload: {exc}") from None
-    if header.chunk_shift != chunk_shift:
-        raise AuthenticationError("a delta payload's source has another chunk size")
-    return ChunkCipher(PayloadKeys(ref.key, header), ref.length, ref.version)
-
-
-class SourceSet:
-    """Opens the sources of a delta payload on demand, once each (kept on the cipher).
-
-    ``fetch_for(version)`` returns a fetch of that version's payload bytes."""
-
-    def __init__(self, cipher: ChunkCipher, fetch_for: Callable[[int], Fetch]) -> None:
-        self.cipher = cipher
-        self.fetch_for = fetch_for
-
-    def __call__(self, origin: int) -> tuple[ChunkCipher, Fetch]:
-        ref = self.cipher.sources[origin - 1]
-        fetch = self.fetch_for(ref.version)
-        src = self.cipher.opened.get(origin)
-        if src is None:
-            src = open_source(ref, fetch(0, HEADER_SIZE), self.cipher.chunk_size.bit_length() - 1)
-            if src.needs_map:
-                src.load_map(fetch(HEADER_SIZE, HEADER_SIZE + src.map_size))
-            self.cipher.opened[origin] = src
-        return src, fetch
-
-
-BATCH_CHUNKS = 16  # chunks per unit of work: 1 MiB at the default chunk size
 PIPELINE_DEPTH = 4  # batches in flight; bounds memory at a few MiB whatever the file size
 
 
@@ -970,3 +502,4 @@ class PayloadWriter:
         self.chunks += count
         self.buf = bytearray()
         return total
+
