@@ -32,9 +32,9 @@ from csfs.errors import (
 )
 from csfs.vault.attributes import NODE_TYPES, Attr, Caller, mode_bits
 from csfs.vault.cache import ObjectCache
+from csfs.vault.fs_namespace import Namespace
 from csfs.vault.layout import content_key, envelope_key, new_id
 from csfs.vault.manifest import Entry
-from csfs.vault.namespace import Namespace
 from csfs.vault.open_file import OpenFile, check_size
 from csfs.vault.session import committing
 from csfs.vault.upload_queue import Record, UploadQueue
@@ -58,7 +58,7 @@ class FileSystem(Namespace):
 
     Its layers, each a base class in a module of its own: the session's shared state
     and lookups (session.py), an open file's bytes (open_file.py), attributes
-    (attributes.py) and namespace changes (namespace.py); this facade holds the
+    (attributes.py) and namespace changes (fs_namespace.py); this facade holds the
     handles and what a close hands to the upload queue.
     """
 
