@@ -16,7 +16,6 @@ so that it does not hold up the rest of the queue.
 from __future__ import annotations
 
 import contextlib
-import functools
 import json
 import logging
 import os
@@ -33,7 +32,6 @@ from csfs.errors import (
     AccessDenied,
     CsfsError,
     NotFound,
-    PreconditionFailed,
     TransientStoreError,
     UploadImpossible,
 )
@@ -41,7 +39,7 @@ from csfs.vault.cache import ObjectCache
 from csfs.vault.crashpoint import crash_point
 from csfs.vault.layout import content_key, envelope_key
 from csfs.vault.manifest import DirectoryManifest, Entry
-from csfs.vault.vault import Vault, conflict_name
+from csfs.vault.vault import Vault, VersionChange
 
 CHAIN_MAX = 64  # earlier versions of one file a record may replace (see Record.chain)
 
@@ -478,8 +476,12 @@ class UploadQueue:
                 by_parent.setdefault(r.parent_id, []).append(r)
             for parent_id, recs in by_parent.items():
                 try:
-                    lost = self.vault.update_dir(
-                        parent_id, functools.partial(self._switch, recs=recs), touch=False
+                    lost = self.vault.commit_versions(
+                        parent_id,
+                        [self._change(r) for r in recs],
+                        also=self._folder_times,
+                        touch=False,
+                        keep_lost=False,
                     )
                 except AccessDenied as exc:
                     # No longer ours to write (write access revoked): kept, not retried.
@@ -563,21 +565,7 @@ class UploadQueue:
             path = self.cache.local_path(key)
             if path is None:
                 raise UploadImpossible(f"a pending upload lost its local ciphertext ({key})")
-            try:
-                if os.path.getsize(path) > 8 << 20:
-                    self.vault.store.put_file(key, path, if_none_match=True)
-                else:
-                    with open(path, "rb") as f:
-                        self.vault.store.put(key, f.read(), if_none_match=True)
-            except PreconditionFailed:
-                # Already there: an upload before a crash, or a retry. Same key, same bytes.
-                try:
-                    if self.vault.store.head(key).size != os.path.getsize(path):
-                        raise UploadImpossible(
-                            f"object {key} exists in the store with other contents"
-                        ) from None
-                except NotFound:
-                    raise
+            self.vault.put_version_object(key, path)
 
     def _metadata(self, m: DirectoryManifest, r: Record) -> Entry:
         """What the new entry keeps of the file's metadata: the manifest's entry for
@@ -588,45 +576,26 @@ class UploadQueue:
         made = self.metadata_for(r.file_id) if self.metadata_for is not None else None
         return made if made is not None else Entry(r.file_id, "f")
 
-    def _switch(self, m: DirectoryManifest, recs: list[Record]) -> list[tuple[str, Entry]]:
-        """Point each record's entry at its new version; return the ones that lost a race.
-
-        A new version leaves the folder's times alone (POSIX: writing a file does not
+    def _folder_times(self, m: DirectoryManifest) -> None:
+        """A new version leaves the folder's times alone (POSIX: writing a file does not
         change its folder); a new name takes the time it was made here."""
         changed = self.folder_time(m.dir_id) if self.folder_time is not None else None
         if changed is not None:
             m.mtime_ns = max(m.mtime_ns, changed)
             m.ctime_ns = max(m.ctime_ns or m.mtime_ns, changed)
-        lost = []
-        for r in recs:
-            ours = r.own_versions()
-            found = m.entries.get(r.name)
-            new = with_content(self._metadata(m, r), r)
-            if found is not None and found.id == r.file_id and found.version in ours:
-                m.entries[r.name] = new
-                continue
-            moved = [n for n, e in m.entries.items() if e.id == r.file_id and e.version in ours]
-            listed = any(e.id == r.file_id for e in m.entries.values())
-            if moved:
-                m.entries[moved[0]] = new
-            elif found is None and not listed:
-                m.entries[r.name] = new  # removed or moved elsewhere meanwhile: keep ours
-            elif r.replaces is not None and not listed and found is not None and found.type == "f":
-                # A rename over the name, committed with the new file in this one switch.
-                # If the name no longer holds what the rename replaced, another client
-                # changed it meanwhile: theirs is kept as a conflict copy beside it.
-                if [found.id, found.version] != list(r.replaces):
-                    log.warning("conflict: a rename replaced a file changed elsewhere")
-                    m.entries[conflict_name(r.name, m.entries, self.vault.identity)] = found
-                m.entries[r.name] = new
-            else:
-                log.warning(
-                    "conflict: the directory has version %x, this upload replaces %x",
-                    found.version if found else 0,
-                    r.base_version,
-                )
-                lost.append((r.name, new))
-        return lost
+
+    def _change(self, r: Record) -> VersionChange:
+        """The manifest change a record commits: its own versions count as its base,
+        and it follows the file if it was renamed in its folder meanwhile."""
+        return VersionChange(
+            r.name,
+            r.file_id,
+            lambda m: with_content(self._metadata(m, r), r),
+            Entry(r.file_id, "f", version=r.base_version),
+            own=frozenset(r.own_versions()),
+            follow=True,
+            replaces=r.replaces,
+        )
 
 
 def with_content(meta: Entry, r: Record) -> Entry:

@@ -13,6 +13,7 @@ import contextlib
 import functools
 import hashlib
 import io
+import logging
 import os
 import posixpath
 import queue
@@ -21,7 +22,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any, BinaryIO, TypeVar
 
 from cachetools import LRUCache, TTLCache
@@ -62,6 +63,7 @@ from csfs.errors import (
     NotSupported,
     PreconditionFailed,
     TransientStoreError,
+    UploadImpossible,
     UsageError,
 )
 from csfs.store import Store
@@ -91,6 +93,7 @@ from csfs.vault.manifest import MAX_MANIFEST_OBJECT, DirectoryManifest, Entry, c
 from csfs.vault.state import VaultState, default_state_dir
 
 T = TypeVar("T")
+log = logging.getLogger("csfs.upload")  # conflicts met by queued uploads
 # A folder as the mount shows it, given how to load the stored one (Vault.overlay).
 Overlay = Callable[[str, Callable[[], DirectoryManifest]], DirectoryManifest | None]
 SMALL_FILE = 8 << 20  # payloads up to this size are built in memory, larger ones in a temp file
@@ -110,6 +113,36 @@ def split_path(path: str) -> list[str]:
     """'/a/b' -> ['a', 'b']; the vault path syntax is POSIX, always absolute."""
     norm = posixpath.normpath("/" + path.strip())
     return [check_name(p) for p in norm.split("/") if p]
+
+
+@dataclass(frozen=True)
+class VersionChange:
+    """A new version of one file, to point ``name`` at (Vault.commit_versions).
+
+    The name is switched while it holds ``base``, the entry the writer started
+    from; with ``own``, while it holds ``file_id`` at any of those versions (an
+    upload queue's versions of one file never conflict with each other). A name
+    removed meanwhile gets the version back unless not ``restore``. ``follow``
+    (a queued upload): the file may have been renamed in the folder meanwhile and
+    is switched where it is now, and ``replaces`` ([node id, version]) is what a
+    rename of the not yet committed file replaced at ``name``. ``new`` may be made
+    from the manifest switched (to keep metadata changed there meanwhile).
+    """
+
+    name: str
+    file_id: str
+    new: Entry | Callable[[DirectoryManifest], Entry]
+    base: Entry | None = None
+    own: frozenset[int] | None = None
+    restore: bool = True
+    follow: bool = False
+    replaces: list[Any] | None = None
+
+    def holds_base(self, cur: Entry) -> bool:
+        """Whether ``cur`` is still the version this change replaces."""
+        if self.own is not None:
+            return cur.id == self.file_id and cur.version in self.own
+        return same_version(cur, self.base)
 
 
 class Vault:
@@ -668,6 +701,76 @@ class Vault:
             return result
         raise ContentionError("gave up after repeated concurrent changes to one directory")
 
+    def commit_versions(
+        self,
+        parent_id: str,
+        changes: list[VersionChange],
+        *,
+        also: Callable[[DirectoryManifest], None] | None = None,
+        touch: bool = True,
+        keep_lost: bool = True,
+    ) -> list[tuple[str, Entry]]:
+        """Point each change's name at its new version in one conditional switch of
+        ``parent_id``, where the name still holds the version the writer started from
+        (VersionChange says what counts as that); the (name, entry) pairs that lost a
+        race to another writer are returned, and kept as conflict copies unless not
+        ``keep_lost``. ``also`` makes further changes in the same switch (it runs
+        first, on every attempt); ``touch`` as for update_dir.
+
+        Every "switch a version if its base is unchanged" in the vault goes through
+        here: a file written or put, a queued upload's commit, a re-encryption.
+        """
+
+        def switch(m: DirectoryManifest) -> list[tuple[str, Entry]]:
+            if also is not None:
+                also(m)
+            lost = []
+            for change in changes:
+                new = change.new(m) if callable(change.new) else change.new
+                if not self._place_version(m, change, new):
+                    lost.append((change.name, new))
+            return lost
+
+        lost = self.update_dir(parent_id, switch, touch=touch)
+        if keep_lost:
+            for name, entry in lost:
+                self.conflict_copy(parent_id, name, entry)
+        return lost
+
+    def _place_version(self, m: DirectoryManifest, change: VersionChange, new: Entry) -> bool:
+        """Apply one change to ``m``; False if the name no longer holds its base."""
+        cur = m.entries.get(change.name)
+        if cur is not None and change.holds_base(cur):
+            m.entries[change.name] = new
+            return True
+        if not change.follow:
+            if cur is None and change.restore:
+                m.entries[change.name] = new
+                return True
+            return False
+        moved = [n for n, e in m.entries.items() if change.holds_base(e)]
+        listed = any(e.id == change.file_id for e in m.entries.values())
+        if moved:
+            m.entries[moved[0]] = new
+        elif cur is None and not listed:
+            m.entries[change.name] = new  # removed or moved elsewhere meanwhile: keep ours
+        elif change.replaces is not None and not listed and cur is not None and cur.type == "f":
+            # A rename over the name, committed with the new file in this one switch.
+            # If the name no longer holds what the rename replaced, another client
+            # changed it meanwhile: theirs is kept as a conflict copy beside it.
+            if [cur.id, cur.version] != list(change.replaces):
+                log.warning("conflict: a rename replaced a file changed elsewhere")
+                m.entries[conflict_name(change.name, m.entries, self.identity)] = cur
+            m.entries[change.name] = new
+        else:
+            log.warning(
+                "conflict: the directory has version %x, this upload replaces %x",
+                cur.version if cur else 0,
+                change.base.version if change.base is not None else 0,
+            )
+            return False
+        return True
+
     # -- file shares (format.md 7.6) ----------------------------------------------------
 
     def is_file_share(self, node_id: str) -> bool:
@@ -893,11 +996,8 @@ class Vault:
             cur = m.entries.get(name)
             if cur is None:
                 raise NotFound(f"no such file or directory: {path}")
-            if expect is not None and cur.id != expect[0]:
+            if expect is not None and not still_holds(cur, *expect, own_versions):
                 return None
-            if expect is not None and expect[1] is not None and cur.version != expect[1]:
-                if cur.version not in (own_versions(cur.id) if own_versions else set()):
-                    return None
             if expect_dir is True and cur.type != "d":
                 raise NotADirectory(f"not a directory: {path}")
             if expect_dir is False and cur.type == "d":
@@ -946,10 +1046,11 @@ class Vault:
         def unexpected(cur: Entry) -> bool:
             if isinstance(expect, Unset) or cur.type != "f" or entry.type != "f":
                 return False
-            if expect is None or cur.id != expect.id or cur.type != expect.type:
-                return True
-            mine = own_versions(cur.id) if own_versions is not None else set()
-            return cur.version != expect.version and cur.version not in mine
+            return (
+                expect is None
+                or cur.type != expect.type
+                or not still_holds(cur, expect.id, expect.version, own_versions)
+            )
 
         def place(m: DirectoryManifest, moving: Entry) -> None:
             cur = m.entries.get(dst_name)
@@ -1034,10 +1135,7 @@ class Vault:
 
         def drop(m: DirectoryManifest) -> None:
             cur = m.entries.get(name)
-            if cur is None or cur.id != node_id:
-                return
-            mine = own_versions(cur.id) if own_versions is not None else set()
-            if version is not None and cur.version != version and cur.version not in mine:
+            if cur is None or not still_holds(cur, node_id, version, own_versions):
                 return
             if cur.type == "d" and self.load_dir(cur.id)[0].entries:
                 raise DirectoryNotEmpty(f"another client put files in {name!r} meanwhile")
@@ -1154,17 +1252,14 @@ class Vault:
         next to it as a conflict copy; nothing is lost.
         """
 
-        def switch(m: DirectoryManifest) -> Entry | None:
+        def no_directory(m: DirectoryManifest) -> None:
             cur = m.entries.get(name)
             if cur is not None and cur.type == "d":
                 raise IsADirectory(f"is a directory: {name}")
-            if cur is None or same_version(cur, base):
-                m.entries[name] = new
-                return new
-            return None
 
-        done = self.update_dir(parent_id, switch)
-        return done if done is not None else self.conflict_copy(parent_id, name, new)
+        change = VersionChange(name, new.id, new, base)
+        lost = self.commit_versions(parent_id, [change], also=no_directory, keep_lost=False)
+        return new if not lost else self.conflict_copy(parent_id, name, new)
 
     def conflict_copy(self, parent_id: str, name: str, new: Entry) -> Entry:
         """Keep a losing version as ``name (conflict ...)`` under a node id of its own.
@@ -1256,6 +1351,24 @@ class Vault:
         for key in (content_key(file_id, version), envelope_key(file_id, version)):
             with contextlib.suppress(NotFound):
                 self.store.delete(key)
+
+    def put_version_object(self, key: str, path: str) -> None:
+        """Upload one object of a sealed version (its content or envelope) from a
+        local file, if the store has none at ``key``. Idempotent: one already there
+        with the same length is this upload, done before a crash or by a retry;
+        UploadImpossible if the store holds other contents there."""
+        try:
+            if os.path.getsize(path) > 8 << 20:
+                self.store.put_file(key, path, if_none_match=True)
+            else:
+                with open(path, "rb") as f:
+                    self.store.put(key, f.read(), if_none_match=True)
+        except PreconditionFailed:
+            # Already there: an upload before a crash, or a retry. Same key, same bytes.
+            if self.store.head(key).size != os.path.getsize(path):
+                raise UploadImpossible(
+                    f"object {key} exists in the store with other contents"
+                ) from None
 
     def write_file(
         self, path: str, src: BinaryIO, *, mode: int | None = None, mtime_ns: int | None = None
@@ -1462,6 +1575,16 @@ def same_version(cur: Entry, base: Entry | None) -> bool:
         and cur.version == base.version
         and cur.type == base.type
     )
+
+
+def still_holds(
+    cur: Entry, node_id: str, version: int | None, own: Callable[[str], set[int]] | None
+) -> bool:
+    """Whether ``cur`` is still what a writer saw: node ``node_id`` at ``version``
+    (None: any), or at one of the writer's own later versions (``own(node_id)``)."""
+    if cur.id != node_id:
+        return False
+    return version is None or cur.version == version or cur.version in (own(cur.id) if own else ())
 
 
 def conflict_name(name: str, taken: dict[str, Entry], identity: Identity) -> str:
