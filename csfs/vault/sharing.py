@@ -34,12 +34,14 @@ from csfs.vault.layout import (
     new_id,
 )
 from csfs.vault.manifest import DirectoryManifest, Entry
+from csfs.vault.manifests import VersionChange
 from csfs.vault.members import (
     add_member,
     member_to_share_with,
     require_vault_owner,
     trust_member,
 )
+from csfs.vault.namespace import split_path
 from csfs.vault.tree_index import (
     Tree,
     find_paths,
@@ -48,7 +50,7 @@ from csfs.vault.tree_index import (
     recipients_of,
     writers_of_roots,
 )
-from csfs.vault.vault import Vault, VersionChange, split_path
+from csfs.vault.vault import Vault
 
 # The members' face is here too: csfs.vault.members.
 __all__ = [

@@ -22,7 +22,9 @@ from csfs.vault.localfs import (
     scan_local_tree,
 )
 from csfs.vault.manifest import DirectoryManifest, Entry
-from csfs.vault.vault import Vault, VersionChange, cycle_message, split_path
+from csfs.vault.manifests import VersionChange
+from csfs.vault.namespace import cycle_message, split_path
+from csfs.vault.vault import Vault
 
 
 def put_tree(
