@@ -50,6 +50,7 @@ from csfs.errors import (
 from csfs.store import Store
 from csfs.vault.layout import content_key, envelope_key, new_id, new_version, read_limited
 from csfs.vault.manifest import DirectoryManifest, Entry
+from csfs.vault.manifests import conflict_name
 
 if TYPE_CHECKING:
     from csfs.vault.cache import ObjectCache
@@ -284,8 +285,6 @@ def conflict_copy(vault: Vault, parent_id: str, name: str, new: Entry) -> Entry:
     re-encrypted under the new one; conflicts are rare, and this keeps every
     node id unique in the tree.
     """
-    from csfs.vault.vault import conflict_name  # (vault.py imports this module)
-
     parent, _ = vault.load_dir(parent_id)
     node = new_id()
     version, length = reencrypt_version(vault, new, parent, node)
