@@ -1579,8 +1579,8 @@ class FileSystem:
             self.cache.put_local(ekey, raw.encode(), pinned=True)
             try:
                 # Uploaded before a crash, wrapped to the old readers: replace it.
-                _, etag = self.vault.store.get_with_etag(ekey)
-                self.vault.store.put(ekey, raw.encode(), if_match=etag)
+                _, etag = self.vault.envelope_with_etag(rec.file_id, rec.version)
+                self.vault.replace_envelope(rec.file_id, rec.version, raw.encode(), etag)
             except NotFound:
                 pass
             self._note_readers(rec.file_id, rec.version, recipients)
