@@ -103,7 +103,7 @@ export class S3Store {
 
 // A response body, stopping after `limit` bytes (a server that ignores the
 // Range header costs no more memory than the range). Copied once, into place.
-async function readBounded(res, limit) {
+export async function readBounded(res, limit) {
   const reader = res.body.getReader();
   const out = new Uint8Array(limit);
   let n = 0;
