@@ -13,12 +13,18 @@ from typing import Any
 
 import pytest
 
+from tests.servers import MotoServer
 from tests.vault.conftest import assert_one_line_error, run_csfs
 from tests.web.conftest import SCREENSHOTS
-from tests.web.test_reader import PREFIX, World, _ok
-from tests.web.test_reader import world as _world  # noqa: F401 - the fixture, by its own name
+from tests.web.test_reader import PREFIX, World, _ok, build_world
 
 TEXT = "Meeting notes\nline two: ünïcode ✓\n"
+
+
+@pytest.fixture(scope="module")
+def world(moto_server: MotoServer, reader_url: str,
+          tmp_path_factory: pytest.TempPathFactory) -> World:
+    return build_world(moto_server, reader_url, tmp_path_factory)
 
 
 def make_link(world: World, reader_url: str, path: str, data: bytes, tmp: Path,

@@ -73,6 +73,11 @@ def _ok(person: Person, *args: str) -> str:
 @pytest.fixture(scope="module")
 def world(moto_server: MotoServer, reader_url: str,
           tmp_path_factory: pytest.TempPathFactory) -> World:
+    return build_world(moto_server, reader_url, tmp_path_factory)
+
+
+def build_world(moto_server: MotoServer, reader_url: str,
+                tmp_path_factory: pytest.TempPathFactory) -> World:
     tmp = tmp_path_factory.mktemp("web-vault")
     bucket = make_bucket(moto_server.endpoint_url, f"csfs-web-{uuid.uuid4().hex[:12]}")
     s3 = boto3.client("s3", endpoint_url=moto_server.endpoint_url, region_name="us-east-1",
