@@ -198,3 +198,19 @@ def test_cli_refuses_more_than_7_days_and_folders(world: World, reader_url: str)
     bob = world.people["bob"]
     r = run_csfs("link", "/Shared/alice/projects/one.txt", env=bob.env)
     assert_one_line_error(r)
+
+
+def test_the_reader_opens_a_vault_whose_log_has_links(page: Any, reader_url: str, world: World,
+                                                      tmp_path: Path) -> None:
+    """link-add and link-remove entries (7.2, 7.3) are read by the vault reader too."""
+    from tests.web.test_reader import names, open_vault
+
+    alice = world.people["alice"]
+    _, link_id = make_link(world, reader_url, "/logged.txt", b"in the log\n", tmp_path)
+    make_link(world, reader_url, "/logged2.txt", b"still linked\n", tmp_path)
+    _ok(alice, "unlink", link_id)
+    for who in ("alice", "bob"):
+        open_vault(page, reader_url, world, who)
+        listed = names(page)
+        assert page.locator("#error").is_hidden(), page.inner_text("#error")
+        assert ("logged.txt" in listed) == (who == "alice"), listed
