@@ -13,8 +13,10 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -108,8 +110,14 @@ def _browser_read(env: Env, bucket: str, size: int,
         "ExposeHeaders": ["Content-Range", "Content-Length", "ETag"]}]})
     try:
         with sync_playwright() as pw:
-            browser = pw.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
-            page = browser.new_context(accept_downloads=True).new_page()
+            # A normal profile, on disk: an incognito context (Playwright's
+            # new_context) keeps the origin-private file system in the browser
+            # process's memory, so the whole file would show there.
+            profile = tempfile.mkdtemp(prefix="csfs-bench-chromium-", dir="/var/tmp")
+            browser = pw.chromium.launch_persistent_context(
+                profile, executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS,
+                accept_downloads=True)
+            page = browser.new_page()
             page.goto(f"{url}/index.html?save={save}")
             page.set_input_files("#keyfile", str(env.key))
             page.fill("#endpoint", env.endpoint)
@@ -137,11 +145,55 @@ def _browser_read(env: Env, bucket: str, size: int,
             if saved.get("bytes") != size:
                 raise BenchError(f"the page saved {saved.get('bytes')} bytes, not {size}")
             browser.close()
+            shutil.rmtree(profile, ignore_errors=True)
     finally:
         server.shutdown()
         server.server_close()
     peak = {**sampler.peak, "idle_renderer": idle["renderer"], "idle_browser": idle["browser"]}
     return float(saved["seconds"]), wall, peak, digest
+
+
+def _link_first_byte(env: Env, store: str, bucket: str, repeat: int) -> list[float]:
+    """ms from opening a share link (7.7) to a 1 MiB text file's first byte on
+    screen (navigation start to the verified preview), one fresh page each."""
+    sys.path.insert(0, str(ROOT))
+    from playwright.sync_api import sync_playwright
+
+    from csfs.web import dist_dir, make_server
+
+    text = env.tmp / "notes.txt"
+    text.write_bytes(b"a line of text, and another\n" * (MiB // 28 + 1))
+    text.write_bytes(text.read_bytes()[:MiB])
+    env.run([env.csfs, "put", "--store", store, str(text), "/notes.txt"])
+    server = make_server(dist_dir(), 0)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}"
+    env.s3.put_bucket_cors(Bucket=bucket, CORSConfiguration={"CORSRules": [{
+        "AllowedOrigins": [url], "AllowedMethods": ["GET", "HEAD"], "AllowedHeaders": ["*"],
+        "ExposeHeaders": ["Content-Range", "Content-Length", "ETag"]}]})
+    out = []
+    try:
+        with sync_playwright() as pw:
+            browser = pw.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
+            for _ in range(repeat):
+                r = subprocess.run([str(env.csfs), "link", "--store", store, "/notes.txt",
+                                    "--expires", "1h", "--reader", url],
+                                   capture_output=True, text=True, check=True)
+                page = browser.new_context().new_page()
+                page.goto(r.stdout.strip())
+                page.wait_for_selector("body[data-ready='1']", timeout=60_000)
+                if not page.locator("#error").is_hidden():
+                    raise BenchError("the link page failed: " + page.inner_text("#error"))
+                shown = json.loads(page.get_attribute("body", "data-shown") or "{}")
+                if shown.get("bytes") != MiB:
+                    raise BenchError(f"the link page showed {shown}")
+                out.append(float(shown["ms"]))
+                page.context.close()
+            browser.close()
+    finally:
+        server.shutdown()
+        server.server_close()
+    return out
 
 
 def cmd_web(args: Any) -> int:
@@ -184,6 +236,10 @@ def cmd_web(args: Any) -> int:
                   f"(idle {peak['idle_renderer'] // 1024}), browser process "
                   f"{peak['browser'] // 1024} MiB (idle {peak['idle_browser'] // 1024})",
                   flush=True)
+        ms = _link_first_byte(env, store, bucket, args.repeat)
+        print(f"share link, 1 MiB text: {min(ms):.0f} ms from opening the link to the first "
+              f"byte on screen (best of {len(ms)}; all: {', '.join(f'{m:.0f}' for m in ms)})",
+              flush=True)
     return 0
 
 

@@ -344,7 +344,7 @@ export async function chunkLocations(opened, source, fetchSource = null) {
 // verified. Consecutive chunks of one object are fetched in ranged reads of
 // about `batch` bytes; the next read is in flight while a batch is decrypted,
 // and the chunks of a batch are decrypted concurrently, then yielded in order.
-export async function* decryptPayload(opened, source, { batch = 1 << 20, fetchSource = null } = {}) {
+export async function* decryptPayload(opened, source, { batch = 1 << 20, fetchSource = null, window = 16 } = {}) {
   const { C, L } = opened;
   const { locs } = await chunkLocations(opened, source, fetchSource);
   // Group the locations: a hole alone, or a run of adjacent chunks of one object.
@@ -372,18 +372,23 @@ export async function* decryptPayload(opened, source, { batch = 1 << 20, fetchSo
     }
     const base = g[0].start;
     if (data.length !== g[g.length - 1].end - base) throw authError("a chunk is short");
-    const plains = await Promise.all(g.map(({ i, start, end, key, aad, last }) => {
-      const nonce = new Uint8Array(12);
-      new DataView(nonce.buffer).setBigUint64(3, BigInt(i));
-      nonce[11] = last ? 1 : 0;
-      return aesOpen(key, nonce, data.subarray(start - base, end - base), aad);
-    }));
-    for (let m = 0; m < g.length; m++) {
-      if (!plains[m]) throw authError(`chunk ${g[m].i} does not authenticate`);
-      // 2.6 step 4: an inherited chunk's bytes past its source's length are zero.
-      if (plains[m].subarray(Math.max(0, g[m].padFrom)).some((x) => x)) throw authError("non-zero padding in an earlier version");
+    // `window` chunks decrypt at once: WebCrypto copies each input and returns a
+    // new buffer, so a whole batch at once would hold three copies of it.
+    for (let w = 0; w < g.length; w += window) {
+      const part = g.slice(w, w + window);
+      const plains = await Promise.all(part.map(({ i, start, end, key, aad, last }) => {
+        const nonce = new Uint8Array(12);
+        new DataView(nonce.buffer).setBigUint64(3, BigInt(i));
+        nonce[11] = last ? 1 : 0;
+        return aesOpen(key, nonce, data.subarray(start - base, end - base), aad);
+      }));
+      for (let m = 0; m < part.length; m++) {
+        if (!plains[m]) throw authError(`chunk ${part[m].i} does not authenticate`);
+        // 2.6 step 4: an inherited chunk's bytes past its source's length are zero.
+        if (plains[m].subarray(Math.max(0, part[m].padFrom)).some((x) => x)) throw authError("non-zero padding in an earlier version");
+      }
+      for (let m = 0; m < part.length; m++) yield* emit(part[m].i, plains[m]);
     }
-    for (let m = 0; m < g.length; m++) yield* emit(g[m].i, plains[m]);
   }
   // 2.3: bytes at L and beyond are padding and must be zero.
   function* emit(i, plain) {

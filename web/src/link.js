@@ -7,7 +7,7 @@ import { int, isObject, parseStrict } from "./json.js";
 import { linkIdentity } from "./keys.js";
 import { nameOk } from "./manifest.js";
 import { readBounded } from "./s3.js";
-import { blobSink, opfsSink, pickerSink, saveMode } from "./sinks.js";
+import { blobSink, coalesced, opfsSink, pickerSink, saveMode } from "./sinks.js";
 import { authError, CsfsError, formatError, fromHex, strictUtf8 } from "./util.js";
 
 const $ = (id) => document.getElementById(id);
@@ -181,13 +181,18 @@ $("save").addEventListener("click", () => {
     } else {
       sink = blobSink(link.name);
     }
+    sink = coalesced(sink);
     try {
       const { opened, src } = await openLink(link);
       let done = 0;
-      for await (const piece of decryptPayload(opened, src, { batch: 4 << 20 })) {
+      let shown = 0;
+      for await (const piece of decryptPayload(opened, src, { batch: 16 << 20 })) {
         await sink.write(piece);
         done += piece.length;
-        $("status").textContent = `Decrypting: ${humanSize(done)} of ${humanSize(link.size)}…`;
+        if (performance.now() - shown > 250) {
+          shown = performance.now();
+          $("status").textContent = `Decrypting: ${humanSize(done)} of ${humanSize(link.size)}…`;
+        }
       }
     } catch (e) {
       await sink.abort();

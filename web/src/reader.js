@@ -4,7 +4,7 @@
 import { loadIdentity } from "./keys.js";
 import { S3Store } from "./s3.js";
 import { CsfsError } from "./util.js";
-import { blobSink, opfsSink, pickerSink, saveMode } from "./sinks.js";
+import { blobSink, coalesced, opfsSink, pickerSink, saveMode } from "./sinks.js";
 import { Vault } from "./vault.js";
 
 const $ = (id) => document.getElementById(id);
@@ -159,6 +159,12 @@ async function show() {
   }
 }
 
+// Benchmarks only (scripts/bench web): ?batch=<MiB> sets the ranged-read size.
+const readOptions = (() => {
+  const mib = Number(new URLSearchParams(location.search).get("batch"));
+  return mib > 0 && mib <= 64 ? { batch: mib << 20 } : {};
+})();
+
 function save(it) {
   const usePicker = "showSaveFilePicker" in window && !saveMode;
   // The picker must open inside the click's user activation, before any await.
@@ -174,13 +180,19 @@ function save(it) {
     } else {
       sink = blobSink(it.name);
     }
+    sink = coalesced(sink);
     let done = 0;
+    let shown = 0;
     const started = performance.now();
     try {
-      for await (const piece of vault.readFile(it)) {
+      for await (const piece of vault.readFile(it, readOptions)) {
         await sink.write(piece);
         done += piece.length;
-        status(`Decrypting ${it.name}: ${humanSize(done)} of ${humanSize(it.size)}…`);
+        // A few updates a second, not one per 64 KiB chunk.
+        if (performance.now() - shown > 250) {
+          shown = performance.now();
+          status(`Decrypting ${it.name}: ${humanSize(done)} of ${humanSize(it.size)}…`);
+        }
       }
     } catch (e) {
       await sink.abort();

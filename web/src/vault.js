@@ -158,7 +158,7 @@ export class Vault {
    * 5.4: a file's plaintext, piece by piece, each piece after its tag verified.
    * Also checks the unsealed length against the entry's size before any chunk.
    */
-  async *readFile(item) {
+  async *readFile(item, { batch = 16 << 20 } = {}) {
     const e = item.entry;
     if (e.version === 0n) return;
     const v = e.version.toString(16).padStart(16, "0");
@@ -175,6 +175,6 @@ export class Vault {
     if (BigInt(opened.L) !== e.size) throw authError("the file's sealed length differs from its listed size");
     // 2.6: a delta's sources are earlier payloads of the same file, c/F/<version>.
     const fetchSource = (vhex, length) => this.store.source(`c/${e.id}/${vhex}`, maxpay(length) + MAX_MAP);
-    yield* decryptPayload(opened, src, { batch: 16 << 20, fetchSource });
+    yield* decryptPayload(opened, src, { batch, fetchSource });
   }
 }
