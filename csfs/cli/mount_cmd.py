@@ -222,6 +222,7 @@ def status(mountpoint: str) -> None:
     else:
         click.echo("store: online")
     click.echo(f"pending uploads: {r['pending_files']} files, {r['pending_bytes']} bytes")
+    click.echo(f"pending changes: {r.get('pending_changes', 0)} (mkdir, mv, rm, chmod)")
     held = r.get("quarantined") or []
     click.echo(f"quarantined: {len(held)}")
     for q in held:

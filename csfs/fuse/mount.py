@@ -50,10 +50,36 @@ class FlagPassingFUSE(fuse.FUSE):
     """mfusepy with what libfuse 3 passes kept. Its rename drops renameat2's flags,
     so RENAME_EXCHANGE would arrive as a plain rename (one file lost); its truncate
     drops the file handle, so an ftruncate became a truncate of whatever the path
-    names now (after another client's save over that name, a different file)."""
+    names now (after another client's save over that name, a different file); its
+    chmod, chown and utimens drop it too (fchmod of an unlinked open file: ENOENT)."""
 
     def truncate_fuse_3(self, path: bytes | None, length: int, fip: Any) -> int:
         return int(self.ftruncate(path, length, fip))
+
+    def _path_fh(self, path: bytes | None, fip: Any) -> tuple[str | None, int | None]:
+        name = None if path is None else path.decode(self.encoding, self.errors)
+        return name, (int(fip.contents.fh) if fip else None)
+
+    def chmod_fuse_3(self, path: bytes | None, mode: int, fip: Any) -> int:
+        name, fh = self._path_fh(path, fip)
+        return int(self.operations.chmod(name, mode, fh))
+
+    def chown_fuse_3(self, path: bytes | None, uid: int, gid: int, fip: Any) -> int:
+        # -1 (keep) arrives as the unsigned maximum
+        uid = -1 if uid == 2**32 - 1 else uid
+        gid = -1 if gid == 2**32 - 1 else gid
+        name, fh = self._path_fh(path, fip)
+        return int(self.operations.chown(name, uid, gid, fh))
+
+    def utimens_fuse_3(self, path: bytes | None, buf: Any, fip: Any) -> int:
+        name, fh = self._path_fh(path, fip)
+        times = None
+        if buf:
+            times = (
+                fuse.time_of_timespec(buf.contents.actime, use_ns=self.use_ns),
+                fuse.time_of_timespec(buf.contents.modtime, use_ns=self.use_ns),
+            )
+        return int(self.operations.utimens(name, times, fh))
 
     def rename_fuse_3(self, old: bytes, new: bytes, flags: int) -> int:
         return int(

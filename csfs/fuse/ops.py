@@ -293,21 +293,23 @@ class CsfsOperations(fuse.Operations):
         return 0
 
     @translated
-    def chmod(self, path: str, mode: int) -> int:
-        self.fs.chmod(path, stat.S_IMODE(mode))
+    def chmod(self, path: str | None, mode: int, fh: int | None = None) -> int:
+        self.fs.chmod(path, stat.S_IMODE(mode), fh=fh)
         return 0
 
     @translated
-    def chown(self, path: str, uid: int, gid: int) -> int:
-        self.fs.chown(path, _id_or_keep(uid), _id_or_keep(gid), self._caller())
+    def chown(self, path: str | None, uid: int, gid: int, fh: int | None = None) -> int:
+        self.fs.chown(path, _id_or_keep(uid), _id_or_keep(gid), self._caller(), fh=fh)
         return 0
 
     @translated
-    def utimens(self, path: str, times: tuple[int, int] | None = None) -> int:
+    def utimens(
+        self, path: str | None, times: tuple[int, int] | None = None, fh: int | None = None
+    ) -> int:
         now = time.time_ns()
         atime, mtime = (now, now) if times is None else (_time(times[0], now), _time(times[1], now))
         if atime is not None or mtime is not None:
-            self.fs.utimens(path, atime, mtime)
+            self.fs.utimens(path, atime, mtime, fh=fh)
         return 0
 
     @translated

@@ -51,6 +51,7 @@ from csfs.errors import (
     FileTooBig,
     IsADirectory,
     NoMatchingKeyError,
+    NotADirectory,
     NotFound,
     NotPermitted,
     NotSupported,
@@ -63,7 +64,7 @@ from csfs.vault.cache import ObjectCache
 from csfs.vault.crashpoint import crash_point
 from csfs.vault.layout import content_key, envelope_key, new_id, new_version
 from csfs.vault.manifest import DirectoryManifest, Entry, check_xattr_name, check_xattrs
-from csfs.vault.upload_queue import Record, UploadQueue, with_content
+from csfs.vault.upload_queue import NamespaceOp, Record, UploadQueue, with_content
 from csfs.vault.vault import Vault, split_path
 
 C = SCRATCH_CHUNK
@@ -170,7 +171,9 @@ class FileSystem:
             self.cache,
             cache_dir,
             before_upload=self._recheck_readers,
+            apply_op=self._apply_op,
         )
+        vault.overlay = self._overlay_dir
         with self.queue.lock:
             live = {f"{r.file_id}.{r.version:x}" for r in self.queue.records.values()}
         for name in set(os.listdir(self.sealed_dir)) - live:
@@ -244,8 +247,7 @@ class FileSystem:
         return parent_id, name, raw
 
     def _stored_entry(self, parent_id: str, name: str) -> Entry | None:
-        manifest, _ = self.vault.load_dir(parent_id)
-        return manifest.entries.get(name)
+        return self.vault.view_dir(parent_id).entries.get(name)
 
     def _committed(self, records: list[Record]) -> None:
         """Called by the uploader, under the commit lock, once records are in manifests."""
@@ -281,7 +283,7 @@ class FileSystem:
             e = self._read_only(e, where)
         if e.type == "d":
             try:
-                return self._attr(e, self.vault.load_dir(e.id)[0])
+                return self._attr(e, self.vault.view_dir(e.id))
             except NoMatchingKeyError:
                 pass  # a folder this key cannot open: what its entry says
         return self._attr(e)
@@ -409,7 +411,23 @@ class FileSystem:
     def mkdir(self, path: str, mode: int, owner: tuple[int, int] | None = None) -> None:
         self._writable()
         mode, meta = self._new_owner(path, mode & 0o7777, owner, folder=True)
-        self.vault.mkdir(path, mode, **meta)
+        if self._online():
+            try:
+                self.vault.mkdir(path, mode, **meta)
+                return
+            except TransientStoreError:
+                self.vault.went_offline()
+        parent_id, name, cur = self._raw_entry(path)
+        if cur is not None:
+            raise AlreadyExists(f"already exists: {path}")
+        self.vault.check_writable(parent_id)
+        child = self.vault.new_directory(self.vault.known_dir(parent_id), mode, put=False)
+        entry = Entry(child.dir_id, "d", mode=mode, mtime_ns=child.mtime_ns, **meta)
+        self.queue.add_op(
+            NamespaceOp(
+                0, "mkdir", entry.id, parent_id, name, entry.to_json(), readers=child.readers
+            )
+        )
 
     @_committing
     def mknod(
@@ -438,7 +456,21 @@ class FileSystem:
         with self.lock:
             if any(parent == dir_id for parent, _ in self.created):
                 raise DirectoryNotEmpty(f"directory not empty: {path}")
-        self.vault.remove(path, expect_dir=True)
+        # Only the folder seen here: one another client put at the name meanwhile stays.
+        if self._online():
+            try:
+                self.vault.remove(path, expect_dir=True, expect=(dir_id, None))
+                return
+            except TransientStoreError:
+                self.vault.went_offline()
+        parent_id, name, cur = self._raw_entry(path)
+        if cur is None or cur.id != dir_id:
+            raise NotFound(f"no such file or directory: {path}")
+        if cur.type != "d":
+            raise NotADirectory(f"not a directory: {path}")
+        if self.vault.view_dir(dir_id).entries:
+            raise DirectoryNotEmpty(f"directory not empty: {path}")
+        self.queue.add_op(NamespaceOp(0, "remove", dir_id, parent_id, name))
 
     @_committing
     def unlink(self, path: str) -> None:
@@ -446,30 +478,76 @@ class FileSystem:
         with self.lock:
             if self.hidden.pop(path, None) is not None:
                 return  # unlinked already, when libfuse hid it
-        parent_id, name, _ = self._raw_entry(path)
+        _, _, seen = self._raw_entry(path)
+        if seen is None:
+            raise NotFound(f"no such file or directory: {path}")
+        self._unlink(path, seen, seen.version)
+
+    def _unlink(self, path: str, seen: Entry, version: int | None) -> None:
+        """Remove the node ``seen`` (at ``version``, if known) from ``path``. If
+        another client put something else there meanwhile, that is newer than this
+        unlink and stays: a removal by name would delete it (a soak loss)."""
+        parent_id, name = self.vault.parent_of(path)
         with self.lock:
-            created = self.created.pop((parent_id, name), None)
+            created = self.created.get((parent_id, name))
+            if created is not None and created.id == seen.id:
+                del self.created[(parent_id, name)]
+            else:
+                created = None
         if created is not None:
             self.touched[parent_id] = time.time_ns()
             self._forget_file(created)
             self._drop_replaced(parent_id, name, created.id)
             return
-        removed = self.vault.remove(path, expect_dir=False)
-        self._forget_file(removed)
+        if seen.type == "d":
+            raise IsADirectory(f"is a directory: {path}", hint="use rm -r")
+        removed: Entry | None = None
+        if self._online():
+            try:
+                removed = self.vault.remove(
+                    path,
+                    expect_dir=False,
+                    expect=(seen.id, version),
+                    own_versions=self.queue.own_versions,
+                )
+                queued = False
+            except TransientStoreError:
+                self.vault.went_offline()
+                queued = True
+        else:
+            queued = True
+        if queued:
+            self.queue.add_op(NamespaceOp(0, "remove", seen.id, parent_id, name, version=version))
+        # Not removed: another client's file (or version) held the name by then. This
+        # one is gone from the name either way, but what it has queued is kept.
+        self._forget_file(seen, queued_too=queued or removed is not None)
 
     def _drop_replaced(self, parent_id: str, name: str, file_id: str) -> None:
         """A not yet committed file renamed over ``name`` leaves it (unlink, rename):
         what it was to replace there is now removed, unless another client changed it."""
         replaced = self.queue.replacing_of(file_id)
         self.queue.renamed(file_id, parent_id, name, None)
-        if replaced is not None:
-            self.vault.remove_if(parent_id, name, replaced[0], replaced[1])
+        if replaced is None:
+            return
+        if self._online():
+            try:
+                self.vault.remove_if(parent_id, name, replaced[0], replaced[1])
+                return
+            except TransientStoreError:
+                self.vault.went_offline()
+        self.queue.add_op(
+            NamespaceOp(0, "remove", replaced[0], parent_id, name, version=replaced[1])
+        )
 
-    def _forget_file(self, removed: Entry) -> None:
+    def _forget_file(self, removed: Entry, *, queued_too: bool = True) -> None:
+        """``queued_too``: its queued versions are dropped as well (not when the name
+        held another file by then: those versions are no one's to drop, and commit
+        beside it as a conflict copy)."""
         if removed.type != "f":
             return
         # Still-open handles keep working on their own data (POSIX); nothing will be committed.
-        self.queue.update(removed.id, deleted=True)
+        if queued_too:
+            self.queue.update(removed.id, deleted=True)
         with self.lock:
             of = self.open_files.get(removed.id)
             if of is not None:
@@ -542,14 +620,7 @@ class FileSystem:
                 expect = Entry(seen_id, "f", version=seen_version)
             if target_created is not None:
                 expect = None if replaces is None else Entry(replaces[0], "f", version=replaces[1])
-            entry = self.vault.rename(
-                old,
-                new,
-                replace_existing=not noreplace,
-                expect=expect,
-                own_versions=self.queue.own_versions,
-                ctime_ns=time.time_ns(),
-            )
+            entry = self._move(old, new, src, target, expect, noreplace=noreplace)
             if stored is not None and stored.id != entry.id:
                 self._forget_file(stored)
         crash_point("renamed")
@@ -567,6 +638,57 @@ class FileSystem:
                 if of is not None:
                     of.parent_id, of.name, of.ctime_ns = parent_id, name, now
 
+    def _move(
+        self,
+        old: str,
+        new: str,
+        src: Entry,
+        target: Entry | None,
+        expect: Entry | None,
+        *,
+        noreplace: bool,
+    ) -> Entry:
+        """Move a committed entry: one conditional switch, or a queued change."""
+        now = time.time_ns()
+        if self._online():
+            try:
+                return self.vault.rename(
+                    old,
+                    new,
+                    replace_existing=not noreplace,
+                    expect=expect,
+                    own_versions=self.queue.own_versions,
+                    ctime_ns=now,
+                )
+            except TransientStoreError:
+                self.vault.went_offline()
+        src_parent, src_name = self.vault.parent_of(old)
+        dst_parent, dst_name = self.vault.parent_of(new)
+        if src.type == "d" and split_path(new)[: len(split_path(old))] == split_path(old):
+            raise UsageError(f"cannot move {old} into itself")
+        if target is not None and target.type == "d" and self.vault.view_dir(target.id).entries:
+            raise DirectoryNotEmpty(f"cannot replace directory {new}")
+        if target is not None and target.type != "d" and src.type == "d":
+            raise NotADirectory(f"cannot replace non-directory {new} with a directory")
+        moved = replace(src, ctime_ns=now)
+        replaces = None if expect is None or expect.type != "f" else [expect.id, expect.version]
+        self.queue.add_op(
+            NamespaceOp(
+                0,
+                "rename",
+                src.id,
+                src_parent,
+                src_name,
+                moved.to_json(),
+                dst_parent_id=dst_parent,
+                dst_name=dst_name,
+                replaces=replaces,
+            )
+        )
+        if src.type == "d":
+            self.vault.note_parent(src.id, dst_parent)
+        return moved
+
     def _seen_at(self, parent_id: str, name: str, stored: Entry) -> tuple[str, int]:
         """What a rename over ``name`` replaces: the file a program here last opened
         or wrote there; the stored entry if none did (it was not read, only named)."""
@@ -575,13 +697,30 @@ class FileSystem:
         return seen if seen is not None else (stored.id, stored.version)
 
     def _hide(self, old: str, new: str) -> bool:
-        """libfuse hides an open file that is unlinked: unlink it here for good."""
-        _, _, raw = self._raw_entry(old)
+        """libfuse hides an open file that is unlinked: unlink it here for good.
+
+        The file is the one open here under that name, not whatever the name holds
+        by now: another client's file put there since stays (and a rename over the
+        name that follows keeps it as a conflict copy)."""
+        parent_id, name, raw = self._raw_entry(old)
         with self.lock:
-            of = self.open_files.get(raw.id) if raw is not None else None
+            here = [
+                o for o in self.open_files.values() if (o.parent_id, o.name) == (parent_id, name)
+            ]
+            # Two open here under one name (one replaced by another client meanwhile):
+            # libfuse hides the name's node, which is what the name holds now.
+            of = next((o for o in here if raw is not None and o.file_id == raw.id), None)
+            of = of or (here[0] if here else None)
+            seen = self.seen.get((parent_id, name))
         if of is None:
             return False
-        self.unlink(old)
+        with of.lock:
+            entry = of.entry
+        version = seen[1] if seen is not None and seen[0] == of.file_id else of.base_version
+        try:
+            self._unlink(old, replace(entry, id=of.file_id, type="f"), version)
+        except NotFound:
+            self._forget_file(replace(entry, id=of.file_id, type="f"))  # gone already
         with self.lock:
             self.hidden[new] = of
         return True
@@ -595,16 +734,40 @@ class FileSystem:
     def link(self, target: str, path: str) -> None:
         raise NotSupported("hard links are not supported")
 
-    @_committing
-    def chmod(self, path: str, mode: int) -> None:
-        self._writable()
-        self._setattr(path, mode=mode & 0o7777, ctime_ns=time.time_ns())
+    def _detached(self, path: str | None, fh: int | None) -> OpenFile | None:
+        """The open file that an attribute change through ``fh`` (or of libfuse's
+        hidden name) goes to alone: unlinked, or no longer what ``path`` names."""
+        with self.lock:
+            of = self.handles.get(fh) if fh is not None else None
+            gone = self.hidden.get(path) if path is not None else None
+        if gone is not None or of is None:
+            return gone
+        if not of.name or path is None:
+            return of
+        try:
+            _, _, raw = self._raw_entry(path)
+        except (NotFound, UsageError):
+            return of
+        return of if raw is None or raw.id != of.file_id else None
 
     @_committing
-    def chown(self, path: str, uid: int, gid: int, caller: Caller | None = None) -> None:
+    def chmod(self, path: str | None, mode: int, fh: int | None = None) -> None:
+        self._writable()
+        self._setattr(path, fh=fh, mode=mode & 0o7777, ctime_ns=time.time_ns())
+
+    @_committing
+    def chown(
+        self,
+        path: str | None,
+        uid: int,
+        gid: int,
+        caller: Caller | None = None,
+        fh: int | None = None,
+    ) -> None:
         """Change owner and group (-1: keep); who may is checked as Linux does (chown(2))."""
         self._writable()
-        a = self.getattr(path)
+        of = self._detached(path, fh)
+        a = self._open_attr(of) if of is not None else self.getattr(str(path))
         new_uid = a.uid if uid < 0 else uid
         new_gid = a.gid if gid < 0 else gid
         if caller is not None and caller.uid != 0:
@@ -626,10 +789,12 @@ class FileSystem:
                 changes[key] = value
         if mode != a.mode:
             changes["mode"] = mode
-        self._setattr(path, **changes)
+        self._setattr(path, fh=fh, **changes)
 
     @_committing
-    def utimens(self, path: str, atime_ns: int | None, mtime_ns: int | None) -> None:
+    def utimens(
+        self, path: str | None, atime_ns: int | None, mtime_ns: int | None, fh: int | None = None
+    ) -> None:
         """Set either time or both (None: leave it, UTIME_OMIT); ctime becomes now."""
         self._writable()
         changes: dict[str, Any] = {"ctime_ns": time.time_ns()}
@@ -637,6 +802,10 @@ class FileSystem:
             changes["atime_ns"] = atime_ns
         if mtime_ns is not None:
             changes["mtime_ns"] = mtime_ns
+        if self._detached(path, fh) is not None:
+            self._setattr(path, fh=fh, **changes)
+            return
+        assert path is not None
         if self.lookup(path).type == "d":
             self._folder_times(path, changes)
         else:
@@ -697,9 +866,14 @@ class FileSystem:
         """The entry holding a path's xattrs: the cached manifest, no store round trip."""
         return self.lookup(path)
 
-    def _setattr(self, path: str, **changes: Any) -> None:
+    def _setattr(self, path: str | None, fh: int | None = None, **changes: Any) -> None:
         """Mode, owner, times, xattrs. A file whose upload is still queued takes mode and
         times with its commit (no round trip: tar and rsync set them after each close)."""
+        detached = self._detached(path, fh)
+        if detached is not None:
+            self._update_open(detached.file_id, **changes)  # nothing of it is in a folder
+            return
+        assert path is not None
         if split_path(path):
             self.vault.check_writable(self.vault.parent_of(path)[0])
         e = self._set_created(path, **changes)
@@ -707,8 +881,109 @@ class FileSystem:
             e = self.vault.lookup(path)
             queued = set(changes) <= RECORD_FIELDS and e.type == "f"
             if not queued or not self.queue.update(e.id, **changes):
-                e = self.vault.setattr(path, **changes)
+                e = self._set_stored(path, e, changes)
         self._update_open(e.id, **changes)
+
+    def _set_stored(self, path: str, e: Entry, changes: dict[str, Any]) -> Entry:
+        if self._online() or not split_path(path):  # the root's manifest: online only
+            try:
+                return self.vault.setattr(path, **changes)
+            except TransientStoreError:
+                if not split_path(path):
+                    raise
+                self.vault.went_offline()
+        parent_id, name = self.vault.parent_of(path)
+        new = replace(e, **changes)
+        self.queue.add_op(
+            NamespaceOp(0, "setattr", e.id, parent_id, name, new.to_json(), fields=sorted(changes))
+        )
+        return new
+
+    # -- namespace changes queued while the store is away -------------------------------
+
+    def _online(self) -> bool:
+        """Whether a namespace change goes to the store now. While it is unreachable,
+        and then until the changes queued meanwhile have reached it (they stay in
+        order), changes are queued."""
+        return not self.vault.offline and not self.queue.pending_ops()
+
+    def _overlay_dir(
+        self, dir_id: str, base: Callable[[], DirectoryManifest]
+    ) -> DirectoryManifest | None:
+        """A folder with the queued changes that touch it applied; None if none does."""
+        ops = [
+            op
+            for op in self.queue.pending_ops()
+            if dir_id in (op.parent_id, op.dst_parent_id)
+            or (op.kind == "mkdir" and op.node_id == dir_id)
+        ]
+        if not ops:
+            return None
+        made = next((op for op in ops if op.kind == "mkdir" and op.node_id == dir_id), None)
+        if made is not None and made.entry is not None:
+            e = Entry.from_json(made.entry)
+            m = DirectoryManifest(
+                dir_id, version=0, readers=list(made.readers), mtime_ns=e.mtime_ns, mode=e.mode
+            )
+        else:
+            m = base().copy()
+        for op in ops:
+            cur = m.entries.get(op.name) if op.parent_id == dir_id else None
+            mine = cur is not None and cur.id == op.node_id
+            if op.kind == "mkdir" and op.parent_id == dir_id and op.entry is not None:
+                m.entries[op.name] = Entry.from_json(op.entry)
+            elif op.kind == "remove" and mine:
+                del m.entries[op.name]
+            elif op.kind == "setattr" and mine and op.entry is not None:
+                m.entries[op.name] = Entry.from_json(op.entry)
+            elif op.kind == "rename":
+                if mine:
+                    del m.entries[op.name]
+                if op.dst_parent_id == dir_id and op.entry is not None:
+                    m.entries[op.dst_name] = Entry.from_json(op.entry)
+        return m
+
+    def _apply_op(self, op: NamespaceOp) -> None:
+        """Apply a queued namespace change to the store (the uploader, under the commit
+        lock), as conditionally as its online form: what changed meanwhile elsewhere
+        is kept (a conflict copy, or the entry left as it is), never lost."""
+        v = self.vault
+        with v.store_view():
+            if op.kind == "mkdir" and op.entry is not None:
+                v.add_directory(op.parent_id, op.name, Entry.from_json(op.entry))
+            elif op.kind == "remove":
+                v.remove_if(op.parent_id, op.name, op.node_id, op.version, self.queue.own_versions)
+            elif op.kind == "setattr" and op.entry is not None:
+                new = Entry.from_json(op.entry)
+                changes = {k: getattr(new, k) for k in op.fields}
+                v.set_entry(op.parent_id, op.name, op.node_id, changes)
+            elif op.kind == "rename" and op.entry is not None:
+                cur = v.load_dir(op.parent_id)[0].entries.get(op.name)
+                if cur is None or cur.id != op.node_id:
+                    return  # moved or removed elsewhere meanwhile: nothing of ours to move
+                there = v.load_dir(op.dst_parent_id)[0].entries.get(op.dst_name)
+                if there is not None and there.id == op.node_id:
+                    # An online attempt added it there before failing: the source goes
+                    # only if it holds no other version than the target (else both stay).
+                    def drop(m: DirectoryManifest, was: Entry = there) -> None:
+                        now = m.entries.get(op.name)
+                        if now is not None and now.id == was.id and now.version == was.version:
+                            del m.entries[op.name]
+
+                    v.update_dir(op.parent_id, drop)
+                    return
+                src_dir, dst_dir = v.path_of(op.parent_id), v.path_of(op.dst_parent_id)
+                if src_dir is None or dst_dir is None:
+                    raise NotFound("the folder of a queued rename is gone")
+                was = op.replaces
+                expect = None if was is None else Entry(was[0], "f", version=was[1])
+                v.rename(
+                    posixpath.join(src_dir, op.name),
+                    posixpath.join(dst_dir, op.dst_name),
+                    expect=expect,
+                    own_versions=self.queue.own_versions,
+                    ctime_ns=Entry.from_json(op.entry).ctime_ns,
+                )
 
     def _set_created(self, path: str, **changes: Any) -> Entry | None:
         """Apply attribute changes to a file not yet in its manifest; None if it is."""
@@ -1304,8 +1579,8 @@ class FileSystem:
             self.cache.put_local(ekey, raw.encode(), pinned=True)
             try:
                 # Uploaded before a crash, wrapped to the old readers: replace it.
-                _, etag = self.vault.store.get_with_etag(ekey)
-                self.vault.store.put(ekey, raw.encode(), if_match=etag)
+                _, etag = self.vault.envelope_with_etag(rec.file_id, rec.version)
+                self.vault.replace_envelope(rec.file_id, rec.version, raw.encode(), etag)
             except NotFound:
                 pass
             self._note_readers(rec.file_id, rec.version, recipients)

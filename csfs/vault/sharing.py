@@ -34,12 +34,14 @@ from csfs.vault.layout import (
     new_id,
 )
 from csfs.vault.manifest import DirectoryManifest, Entry
+from csfs.vault.manifests import VersionChange
 from csfs.vault.members import (
     add_member,
     member_to_share_with,
     require_vault_owner,
     trust_member,
 )
+from csfs.vault.namespace import split_path
 from csfs.vault.tree_index import (
     Tree,
     find_paths,
@@ -48,7 +50,7 @@ from csfs.vault.tree_index import (
     recipients_of,
     writers_of_roots,
 )
-from csfs.vault.vault import Vault, same_version, split_path
+from csfs.vault.vault import Vault
 
 # The members' face is here too: csfs.vault.members.
 __all__ = [
@@ -360,17 +362,13 @@ def _reencrypt(vault: Vault, files: list[tuple[str, Entry]], report: ShareReport
                 report.problems.append(f"{items[0][0]}: not re-encrypted: {exc.message}")
                 continue
 
-            def switch(m: DirectoryManifest, done: list[tuple[str, Entry, Entry]] = done) -> list:
-                switched = []
-                for name, old, new in done:
-                    cur = m.entries.get(name)
-                    if cur is not None and same_version(cur, old):
-                        m.entries[name] = new
-                        switched.append((old, new))
-                return switched
-
-            # A file changed meanwhile keeps its newer version; ours becomes an orphan.
-            switched = vault.update_dir(dir_id, switch)
+            # A file changed or removed meanwhile keeps its newer version (or stays
+            # removed); ours becomes an orphan.
+            changes = [
+                VersionChange(name, new.id, new, old, restore=False) for name, old, new in done
+            ]
+            lost = {name for name, _ in vault.commit_versions(dir_id, changes, keep_lost=False)}
+            switched = [(old, new) for name, old, new in done if name not in lost]
             old_versions = [
                 (old.id, v)
                 for old, _ in switched

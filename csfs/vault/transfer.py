@@ -22,7 +22,9 @@ from csfs.vault.localfs import (
     scan_local_tree,
 )
 from csfs.vault.manifest import DirectoryManifest, Entry
-from csfs.vault.vault import Vault, cycle_message, same_version, split_path
+from csfs.vault.manifests import VersionChange
+from csfs.vault.namespace import cycle_message, split_path
+from csfs.vault.vault import Vault
 
 
 def put_tree(
@@ -96,29 +98,19 @@ def put_tree(
             results = list(pool.map(upload, regular))
         link_entries = sorted(links.items())
 
-        def switch_all(
-            m: DirectoryManifest,
-            results: list[tuple[str, Entry, Entry | None]] = results,
-            link_entries: list[tuple[str, str]] = link_entries,
-        ) -> list[tuple[str, Entry]]:
-            lost = []
-            for name, new, base in results:
-                cur = m.entries.get(name)
-                if cur is None or same_version(cur, base):
-                    m.entries[name] = new
-                else:
-                    lost.append((name, new))
+        def add_links(
+            m: DirectoryManifest, link_entries: list[tuple[str, str]] = link_entries
+        ) -> None:
             for name, target in link_entries:
                 cur = m.entries.get(name)
                 if cur is None or (cur.type == "l" and cur.target != target):
                     m.entries[name] = Entry(
                         new_id(), "l", mode=0o777, mtime_ns=time.time_ns(), target=target
                     )
-            return lost
 
         if results or link_entries:
-            for name, new in vault.update_dir(dir_entry.id, switch_all):
-                vault.conflict_copy(dir_entry.id, name, new)
+            changes = [VersionChange(name, new.id, new, base) for name, new, base in results]
+            vault.commit_versions(dir_entry.id, changes, also=add_links)
         count += len(results)
     return count
 

@@ -16,7 +16,6 @@ so that it does not hold up the rest of the queue.
 from __future__ import annotations
 
 import contextlib
-import functools
 import json
 import logging
 import os
@@ -24,64 +23,36 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict
 from typing import Any
 
-from csfs.crypto.envelope import KIND_OFFLINE, Context
-from csfs.crypto.sealed import open_object, seal_object
 from csfs.errors import (
     AccessDenied,
     CsfsError,
     NotFound,
-    PreconditionFailed,
     TransientStoreError,
     UploadImpossible,
 )
 from csfs.vault.cache import ObjectCache
 from csfs.vault.crashpoint import crash_point
-from csfs.vault.layout import content_key, envelope_key
 from csfs.vault.manifest import DirectoryManifest, Entry
-from csfs.vault.vault import Vault, conflict_name
-
-CHAIN_MAX = 64  # earlier versions of one file a record may replace (see Record.chain)
+from csfs.vault.manifests import VersionChange
+from csfs.vault.queue_ops import QueuedChanges
+from csfs.vault.queue_records import (
+    CHAIN_MAX,
+    NamespaceOp,
+    Record,
+    RecordSealer,
+    with_content,
+    write_atomic,
+)
+from csfs.vault.vault import Vault
 
 log = logging.getLogger("csfs.upload")
 PROBE_INTERVAL = 1.0  # seconds between probes of an unreachable store
 
 
-@dataclass
-class Record:
-    seq: int
-    file_id: str
-    version: int  # 0: an empty file, no objects
-    base_version: int  # the version this one replaces; a mismatch at commit is a conflict
-    parent_id: str
-    name: str
-    size: int
-    mode: int
-    mtime_ns: int
-    deleted: bool = False  # unlinked locally: upload nothing, commit nothing
-    ctime_ns: int = 0  # 0: keep the entry's (records written by older code have neither)
-    atime_ns: int = 0
-    # Earlier versions of this file sealed by this queue that may be what the store
-    # holds at commit: one writer's queued versions never conflict with each other,
-    # even when a crash lost the record of the one in between.
-    chain: list[int] = field(default_factory=list)
-    # [node id, version] of the entry that a rename of this not yet committed file
-    # replaced at its name; the commit replaces it in the same manifest switch.
-    replaces: list[Any] | None = None
-
-    def own_versions(self) -> set[int]:
-        return {self.base_version, self.version, *self.chain}
-
-    @property
-    def keys(self) -> list[str]:
-        if self.version == 0:
-            return []
-        return [content_key(self.file_id, self.version), envelope_key(self.file_id, self.version)]
-
-
-class UploadQueue:
+class UploadQueue(QueuedChanges):
     """Sealed versions on their way to the store, durable across a crash or kill -9.
 
     Owns the on-disk records (sealed to the mount's key), the worker threads
@@ -102,9 +73,11 @@ class UploadQueue:
         on_error: Callable[[str], None] | None = None,
         workers: int = 8,
         before_upload: Callable[[Record], None] | None = None,
+        apply_op: Callable[[NamespaceOp], None] | None = None,
     ) -> None:
         self.vault = vault
         self.cache = cache
+        self.sealer = RecordSealer(vault.vault_id, vault.identity)
         self.dir = os.path.join(directory, "queue")
         self.quarantine_dir = os.path.join(self.dir, "quarantine")
         os.makedirs(self.quarantine_dir, mode=0o700, exist_ok=True)
@@ -115,6 +88,10 @@ class UploadQueue:
         self.seq = 0
         # What renames of not yet queued files replaced: file id -> [node id, version].
         self.replacing: dict[str, list[Any]] = {}
+        self.ops: list[NamespaceOp] = []  # in seq order
+        # Applies one namespace change to the store (the file system's; set before
+        # the uploader starts, as changes queued by the last mount go at once).
+        self.apply_op = apply_op
         self.errors: dict[str, str] = {}  # message -> when last seen; cleared once uploads work
         self.quarantined: dict[str, dict[str, Any]] = {}
         self.on_error = on_error
@@ -138,34 +115,12 @@ class UploadQueue:
     def _path(self, rec: Record) -> str:
         return os.path.join(self.dir, f"{rec.file_id}.rec")
 
-    def _context(self, file_id: str) -> Context:
-        return Context(KIND_OFFLINE, self.vault.vault_id, bytes.fromhex(file_id), 0)
-
-    def _seal(self, file_id: str, body: dict[str, Any]) -> bytes:
-        me = self.vault.identity
-        return seal_object(json.dumps(body).encode(), [me.recipient], me, self._context(file_id))
-
-    def _open(self, path: str) -> dict[str, Any]:
-        file_id = os.path.basename(path).split(".")[0].split("-")[0]
-        with open(path, "rb") as f:
-            raw = f.read()
-        me = self.vault.identity
-        _, data = open_object(
-            raw,
-            me,
-            self._context(file_id),
-            allowed_signers={me.recipient.verify_key_bytes},
-            what="an upload queue record",
-        )
-        body: dict[str, Any] = json.loads(data)
-        return body
-
     def _load(self) -> None:
         for name in sorted(os.listdir(self.dir)):
             path = os.path.join(self.dir, name)
             try:
                 if name.endswith(".rec"):
-                    rec = Record(**self._open(path))
+                    rec = Record(**self.sealer.open(path))
                 elif name.endswith(".json"):  # written in clear by earlier versions
                     with open(path) as f:
                         rec = Record(**json.load(f))
@@ -180,9 +135,10 @@ class UploadQueue:
             self.seq = max(self.seq, rec.seq)
             for key in rec.keys:
                 self.cache.set_pinned(key, True)
+        self._load_ops()
         for name in sorted(os.listdir(self.quarantine_dir)):
             try:
-                q = self._open(os.path.join(self.quarantine_dir, name))
+                q = self.sealer.open(os.path.join(self.quarantine_dir, name))
             except (CsfsError, OSError, ValueError):
                 continue
             self.quarantined[name.removesuffix(".rec")] = q
@@ -190,7 +146,7 @@ class UploadQueue:
                 self.cache.set_pinned(key, True)
 
     def _write(self, rec: Record) -> None:
-        _write_atomic(self._path(rec), self._seal(rec.file_id, asdict(rec)))
+        write_atomic(self._path(rec), self.sealer.seal(rec.file_id, asdict(rec)))
 
     # -- API used by the file system -----------------------------------------------------
 
@@ -271,7 +227,7 @@ class UploadQueue:
         """Block until ``file_id`` (or everything) is in the store; False on timeout."""
         deadline = None if timeout is None else time.monotonic() + timeout
         with self.lock:
-            while (file_id in self.records) if file_id else self.records:
+            while (file_id in self.records) if file_id else (self.records or self.ops):
                 remaining = None if deadline is None else deadline - time.monotonic()
                 if remaining is not None and remaining <= 0:
                     return False
@@ -283,6 +239,7 @@ class UploadQueue:
             recs = [r for r in self.records.values() if not r.deleted]
             return {
                 "pending_files": len(recs),
+                "pending_changes": len(self.ops),
                 "pending_bytes": sum(r.size for r in recs),
                 "errors": [f"{when} upload failed: {msg}" for msg, when in self.errors.items()],
                 "quarantined": [
@@ -312,7 +269,9 @@ class UploadQueue:
         backoff = 0.2
         while True:
             with self.lock:
-                while not self.stopping and not (set(self.records) - self.inflight):
+                while not self.stopping and not (set(self.records) - self.inflight) and not (
+                    self.ops
+                ):
                     self.lock.wait(timeout=1.0)
                 if self.stopping:
                     return
@@ -323,6 +282,7 @@ class UploadQueue:
                 self.inflight.update(r.file_id for r in batch)
                 self.inflight_seqs.update(r.seq for r in batch)
             try:
+                self._apply_ops()  # first: a queued file may be in a folder made offline
                 self._process(batch)
                 backoff = 0.2
             except Exception as exc:
@@ -396,8 +356,12 @@ class UploadQueue:
                 by_parent.setdefault(r.parent_id, []).append(r)
             for parent_id, recs in by_parent.items():
                 try:
-                    lost = self.vault.update_dir(
-                        parent_id, functools.partial(self._switch, recs=recs), touch=False
+                    lost = self.vault.commit_versions(
+                        parent_id,
+                        [self._change(r) for r in recs],
+                        also=self._folder_times,
+                        touch=False,
+                        keep_lost=False,
                     )
                 except AccessDenied as exc:
                     # No longer ours to write (write access revoked): kept, not retried.
@@ -455,8 +419,8 @@ class UploadQueue:
         }
         log.warning("upload of %s quarantined: %s", qid, reason)
         with self.lock:
-            sealed = self._seal(rec.file_id, body)
-            _write_atomic(os.path.join(self.quarantine_dir, qid + ".rec"), sealed)
+            sealed = self.sealer.seal(rec.file_id, body)
+            write_atomic(os.path.join(self.quarantine_dir, qid + ".rec"), sealed)
             self.quarantined[qid] = body
             for key in rec.keys:
                 self.cache.set_pinned(key, True)
@@ -481,21 +445,7 @@ class UploadQueue:
             path = self.cache.local_path(key)
             if path is None:
                 raise UploadImpossible(f"a pending upload lost its local ciphertext ({key})")
-            try:
-                if os.path.getsize(path) > 8 << 20:
-                    self.vault.store.put_file(key, path, if_none_match=True)
-                else:
-                    with open(path, "rb") as f:
-                        self.vault.store.put(key, f.read(), if_none_match=True)
-            except PreconditionFailed:
-                # Already there: an upload before a crash, or a retry. Same key, same bytes.
-                try:
-                    if self.vault.store.head(key).size != os.path.getsize(path):
-                        raise UploadImpossible(
-                            f"object {key} exists in the store with other contents"
-                        ) from None
-                except NotFound:
-                    raise
+            self.vault.put_version_object(key, path)
 
     def _metadata(self, m: DirectoryManifest, r: Record) -> Entry:
         """What the new entry keeps of the file's metadata: the manifest's entry for
@@ -506,69 +456,25 @@ class UploadQueue:
         made = self.metadata_for(r.file_id) if self.metadata_for is not None else None
         return made if made is not None else Entry(r.file_id, "f")
 
-    def _switch(self, m: DirectoryManifest, recs: list[Record]) -> list[tuple[str, Entry]]:
-        """Point each record's entry at its new version; return the ones that lost a race.
-
-        A new version leaves the folder's times alone (POSIX: writing a file does not
+    def _folder_times(self, m: DirectoryManifest) -> None:
+        """A new version leaves the folder's times alone (POSIX: writing a file does not
         change its folder); a new name takes the time it was made here."""
         changed = self.folder_time(m.dir_id) if self.folder_time is not None else None
         if changed is not None:
             m.mtime_ns = max(m.mtime_ns, changed)
             m.ctime_ns = max(m.ctime_ns or m.mtime_ns, changed)
-        lost = []
-        for r in recs:
-            ours = r.own_versions()
-            found = m.entries.get(r.name)
-            new = with_content(self._metadata(m, r), r)
-            if found is not None and found.id == r.file_id and found.version in ours:
-                m.entries[r.name] = new
-                continue
-            moved = [n for n, e in m.entries.items() if e.id == r.file_id and e.version in ours]
-            listed = any(e.id == r.file_id for e in m.entries.values())
-            if moved:
-                m.entries[moved[0]] = new
-            elif found is None and not listed:
-                m.entries[r.name] = new  # removed or moved elsewhere meanwhile: keep ours
-            elif r.replaces is not None and not listed and found is not None and found.type == "f":
-                # A rename over the name, committed with the new file in this one switch.
-                # If the name no longer holds what the rename replaced, another client
-                # changed it meanwhile: theirs is kept as a conflict copy beside it.
-                if [found.id, found.version] != list(r.replaces):
-                    log.warning("conflict: a rename replaced a file changed elsewhere")
-                    m.entries[conflict_name(r.name, m.entries, self.vault.identity)] = found
-                m.entries[r.name] = new
-            else:
-                log.warning(
-                    "conflict: the directory has version %x, this upload replaces %x",
-                    found.version if found else 0,
-                    r.base_version,
-                )
-                lost.append((r.name, new))
-        return lost
+
+    def _change(self, r: Record) -> VersionChange:
+        """The manifest change a record commits: its own versions count as its base,
+        and it follows the file if it was renamed in its folder meanwhile."""
+        return VersionChange(
+            r.name,
+            r.file_id,
+            lambda m: with_content(self._metadata(m, r), r),
+            Entry(r.file_id, "f", version=r.base_version),
+            own=frozenset(r.own_versions()),
+            follow=True,
+            replaces=r.replaces,
+        )
 
 
-def with_content(meta: Entry, r: Record) -> Entry:
-    """``meta`` (an entry's metadata) pointing at the queued version ``r``."""
-    return replace(
-        meta,
-        mode=r.mode,
-        size=r.size,
-        mtime_ns=r.mtime_ns,
-        version=r.version,
-        ctime_ns=r.ctime_ns or meta.ctime_ns,
-        atime_ns=r.atime_ns or meta.atime_ns,
-    )
-
-
-def _write_atomic(path: str, data: bytes) -> None:
-    tmp = path + ".tmp"
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    dfd = os.open(os.path.dirname(path), os.O_RDONLY)
-    try:
-        os.fsync(dfd)
-    finally:
-        os.close(dfd)

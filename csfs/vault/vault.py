@@ -10,19 +10,16 @@ and re-applies its change; a real conflict becomes a conflict copy.
 from __future__ import annotations
 
 import contextlib
-import functools
 import hashlib
 import io
 import os
-import posixpath
 import queue
-import random
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import replace
-from typing import Any, BinaryIO, TypeVar
+from typing import BinaryIO
 
 from cachetools import LRUCache, TTLCache
 
@@ -34,7 +31,6 @@ from csfs.crypto import (
     encrypt_stream,
 )
 from csfs.crypto.envelope import KIND_FILE, MAX_ENVELOPE_SIZE
-from csfs.crypto.keys import load_recipient_pem
 from csfs.crypto.sealed import decrypt_opened, max_payload_size, open_envelope
 from csfs.crypto.stream import (
     HEADER_SIZE,
@@ -46,22 +42,12 @@ from csfs.crypto.stream import (
     payload_size,
 )
 from csfs.errors import (
-    AccessDenied,
-    AlreadyExists,
     AuthenticationError,
-    ContentionError,
-    CrossShare,
-    CsfsError,
-    DirectoryNotEmpty,
-    FormatError,
     IntegrityError,
     IsADirectory,
-    NoMatchingKeyError,
-    NotADirectory,
     NotFound,
-    NotSupported,
     PreconditionFailed,
-    TransientStoreError,
+    UploadImpossible,
     UsageError,
 )
 from csfs.store import Store
@@ -74,7 +60,8 @@ from csfs.vault.access import (
     notice_key,
     seal_notice,
 )
-from csfs.vault.crashpoint import crash_point
+from csfs.vault.authority import Authority
+from csfs.vault.core import Overlay
 from csfs.vault.layout import (
     HEADER_KEY,
     MAX_SIGNED_BLOB,
@@ -87,32 +74,30 @@ from csfs.vault.layout import (
     read_limited,
     read_limited_with_etag,
 )
-from csfs.vault.manifest import MAX_MANIFEST_OBJECT, DirectoryManifest, Entry, check_name
+from csfs.vault.manifest import DirectoryManifest, Entry
+from csfs.vault.manifests import (
+    Manifests,
+    VersionChange,
+    conflict_name,
+)
+from csfs.vault.namespace import Namespace, split_path
+from csfs.vault.shared_view import SharedView
 from csfs.vault.state import VaultState, default_state_dir
 
-T = TypeVar("T")
+__all__ = ["Vault", "split_path", "store_has"]  # split_path: the mount imports it from here
+
 SMALL_FILE = 8 << 20  # payloads up to this size are built in memory, larger ones in a temp file
-MAX_RETRIES = 50
 _EXTENDED = "a file's ciphertext is longer than its directory entry allows: extended or replaced"
-VERSION_LIMIT = 1 << 63  # manifest versions at or above are format errors (format.md 5.3)
 
 
-class Unset:
-    """The type of UNSET: an argument not given (where None means something)."""
-
-
-UNSET = Unset()
-
-
-def split_path(path: str) -> list[str]:
-    """'/a/b' -> ['a', 'b']; the vault path syntax is POSIX, always absolute."""
-    norm = posixpath.normpath("/" + path.strip())
-    return [check_name(p) for p in norm.split("/") if p]
-
-
-class Vault:
+class Vault(Namespace, Authority, SharedView, Manifests):
     """One open vault: its header, the directory manifests, the file versions and the
     access log, read and changed through one store with this client's identity.
+
+    A facade: it owns the store, the identity, the header and the client's state,
+    and composes the parts that do the work (core.py declares what they share):
+    Manifests (manifests.py), Authority (authority.py), SharedView
+    (shared_view.py), Namespace (namespace.py); the file versions' I/O is here.
 
     Owns the manifest cache and the rollback floors (the client's vault state),
     the access log view (who may read and write each share root), and the update
@@ -153,6 +138,11 @@ class Vault:
         # mount serves and seals against while the store is unreachable (offline mode).
         self._known: LRUCache[str, tuple[DirectoryManifest, str]] = LRUCache(maxsize=16384)
         self.offline_since: float | None = None  # wall-clock time the store stopped answering
+        # The mount's own view of a folder with its queued namespace changes applied
+        # (None: no change pending there); see view_dir. Not for commits, which start
+        # from the store's manifest.
+        self.overlay: Overlay | None = None
+        self._store_view = threading.local()  # .on: this thread applies queued changes
         self._lock = threading.RLock()
         self.state.pin_header(header.digest)
         self.access = AccessLog(
@@ -284,711 +274,6 @@ class Vault:
     def close(self) -> None:
         self.state.save()
 
-    # -- access (format.md 7) -------------------------------------------------------------
-
-    @property
-    def is_owner(self) -> bool:
-        return self.access.is_owner
-
-    def refresh_access(self, *, force: bool = False) -> None:
-        """Read new access-log entries, at most once per TTL unless forced.
-
-        Offline, what is known stays in force until the store answers again."""
-        now = time.monotonic()
-        if not force and (now - self._access_checked < self._access_ttl or self.offline):
-            return
-        # One refresh at a time; other threads go on with what is known meanwhile.
-        if not self._access_lock.acquire(blocking=force):
-            return
-        try:
-            if not force and now - self._access_checked < self._access_ttl:
-                return
-            try:
-                self.access.refresh()
-            except TransientStoreError:
-                if force:
-                    raise
-                self.went_offline()
-                return
-            virtual = self._build_virtual() if self.shared_view else {}
-            with self._lock:
-                self._virtual = virtual
-                self._access_checked = time.monotonic()
-        finally:
-            self._access_lock.release()
-
-    # -- offline mode -----------------------------------------------------------------
-
-    @property
-    def offline(self) -> bool:
-        return self.offline_since is not None
-
-    def went_offline(self) -> None:
-        with self._lock:
-            if self.offline_since is None:
-                self.offline_since = time.time()
-
-    def probe(self) -> bool:
-        """One cheap round trip (HEAD of the header); back online if the store answers."""
-        try:
-            self.store.head(HEADER_KEY)
-        except TransientStoreError:
-            return False
-        with self._lock:
-            self.offline_since = None
-        return True
-
-    def known_dir(self, dir_id: str) -> DirectoryManifest:
-        """The last verified manifest of a directory, however old, with no round trip
-        (sealing a file needs nothing from the store); loaded if never seen."""
-        virtual = self._virtual.get(dir_id)
-        if virtual is not None:
-            return virtual
-        with self._lock:
-            known = self._known.get(dir_id)
-        return known[0] if known is not None else self.load_dir(dir_id)[0]
-
-    @property
-    def shared_view(self) -> bool:
-        """Members other than the owner see only ``Shared/<owner>/<name>``."""
-        return not self.is_owner and (self.access.joined or bool(self.access.notices))
-
-    @property
-    def root_id(self) -> str:
-        return _virtual_id("/") if self.shared_view else self.header.root_id
-
-    def _build_virtual(self) -> dict[str, DirectoryManifest]:
-        owner = self.access.owner_name()
-        top, shared, mine = (
-            _virtual_id("/"),
-            _virtual_id("/Shared"),
-            _virtual_id("/Shared/" + owner),
-        )
-        ro = 0o555
-        entries: dict[str, Entry] = {}
-        # The name chosen when the share was first applied (AccessLog._read_notice), so
-        # that a later share never displaces an earlier one's path.
-        notices = sorted(self.access.notices.values(), key=lambda n: (not n.shown, n.node))
-        for notice in notices:
-            name, n = notice.shown or notice.name, 2
-            while name in entries:
-                name, n = f"{notice.name} ({n})", n + 1
-            if notice.type == "f":
-                # A shared file: its entry comes from its pointer (format.md 7.6).
-                try:
-                    pointer = self.load_dir(notice.node)[0]
-                except CsfsError:
-                    continue  # shown once it can be read and verified
-                found = [e for e in pointer.entries.values() if e.id == notice.node]
-                if found:
-                    entries[name] = replace(found[0], mode=found[0].mode & ~0o222)
-                continue
-            entries[name] = Entry(notice.node, "d", mode=0o755 if notice.write else ro)
-        return {
-            top: DirectoryManifest(top, 1, {"Shared": Entry(shared, "d", mode=ro)}, mode=ro),
-            shared: DirectoryManifest(shared, 1, {owner: Entry(mine, "d", mode=ro)}, mode=ro),
-            mine: DirectoryManifest(mine, 1, entries, mode=ro),
-        }
-
-    def share_roots_of(self, node_id: str) -> set[str | None]:
-        """The nearest share root at or above ``node_id`` on every path by which this
-        client has seen it (None: under no share root, or not found). A node listed
-        under two parents counts under both, so the writers of one share cannot
-        vouch for another share's folder by also listing it in a folder of theirs."""
-        grants = self.access.current.grants
-        if node_id in self._virtual:
-            return {None}
-        out: set[str | None] = set()
-        todo, seen = [node_id], set[str]()
-        while todo and len(seen) < 10_000:
-            node = todo.pop()
-            if node in seen:
-                continue
-            seen.add(node)
-            if node in grants:
-                out.add(node)
-                continue
-            if node == self.header.root_id:
-                out.add(None)
-                continue
-            with self._lock:
-                parents = set(self._parents.get(node, ()))
-            if not parents and not self._discovering:
-                # Not reached by a walk in this process (an upload queued before a
-                # remount, say): find where it lives, once.
-                self._discover(node)
-                with self._lock:
-                    parents = set(self._parents.get(node, ()))
-            if not parents:
-                out.add(None)
-            todo.extend(parents)
-        return out or {None}
-
-    def _discover(self, node_id: str) -> None:
-        self._discovering = True
-        try:
-            for _, entry in self.walk("/"):
-                if entry.id == node_id or node_id in self._parents:
-                    return
-        except CsfsError:
-            pass  # what cannot be walked cannot vouch for a writer either
-        finally:
-            self._discovering = False
-
-    def signers_for(self, node_id: str) -> set[bytes]:
-        """Whose signatures are accepted on this directory or file (format.md 7.3):
-        the writers of its share root, on every path it was seen by."""
-        sets = [self.access.writer_keys(root) for root in self.share_roots_of(node_id)]
-        return set.intersection(*sets)
-
-    def log_readers(self, node_id: str) -> set[str] | None:
-        """Fingerprints the access log lets read ``node_id``: the root's readers plus
-        members granted on it or above, on every path by which it was seen (format.md
-        7.5). Only the owner sees the tree above the share roots; a member checks what
-        the verified log does tell it: the vault's current members (and the owner).
-        A manifest's own ``readers`` list is never the authority: a replayed
-        pre-revocation manifest still names the removed member."""
-        if not self.is_owner:
-            return {
-                fp
-                for fp, m in self.access.current.members.items()
-                if self.access.trusted(fp) is not None
-                or m.recipient.verify_key_bytes == self.header.owner
-            }
-        root = self.header.root_id
-        base = {r.fingerprint for r in self.load_dir(root)[0].recipients()}
-        grants = self.access.current.grants
-        memo: dict[str, set[str]] = {}
-
-        def granted(node: str, seen: frozenset[str]) -> set[str] | None:
-            if node == root:
-                return set()
-            if node in memo:
-                return memo[node]
-            own = {fp for fp in grants.get(node, {}) if self.access.trusted(fp) is not None}
-            with self._lock:
-                parents = set(self._parents.get(node, ()))
-            if not parents and not self._discovering:
-                self._discover(node)
-                with self._lock:
-                    parents = set(self._parents.get(node, ()))
-            above = [granted(p, seen | {node}) for p in parents if p not in seen]
-            known = [a for a in above if a is not None]
-            if not known and parents:
-                return None  # only a cycle leads here: it grants nothing on its own
-            out = (set.intersection(*known) if known else set()) | own
-            memo[node] = out
-            return out
-
-        return base | (granted(node_id, frozenset()) or set())
-
-    def _log_checked(self, node_id: str, readers: list[str]) -> list[str]:
-        """``readers`` without the keys the log does not let read ``node_id``."""
-        allowed = self.log_readers(node_id)
-        if allowed is None:
-            return list(readers)
-        return [r for r in readers if _fingerprint(r) in allowed]
-
-    def may_write(self, dir_id: str) -> bool:
-        if dir_id in self._virtual:
-            return False
-        if self.is_owner:
-            return True
-        writers = self.access.current.writers
-        return all(
-            root is not None and self.access.me in writers.get(root, [])
-            for root in self.share_roots_of(dir_id)
-        )
-
-    def check_writable(self, dir_id: str) -> None:
-        if dir_id in self._virtual:
-            raise AccessDenied("the Shared folders are read-only", hint="write inside a share")
-        if not self.may_write(dir_id):
-            raise AccessDenied(
-                "read-only: this was shared with you without write access"
-                if self.access.joined
-                else "read-only: only the vault owner writes here"
-            )
-
-    # -- directory manifests -----------------------------------------------------------
-
-    def load_dir(self, dir_id: str, *, fresh: bool = False) -> tuple[DirectoryManifest, str]:
-        self.refresh_access()
-        virtual = self._virtual.get(dir_id)
-        if virtual is not None:
-            return virtual, ""
-        with self._lock:
-            cached = None if fresh else self._manifests.get(dir_id)
-            known = self._known.get(dir_id)
-        if cached is not None:
-            return cached
-        if self.offline and known is not None and not fresh:
-            return known  # served stale until the store answers a probe again
-        try:
-            return self._fetch_dir(dir_id)
-        except TransientStoreError:
-            self.went_offline()
-            if known is None or fresh:
-                raise
-            return known
-
-    def _fetch_dir(self, dir_id: str) -> tuple[DirectoryManifest, str]:
-        for _ in range(5):
-            # A manifest older than what we knew *before* asking is a rollback. One
-            # older than what a concurrent switch of ours recorded meanwhile is just
-            # a GET that raced that switch: ask again.
-            floor = self.state.floor(dir_id)
-            try:
-                raw, etag = read_limited_with_etag(
-                    self.store, manifest_key(dir_id), MAX_MANIFEST_OBJECT, "directory manifest"
-                )
-            except NotFound:
-                raise IntegrityError("a directory manifest is missing from the store") from None
-            manifest = DirectoryManifest.open(
-                raw, self.vault_id, dir_id, self.identity, self.signers_for(dir_id)
-            )
-            if manifest.version >= VERSION_LIMIT:
-                # Before it can raise the rollback floor: a writer's 2^64-1 would
-                # otherwise block every later write here, revocation included.
-                raise FormatError("a directory manifest has an out-of-range version")
-            if manifest.version < floor:
-                raise AuthenticationError(
-                    "a directory manifest was rolled back to an older version (replay)"
-                )
-            self.state.observe(dir_id, manifest.version)
-            if manifest.version >= self.state.floor(dir_id):
-                break
-        self._remember(dir_id, manifest, etag)
-        return manifest, etag
-
-    def _remember(self, dir_id: str, manifest: DirectoryManifest, etag: str) -> None:
-        with self._lock:
-            cached = self._manifests.get(dir_id)
-            if cached is None or cached[0].version <= manifest.version:
-                self._manifests[dir_id] = (manifest, etag)
-                known = self._known.get(dir_id)
-                if known is None or known[0].version <= manifest.version:
-                    self._known[dir_id] = (manifest, etag)
-                children = {c.id for c in manifest.entries.values()}
-                gone = self._children.get(dir_id, set()) - children
-                for node in gone:
-                    self._parents.get(node, set()).discard(dir_id)
-                for child in children:
-                    self._parents.setdefault(child, set()).add(dir_id)
-                self._children[dir_id] = children
-                dirs = {c.id for c in manifest.entries.values() if c.type == "d"}
-                for node in dirs | (gone & set(self.state.listed_in)):
-                    self.state.set_listed_in(node, self._parents.get(node, set()))
-
-    def update_dir(
-        self,
-        dir_id: str,
-        change: Callable[[DirectoryManifest], T],
-        *,
-        force: bool = False,
-        sets_readers: bool = False,
-        touch: bool = True,
-    ) -> T:
-        """Apply ``change`` to a copy of the manifest and switch it with If-Match.
-
-        The readers found in the manifest are kept only where the log grants them
-        (log_readers), unless ``sets_readers``: the change computed them from the log
-        itself (share and unshare, from the state their entry is about to create).
-
-        On a lost race the manifest is re-read and ``change`` re-applied, so
-        changes to different entries merge; ``change`` decides what a true
-        conflict becomes.
-        """
-        self.check_writable(dir_id)
-        fresh = False
-        for attempt in range(MAX_RETRIES):
-            manifest, etag = self.load_dir(dir_id, fresh=fresh)
-            new = manifest.copy()
-            result = change(new)
-            if not sets_readers:
-                new.readers = self._log_checked(dir_id, new.readers)
-            if not force and new.encode_plain() == manifest.encode_plain():
-                return result  # nothing to switch
-            new.version = manifest.version + 1
-            now = time.time_ns()
-            # touch=False: the change sets the folder's times itself (a queued upload's
-            # commit, which happened earlier in POSIX terms).
-            if touch and new.mtime_ns == manifest.mtime_ns:  # unless the change set it
-                new.mtime_ns = now
-            if touch and new.ctime_ns == manifest.ctime_ns:  # a change of content changes it
-                new.ctime_ns = now
-            raw = new.seal(self.vault_id, self.identity)
-            try:
-                new_etag = self.store.put(manifest_key(dir_id), raw, if_match=etag)
-            except PreconditionFailed:
-                fresh = True
-                # Jittered backoff, so that many writers on one directory spread out.
-                time.sleep(random.uniform(0, min(0.5, 0.005 * 2**attempt)))  # noqa: S311
-                continue
-            self.state.observe(dir_id, new.version)
-            new.signer = self.identity.recipient.verify_key_bytes
-            self._remember(dir_id, new, new_etag)
-            self._sync_file_shares(manifest, new)
-            return result
-        raise ContentionError("gave up after repeated concurrent changes to one directory")
-
-    # -- file shares (format.md 7.6) ----------------------------------------------------
-
-    def is_file_share(self, node_id: str) -> bool:
-        return node_id in self.access.file_roots
-
-    def recipients_for(
-        self, parent: DirectoryManifest, file_id: str, *, known: bool = False
-    ) -> list[Recipient]:
-        """Who a new version of ``file_id`` is wrapped to: its directory's readers,
-        plus, for a shared file, the readers of its share pointer (``known``: as last
-        seen, with no round trip)."""
-        out = parent.recipients()
-        if self.is_file_share(file_id):
-            try:
-                pointer = self.known_dir(file_id) if known else self.load_dir(file_id)[0]
-                out += pointer.recipients()
-            except NoMatchingKeyError:
-                pass  # a pointer this key cannot read is one it cannot keep current either
-        # From the directory, not the file: a new file is listed nowhere yet.
-        allowed = self.log_readers(parent.dir_id)
-        if allowed is not None:
-            grants = self.access.current.grants.get(file_id, {})
-            allowed |= {fp for fp in grants if self.access.trusted(fp) is not None}
-        return [r for r in dict.fromkeys(out) if allowed is None or r.fingerprint in allowed]
-
-    def _sync_file_shares(self, old: DirectoryManifest, new: DirectoryManifest) -> None:
-        """Keep the pointer of each shared file in ``new`` equal to its entry.
-
-        The directory switch has landed already: a pointer that cannot be updated
-        now is left stale (fsck reports it), never a reason to undo the switch.
-        """
-        roots = self.access.file_roots
-        if not roots:
-            return
-        shared = [
-            f for f in {e.id for e in [*old.entries.values(), *new.entries.values()]} if f in roots
-        ]
-        for file_id in shared:
-            now = {n: e for n, e in new.entries.items() if e.id == file_id and e.type == "f"}
-
-            def point(m: DirectoryManifest, now: dict[str, Entry] = now) -> None:
-                m.entries = dict(list(now.items())[:1])
-
-            try:
-                self.update_dir(file_id, point)
-            except CsfsError as exc:
-                with self._lock:
-                    self.pointer_errors = [*self.pointer_errors[-20:], exc.message]
-
-    def new_directory(self, parent: DirectoryManifest, mode: int) -> str:
-        self.check_writable(parent.dir_id)
-        dir_id = new_id()
-        with self._lock:
-            self._parents.setdefault(dir_id, set()).add(parent.dir_id)
-        readers = self._log_checked(dir_id, parent.readers)
-        child = DirectoryManifest(
-            dir_id, version=1, readers=readers, mtime_ns=time.time_ns(), mode=mode
-        )
-        self.store.put(
-            manifest_key(dir_id), child.seal(self.vault_id, self.identity), if_none_match=True
-        )
-        return dir_id
-
-    # -- paths --------------------------------------------------------------------
-
-    def root_entry(self) -> Entry:
-        manifest, _ = self.load_dir(self.root_id)
-        return Entry(
-            self.root_id,
-            "d",
-            mode=manifest.mode,
-            mtime_ns=manifest.mtime_ns,
-            ctime_ns=manifest.ctime_ns,
-            atime_ns=manifest.atime_ns,
-            uid=manifest.uid,
-            gid=manifest.gid,
-        )
-
-    def lookup(self, path: str) -> Entry:
-        parts = split_path(path)
-        entry = self.root_entry()
-        above = {entry.id}  # the folders on this path: one met again is a cycle
-        for i, name in enumerate(parts):
-            if entry.type != "d":
-                raise NotADirectory(f"not a directory: /{'/'.join(parts[:i])}")
-            manifest, _ = self.load_dir(entry.id)
-            found = manifest.entries.get(name)
-            if found is None:
-                raise NotFound(f"no such file or directory: /{'/'.join(parts[: i + 1])}")
-            if found.type == "d":
-                if found.id in above:
-                    raise IntegrityError(cycle_message("/" + "/".join(parts[: i + 1])))
-                above.add(found.id)
-            entry = found
-        return entry
-
-    def parent_of(self, path: str) -> tuple[str, str]:
-        """(directory id of the parent, final name) for a path that is not the root."""
-        parts = split_path(path)
-        if not parts:
-            raise UsageError("the vault root cannot be changed this way")
-        parent = self.lookup("/" + "/".join(parts[:-1]))
-        if parent.type != "d":
-            raise NotADirectory(f"not a directory: /{'/'.join(parts[:-1])}")
-        return parent.id, parts[-1]
-
-    def listdir(self, path: str = "/") -> dict[str, Entry]:
-        entry = self.lookup(path)
-        if entry.type != "d":
-            raise NotADirectory(f"not a directory: {path}")
-        return dict(self.load_dir(entry.id)[0].entries)
-
-    def exists(self, path: str) -> bool:
-        try:
-            self.lookup(path)
-        except NotFound:
-            return False
-        return True
-
-    # -- directories and links ----------------------------------------------------------
-
-    def mkdir(self, path: str, mode: int = 0o755, *, parents: bool = False, **meta: Any) -> Entry:
-        """``meta``: further Entry fields of the new directory (owner, for example)."""
-        parts = split_path(path)
-        if parents:
-            for i in range(1, len(parts)):
-                sub = "/" + "/".join(parts[:i])
-                if not self.exists(sub):
-                    self.mkdir(sub, mode)
-        parent_id, name = self.parent_of(path)
-        parent, _ = self.load_dir(parent_id)
-        if name in parent.entries:
-            if parents and parent.entries[name].type == "d":
-                return parent.entries[name]
-            raise AlreadyExists(f"already exists: {path}")
-        entry = Entry(
-            self.new_directory(parent, mode), "d", mode=mode, mtime_ns=time.time_ns(), **meta
-        )
-
-        def add(m: DirectoryManifest) -> Entry:
-            if name in m.entries:
-                # Another client made it first: keep theirs; ours is an empty orphan.
-                if m.entries[name].type == "d":
-                    return m.entries[name]
-                raise AlreadyExists(f"already exists: {path}")
-            m.entries[name] = entry
-            return entry
-
-        return self.update_dir(parent_id, add)
-
-    def symlink(self, target: str, path: str, **meta: Any) -> Entry:
-        return self.make_node(path, Entry(new_id(), "l", mode=0o777, target=target, **meta))
-
-    def make_node(self, path: str, entry: Entry) -> Entry:
-        """Add a content-less entry (symlink, FIFO, socket, device) under a new name."""
-        parent_id, name = self.parent_of(path)
-        entry = replace(entry, mtime_ns=time.time_ns())
-
-        def add(m: DirectoryManifest) -> Entry:
-            if name in m.entries:
-                raise AlreadyExists(f"already exists: {path}")
-            m.entries[name] = entry
-            return entry
-
-        return self.update_dir(parent_id, add)
-
-    def setattr(self, path: str, **changes: Any) -> Entry:
-        """Change Entry fields other than id, type and content (mode, owner, times, xattrs)."""
-        if not split_path(path):
-            # The root has no entry in a parent: its manifest holds its mode and times.
-            if set(changes) - {"mode", "mtime_ns", "atime_ns", "ctime_ns", "uid", "gid"}:
-                raise NotSupported("the vault root keeps only its mode, owner and times")
-
-            def change_root(m: DirectoryManifest) -> None:
-                for key, value in changes.items():
-                    setattr(m, key, value)
-
-            self.update_dir(self.root_id, change_root, touch=False)
-            return self.root_entry()
-        parent_id, name = self.parent_of(path)
-
-        def change(m: DirectoryManifest) -> Entry:
-            cur = m.entries.get(name)
-            if cur is None:
-                raise NotFound(f"no such file or directory: {path}")
-            new = replace(cur, **changes)
-            m.entries[name] = new
-            return new
-
-        # An entry's attributes are not the folder's content: its times stay (POSIX).
-        return self.update_dir(parent_id, change, touch=False)
-
-    def remove(
-        self, path: str, *, recursive: bool = False, expect_dir: bool | None = None
-    ) -> Entry:
-        parent_id, name = self.parent_of(path)
-
-        def drop(m: DirectoryManifest) -> Entry:
-            cur = m.entries.get(name)
-            if cur is None:
-                raise NotFound(f"no such file or directory: {path}")
-            if expect_dir is True and cur.type != "d":
-                raise NotADirectory(f"not a directory: {path}")
-            if expect_dir is False and cur.type == "d":
-                raise IsADirectory(f"is a directory: {path}", hint="use rm -r")
-            if cur.type == "d" and not recursive and self.load_dir(cur.id)[0].entries:
-                raise DirectoryNotEmpty(f"directory not empty: {path}", hint="use rm -r")
-            del m.entries[name]
-            return cur
-
-        # The objects of what was removed become orphans; `csfs fsck --repair` collects them.
-        return self.update_dir(parent_id, drop)
-
-    def rename(
-        self,
-        src: str,
-        dst: str,
-        *,
-        replace_existing: bool = True,
-        expect: Entry | Unset | None = UNSET,
-        own_versions: Callable[[str], set[int]] | None = None,
-        ctime_ns: int | None = None,
-    ) -> Entry:
-        """Move ``src`` to ``dst``. With ``expect`` (what the caller saw at ``dst``,
-        None for nothing), replacing is conditional like a write: a file that another
-        client put at ``dst`` meanwhile is kept there as a conflict copy, not lost.
-        ``own_versions(id)`` names versions the caller itself may have committed
-        since it looked (its upload queue). ``ctime_ns``: also set the moved entry's
-        change time (POSIX: a rename changes it)."""
-        src_parent, src_name = self.parent_of(src)
-        dst_parent, dst_name = self.parent_of(dst)
-        entry = self.lookup(src)
-        if (src_parent, src_name) == (dst_parent, dst_name):
-            return entry  # rename(2) of a path onto itself: nothing to do
-        if ctime_ns is not None:
-            entry = replace(entry, ctime_ns=ctime_ns)
-        if self.share_roots_of(src_parent) != self.share_roots_of(dst_parent):
-            # Its objects are wrapped to the readers where it is: moved across a share
-            # boundary it would stay readable to the old readers and not to the new.
-            # EXDEV makes mv copy (new versions, wrapped right) and delete.
-            raise CrossShare(f"cannot move {src} across a share boundary", hint="copy it instead")
-        if entry.type == "d":
-            dst_parts = split_path(dst)
-            if dst_parts[: len(split_path(src))] == split_path(src):
-                raise UsageError(f"cannot move {src} into itself")
-
-        def unexpected(cur: Entry) -> bool:
-            if isinstance(expect, Unset) or cur.type != "f" or entry.type != "f":
-                return False
-            if expect is None or cur.id != expect.id or cur.type != expect.type:
-                return True
-            mine = own_versions(cur.id) if own_versions is not None else set()
-            return cur.version != expect.version and cur.version not in mine
-
-        def place(m: DirectoryManifest, moving: Entry) -> None:
-            cur = m.entries.get(dst_name)
-            if cur is not None and cur.id != moving.id:
-                if not replace_existing:
-                    raise AlreadyExists(f"already exists: {dst}")
-                if cur.type == "d" and (moving.type != "d" or self.load_dir(cur.id)[0].entries):
-                    raise DirectoryNotEmpty(f"cannot replace directory {dst}")
-                if cur.type != "d" and moving.type == "d":
-                    raise NotADirectory(f"cannot replace non-directory {dst} with a directory")
-                if unexpected(cur):
-                    # Changed by another client since the caller looked: keep it.
-                    m.entries[conflict_name(dst_name, m.entries, self.identity)] = cur
-            m.entries[dst_name] = moving
-
-        if src_parent == dst_parent:
-
-            def move(m: DirectoryManifest) -> Entry:
-                cur = m.entries.get(src_name)
-                if cur is None:
-                    raise NotFound(f"no such file or directory: {src}")
-                del m.entries[src_name]
-                if ctime_ns is not None:
-                    cur = replace(cur, ctime_ns=ctime_ns)
-                place(m, cur)
-                return cur
-
-            return self.update_dir(src_parent, move)
-
-        # Across directories: add first, then remove. A crash in between leaves the
-        # node in both places (fsck reports it), never in neither.
-        moved = entry
-
-        def add(m: DirectoryManifest) -> Entry:
-            place(m, moved)
-            return moved
-
-        self.update_dir(dst_parent, add)
-        crash_point("renamed-across")
-
-        def drop(m: DirectoryManifest) -> Entry | None:
-            cur = m.entries.get(src_name)
-            if cur is None or cur.id != moved.id:
-                return None
-            if replace(cur, ctime_ns=moved.ctime_ns) != moved:
-                # Changed by another client since ``entry`` was read (a newer version,
-                # a chmod): the destination takes that first, or it would be lost.
-                return cur
-            del m.entries[src_name]
-            return None
-
-        for _ in range(MAX_RETRIES):
-            newer = self.update_dir(src_parent, drop)
-            if newer is None:
-                return moved
-            if ctime_ns is not None:
-                newer = replace(newer, ctime_ns=ctime_ns)
-
-            def carry(m: DirectoryManifest, old: Entry = moved, new: Entry = newer) -> bool:
-                cur = m.entries.get(dst_name)
-                if cur is None or cur.id != old.id:
-                    return False  # the destination changed meanwhile: ``new`` stays at src
-                m.entries[dst_name] = new
-                return True
-
-            if not self.update_dir(dst_parent, carry):
-                return moved
-            moved = newer
-        raise ContentionError("gave up after repeated concurrent changes to a moved file")
-
-    def remove_if(self, dir_id: str, name: str, node_id: str, version: int) -> None:
-        """Remove ``name`` only if it still holds that version: a newer one written
-        meanwhile by another client stays."""
-
-        def drop(m: DirectoryManifest) -> None:
-            cur = m.entries.get(name)
-            if cur is not None and cur.id == node_id and cur.version == version:
-                del m.entries[name]
-
-        self.update_dir(dir_id, drop)
-
-    def path_of(self, dir_id: str) -> str | None:
-        """The path of a directory as this client knows it (for messages); None if unknown."""
-        parts: list[str] = []
-        node = dir_id
-        for _ in range(256):
-            if node in (self.root_id, self.header.root_id):
-                return "/" + "/".join(reversed(parts))
-            with self._lock:
-                parents = sorted(self._parents.get(node, ()))
-            if not parents:
-                self._discover(node)
-                with self._lock:
-                    parents = sorted(self._parents.get(node, ()))
-            if not parents:
-                return None
-            listing = self.load_dir(parents[0])[0].entries
-            names = [n for n, e in listing.items() if e.id == node]
-            if not names:
-                return None
-            parts.append(names[0])
-            node = parents[0]
-        return None
-
     # -- files --------------------------------------------------------------------------
 
     def file_context(self, file_id: str, version: int) -> Context:
@@ -1051,17 +336,14 @@ class Vault:
         next to it as a conflict copy; nothing is lost.
         """
 
-        def switch(m: DirectoryManifest) -> Entry | None:
+        def no_directory(m: DirectoryManifest) -> None:
             cur = m.entries.get(name)
             if cur is not None and cur.type == "d":
                 raise IsADirectory(f"is a directory: {name}")
-            if cur is None or same_version(cur, base):
-                m.entries[name] = new
-                return new
-            return None
 
-        done = self.update_dir(parent_id, switch)
-        return done if done is not None else self.conflict_copy(parent_id, name, new)
+        change = VersionChange(name, new.id, new, base)
+        lost = self.commit_versions(parent_id, [change], also=no_directory, keep_lost=False)
+        return new if not lost else self.conflict_copy(parent_id, name, new)
 
     def conflict_copy(self, parent_id: str, name: str, new: Entry) -> Entry:
         """Keep a losing version as ``name (conflict ...)`` under a node id of its own.
@@ -1153,6 +435,24 @@ class Vault:
         for key in (content_key(file_id, version), envelope_key(file_id, version)):
             with contextlib.suppress(NotFound):
                 self.store.delete(key)
+
+    def put_version_object(self, key: str, path: str) -> None:
+        """Upload one object of a sealed version (its content or envelope) from a
+        local file, if the store has none at ``key``. Idempotent: one already there
+        with the same length is this upload, done before a crash or by a retry;
+        UploadImpossible if the store holds other contents there."""
+        try:
+            if os.path.getsize(path) > 8 << 20:
+                self.store.put_file(key, path, if_none_match=True)
+            else:
+                with open(path, "rb") as f:
+                    self.store.put(key, f.read(), if_none_match=True)
+        except PreconditionFailed:
+            # Already there: an upload before a crash, or a retry. Same key, same bytes.
+            if self.store.head(key).size != os.path.getsize(path):
+                raise UploadImpossible(
+                    f"object {key} exists in the store with other contents"
+                ) from None
 
     def write_file(
         self, path: str, src: BinaryIO, *, mode: int | None = None, mtime_ns: int | None = None
@@ -1283,24 +583,6 @@ class Vault:
 
         return SourceSet(cipher, fetch_for)
 
-    # -- trees ------------------------------------------------------------------------
-
-    def walk(
-        self, path: str = "/", entry: Entry | None = None, *, fresh: bool = False
-    ) -> Iterator[tuple[str, Entry]]:
-        """Every (path, entry) under ``path``, depth first, parents before children;
-        ``fresh`` re-reads every manifest instead of trusting the TTL cache."""
-        stack = [(path, entry or self.lookup(path))]
-        expanded: set[str] = set()  # a node listed twice, or a cycle, is entered once
-        while stack:
-            path, entry = stack.pop()
-            yield path, entry
-            if entry.type == "d" and entry.id not in expanded:
-                expanded.add(entry.id)
-                manifest = self.load_dir(entry.id, fresh=fresh)[0]
-                for name, child in sorted(manifest.entries.items(), reverse=True):
-                    stack.append((posixpath.join(path, name), child))
-
 
 class _PartSink:
     """A write-only file that hands fixed-size parts to an uploading consumer."""
@@ -1351,28 +633,6 @@ class _PartSink:
             yield item
 
 
-def same_version(cur: Entry, base: Entry | None) -> bool:
-    """Whether ``cur`` is still the file version a writer started from."""
-    return (
-        base is not None
-        and cur.id == base.id
-        and cur.version == base.version
-        and cur.type == base.type
-    )
-
-
-def conflict_name(name: str, taken: dict[str, Entry], identity: Identity) -> str:
-    stem, ext = posixpath.splitext(name)
-    tag = identity.recipient.fingerprint[7:15]
-    when = time.strftime("%Y-%m-%d %H%M%S", time.gmtime())
-    candidate = f"{stem} (conflict {tag} {when}){ext}"
-    n = 2
-    while candidate in taken:
-        candidate = f"{stem} (conflict {tag} {when} {n}){ext}"
-        n += 1
-    return candidate
-
-
 def _known_size(src: BinaryIO) -> int:
     """Bytes left in ``src`` if that can be known cheaply, else a size that counts as large."""
     try:
@@ -1382,20 +642,6 @@ def _known_size(src: BinaryIO) -> int:
         return end - pos
     except (OSError, ValueError, AttributeError):
         return SMALL_FILE + 1
-
-
-def cycle_message(path: str) -> str:
-    return f"directory cycle in the vault: {path} leads back to a folder above it"
-
-
-@functools.lru_cache(maxsize=1024)
-def _fingerprint(pem: str) -> str:
-    return load_recipient_pem(pem.encode(), "reader key").fingerprint
-
-
-def _virtual_id(path: str) -> str:
-    """A stable id for a folder of the Shared view; it never names a store object."""
-    return hashlib.sha256(b"csfs v1 virtual\0" + path.encode()).hexdigest()[:32]
 
 
 def store_has(store: Store, key: str) -> bool:

@@ -14,7 +14,7 @@ from collections.abc import Callable
 import pytest
 
 from tests.faultproxy import FaultProxy
-from tests.fuse.helpers import Vault, read_file, requires_fuse
+from tests.fuse.helpers import Mount, Vault, read_file, requires_fuse
 
 pytestmark = [pytest.mark.mount, requires_fuse]
 
@@ -220,3 +220,86 @@ def test_workload_under_store_faults_loses_nothing(make_vault: Callable[[str], V
     assert not lost, [(n, len(want[n]), os.path.getsize(fresh.p(n)), os.listdir(fresh.p("w")),
                        m.status()) for n in lost]
     assert sorted(os.listdir(fresh.p("w"))) == sorted(n.split("/")[1] for n in want)
+
+
+def _tree(root: str) -> dict[str, object]:
+    """Every path under ``root``: a folder's mode, a file's mode and content."""
+    out: dict[str, object] = {}
+    for d, dirs, files in os.walk(root):
+        for n in dirs:
+            p = os.path.join(d, n)
+            out[os.path.relpath(p, root) + "/"] = oct(os.stat(p).st_mode & 0o7777)
+        for n in files:
+            p = os.path.join(d, n)
+            out[os.path.relpath(p, root)] = (oct(os.stat(p).st_mode & 0o7777), read_file(p))
+    return out
+
+
+def _namespace_changes_offline(m: Mount) -> dict[str, object]:
+    """mkdir, create inside, rename (in a folder, across, over a name, of a folder),
+    unlink, rmdir, chmod and utime while the store is away; returns the expected tree."""
+    os.mkdir(m.p("new"), 0o755)
+    _write(m.p("new/inside"), b"made offline")
+    os.rename(m.p("mv"), m.p("new/moved"))  # a stored file into a folder made offline
+    os.rename(m.p("old"), m.p("renamed"))  # a stored folder, with its content
+    os.rename(m.p("src"), m.p("dst"))  # a stored file over another
+    os.unlink(m.p("gone"))
+    os.rmdir(m.p("empty"))
+    os.chmod(m.p("keep"), 0o600)
+    os.utime(m.p("keep"), ns=(1_000_000_000, 2_000_000_000))
+    os.mkdir(m.p("new/sub"), 0o700)
+    os.rename(m.p("new/inside"), m.p("new/sub/inside"))
+    want = {"dst": ("0o644", b"src"), "keep": ("0o600", b"keep"), "new/": "0o755",
+            "new/moved": ("0o644", b"mv"), "new/sub/": "0o700",
+            "new/sub/inside": ("0o644", b"made offline"), "renamed/": "0o755",
+            "renamed/f": ("0o644", b"f")}
+    assert _tree(m.path) == want  # the mount shows its own changes at once
+    assert os.stat(m.p("keep")).st_mtime_ns == 2_000_000_000
+    return want
+
+
+def _stored_before_outage(m: Mount) -> None:
+    os.mkdir(m.p("old"), 0o755)
+    os.mkdir(m.p("empty"))
+    for name in ("old/f", "gone", "keep", "mv", "src", "dst"):
+        _write(m.p(name), name.split("/")[-1].encode())
+    m.sync()
+    _tree(m.path)  # every folder and file seen and cached
+
+
+def test_namespace_changes_during_outage_reach_the_store(make_vault: Callable[[str], Vault],
+                                                         fault_proxy: FaultProxy) -> None:
+    """mkdir, rmdir, unlink, rename and chmod of entries the store holds returned EIO
+    while the store was away; they go into the queue and reach it once it is back."""
+    vault = make_vault("moto")
+    vault.env["AWS_ENDPOINT_URL"] = fault_proxy.endpoint_url
+    m = vault.mount(ttl=1)
+    _stored_before_outage(m)
+    fault_proxy.outage()
+    time.sleep(2)  # past the TTL
+    want = _namespace_changes_offline(m)
+    status = m.status()
+    assert "store: offline since" in status, status
+    assert "pending changes: 9 " in status, status
+    fault_proxy.restore()
+    m.sync(timeout=60)
+    fresh = vault.mount("fresh", cache_dir=os.path.join(vault.root, "fresh-cache"))
+    assert _tree(fresh.path) == want
+    assert os.stat(fresh.p("keep")).st_mtime_ns == 2_000_000_000
+
+
+def test_namespace_changes_queued_offline_survive_kill_9(make_vault: Callable[[str], Vault],
+                                                         fault_proxy: FaultProxy) -> None:
+    vault = make_vault("moto")
+    vault.env["AWS_ENDPOINT_URL"] = fault_proxy.endpoint_url
+    m = vault.mount(ttl=1)
+    _stored_before_outage(m)
+    fault_proxy.outage()
+    time.sleep(2)
+    want = _namespace_changes_offline(m)
+    m.kill()
+    fault_proxy.restore()
+    m.mount()  # the same cache: the queued changes drain
+    m.sync(timeout=60)
+    fresh = vault.mount("fresh", cache_dir=os.path.join(vault.root, "fresh-cache"))
+    assert _tree(fresh.path) == want

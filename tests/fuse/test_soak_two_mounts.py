@@ -8,8 +8,13 @@ made from it, or if an acknowledged rename replaced it after its writer had read
 there. Anything else is a silent loss. Names that only one client touches must end
 with that client's last acknowledged version (no revert).
 
-Short by default (about 20 s); `CSFS_SOAK=1` runs it for CSFS_SOAK_SECONDS (default
-240). Run with -s to see the counts.
+It runs twice: straight to moto's server, and through the fault proxy
+(tests/faultproxy.py) while a chaos thread injects 503s, connection resets, dropped
+replies (the store did the work, the client never hears), slow answers and short
+outages (past the mounts' TTL, so they go offline and queue).
+
+Short by default (about 20 s each); `CSFS_SOAK=1` runs each for CSFS_SOAK_SECONDS
+(default 240). Run with -s to see the counts.
 """
 
 from __future__ import annotations
@@ -20,10 +25,12 @@ import random
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import pytest
 
+from tests.faultproxy import FaultProxy
 from tests.fuse.helpers import Mount, Vault, requires_fuse
 
 pytestmark = [pytest.mark.mount, requires_fuse]
@@ -116,7 +123,33 @@ def soak_seconds() -> float:
     return 20.0
 
 
-def test_two_mounts_soak(moto_vault: Vault) -> None:
+def chaos(proxy: FaultProxy, stop: threading.Event, seed: int) -> Counter[str]:
+    """Inject a random fault every 0.2-1.5 s until ``stop``; returns what was injected."""
+    rnd = random.Random(seed)
+    kinds: Counter[str] = Counter()
+    while not stop.wait(rnd.uniform(0.2, 1.5)):
+        kind = rnd.choices(["errors", "resets", "drops", "slow", "outage"], [4, 4, 2, 1, 1])[0]
+        kinds[kind] += 1
+        if kind == "outage":
+            proxy.outage(rnd.uniform(1, 4))
+            stop.wait(4)
+        elif kind == "slow":
+            proxy.slow(0.3)
+            stop.wait(2)
+            proxy.slow(0)
+        else:
+            getattr(proxy, kind)(rnd.randint(1, 3))
+    proxy.restore()
+    return kinds
+
+
+@pytest.mark.parametrize("faults", [False, True], ids=["clean", "faults"])
+def test_two_mounts_soak(make_vault: Callable[[str], Vault], faults: bool,
+                         request: pytest.FixtureRequest) -> None:
+    moto_vault = make_vault("moto")
+    proxy: FaultProxy | None = request.getfixturevalue("fault_proxy") if faults else None
+    if proxy is not None:
+        moto_vault.env["AWS_ENDPOINT_URL"] = proxy.endpoint_url
     a = moto_vault.mount("a", ttl=1)
     os.mkdir(a.p("sub"))
     for name in SHARED:
@@ -130,12 +163,21 @@ def test_two_mounts_soak(moto_vault: Vault) -> None:
         threading.Thread(target=client, args=(m, who, seconds, books[who], seed))
         for who, m, seed in (("A", a, 1), ("B", b, 2))
     ]
+    stop = threading.Event()
+    injected: list[Counter[str]] = []
+    if proxy is not None:
+        threads.append(threading.Thread(target=lambda: injected.append(chaos(proxy, stop, 3))))
     for t in threads:
         t.start()
-    for t in threads:
+    for t in threads[:2]:
+        t.join()
+    stop.set()
+    for t in threads[2:]:
         t.join()
     a.sync(timeout=300)
     b.sync(timeout=300)
+    if proxy is not None:
+        moto_vault.env["AWS_ENDPOINT_URL"] = moto_vault.moto.endpoint_url
     fresh = moto_vault.mount("check", ttl=1)
     present: dict[str, str] = {}
     conflict_copies = 0
@@ -164,7 +206,11 @@ def test_two_mounts_soak(moto_vault: Vault) -> None:
                 reverted.append((who, mine, tag))
     ops = sum((b.ops for b in books.values()), Counter())
     errors = sum((b.errors for b in books.values()), Counter())
-    print(f"\nsoak {seconds:.0f}s: operations {sum(ops.values())} {dict(ops)}, "
+    fault_note = ""
+    if proxy is not None:
+        fault_note = (f"faults injected {proxy.counts['faults']} of {proxy.counts['requests']} "
+                      f"requests ({dict(injected[0])}), ")
+    print(f"\nsoak {seconds:.0f}s: operations {sum(ops.values())} {dict(ops)}, {fault_note}"
           f"acknowledged versions {len(acked)}, present {len(present)}, "
           f"conflict copies {conflict_copies}, lost {len(lost)}, reverted {len(reverted)}, "
           f"errors {dict(errors)}")

@@ -158,3 +158,102 @@ def test_parallel_reads_of_many_files_share_the_cipher_cache_safely(tmp_path: Pa
             fs.release(fh)
         fs.close()
     assert not failures, failures[:3]
+
+
+def test_namespace_changes_queued_offline_lose_no_other_clients_change(
+        fault_proxy: FaultProxy, s3_bucket: str, tmp_path: Path) -> None:
+    """Changes queued offline reach the store as conditionally as online ones: what
+    another client changed meanwhile is kept (a conflict copy, or left in place)."""
+    from tests.vault.conftest import read_bytes, write_bytes
+
+    me = generate_identity()
+    url = f"s3://{s3_bucket}"
+    direct = open_store(url, endpoint_url=fault_proxy.endpoint_url.replace(
+        str(fault_proxy.port), str(fault_proxy.upstream[1])), path_style=True)
+    other = Vault.create(direct, me, state_dir=str(tmp_path / "other"))
+    for name in ("doc", "x", "gone", "moved"):
+        write_bytes(other, "/" + name, name.encode())
+    fs = _fs(fault_proxy, url, tmp_path, "cache", identity=me)
+    try:
+        assert sorted(n for n, _ in fs.readdir("/")) == ["doc", "gone", "moved", "x"]
+        fault_proxy.outage()
+        time.sleep(1.5)  # past the TTL
+        fs.rename("/x", "/doc")  # over the doc this mount saw
+        fs.unlink("/gone")
+        fs.mkdir("/d", 0o755)
+        fs.rename("/moved", "/d/moved")
+        fs.chmod("/d/moved", 0o600)
+        assert sorted(n for n, _ in fs.readdir("/")) == ["d", "doc"]
+        # Meanwhile, on another machine:
+        write_bytes(other, "/doc", b"doc, newer")
+        write_bytes(other, "/gone", b"gone, newer")
+        write_bytes(other, "/d", b"a file named d")
+        fault_proxy.restore()
+        assert fs.sync(timeout=60)
+    finally:
+        fs.close()
+    check = Vault.open(direct, me, state_dir=str(tmp_path / "check"))
+    names = check.listdir("/")
+    contents = {n: read_bytes(check, "/" + n) for n, e in names.items() if e.type == "f"}
+    assert contents.pop("doc") == b"x"
+    assert contents.pop("gone") == b"gone, newer"  # the unlink named an older version
+    assert contents.pop("d") == b"a file named d"
+    assert list(contents.values()) == [b"doc, newer"]  # a conflict copy
+    folders = [n for n, e in names.items() if e.type == "d"]
+    assert len(folders) == 1 and folders[0].startswith("d (conflict"), names
+    moved = check.lookup(f"/{folders[0]}/moved")
+    assert moved.mode == 0o600
+    assert read_bytes(check, f"/{folders[0]}/moved") == b"moved"
+
+
+class FailingSecondSwitch:
+    """A store whose manifest switches fail as a reset connection would, from the
+    ``left``-th on until ``left`` is set back to -1 (to stop a move across folders
+    between its two switches, and keep its retry waiting)."""
+
+    def __init__(self, inner: object) -> None:
+        self.inner = inner
+        self.left = -1
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.inner, name)
+
+    def put(self, key: str, data: bytes, **kw: object) -> str:
+        if key.startswith("m/") and self.left >= 0:
+            self.left = max(self.left - 1, 0)
+            if self.left == 0:
+                from csfs.errors import TransientStoreError
+                raise TransientStoreError("connection reset (injected)")
+        return self.inner.put(key, data, **kw)  # type: ignore[attr-defined, no-any-return]
+
+
+def test_move_half_done_before_an_outage_keeps_a_version_written_at_the_target(
+        tmp_path: Path) -> None:
+    """A move across folders adds the entry at the target, then fails to remove it at
+    the source (the store went away): it is queued and applied again later. If the
+    other client wrote a new version at the target meanwhile, applying the move
+    again must not put the source's older entry over it."""
+    from tests.vault.conftest import read_bytes, write_bytes
+
+    me = generate_identity()
+    inner = open_store(str(tmp_path / "store"))
+    other = Vault.create(inner, me, state_dir=str(tmp_path / "other"))
+    other.mkdir("/d")
+    write_bytes(other, "/f", b"old")
+    store = FailingSecondSwitch(inner)
+    fs = FileSystem(Vault.open(store, me, state_dir=str(tmp_path / "state"), ttl=1),  # type: ignore[arg-type]
+                    str(tmp_path / "cache"), 64 << 20)
+    try:
+        assert sorted(n for n, _ in fs.readdir("/")) == ["d", "f"]
+        store.left = 2
+        fs.rename("/f", "/d/f")  # added in /d, then the removal from / fails: queued
+        assert sorted(n for n, _ in fs.readdir("/")) == ["d"]
+        check = Vault.open(inner, me, state_dir=str(tmp_path / "check"))
+        assert sorted(check.listdir("/d")) == ["f"]
+        write_bytes(check, "/d/f", b"newer, at the target")
+        store.left = -1  # the store is back
+        assert fs.sync(timeout=30)
+    finally:
+        fs.close()
+    check = Vault.open(inner, me, state_dir=str(tmp_path / "check2"))
+    assert read_bytes(check, "/d/f") == b"newer, at the target"

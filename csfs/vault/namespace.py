@@ -1,0 +1,446 @@
+"""Paths and names: resolving paths, and the namespace changes (mkdir, symlink and
+nodes, setattr, remove, rename, and their conditional forms the upload queue
+applies), each one conditional manifest switch or, across folders, two in a
+crash-safe order (docs/format.md 5.5)."""
+
+from __future__ import annotations
+
+import contextlib
+import posixpath
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import replace
+from typing import Any
+
+from csfs.errors import (
+    AlreadyExists,
+    ContentionError,
+    CrossShare,
+    DirectoryNotEmpty,
+    IntegrityError,
+    IsADirectory,
+    NotADirectory,
+    NotFound,
+    NotSupported,
+    PreconditionFailed,
+    UsageError,
+)
+from csfs.vault.core import VaultCore
+from csfs.vault.crashpoint import crash_point
+from csfs.vault.layout import manifest_key, new_id
+from csfs.vault.manifest import DirectoryManifest, Entry, check_name
+from csfs.vault.manifests import MAX_RETRIES, conflict_name, still_holds
+
+
+class Unset:
+    """The type of UNSET: an argument not given (where None means something)."""
+
+
+UNSET = Unset()
+
+
+def split_path(path: str) -> list[str]:
+    """'/a/b' -> ['a', 'b']; the vault path syntax is POSIX, always absolute."""
+    norm = posixpath.normpath("/" + path.strip())
+    return [check_name(p) for p in norm.split("/") if p]
+
+
+class Namespace(VaultCore):
+    """Path lookup and the namespace changes, each a conditional manifest switch.
+
+    Never replaces what another writer put at a name since the caller looked
+    (it becomes a conflict copy or stays), and never moves a node across a share
+    boundary (its versions are wrapped to the readers where it is).
+    """
+
+    def new_directory(
+        self, parent: DirectoryManifest, mode: int, dir_id: str | None = None, *, put: bool = True
+    ) -> DirectoryManifest:
+        """A new empty folder's manifest (put in the store unless ``put`` is False:
+        a folder made offline). With ``dir_id``: that id (a queued mkdir, applied
+        again after a crash: the manifest may be in the store already)."""
+        self.check_writable(parent.dir_id)
+        dir_id = dir_id or new_id()
+        self.note_parent(dir_id, parent.dir_id)
+        readers = self._log_checked(dir_id, parent.readers)
+        child = DirectoryManifest(
+            dir_id, version=1, readers=readers, mtime_ns=time.time_ns(), mode=mode
+        )
+        if put:
+            with contextlib.suppress(PreconditionFailed):
+                # Only ours: a random 128-bit id. Taken already by an earlier attempt.
+                self.store.put(
+                    manifest_key(dir_id),
+                    child.seal(self.vault_id, self.identity),
+                    if_none_match=True,
+                )
+        return child
+
+    # -- paths --------------------------------------------------------------------
+
+    def root_entry(self) -> Entry:
+        manifest, _ = self.load_dir(self.root_id)
+        return Entry(
+            self.root_id,
+            "d",
+            mode=manifest.mode,
+            mtime_ns=manifest.mtime_ns,
+            ctime_ns=manifest.ctime_ns,
+            atime_ns=manifest.atime_ns,
+            uid=manifest.uid,
+            gid=manifest.gid,
+        )
+
+    def lookup(self, path: str) -> Entry:
+        parts = split_path(path)
+        entry = self.root_entry()
+        above = {entry.id}  # the folders on this path: one met again is a cycle
+        for i, name in enumerate(parts):
+            if entry.type != "d":
+                raise NotADirectory(f"not a directory: /{'/'.join(parts[:i])}")
+            manifest = self.view_dir(entry.id)
+            found = manifest.entries.get(name)
+            if found is None:
+                raise NotFound(f"no such file or directory: /{'/'.join(parts[: i + 1])}")
+            if found.type == "d":
+                if found.id in above:
+                    raise IntegrityError(cycle_message("/" + "/".join(parts[: i + 1])))
+                above.add(found.id)
+            entry = found
+        return entry
+
+    def parent_of(self, path: str) -> tuple[str, str]:
+        """(directory id of the parent, final name) for a path that is not the root."""
+        parts = split_path(path)
+        if not parts:
+            raise UsageError("the vault root cannot be changed this way")
+        parent = self.lookup("/" + "/".join(parts[:-1]))
+        if parent.type != "d":
+            raise NotADirectory(f"not a directory: /{'/'.join(parts[:-1])}")
+        return parent.id, parts[-1]
+
+    def listdir(self, path: str = "/") -> dict[str, Entry]:
+        entry = self.lookup(path)
+        if entry.type != "d":
+            raise NotADirectory(f"not a directory: {path}")
+        return dict(self.view_dir(entry.id).entries)
+
+    def exists(self, path: str) -> bool:
+        try:
+            self.lookup(path)
+        except NotFound:
+            return False
+        return True
+
+    # -- directories and links ----------------------------------------------------------
+
+    def mkdir(self, path: str, mode: int = 0o755, *, parents: bool = False, **meta: Any) -> Entry:
+        """``meta``: further Entry fields of the new directory (owner, for example)."""
+        parts = split_path(path)
+        if parents:
+            for i in range(1, len(parts)):
+                sub = "/" + "/".join(parts[:i])
+                if not self.exists(sub):
+                    self.mkdir(sub, mode)
+        parent_id, name = self.parent_of(path)
+        parent, _ = self.load_dir(parent_id)
+        if name in parent.entries:
+            if parents and parent.entries[name].type == "d":
+                return parent.entries[name]
+            raise AlreadyExists(f"already exists: {path}")
+        entry = Entry(
+            self.new_directory(parent, mode).dir_id,
+            "d",
+            mode=mode,
+            mtime_ns=time.time_ns(),
+            **meta,
+        )
+
+        def add(m: DirectoryManifest) -> Entry:
+            if name in m.entries:
+                # Another client made it first: keep theirs; ours is an empty orphan.
+                if m.entries[name].type == "d":
+                    return m.entries[name]
+                raise AlreadyExists(f"already exists: {path}")
+            m.entries[name] = entry
+            return entry
+
+        return self.update_dir(parent_id, add)
+
+    def symlink(self, target: str, path: str, **meta: Any) -> Entry:
+        return self.make_node(path, Entry(new_id(), "l", mode=0o777, target=target, **meta))
+
+    def make_node(self, path: str, entry: Entry) -> Entry:
+        """Add a content-less entry (symlink, FIFO, socket, device) under a new name."""
+        parent_id, name = self.parent_of(path)
+        entry = replace(entry, mtime_ns=time.time_ns())
+
+        def add(m: DirectoryManifest) -> Entry:
+            if name in m.entries:
+                raise AlreadyExists(f"already exists: {path}")
+            m.entries[name] = entry
+            return entry
+
+        return self.update_dir(parent_id, add)
+
+    def setattr(self, path: str, **changes: Any) -> Entry:
+        """Change Entry fields other than id, type and content (mode, owner, times, xattrs)."""
+        if not split_path(path):
+            # The root has no entry in a parent: its manifest holds its mode and times.
+            if set(changes) - {"mode", "mtime_ns", "atime_ns", "ctime_ns", "uid", "gid"}:
+                raise NotSupported("the vault root keeps only its mode, owner and times")
+
+            def change_root(m: DirectoryManifest) -> None:
+                for key, value in changes.items():
+                    setattr(m, key, value)
+
+            self.update_dir(self.root_id, change_root, touch=False)
+            return self.root_entry()
+        parent_id, name = self.parent_of(path)
+
+        def change(m: DirectoryManifest) -> Entry:
+            cur = m.entries.get(name)
+            if cur is None:
+                raise NotFound(f"no such file or directory: {path}")
+            new = replace(cur, **changes)
+            m.entries[name] = new
+            return new
+
+        # An entry's attributes are not the folder's content: its times stay (POSIX).
+        return self.update_dir(parent_id, change, touch=False)
+
+    def remove(
+        self,
+        path: str,
+        *,
+        recursive: bool = False,
+        expect_dir: bool | None = None,
+        expect: tuple[str, int | None] | None = None,
+        own_versions: Callable[[str], set[int]] | None = None,
+    ) -> Entry | None:
+        """Remove ``path``; the removed entry. With ``expect`` (the node id and, if
+        known, version the caller saw there) it removes only that: if the name holds
+        another node by the switch, or a version of it the caller did not see (and
+        ``own_versions(id)`` does not name), that is newer than the removal and stays;
+        None then."""
+        parent_id, name = self.parent_of(path)
+
+        def drop(m: DirectoryManifest) -> Entry | None:
+            cur = m.entries.get(name)
+            if cur is None:
+                raise NotFound(f"no such file or directory: {path}")
+            if expect is not None and not still_holds(cur, *expect, own_versions):
+                return None
+            if expect_dir is True and cur.type != "d":
+                raise NotADirectory(f"not a directory: {path}")
+            if expect_dir is False and cur.type == "d":
+                raise IsADirectory(f"is a directory: {path}", hint="use rm -r")
+            if cur.type == "d" and not recursive and self.load_dir(cur.id)[0].entries:
+                raise DirectoryNotEmpty(f"directory not empty: {path}", hint="use rm -r")
+            del m.entries[name]
+            return cur
+
+        # The objects of what was removed become orphans; `csfs fsck --repair` collects them.
+        return self.update_dir(parent_id, drop)
+
+    def rename(
+        self,
+        src: str,
+        dst: str,
+        *,
+        replace_existing: bool = True,
+        expect: Entry | Unset | None = UNSET,
+        own_versions: Callable[[str], set[int]] | None = None,
+        ctime_ns: int | None = None,
+    ) -> Entry:
+        """Move ``src`` to ``dst``. With ``expect`` (what the caller saw at ``dst``,
+        None for nothing), replacing is conditional like a write: a file that another
+        client put at ``dst`` meanwhile is kept there as a conflict copy, not lost.
+        ``own_versions(id)`` names versions the caller itself may have committed
+        since it looked (its upload queue). ``ctime_ns``: also set the moved entry's
+        change time (POSIX: a rename changes it)."""
+        src_parent, src_name = self.parent_of(src)
+        dst_parent, dst_name = self.parent_of(dst)
+        entry = self.lookup(src)
+        if (src_parent, src_name) == (dst_parent, dst_name):
+            return entry  # rename(2) of a path onto itself: nothing to do
+        if ctime_ns is not None:
+            entry = replace(entry, ctime_ns=ctime_ns)
+        if self.share_roots_of(src_parent) != self.share_roots_of(dst_parent):
+            # Its objects are wrapped to the readers where it is: moved across a share
+            # boundary it would stay readable to the old readers and not to the new.
+            # EXDEV makes mv copy (new versions, wrapped right) and delete.
+            raise CrossShare(f"cannot move {src} across a share boundary", hint="copy it instead")
+        if entry.type == "d":
+            dst_parts = split_path(dst)
+            if dst_parts[: len(split_path(src))] == split_path(src):
+                raise UsageError(f"cannot move {src} into itself")
+
+        def unexpected(cur: Entry) -> bool:
+            if isinstance(expect, Unset) or cur.type != "f" or entry.type != "f":
+                return False
+            return (
+                expect is None
+                or cur.type != expect.type
+                or not still_holds(cur, expect.id, expect.version, own_versions)
+            )
+
+        def place(m: DirectoryManifest, moving: Entry) -> None:
+            cur = m.entries.get(dst_name)
+            if cur is not None and cur.id != moving.id:
+                if not replace_existing:
+                    raise AlreadyExists(f"already exists: {dst}")
+                if cur.type == "d" and (moving.type != "d" or self.load_dir(cur.id)[0].entries):
+                    raise DirectoryNotEmpty(f"cannot replace directory {dst}")
+                if cur.type != "d" and moving.type == "d":
+                    raise NotADirectory(f"cannot replace non-directory {dst} with a directory")
+                if unexpected(cur):
+                    # Changed by another client since the caller looked: keep it.
+                    m.entries[conflict_name(dst_name, m.entries, self.identity)] = cur
+            m.entries[dst_name] = moving
+
+        if src_parent == dst_parent:
+
+            def move(m: DirectoryManifest) -> Entry:
+                cur = m.entries.get(src_name)
+                if cur is None:
+                    raise NotFound(f"no such file or directory: {src}")
+                del m.entries[src_name]
+                if ctime_ns is not None:
+                    cur = replace(cur, ctime_ns=ctime_ns)
+                place(m, cur)
+                return cur
+
+            return self.update_dir(src_parent, move)
+
+        # Across directories: add first, then remove. A crash in between leaves the
+        # node in both places (fsck reports it), never in neither.
+        moved = entry
+
+        def add(m: DirectoryManifest) -> Entry:
+            place(m, moved)
+            return moved
+
+        self.update_dir(dst_parent, add)
+        crash_point("renamed-across")
+
+        def drop(m: DirectoryManifest) -> Entry | None:
+            cur = m.entries.get(src_name)
+            if cur is None or cur.id != moved.id:
+                return None
+            if replace(cur, ctime_ns=moved.ctime_ns) != moved:
+                # Changed by another client since ``entry`` was read (a newer version,
+                # a chmod): the destination takes that first, or it would be lost.
+                return cur
+            del m.entries[src_name]
+            return None
+
+        for _ in range(MAX_RETRIES):
+            newer = self.update_dir(src_parent, drop)
+            if newer is None:
+                return moved
+            if ctime_ns is not None:
+                newer = replace(newer, ctime_ns=ctime_ns)
+
+            def carry(m: DirectoryManifest, old: Entry = moved, new: Entry = newer) -> bool:
+                cur = m.entries.get(dst_name)
+                if cur is None or cur.id != old.id:
+                    return False  # the destination changed meanwhile: ``new`` stays at src
+                m.entries[dst_name] = new
+                return True
+
+            if not self.update_dir(dst_parent, carry):
+                return moved
+            moved = newer
+        raise ContentionError("gave up after repeated concurrent changes to a moved file")
+
+    def remove_if(
+        self,
+        dir_id: str,
+        name: str,
+        node_id: str,
+        version: int | None,
+        own_versions: Callable[[str], set[int]] | None = None,
+    ) -> None:
+        """Remove ``name`` only if it still holds that node at that version (None:
+        any; ``own_versions(id)``: also those): a newer one written meanwhile by
+        another client stays. A folder is removed only while empty."""
+
+        def drop(m: DirectoryManifest) -> None:
+            cur = m.entries.get(name)
+            if cur is None or not still_holds(cur, node_id, version, own_versions):
+                return
+            if cur.type == "d" and self.load_dir(cur.id)[0].entries:
+                raise DirectoryNotEmpty(f"another client put files in {name!r} meanwhile")
+            del m.entries[name]
+
+        self.update_dir(dir_id, drop)
+
+    def add_directory(self, dir_id: str, name: str, entry: Entry) -> None:
+        """Put a folder made offline (``entry.id``) into ``dir_id`` under ``name``, or,
+        if another client took the name meanwhile, under a conflict name."""
+        parent, _ = self.load_dir(dir_id)
+        self.new_directory(parent, entry.mode, entry.id)
+
+        def add(m: DirectoryManifest) -> None:
+            if any(e.id == entry.id for e in m.entries.values()):
+                return  # added already (applied again after a crash)
+            at = name if name not in m.entries else conflict_name(name, m.entries, self.identity)
+            m.entries[at] = entry
+
+        self.update_dir(dir_id, add)
+
+    def set_entry(self, dir_id: str, name: str, node_id: str, changes: dict[str, Any]) -> None:
+        """Change fields of the entry ``name`` if it still holds ``node_id``."""
+
+        def change(m: DirectoryManifest) -> None:
+            cur = m.entries.get(name)
+            if cur is not None and cur.id == node_id:
+                m.entries[name] = replace(cur, **changes)
+
+        self.update_dir(dir_id, change, touch=False)
+
+    def path_of(self, dir_id: str) -> str | None:
+        """The path of a directory as this client knows it (for messages); None if unknown."""
+        parts: list[str] = []
+        node = dir_id
+        for _ in range(256):
+            if node in (self.root_id, self.header.root_id):
+                return "/" + "/".join(reversed(parts))
+            with self._lock:
+                parents = sorted(self._parents.get(node, ()))
+            if not parents:
+                self._discover(node)
+                with self._lock:
+                    parents = sorted(self._parents.get(node, ()))
+            if not parents:
+                return None
+            listing = self.load_dir(parents[0])[0].entries
+            names = [n for n, e in listing.items() if e.id == node]
+            if not names:
+                return None
+            parts.append(names[0])
+            node = parents[0]
+        return None
+
+    # -- trees ------------------------------------------------------------------------
+
+    def walk(
+        self, path: str = "/", entry: Entry | None = None, *, fresh: bool = False
+    ) -> Iterator[tuple[str, Entry]]:
+        """Every (path, entry) under ``path``, depth first, parents before children;
+        ``fresh`` re-reads every manifest instead of trusting the TTL cache."""
+        stack = [(path, entry or self.lookup(path))]
+        expanded: set[str] = set()  # a node listed twice, or a cycle, is entered once
+        while stack:
+            path, entry = stack.pop()
+            yield path, entry
+            if entry.type == "d" and entry.id not in expanded:
+                expanded.add(entry.id)
+                manifest = self.load_dir(entry.id, fresh=fresh)[0]
+                for name, child in sorted(manifest.entries.items(), reverse=True):
+                    stack.append((posixpath.join(path, name), child))
+
+
+def cycle_message(path: str) -> str:
+    return f"directory cycle in the vault: {path} leads back to a folder above it"
