@@ -27,10 +27,11 @@ from csfs.store.s3 import S3Store
 from csfs.vault.access_records import LinkAdd
 from csfs.vault.access_state import AccessState
 from csfs.vault.layout import new_id
-from csfs.vault.manifest import DirectoryManifest, Entry
+from csfs.vault.manifest import Entry
+from csfs.vault.manifests import VersionChange
 from csfs.vault.members import require_vault_owner
 from csfs.vault.tree_index import find_paths
-from csfs.vault.vault import Vault, same_version
+from csfs.vault.vault import Vault
 
 LINK_FORMAT = "csfs-link-1"
 MAX_SECONDS = 7 * 24 * 3600  # SigV4 presigned URLs last at most 7 days
@@ -82,15 +83,10 @@ def _rotate(vault: Vault, path: str, entry: Entry) -> Entry:
     parent = vault.load_dir(parent_id, fresh=True)[0]
     version, length = vault.reencrypt_version(entry, parent)
     new = replace(entry, version=version, size=length)
-
-    def switch(m: DirectoryManifest) -> bool:
-        cur = m.entries.get(name)
-        if cur is None or not same_version(cur, entry):
-            return False
-        m.entries[name] = new
-        return True
-
-    if not vault.update_dir(parent_id, switch):
+    # Switched only where the name still holds the version re-encrypted (the one
+    # "base unchanged" test of the vault); otherwise ours is dropped.
+    change = VersionChange(name, entry.id, new, entry, restore=False)
+    if vault.commit_versions(parent_id, [change], keep_lost=False):
         vault.delete_version(entry.id, version)
         raise ContentionError(f"{path} changed meanwhile; try again")
     return new
