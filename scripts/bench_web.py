@@ -13,8 +13,10 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 from pathlib import Path
@@ -108,8 +110,14 @@ def _browser_read(env: Env, bucket: str, size: int,
         "ExposeHeaders": ["Content-Range", "Content-Length", "ETag"]}]})
     try:
         with sync_playwright() as pw:
-            browser = pw.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
-            page = browser.new_context(accept_downloads=True).new_page()
+            # A normal profile, on disk: an incognito context (Playwright's
+            # new_context) keeps the origin-private file system in the browser
+            # process's memory, so the whole file would show there.
+            profile = tempfile.mkdtemp(prefix="csfs-bench-chromium-", dir="/var/tmp")
+            browser = pw.chromium.launch_persistent_context(
+                profile, executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS,
+                accept_downloads=True)
+            page = browser.new_page()
             page.goto(f"{url}/index.html?save={save}")
             page.set_input_files("#keyfile", str(env.key))
             page.fill("#endpoint", env.endpoint)
@@ -137,11 +145,147 @@ def _browser_read(env: Env, bucket: str, size: int,
             if saved.get("bytes") != size:
                 raise BenchError(f"the page saved {saved.get('bytes')} bytes, not {size}")
             browser.close()
+            shutil.rmtree(profile, ignore_errors=True)
     finally:
         server.shutdown()
         server.server_close()
     peak = {**sampler.peak, "idle_renderer": idle["renderer"], "idle_browser": idle["browser"]}
     return float(saved["seconds"]), wall, peak, digest
+
+
+class _CdpPipe:
+    """Chromium's DevTools protocol over --remote-debugging-pipe (fds 3 and 4)."""
+
+    def __init__(self, args: list[str]) -> None:
+        r_in, self.w = os.pipe()  # we write, Chromium reads fd 3
+        self.r, w_out = os.pipe()  # Chromium writes fd 4, we read
+
+        def wire() -> None:
+            os.dup2(r_in, 3)
+            os.dup2(w_out, 4)
+
+        self.p = subprocess.Popen([*args, "--remote-debugging-pipe"], preexec_fn=wire,
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                                  close_fds=False)
+        os.close(r_in)
+        os.close(w_out)
+        self.n = 0
+        self.buf = b""
+
+    def send(self, method: str, params: dict[str, Any] | None = None,
+             session: str | None = None) -> dict[str, Any]:
+        self.n += 1
+        msg: dict[str, Any] = {"id": self.n, "method": method, "params": params or {}}
+        if session:
+            msg["sessionId"] = session
+        os.write(self.w, json.dumps(msg).encode() + b"\0")
+        while True:
+            m = self.recv()
+            if m.get("id") == self.n:
+                if "error" in m:
+                    raise BenchError(f"{method}: {m['error']}")
+                return dict(m.get("result", {}))
+
+    def recv(self) -> dict[str, Any]:
+        while b"\0" not in self.buf:
+            self.buf += os.read(self.r, 1 << 16)
+        line, self.buf = self.buf.split(b"\0", 1)
+        return dict(json.loads(line))
+
+
+def _raw_read(env: Env, bucket: str, url: str) -> dict[str, int]:
+    """Peak RSS saving big.bin with Chromium driven over a raw DevTools pipe, not
+    Playwright: Playwright enables the DevTools Network domain, which keeps the
+    response bodies in the renderer (most of the renderer's peak it reports)."""
+    prof = tempfile.mkdtemp(prefix="csfs-bench-chromium-", dir="/var/tmp")
+    dl = tempfile.mkdtemp(prefix="csfs-bench-dl-", dir="/var/tmp")
+    c = _CdpPipe(["/usr/bin/chromium", *CHROMIUM_ARGS, f"--user-data-dir={prof}", "about:blank"])
+    try:
+        c.send("Browser.setDownloadBehavior", {"behavior": "allow", "downloadPath": dl})
+        tid = c.send("Target.createTarget", {"url": f"{url}/index.html?save=download"})["targetId"]
+        sid = c.send("Target.attachToTarget", {"targetId": tid, "flatten": True})["sessionId"]
+
+        def ev(expr: str) -> Any:
+            return c.send("Runtime.evaluate", {"expression": expr, "awaitPromise": True,
+                                               "returnByValue": True}, sid)["result"].get("value")
+
+        def until(expr: str) -> Any:
+            deadline = time.monotonic() + 1800
+            while not (got := ev(expr)):
+                if time.monotonic() > deadline:
+                    raise BenchError(f"the page never got {expr}")
+                time.sleep(0.2)
+            return got
+
+        until("document.body && document.body.dataset.ready")
+        doc = c.send("DOM.getDocument", {}, sid)["root"]["nodeId"]
+        node = c.send("DOM.querySelector", {"nodeId": doc, "selector": "#keyfile"}, sid)["nodeId"]
+        c.send("DOM.setFileInputFiles", {"nodeId": node, "files": [str(env.key)]}, sid)
+        for k, v in (("endpoint", env.endpoint), ("bucket", bucket), ("prefix", "v"),
+                     ("akid", os.environ["AWS_ACCESS_KEY_ID"]),
+                     ("secret", os.environ["AWS_SECRET_ACCESS_KEY"])):
+            ev(f"document.getElementById({json.dumps(k)}).value = {json.dumps(v)}")
+        ev("document.getElementById('open-button').click()")
+        button = "document.querySelector(\"#listing button[data-name='big.bin']\")"
+        until(f"!!{button}")
+        sampler = PeakSampler()
+        sampler.start()
+        ev(f"{button}.click()")
+        until("document.body.dataset.lastSave || document.querySelector('#error:not([hidden])')")
+        sampler.stop.set()
+        sampler.join()
+        if not ev("document.body.dataset.lastSave"):
+            error = ev("document.getElementById('error').textContent")
+            raise BenchError(f"the page failed: {error}")
+        return sampler.peak
+    finally:
+        c.p.kill()
+        c.p.wait()
+        shutil.rmtree(prof, ignore_errors=True)
+        shutil.rmtree(dl, ignore_errors=True)
+
+
+def _link_first_byte(env: Env, store: str, bucket: str, repeat: int) -> list[float]:
+    """ms from opening a share link (7.7) to a 1 MiB text file's first byte on
+    screen (navigation start to the verified preview), one fresh page each."""
+    sys.path.insert(0, str(ROOT))
+    from playwright.sync_api import sync_playwright
+
+    from csfs.web import dist_dir, make_server
+
+    text = env.tmp / "notes.txt"
+    text.write_bytes(b"a line of text, and another\n" * (MiB // 28 + 1))
+    text.write_bytes(text.read_bytes()[:MiB])
+    env.run([env.csfs, "put", "--store", store, str(text), "/notes.txt"])
+    server = make_server(dist_dir(), 0)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}"
+    env.s3.put_bucket_cors(Bucket=bucket, CORSConfiguration={"CORSRules": [{
+        "AllowedOrigins": [url], "AllowedMethods": ["GET", "HEAD"], "AllowedHeaders": ["*"],
+        "ExposeHeaders": ["Content-Range", "Content-Length", "ETag"]}]})
+    out = []
+    try:
+        with sync_playwright() as pw:
+            browser = pw.chromium.launch(executable_path="/usr/bin/chromium", args=CHROMIUM_ARGS)
+            for _ in range(repeat):
+                r = subprocess.run([str(env.csfs), "link", "--store", store, "/notes.txt",
+                                    "--expires", "1h", "--reader", url],
+                                   capture_output=True, text=True, check=True)
+                page = browser.new_context().new_page()
+                page.goto(r.stdout.strip())
+                page.wait_for_selector("body[data-ready='1']", timeout=60_000)
+                if not page.locator("#error").is_hidden():
+                    raise BenchError("the link page failed: " + page.inner_text("#error"))
+                shown = json.loads(page.get_attribute("body", "data-shown") or "{}")
+                if shown.get("bytes") != MiB:
+                    raise BenchError(f"the link page showed {shown}")
+                out.append(float(shown["ms"]))
+                page.context.close()
+            browser.close()
+    finally:
+        server.shutdown()
+        server.server_close()
+    return out
 
 
 def cmd_web(args: Any) -> int:
@@ -184,6 +328,26 @@ def cmd_web(args: Any) -> int:
                   f"(idle {peak['idle_renderer'] // 1024}), browser process "
                   f"{peak['browser'] // 1024} MiB (idle {peak['idle_browser'] // 1024})",
                   flush=True)
+        from csfs.web import dist_dir, make_server
+
+        server = make_server(dist_dir(), 0)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        url = f"http://127.0.0.1:{server.server_address[1]}"
+        env.s3.put_bucket_cors(Bucket=bucket, CORSConfiguration={"CORSRules": [{
+            "AllowedOrigins": [url], "AllowedMethods": ["GET", "HEAD"], "AllowedHeaders": ["*"],
+            "ExposeHeaders": ["Content-Range", "Content-Length", "ETag"]}]})
+        try:
+            peak = _raw_read(env, bucket, url)
+        finally:
+            server.shutdown()
+            server.server_close()
+        print(f"browser (download, no DevTools network domain): peak RSS renderer "
+              f"{peak['renderer'] // 1024} MiB, browser process {peak['browser'] // 1024} MiB",
+              flush=True)
+        ms = _link_first_byte(env, store, bucket, args.repeat)
+        print(f"share link, 1 MiB text: {min(ms):.0f} ms from opening the link to the first "
+              f"byte on screen (best of {len(ms)}; all: {', '.join(f'{m:.0f}' for m in ms)})",
+              flush=True)
     return 0
 
 

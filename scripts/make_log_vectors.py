@@ -56,7 +56,24 @@ def build(tmp: str) -> tuple[bytes, dict[int, bytes], dict[str, bytes], str]:
     sharing.share(v, "/proj/plan.txt", "dave")  # a file share (7.6)
     entries = {int(i.key[2:], 16): store.get(i.key) for i in store.list("a/")}
     notices = {i.key[2:]: store.get(i.key) for i in store.list("n/")}
+    # Then two share links (7.7) to plan.txt's version, and the first one ended:
+    # entries 9 to 11, in vectors of their own (the 8 above stay as they were).
+    plan = v.lookup("/proj/plan.txt")
+    for body in (_link_add(plan.id, plan.version), _link_add(plan.id, plan.version)):
+        v.access.append(lambda state, seq, body=body: (body, []))
+        LINKS.append(body["link"])
+    v.access.append(lambda state, seq: ({"op": "link-remove", "link": LINKS[0]}, []))
+    LINKED.update({int(i.key[2:], 16): store.get(i.key) for i in store.list("a/")})
     return store.get("csfs-vault"), entries, notices, v.lookup("/proj").id
+
+
+LINKS: list[str] = []
+LINKED: dict[int, bytes] = {}
+
+
+def _link_add(node: str, version: int) -> dict[str, Any]:
+    return {"op": "link-add", "link": os.urandom(16).hex(), "node": node, "version": version,
+            "public": os.urandom(32).hex(), "expires_ns": 1_800_000_000 * 10**9}
 
 
 def payload(raw: bytes) -> dict[str, Any]:
@@ -115,6 +132,7 @@ def replay(header_raw: bytes, entries: dict[int, bytes], notices: dict[str, byte
                 ({"node": n.node, "name": n.name, "owner": n.owner, "write": n.write}
                  for n in log.notices.values()), key=lambda n: n["node"]),
             "readable": readable,
+            "links": {k: f"{x.node}/{x.version:016x}" for k, x in log.current.links.items()},
         }
 
 
@@ -219,7 +237,33 @@ def main() -> None:
     write("notice_for_other_node", "authentication",
           "bob's notice re-sealed by the owner naming another folder", "bob", header_raw,
           entries, {**notices, nid: _reseal_notice(bob_notice, nid, header, proj)})
+    link_vectors(header_raw, header, notices)
     print(f"wrote {len(os.listdir(OUT))} log vectors to {OUT}")
+
+
+def link_vectors(header_raw: bytes, header: VaultHeader, notices: dict[str, bytes]) -> None:
+    """7.3, 7.7: link-add (entries 9, 10) and link-remove (entry 11)."""
+    for who in ("alice", "bob"):
+        write(f"success_links_{who}", "success",
+              f"two links added, the first removed, read by {who}", who, header_raw, LINKED,
+              notices)
+    upto10 = {s: r for s, r in LINKED.items() if s <= 10}
+    write("link_added_twice", "format", "entry 10 re-sealed adding the link id of entry 9",
+          "bob", header_raw,
+          {**upto10, 10: reseal_body(LINKED[10], header, lambda b: {**b, "link": LINKS[0]})},
+          notices)
+    write("link_bad_public", "format", "entry 10 re-sealed with a public key that is not hex",
+          "bob", header_raw,
+          {**upto10, 10: reseal_body(LINKED[10], header, lambda b: {**b, "public": "xyz"})},
+          notices)
+    write("link_version_zero", "format", "entry 10 re-sealed with version 0", "bob",
+          header_raw,
+          {**upto10, 10: reseal_body(LINKED[10], header, lambda b: {**b, "version": 0})},
+          notices)
+    write("link_remove_without_link", "format", "entry 11 re-sealed without its link id",
+          "bob", header_raw,
+          {**LINKED, 11: reseal_body(LINKED[11], header, lambda b: {"op": "link-remove"})},
+          notices)
 
 
 def _notice_for(raw: bytes, nid: str, entries: dict[int, bytes],

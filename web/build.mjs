@@ -8,7 +8,7 @@ const dist = here + "dist/";
 rmSync(dist, { recursive: true, force: true });
 mkdirSync(dist);
 await build({
-  entryPoints: { reader: here + "src/reader.js", harness: here + "src/harness.js" },
+  entryPoints: { reader: here + "src/reader.js", harness: here + "src/harness.js", link: here + "src/link.js" },
   bundle: true,
   format: "esm",
   minify: true,
@@ -20,7 +20,7 @@ await build({
 });
 const sri = (name) => "sha384-" + createHash("sha384").update(readFileSync(dist + name)).digest("base64");
 const hashes = {};
-for (const f of ["reader.js", "harness.js"]) hashes[f] = sri(f);
+for (const f of ["reader.js", "harness.js", "link.js"]) hashes[f] = sri(f);
 writeFileSync(dist + "style.css", readFileSync(here + "static/style.css"));
 hashes["style.css"] = sri("style.css");
 for (const page of readdirSync(here + "static").filter((f) => f.endsWith(".html"))) {

@@ -10,7 +10,7 @@ from typing import Any
 
 import click
 
-from csfs.cli import keys_cmd, mount_cmd, offline_cmd, share_cmd, vault_cmd, web_cmd
+from csfs.cli import keys_cmd, link_cmd, mount_cmd, offline_cmd, share_cmd, vault_cmd, web_cmd
 from csfs.cli.group import CsfsGroup
 
 
@@ -65,6 +65,7 @@ for _command in (
     mount_cmd.quarantine,
     mount_cmd.status,
     web_cmd.web,
+    link_cmd.link, link_cmd.links, link_cmd.unlink,
 ):
     cli.add_command(_command)
 

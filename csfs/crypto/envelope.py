@@ -17,10 +17,10 @@ from dataclasses import dataclass
 
 from cryptography.exceptions import InvalidSignature, InvalidTag
 from cryptography.hazmat.primitives import hpke
-from cryptography.hazmat.primitives.asymmetric import ed25519
+from cryptography.hazmat.primitives.asymmetric import ed25519, x25519
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 
-from csfs.crypto.keys import HPKE_KEMS, Identity, Recipient
+from csfs.crypto.keys import HPKE_KEMS, KEM_IDS, Identity, Recipient
 from csfs.crypto.stream import KEY_SIZE, MAX_PLAINTEXT, hkdf
 from csfs.errors import AuthenticationError, FormatError, NoMatchingKeyError
 
@@ -265,6 +265,20 @@ def rewrap_envelope(
     stanzas = tuple(_wrap(content_key, r, env.context, env.header_hash) for r in unique)
     return seal_envelope_stanzas(
         env.context, env.header_hash, env.sealed_length, env.commitment, stanzas, signer
+    )
+
+
+def add_link_stanza(
+    env: Envelope, identity: Identity, public: x25519.X25519PublicKey, signer: Identity
+) -> Envelope:
+    """``env`` with one more stanza wrapping its content key to a bare X25519 key
+    (a share link, format.md 7.7), its other stanzas kept, signed by ``signer``."""
+    info = WRAP_INFO + env.context.encode() + env.header_hash
+    kem = KEM_IDS["x25519"]
+    stanza = Stanza(kem, _SUITES[kem].encrypt(env.open(identity), public, info=info))
+    return seal_envelope_stanzas(
+        env.context, env.header_hash, env.sealed_length, env.commitment,
+        (*env.stanzas, stanza), signer,
     )
 
 

@@ -405,6 +405,12 @@ class S3Store:
         except (ClientError, BotoCoreError) as exc:
             raise self._error(exc, "list", prefix) from None
 
+    def presigned_get(self, key: str, seconds: int) -> str:
+        """A GET URL for ``key`` signed in its query string (SigV4), valid ``seconds``."""
+        return str(self._client.generate_presigned_url(
+            "get_object", Params={"Bucket": self.bucket, "Key": self._key(key)}, ExpiresIn=seconds
+        ))
+
     def delete(self, key: str) -> None:
         with contextlib.suppress(NotFound):
             self._call("delete", key, self._client.delete_object, Key=self._key(key))

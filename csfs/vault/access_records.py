@@ -34,7 +34,8 @@ NOTICE_FORMAT = "csfs-share-1"
 # A notice's JSON is a few hundred bytes; a reader GETs no more than this (format.md 7.4).
 MAX_NOTICE_BYTES = 4096
 MAX_NOTICE_OBJECT = max_object_size(MAX_NOTICE_BYTES)
-OPS = ("member-add", "member-remove", "share", "unshare")
+OPS = ("member-add", "member-remove", "share", "unshare", "link-add", "link-remove")
+_HEX32 = re.compile(r"[0-9a-f]{64}")
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 
 
@@ -277,7 +278,39 @@ class Unshare:
     writers: dict[str, list[str]]
 
 
-LogOp = MemberAdd | MemberRemove | Share | Unshare
+@dataclass(frozen=True)
+class LinkAdd:
+    """A share link (format.md 7.7) to one version of a file."""
+
+    link: str
+    node: str
+    version: int
+    public: str  # the link's X25519 public key, 64 hex digits
+    expires_ns: int
+
+    def to_json(self) -> dict[str, Any]:
+        return {"expires_ns": self.expires_ns, "node": self.node, "public": self.public,
+                "version": self.version}
+
+
+@dataclass(frozen=True)
+class LinkRemove:
+    link: str
+
+
+LogOp = MemberAdd | MemberRemove | Share | Unshare | LinkAdd | LinkRemove
+
+
+def parse_link(link: str, value: dict[str, Any]) -> LinkAdd:
+    """The fields of a `link-add` (and of a link in a state), checked as 7.3 says."""
+    version, expires, public = value["version"], value["expires_ns"], value["public"]
+    if type(version) is not int or not 1 <= version < 2**63:
+        raise FormatError("a link's version is not an integer in [1, 2^63 - 1]")
+    if type(expires) is not int or not 0 <= expires < 2**63:
+        raise FormatError("a link's expires_ns is not an integer in [0, 2^63 - 1]")
+    if not isinstance(public, str) or not _HEX32.fullmatch(public):
+        raise FormatError("a link's public key is not 64 lowercase hex digits")
+    return LinkAdd(check_id(link), check_id(value["node"]), version, public, expires)
 
 
 def parse_op(body: dict[str, Any], vault_id: str, owner: bytes) -> LogOp:
@@ -306,6 +339,10 @@ def parse_op(body: dict[str, Any], vault_id: str, owner: bytes) -> LogOp:
                 notice_id = None if notice is None else str(notice)
                 return Share(node, fp, write, kind, writers, notice_id)
             return Unshare(node, fp, writers)
+        if op == "link-add":
+            return parse_link(body["link"], body)
+        if op == "link-remove":
+            return LinkRemove(check_id(body["link"]))
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise FormatError(f"malformed access log entry: {exc}") from None
     raise FormatError(f"unknown access log operation {op!r}")

@@ -14,7 +14,16 @@ from typing import Any
 
 from csfs.crypto import Recipient
 from csfs.errors import FormatError, NotFound
-from csfs.vault.access_records import LogOp, Member, MemberAdd, MemberRemove, Share
+from csfs.vault.access_records import (
+    LinkAdd,
+    LinkRemove,
+    LogOp,
+    Member,
+    MemberAdd,
+    MemberRemove,
+    Share,
+    parse_link,
+)
 from csfs.vault.layout import check_id
 
 
@@ -26,14 +35,18 @@ class AccessState:
     grants: dict[str, dict[str, str]] = field(default_factory=dict)
     writers: dict[str, list[str]] = field(default_factory=dict)
     files: set[str] = field(default_factory=set)  # share roots that are files (7.6)
+    links: dict[str, LinkAdd] = field(default_factory=dict)  # share links (7.7), by id
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "files": sorted(self.files),
             "grants": self.grants,
             "members": {fp: base64.b64encode(m.raw).decode() for fp, m in self.members.items()},
             "writers": self.writers,
         }
+        if self.links:  # 7.3: absent means none, as in states written before links
+            out["links"] = {k: v.to_json() for k, v in self.links.items()}
+        return out
 
     @classmethod
     def from_json(cls, obj: Any, vault_id: str, owner: bytes) -> AccessState:
@@ -50,9 +63,10 @@ class AccessState:
             }
             writers = {check_id(n): [str(fp) for fp in w] for n, w in obj["writers"].items()}
             files = {check_id(n) for n in obj.get("files", [])}
+            links = {check_id(k): parse_link(k, v) for k, v in obj.get("links", {}).items()}
         except (KeyError, TypeError, AttributeError, ValueError) as exc:
             raise FormatError(f"malformed access state: {exc}") from None
-        return cls(members, grants, writers, files)
+        return cls(members, grants, writers, files, links)
 
     def copy(self) -> AccessState:
         return AccessState(
@@ -60,6 +74,7 @@ class AccessState:
             {n: dict(g) for n, g in self.grants.items()},
             {n: list(w) for n, w in self.writers.items()},
             set(self.files),
+            dict(self.links),
         )
 
     def by_name(self, name: str) -> Member:
@@ -70,6 +85,14 @@ class AccessState:
 
     def apply(self, op: LogOp) -> None:
         """Fold one checked operation (:func:`parse_op`) into the state."""
+        if isinstance(op, LinkAdd):
+            if op.link in self.links:
+                raise FormatError("a link id added twice")
+            self.links[op.link] = op
+            return
+        if isinstance(op, LinkRemove):
+            self.links.pop(op.link, None)
+            return
         if isinstance(op, MemberAdd):
             member = op.member
             for fp, m in self.members.items():

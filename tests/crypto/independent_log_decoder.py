@@ -280,6 +280,8 @@ class State:
         self.members: dict[str, tuple[str, Member]] = {}  # fp -> (base64 record, parsed)
         self.grants: dict[str, dict[str, str]] = {}
         self.writers: dict[str, list[str]] = {}
+        # 7.3, 7.7: link id -> (node, version, public, expires_ns)
+        self.links: dict[str, tuple[str, int, str, int]] = {}
 
     def as_json(self) -> dict[str, Any]:
         """7.3's JSON form."""
@@ -288,7 +290,28 @@ class State:
             "grants": self.grants,
             "members": {fp: rec for fp, (rec, _) in self.members.items()},
             "writers": self.writers,
+            "links": {
+                k: {"expires_ns": e, "node": n, "public": p, "version": v}
+                for k, (n, v, p, e) in self.links.items()
+            },
         }
+
+    def add_link(self, link: Any, fields: dict[str, Any]) -> None:
+        """7.3 link-add: the id, then version in [1, 2^63 - 1], expires_ns in
+        [0, 2^63 - 1] and 64 lowercase hex digits of public key."""
+        if not isinstance(link, str) or not ID.fullmatch(link):
+            raise FormatFailure("a link id is not an id")
+        if link in self.links:
+            raise FormatFailure("a link already in links")
+        node = _id_field(fields, "node")
+        version, expires, public = (fields.get(k) for k in ("version", "expires_ns", "public"))
+        if type(version) is not int or not 1 <= version <= 2**63 - 1:
+            raise FormatFailure("a link's version is out of range")
+        if type(expires) is not int or not 0 <= expires <= 2**63 - 1:
+            raise FormatFailure("a link's expires_ns is out of range")
+        if not isinstance(public, str) or not re.fullmatch(r"[0-9a-f]{64}", public):
+            raise FormatFailure("a link's public key is not 64 lowercase hex digits")
+        self.links[link] = (node, version, public, expires)
 
     def add_member(self, record_b64: Any, fingerprint: str | None = None) -> str:
         member = parse_member_record(_b64(record_b64, "member record"), self.owner, self.vault_id)
@@ -316,8 +339,8 @@ class State:
         # 7.3: `files` may be absent in a `state`, meaning [].
         if not isinstance(value, dict) or not {"grants", "members", "writers"} <= set(value):
             raise FormatFailure("state lacks grants, members or writers")
-        if not set(value) <= {"files", "grants", "members", "writers"}:
-            raise FormatFailure("state has keys other than files, grants, members, writers")
+        if not set(value) <= {"files", "grants", "links", "members", "writers"}:
+            raise FormatFailure("state has keys other than files, grants, links, members, writers")
         state = cls(owner, vault_id)
         if not isinstance(value["members"], dict):
             raise FormatFailure("state members is not an object")
@@ -342,6 +365,14 @@ class State:
                 raise FormatFailure("state files names a node without grants")
             if node not in state.files:
                 state.files.append(node)
+        # 7.3: `links` may be absent, meaning {}.
+        links = value.get("links", {})
+        if not isinstance(links, dict):
+            raise FormatFailure("state links is not an object")
+        for link, fields in links.items():
+            if not isinstance(fields, dict):
+                raise FormatFailure("a link in state is not an object")
+            state.add_link(link, fields)
         return state
 
     def _set_writers(self, writers: Any) -> None:
@@ -408,6 +439,11 @@ class State:
             if node in self.grants and not self.grants[node]:
                 del self.grants[node]
             self._set_writers(body.get("writers"))
+        elif op == "link-add":
+            self.add_link(body.get("link"), body)  # 7.3; links change no grant or writer
+        elif op == "link-remove":
+            # 7.3: deletes links[link], a no-op if absent; 7.2: the key must be there.
+            self.links.pop(_id_field(body, "link"), None)
         else:
             raise FormatFailure(f"unknown log op {op!r}")  # 7.2
         # 7.3: after every entry, `files` keeps only nodes that still have grants.
@@ -567,6 +603,8 @@ def read_log(
         "members": {fp: m.name for fp, (_, m) in state.members.items()},
         "notices": result_notices,
         "readable": [bodies[seq] is not None for seq in verified],
+        # 6.1: {<link id>: "<node>/<version as 16 hex digits>"}
+        "links": {k: f"{n}/{v:016x}" for k, (n, v, _, _) in state.links.items()},
         "writers": state.writers,
     }
 

@@ -10,6 +10,9 @@ every file; bytes are compared.
 from __future__ import annotations
 
 import os
+import random
+import shutil
+import subprocess
 import threading
 import uuid
 from dataclasses import dataclass
@@ -70,6 +73,11 @@ def _ok(person: Person, *args: str) -> str:
 @pytest.fixture(scope="module")
 def world(moto_server: MotoServer, reader_url: str,
           tmp_path_factory: pytest.TempPathFactory) -> World:
+    return build_world(moto_server, reader_url, tmp_path_factory)
+
+
+def build_world(moto_server: MotoServer, reader_url: str,
+                tmp_path_factory: pytest.TempPathFactory) -> World:
     tmp = tmp_path_factory.mktemp("web-vault")
     bucket = make_bucket(moto_server.endpoint_url, f"csfs-web-{uuid.uuid4().hex[:12]}")
     s3 = boto3.client("s3", endpoint_url=moto_server.endpoint_url, region_name="us-east-1",
@@ -374,3 +382,73 @@ def test_a_revoked_member_sees_nothing(page: Any, reader_url: str, world: World)
         assert names(page) == ["This folder is empty."]
     finally:
         _ok(alice, "share", "/projects", "--with", "bob")
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/fuse") or shutil.which("fusermount3") is None,
+                    reason="needs /dev/fuse and fusermount3 (Debian fuse3) for a real mount")
+def test_a_file_rewritten_through_a_mount_is_a_delta_and_reads_whole(
+        page: Any, reader_url: str, world: World, tmp_path: Path) -> None:
+    """2.6: a pwrite + fsync through a FUSE mount stores a delta version that
+    draws the unchanged chunks from the first version; the page reads it whole,
+    and a flipped byte in the source (an inherited chunk) is refused."""
+    alice = world.people["alice"]
+    env = {**alice.env, "XDG_RUNTIME_DIR": str(tmp_path / "run"),
+           "XDG_CACHE_HOME": str(tmp_path / "cache")}
+    os.makedirs(env["XDG_RUNTIME_DIR"], mode=0o700)
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    def payloads() -> dict[str, int]:
+        listed = world.s3.list_objects_v2(Bucket=world.bucket, Prefix=f"{PREFIX}/c/")["Contents"]
+        return {o["Key"]: o["Size"] for o in listed}
+
+    before = payloads()
+    data = bytearray(random.Random(7).randbytes(3 * 2**20 + 5))  # noqa: S311 (test data, seeded)
+    r = run_csfs("mount", str(mnt), "--cache-dir", str(tmp_path / "mcache"), env=env, timeout=60)
+    assert r.returncode == 0, r.stderr
+    try:
+        with open(mnt / "delta.bin", "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        fd = os.open(mnt / "delta.bin", os.O_WRONLY)
+        try:
+            os.pwrite(fd, b"#", 2**20 + 3)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        data[2**20 + 3] = ord("#")
+        assert run_csfs("sync", str(mnt), "--timeout", "60", env=env, timeout=90).returncode == 0
+    finally:
+        r = run_csfs("umount", str(mnt), "--timeout", "60", env=env, timeout=120)
+        if os.path.ismount(mnt):
+            subprocess.run(["fusermount3", "-u", "-z", str(mnt)], check=False)
+        assert r.returncode == 0, r.stderr
+    new = {k: size for k, size in payloads().items() if k not in before}
+    heads = {k: world.s3.get_object(Bucket=world.bucket, Key=k, Range="bytes=0-7")["Body"].read()
+             for k in new}
+    deltas = [k for k, h in heads.items() if h == b"csfs-pl3"]
+    whole = [k for k, size in new.items() if size > 2**20]
+    # One full version (the source) and a small delta; no second full copy.
+    assert len(deltas) >= 1 and len(whole) == 1, (heads, new)
+    assert all(new[k] < 2**20 for k in deltas)
+    try:
+        open_vault(page, reader_url, world, "alice")
+        assert "delta.bin" in names(page)
+        assert save(page, "delta.bin") == data
+        # Flip a byte of chunk 40 of the source, a chunk the delta inherits.
+        original = world.s3.get_object(Bucket=world.bucket, Key=whole[0])["Body"].read()
+        flipped = bytearray(original)
+        flipped[32 + 40 * (2**16 + 16) + 100] ^= 1
+        world.s3.put_object(Bucket=world.bucket, Key=whole[0], Body=bytes(flipped))
+        try:
+            downloads: list[Any] = []
+            page.on("download", lambda d: downloads.append(d))
+            page.click("#listing button[data-name='delta.bin']")
+            page.wait_for_selector("#error:not([hidden])", timeout=60_000)
+            assert page.inner_text("#error").startswith("Refused: chunk 40 does not authenticate")
+            page.wait_for_timeout(500)
+            assert downloads == []
+        finally:
+            world.s3.put_object(Bucket=world.bucket, Key=whole[0], Body=original)
+    finally:
+        _ok(alice, "rm", "/delta.bin")

@@ -1,9 +1,9 @@
 // Envelopes and payloads (docs/format.md 2 and 3), in the order of checks of 3.6.
 //
 // Payload bytes come from a *source* ({size, read(start, end)}), and chunks are
-// located by chunkLocations(): a later payload form whose chunks live in other
-// objects (a delta version) adds a location kind there, without touching the
-// chunk decryption below.
+// located by chunkLocations(): each location names the object, byte range, key
+// and AAD of one chunk, so a delta version's inherited chunks (2.6), which live
+// in earlier versions' payloads under their own keys, decrypt like any other.
 
 import { authError, concat, CsfsError, ed25519Verify, enc, equalCT, formatError, hkdf, readU16, readU32, readU64, sha256, u64be } from "./util.js";
 
@@ -12,6 +12,7 @@ const STANZAS_AT = 139; // 3.1
 const MAX_LENGTH = 2 ** 48; // 3.4
 const ENC_LEN = { 0x0020: 32, 0x0010: 65, 0x647a: 1120 }; // 1.1
 const MAX_EXTENTS = 2 ** 20; // 2.5
+const MAX_SOURCES = 8; // 2.6
 
 export function padme(n) {
   // 2.3, exact for n < 2^53 (mask is a power of two, so n / mask is exact).
@@ -27,6 +28,8 @@ export function chunkCount(p, c) {
 }
 
 const mapBlock = (k) => padme(8 + 16 * k) + 16; // 2.5
+const deltaMapBlock = (s, k) => padme(16 + 80 * s + 24 * k) + 16; // 2.6
+export const MAX_MAP = deltaMapBlock(MAX_SOURCES, MAX_EXTENTS); // the largest map of any form (5)
 
 // 3.1-3.3 (step 1 of 3.6): every failure is a format error.
 export function parseEnvelope(env) {
@@ -64,22 +67,24 @@ export function parseEnvelope(env) {
   };
 }
 
-// 2.1 and 2.5: the 32-byte header -> {header, C, payloadId, mapSize (0: dense)}.
+// 2.1, 2.5 and 2.6: the 32-byte header -> {header, C, payloadId, mapSize (0: dense), delta}.
 export function parseHeader(payloadStart) {
   const header = payloadStart.subarray(0, 32);
   const magic = header.length === 32 ? String.fromCharCode(...header.subarray(0, 8)) : "";
-  if (magic !== "csfs-pl1" && magic !== "csfs-pl2") throw formatError("bad payload header");
+  if (!["csfs-pl1", "csfs-pl2", "csfs-pl3"].includes(magic)) throw formatError("bad payload header");
   if (header[8] < 12 || header[8] > 20) throw formatError("chunk_shift out of range");
   const C = 2 ** header[8];
   const payloadId = header.subarray(16, 32);
   if (magic === "csfs-pl1") {
     if (header.subarray(9, 16).some((x) => x)) throw formatError("non-zero reserved byte");
-    return { header, C, payloadId, mapSize: 0 };
+    return { header, C, payloadId, mapSize: 0, delta: false };
   }
   if (header.subarray(9, 12).some((x) => x)) throw formatError("non-zero reserved byte");
   const mapSize = readU32(header, 12);
-  if (mapSize < 32 || mapSize > mapBlock(MAX_EXTENTS)) throw formatError("map_size out of range");
-  return { header, C, payloadId, mapSize };
+  const delta = magic === "csfs-pl3";
+  const [lo, hi] = delta ? [136, MAX_MAP] : [32, mapBlock(MAX_EXTENTS)];
+  if (mapSize < lo || mapSize > hi) throw formatError("map_size out of range");
+  return { header, C, payloadId, mapSize, delta };
 }
 
 // 3.2, from hex ids.
@@ -112,6 +117,8 @@ async function aesOpen(key, nonce, data, aad) {
 export async function openEnvelope({ envelope, payloadStart, identity, expected = null, signers = null }) {
   const env = parseEnvelope(envelope);
   const hdr = parseHeader(payloadStart);
+  // 2.6: a delta exists only as a vault file version (context kind 2).
+  if (hdr.delta && expected?.[0] !== 2) throw formatError("a delta payload outside a vault file version");
   const H = await sha256(hdr.header);
   // Step 2: the signature.
   const ok = await ed25519Verify(env.signer, env.signature, concat(enc.encode("csfs v1 envelope\0"), env.signed));
@@ -146,16 +153,17 @@ export async function openEnvelope({ envelope, payloadStart, identity, expected 
     H,
     L: Number(L64),
     context: env.context,
+    version: readU64(env.context, 33),
     signer: env.signer,
     payloadKey: await aesKey(await hkdf(K, hdr.payloadId, "csfs v1 payload")),
   };
 }
 
+const MAP_NONCE = concat(new Uint8Array(11), new Uint8Array([2])); // 2.5
+
 // 2.5: decrypt and check the chunk map -> sorted runs [first, stop).
-async function readMap(opened, block, n) {
-  const aad = concat(opened.H, u64be(opened.L));
-  const nonce = concat(new Uint8Array(11), new Uint8Array([2]));
-  const plain = await aesOpen(opened.payloadKey, nonce, block, aad);
+async function readMap(key, H, L, block, n) {
+  const plain = await aesOpen(key, MAP_NONCE, block, concat(H, u64be(L)));
   if (!plain) throw authError("the chunk map does not authenticate");
   const k = Number(readU64(plain, 0));
   if (k < 1 || k > MAX_EXTENTS || block.length !== mapBlock(k)) throw authError("the map size does not match its extent count");
@@ -174,53 +182,172 @@ async function readMap(opened, block, n) {
   return runs;
 }
 
-// Where each chunk's ciphertext is: {i, src, start, end}, a byte range of a
-// source (today always the payload's own object), or {i, hole: true, len}.
-// Checks the payload size (2.4, 2.5) first. A payload form whose chunks come
-// from other objects adds locations with another `src` here; the reader below
-// batches ranged reads per source and decrypts every chunk the same way.
-export async function chunkLocations(opened, source) {
-  const { C, L, mapSize } = opened;
+// 2.6: decrypt and check a delta's map -> {sources: [{version, length, hash, key}],
+// runs: [[first, stop, origin]]} (origin 0: stored here; a gap is a hole).
+// `own`: the version of the payload's own context. Every breach is an
+// authentication error (only a holder of the content key could write it).
+async function readDeltaMap(key, H, L, block, n, C, own) {
+  const plain = await aesOpen(key, MAP_NONCE, block, concat(H, u64be(L)));
+  if (!plain) throw authError("the delta map does not authenticate");
+  const num = (at) => readU64(plain, at);
+  const s = Number(num(0));
+  const k = Number(num(8));
+  if (s < 1 || s > MAX_SOURCES || k < 1 || k > MAX_EXTENTS) throw authError("source or extent count out of range");
+  if (block.length !== deltaMapBlock(s, k)) throw authError("the map size does not match its counts");
+  if (plain.subarray(16 + 80 * s + 24 * k).some((x) => x)) throw authError("non-zero map padding");
+  const sources = [];
+  for (let j = 0; j < s; j++) {
+    const at = 16 + 80 * j;
+    const version = num(at);
+    const length = num(at + 8);
+    if (version < 1n || version >= 2n ** 63n || version === own) throw authError("bad source version");
+    if (sources.length && version <= sources[sources.length - 1].version) throw authError("source versions not strictly increasing");
+    if (length > BigInt(MAX_LENGTH)) throw authError("source length above 2^48");
+    sources.push({
+      version,
+      length: Number(length),
+      hash: plain.slice(at + 16, at + 48),
+      key: plain.slice(at + 48, at + 80),
+    });
+  }
+  const runs = [];
+  const used = new Set();
+  let prevStop = 0n;
+  let prevOrigin = -1n;
+  for (let j = 0; j < k; j++) {
+    const at = 16 + 80 * s + 24 * j;
+    const first = num(at);
+    const count = num(at + 8);
+    const origin = num(at + 16);
+    if (count < 1n || origin > BigInt(s)) throw authError("an empty extent or an unknown origin");
+    if (j && (first < prevStop || (first === prevStop && origin === prevOrigin))) {
+      throw authError("map extents unordered, overlapping, or touching with one origin");
+    }
+    if (first + count > BigInt(n)) throw authError("an extent past the last chunk");
+    if (origin > 0n) {
+      const nO = chunkCount(padme(sources[Number(origin) - 1].length), C);
+      if (first + count > BigInt(nO - 1)) throw authError("a reference beyond the source's chunks or to its last chunk");
+      used.add(Number(origin));
+    }
+    runs.push([Number(first), Number(first + count), Number(origin)]);
+    prevStop = first + count;
+    prevOrigin = origin;
+  }
+  const last = runs[runs.length - 1];
+  if (last[1] !== n || last[2] !== 0) throw authError("the last chunk is not stored in the delta");
+  if (used.size !== s) throw authError("a source is never used");
+  return { sources, runs };
+}
+
+// 2.6 steps 1-3 for source `src` ({version, length, hash, key}) of a delta whose
+// chunk size is C: its payload object and, per chunk it stores, where the
+// ciphertext is. `fetchSource(versionHex, length)` -> a source or null.
+async function openDeltaSource(src, C, fetchSource) {
+  const vhex = src.version.toString(16).padStart(16, "0");
+  const obj = await fetchSource(vhex, src.length);
+  // A missing payload is treated as the vault treats its own missing payload.
+  if (!obj) throw authError(`an earlier version this file draws on (${vhex}) is missing from the store`);
+  const header = await obj.read(0, 32);
+  if (header.length !== 32 || !equalCT(await sha256(header), src.hash)) throw authError("an earlier version's header differs");
+  let hdr;
+  try {
+    hdr = parseHeader(header);
+  } catch {
+    throw authError("an earlier version's header is not a payload header");
+  }
+  if (hdr.C !== C) throw authError("an earlier version has another chunk size");
+  const key = await aesKey(await hkdf(src.key, hdr.payloadId, "csfs v1 payload"));
+  const n = chunkCount(padme(src.length), C);
+  const offset = new Map(); // chunk -> start of its ciphertext in obj
+  let pos = 32 + hdr.mapSize;
+  if (!hdr.mapSize) {
+    for (let i = 0; i < n; i++) offset.set(i, 32 + i * (C + 16));
+  } else {
+    const block = await obj.read(32, 32 + hdr.mapSize);
+    const runs = hdr.delta
+      ? (await readDeltaMap(key, src.hash, src.length, block, n, C, src.version)).runs.filter((r) => r[2] === 0)
+      : await readMap(key, src.hash, src.length, block, n);
+    for (const [first, stop] of runs) {
+      for (let i = first; i < stop; i++) {
+        offset.set(i, pos);
+        pos += C + 16; // every chunk but the last is C bytes, and the last is never referenced
+      }
+    }
+  }
+  return { obj, key, n, offset, length: src.length, hash: src.hash };
+}
+
+// Where each chunk's ciphertext is: {i, src, start, end, key, aad, last, padFrom},
+// a byte range of an object with the key and AAD that open it, or
+// {i, hole: true, len}. Checks the payload size (2.4, 2.5, 2.6) first. A
+// delta's inherited chunk lies in its source's payload, under that payload's
+// key, with the last flag 0, `aad` that payload's header hash, and the
+// source's padding (plaintext offsets from `padFrom` on) to be zero (2.6).
+// `fetchSource(versionHex, length)` -> a source or null: where a delta finds c/F/V.
+export async function chunkLocations(opened, source, fetchSource = null) {
+  const { C, L, H, mapSize } = opened;
   const P = padme(L);
   const n = chunkCount(P, C);
   const lastLen = P - (n - 1) * C;
   const plainLen = (i) => (i === n - 1 ? lastLen : C);
+  const lastAad = concat(H, u64be(L));
+  const own = (i, start) => ({
+    i, src: source, start, end: start + plainLen(i) + 16,
+    key: opened.payloadKey, aad: i === n - 1 ? lastAad : H, last: i === n - 1, padFrom: Infinity,
+  });
   const locs = [];
   if (mapSize) {
-    const runs = await readMap(opened, await source.read(32, 32 + mapSize), n);
-    const stored = runs.reduce((a, [f, s]) => a + s - f, 0);
+    const block = await source.read(32, 32 + mapSize);
+    let runs;
+    let sources = [];
+    if (opened.delta) {
+      ({ sources, runs } = await readDeltaMap(opened.payloadKey, H, L, block, n, C, opened.version));
+    } else {
+      runs = (await readMap(opened.payloadKey, H, L, block, n)).map(([f, s]) => [f, s, 0]);
+    }
+    const stored = runs.reduce((a, [f, s, o]) => a + (o ? 0 : s - f), 0);
     if (source.size !== 32 + mapSize + (stored - 1) * (C + 16) + lastLen + 16) {
       throw authError("the payload's size does not match its chunk map");
     }
+    // Each source is opened once, when its first chunk is located (2.6 steps 1-3).
+    const opens = new Map();
     let pos = 32 + mapSize;
     let next = 0;
-    for (const [first, stop] of runs) {
+    for (const [first, stop, origin] of runs) {
       for (let i = next; i < first; i++) locs.push({ i, hole: true, len: plainLen(i) });
-      for (let i = first; i < stop; i++) {
-        locs.push({ i, src: source, start: pos, end: pos + plainLen(i) + 16 });
-        pos += plainLen(i) + 16;
+      if (origin) {
+        if (!fetchSource) throw authError("an earlier version this file draws on cannot be fetched here");
+        if (!opens.has(origin)) opens.set(origin, await openDeltaSource(sources[origin - 1], C, fetchSource));
+        const so = opens.get(origin);
+        for (let i = first; i < stop; i++) {
+          // Step 3: references are flat; a hole or inherited chunk of the source is never followed.
+          const start = so.offset.get(i);
+          if (start === undefined || i >= so.n - 1) throw authError("an earlier version does not store a chunk this version names");
+          locs.push({ i, src: so.obj, start, end: start + C + 16, key: so.key, aad: so.hash, last: false, padFrom: so.length - i * C });
+        }
+      } else {
+        for (let i = first; i < stop; i++) {
+          locs.push(own(i, pos));
+          pos += plainLen(i) + 16;
+        }
       }
       next = stop;
     }
   } else {
     if (source.size !== 32 + P + 16 * n) throw authError("the payload's size is wrong for its length");
-    for (let i = 0; i < n; i++) {
-      const start = 32 + i * (C + 16);
-      locs.push({ i, src: source, start, end: start + plainLen(i) + 16 });
-    }
+    for (let i = 0; i < n; i++) locs.push(own(i, 32 + i * (C + 16)));
   }
   return { n, locs };
 }
 
 // 2.4: the plaintext, chunk by chunk, each piece yielded only after its tag
-// verified. Consecutive chunks of one source are fetched in ranged reads of
+// verified. Consecutive chunks of one object are fetched in ranged reads of
 // about `batch` bytes; the next read is in flight while a batch is decrypted,
 // and the chunks of a batch are decrypted concurrently, then yielded in order.
-export async function* decryptPayload(opened, source, { batch = 1 << 20 } = {}) {
-  const { C, L, H } = opened;
-  const { n, locs } = await chunkLocations(opened, source);
-  const lastAad = concat(H, u64be(L));
-  // Group the locations: a hole alone, or a run of adjacent chunks of one source.
+export async function* decryptPayload(opened, source, { batch = 1 << 20, fetchSource = null, window = 16 } = {}) {
+  const { C, L } = opened;
+  const { locs } = await chunkLocations(opened, source, fetchSource);
+  // Group the locations: a hole alone, or a run of adjacent chunks of one object.
   const groups = [];
   for (let k = 0; k < locs.length; ) {
     let j = k;
@@ -245,17 +372,23 @@ export async function* decryptPayload(opened, source, { batch = 1 << 20 } = {}) 
     }
     const base = g[0].start;
     if (data.length !== g[g.length - 1].end - base) throw authError("a chunk is short");
-    const plains = await Promise.all(g.map(({ i, start, end }) => {
-      const last = i === n - 1;
-      const nonce = new Uint8Array(12);
-      new DataView(nonce.buffer).setBigUint64(3, BigInt(i));
-      nonce[11] = last ? 1 : 0;
-      return aesOpen(opened.payloadKey, nonce, data.subarray(start - base, end - base), last ? lastAad : H);
-    }));
-    for (let m = 0; m < g.length; m++) {
-      if (!plains[m]) throw authError(`chunk ${g[m].i} does not authenticate`);
+    // `window` chunks decrypt at once: WebCrypto copies each input and returns a
+    // new buffer, so a whole batch at once would hold three copies of it.
+    for (let w = 0; w < g.length; w += window) {
+      const part = g.slice(w, w + window);
+      const plains = await Promise.all(part.map(({ i, start, end, key, aad, last }) => {
+        const nonce = new Uint8Array(12);
+        new DataView(nonce.buffer).setBigUint64(3, BigInt(i));
+        nonce[11] = last ? 1 : 0;
+        return aesOpen(key, nonce, data.subarray(start - base, end - base), aad);
+      }));
+      for (let m = 0; m < part.length; m++) {
+        if (!plains[m]) throw authError(`chunk ${part[m].i} does not authenticate`);
+        // 2.6 step 4: an inherited chunk's bytes past its source's length are zero.
+        if (plains[m].subarray(Math.max(0, part[m].padFrom)).some((x) => x)) throw authError("non-zero padding in an earlier version");
+      }
+      for (let m = 0; m < part.length; m++) yield* emit(part[m].i, plains[m]);
     }
-    for (let m = 0; m < g.length; m++) yield* emit(g[m].i, plains[m]);
   }
   // 2.3: bytes at L and beyond are padding and must be zero.
   function* emit(i, plain) {
@@ -271,10 +404,11 @@ export function bytesSource(bytes) {
 
 // A whole payload in memory (vectors, manifests, notices, log bodies).
 // `maxLength`: a plaintext limit checked on L before any chunk is decrypted (5.3, 7.4).
-export async function decryptAll(args, payload, { maxLength = Infinity, what = "plaintext" } = {}) {
+// `fetchSource`: where a delta version's sources are (2.6), as for decryptPayload.
+export async function decryptAll(args, payload, { maxLength = Infinity, what = "plaintext", fetchSource = null } = {}) {
   const opened = await openEnvelope({ ...args, payloadStart: payload.subarray(0, 32) });
   if (opened.L > maxLength) throw formatError(`${what} longer than ${maxLength} bytes`);
   const parts = [];
-  for await (const p of decryptPayload(opened, bytesSource(payload))) parts.push(p.slice());
+  for await (const p of decryptPayload(opened, bytesSource(payload), { fetchSource })) parts.push(p.slice());
   return { opened, plaintext: concat(...parts) };
 }

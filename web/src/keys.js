@@ -201,20 +201,31 @@ export async function loadIdentity(text, passphrase) {
     kemPub,
     edPub,
     fingerprint: await fingerprint(kemId, kemPub, edPub),
-    // 3.4: any failure of HPKE Open (an invalid enc too) means "does not open".
-    async open(sealed, info) {
-      const encLen = kem.encSize;
-      try {
-        const pt = await suite.open(
-          { recipientKey, enc: sealed.slice(0, encLen).buffer, info: info.slice().buffer },
-          sealed.slice(encLen).buffer,
-        );
-        return new Uint8Array(pt);
-      } catch {
-        return null;
-      }
-    },
+    open: opener(kem, suite, recipientKey),
   };
+}
+
+// 3.4: any failure of HPKE Open (an invalid enc too) means "does not open".
+function opener(kem, suite, recipientKey) {
+  return async (sealed, info) => {
+    const encLen = kem.encSize;
+    try {
+      const pt = await suite.open(
+        { recipientKey, enc: sealed.slice(0, encLen).buffer, info: info.slice().buffer },
+        sealed.slice(encLen).buffer,
+      );
+      return new Uint8Array(pt);
+    } catch {
+      return null;
+    }
+  };
+}
+
+// 7.7: a share link's bare X25519 private key (32 bytes): opens stanzas, signs nothing.
+export async function linkIdentity(secret) {
+  const kem = new DhkemX25519HkdfSha256();
+  const recipientKey = await kem.importKey("raw", secret.slice().buffer, false);
+  return { kind: "x25519", kemId: KEM.x25519, open: opener(kem, suiteFor(kem), recipientKey) };
 }
 
 // 1.2: a public key file -> {kemId, kemPub, edPub, fingerprint}. Inside a member

@@ -2,7 +2,7 @@
 // notices (docs/format.md 5.1, 5.2, 7.1-7.4).
 
 import { contextBytes, decryptAll, MAX_ENVELOPE } from "./decoder.js";
-import { isObject, parseStrict } from "./json.js";
+import { int, isObject, parseStrict } from "./json.js";
 import { parsePublicKeyFile } from "./keys.js";
 import { nameOk } from "./manifest.js";
 import { authError, base64Strict, CsfsError, ed25519Verify, enc, equalCT, formatError, fromHex, hex, readU32, sha256, strictUtf8 } from "./util.js";
@@ -102,6 +102,18 @@ class State {
     this.members = new Map(); // fp -> {record (base64), member}
     this.grants = {};
     this.writers = {};
+    this.links = {}; // 7.7: link id -> {expires_ns, node, public, version}
+  }
+
+  // 7.3: a link-add's fields (also a link in a state).
+  addLink(id, v) {
+    if (typeof id !== "string" || !ID.test(id)) throw formatError("a link id is not an id");
+    if (id in this.links) throw formatError("a link id added twice");
+    if (!isObject(v)) throw formatError("a link is not an object");
+    const version = int(v.version, 1n, 2n ** 63n - 1n, "a link's version");
+    const expires = int(v.expires_ns, 0n, 2n ** 63n - 1n, "a link's expires_ns");
+    if (typeof v.public !== "string" || !/^[0-9a-f]{64}$/.test(v.public)) throw formatError("a link's public key is not 64 hex digits");
+    this.links[id] = { expires_ns: expires, node: idField(v, "node"), public: v.public, version };
   }
 
   async addMember(recordB64, fp = null) {
@@ -116,7 +128,7 @@ class State {
 
   static async fromJson(v, vault) {
     if (!isObject(v) || !["grants", "members", "writers"].every((k) => k in v)) throw formatError("state lacks grants, members or writers");
-    if (!Object.keys(v).every((k) => ["files", "grants", "members", "writers"].includes(k))) throw formatError("state has unknown keys");
+    if (!Object.keys(v).every((k) => ["files", "grants", "links", "members", "writers"].includes(k))) throw formatError("state has unknown keys");
     const s = new State(vault);
     if (!isObject(v.members)) throw formatError("state members is not an object");
     for (const [fp, rec] of Object.entries(v.members)) await s.addMember(rec, fp);
@@ -135,6 +147,9 @@ class State {
       if (typeof node !== "string" || !ID.test(node) || !(node in s.grants)) throw formatError("state files names a node without grants");
       if (!s.files.includes(node)) s.files.push(node);
     }
+    const links = "links" in v ? v.links : {};
+    if (!isObject(links)) throw formatError("state links is not an object");
+    for (const [id, link] of Object.entries(links)) s.addLink(id, link);
     return s;
   }
 
@@ -188,6 +203,10 @@ class State {
         if (!Object.keys(this.grants[node]).length) delete this.grants[node];
       }
       this.setWriters(body.writers);
+    } else if (op === "link-add") {
+      this.addLink(body.link, body);
+    } else if (op === "link-remove") {
+      delete this.links[idField(body, "link")];
     } else {
       throw formatError(`unknown log op ${JSON.stringify(op)}`);
     }
@@ -304,6 +323,7 @@ export function resultJson(r) {
   for (const [fp, { member }] of r.state.members) members[fp] = member.name;
   return {
     grants: r.state.grants,
+    links: Object.fromEntries(Object.entries(r.state.links).map(([k, v]) => [k, `${v.node}/${v.version.toString(16).padStart(16, "0")}`])),
     members,
     notices: r.notices.map(({ name, node, owner, write }) => ({ name, node, owner, write })),
     readable: r.readable,

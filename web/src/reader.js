@@ -4,6 +4,7 @@
 import { loadIdentity } from "./keys.js";
 import { S3Store } from "./s3.js";
 import { CsfsError } from "./util.js";
+import { blobSink, coalesced, opfsSink, pickerSink, saveMode } from "./sinks.js";
 import { Vault } from "./vault.js";
 
 const $ = (id) => document.getElementById(id);
@@ -158,82 +159,10 @@ async function show() {
   }
 }
 
-// Where a file goes while it is decrypted. Each sink takes verified pieces and
-// either finishes (the file is handed to the person) or aborts (nothing is).
-//  - picker: the File System Access API streams to the file the person chose;
-//    the browser writes to a temporary file and discards it on abort.
-//  - opfs: a temporary file in the origin-private file system, handed over as
-//    a disk-backed File once complete: memory stays bounded with no picker.
-//  - blob: Blob parts (the browser may page them to disk) where neither exists.
-const saveMode = new URLSearchParams(location.search).get("save"); // tests: "download", "blob"
-const OPFS_PREFIX = "csfs-download-";
-
-async function pickerSink(handle) {
-  const w = await handle.createWritable();
-  return { write: (b) => w.write(b), abort: () => w.abort(), finish: () => w.close() };
-}
-
-function handOver(file, name) {
-  const a = Object.assign(document.createElement("a"), { href: URL.createObjectURL(file), download: name });
-  document.body.append(a);
-  a.click();
-  a.remove();
-  return a.href;
-}
-
-async function opfsSink(name) {
-  const root = await navigator.storage.getDirectory();
-  const tmp = OPFS_PREFIX + crypto.randomUUID();
-  const fh = await root.getFileHandle(tmp, { create: true });
-  const w = await fh.createWritable();
-  const drop = () => root.removeEntry(tmp).catch(() => {});
-  return {
-    write: (b) => w.write(b),
-    abort: async () => {
-      await w.abort().catch(() => {});
-      await drop();
-    },
-    finish: async () => {
-      await w.close();
-      const href = handOver(await fh.getFile(), name);
-      setTimeout(() => {
-        URL.revokeObjectURL(href);
-        drop();
-      }, 120000);
-    },
-  };
-}
-
-function blobSink(name) {
-  const parts = [];
-  let pending = [];
-  let pendingBytes = 0;
-  return {
-    write: (b) => {
-      pending.push(b.slice());
-      pendingBytes += b.length;
-      if (pendingBytes >= 16 << 20) {
-        parts.push(new Blob(pending));
-        pending = [];
-        pendingBytes = 0;
-      }
-    },
-    abort: async () => {},
-    finish: async () => {
-      const href = handOver(new Blob([...parts, new Blob(pending)], { type: "application/octet-stream" }), name);
-      setTimeout(() => URL.revokeObjectURL(href), 120000);
-    },
-  };
-}
-
-// Temporary files left by a page that was closed while saving.
-(async () => {
-  try {
-    const root = await navigator.storage.getDirectory();
-    for await (const name of root.keys()) if (name.startsWith(OPFS_PREFIX)) await root.removeEntry(name);
-  } catch {
-    // no origin-private file system here
-  }
+// Benchmarks only (scripts/bench web): ?batch=<MiB> sets the ranged-read size.
+const readOptions = (() => {
+  const mib = Number(new URLSearchParams(location.search).get("batch"));
+  return mib > 0 && mib <= 64 ? { batch: mib << 20 } : {};
 })();
 
 function save(it) {
@@ -251,13 +180,19 @@ function save(it) {
     } else {
       sink = blobSink(it.name);
     }
+    sink = coalesced(sink);
     let done = 0;
+    let shown = 0;
     const started = performance.now();
     try {
-      for await (const piece of vault.readFile(it)) {
+      for await (const piece of vault.readFile(it, readOptions)) {
         await sink.write(piece);
         done += piece.length;
-        status(`Decrypting ${it.name}: ${humanSize(done)} of ${humanSize(it.size)}…`);
+        // A few updates a second, not one per 64 KiB chunk.
+        if (performance.now() - shown > 250) {
+          shown = performance.now();
+          status(`Decrypting ${it.name}: ${humanSize(done)} of ${humanSize(it.size)}…`);
+        }
       }
     } catch (e) {
       await sink.abort();

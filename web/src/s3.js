@@ -102,8 +102,32 @@ export class S3Store {
 }
 
 // A response body, stopping after `limit` bytes (a server that ignores the
-// Range header costs no more memory than the range). Copied once, into place.
-async function readBounded(res, limit) {
+// Range header, or an encoding that inflates, costs no more memory than the
+// range). Read straight into place where the body is a byte stream (BYOB): no
+// per-chunk buffers to copy and collect, which was most of the page's memory
+// while saving a large file; chunk by chunk, copied once, elsewhere.
+export async function readBounded(res, limit) {
+  let byob = null;
+  try {
+    byob = res.body.getReader({ mode: "byob" });
+  } catch {
+    // not a byte stream here
+  }
+  if (byob) {
+    let buf = new ArrayBuffer(limit);
+    let n = 0;
+    while (n < limit) {
+      const { done, value } = await byob.read(new Uint8Array(buf, n, limit - n));
+      if (value) {
+        buf = value.buffer; // the view's buffer comes back, transferred
+        n += value.byteLength;
+      }
+      if (done) break;
+    }
+    if (n >= limit) await byob.cancel();
+    const out = new Uint8Array(buf, 0, n);
+    return n === limit ? out : out.slice();
+  }
   const reader = res.body.getReader();
   const out = new Uint8Array(limit);
   let n = 0;

@@ -6,7 +6,7 @@
 // list(prefix) -> keys}. `memory`: {get(name), set(name, value)} for what a
 // client must remember between runs (header hash, log head, manifest versions).
 
-import { contextBytes, decryptPayload, MAX_ENVELOPE, openEnvelope, padme, chunkCount } from "./decoder.js";
+import { contextBytes, decryptPayload, MAX_ENVELOPE, MAX_MAP, openEnvelope, padme, chunkCount } from "./decoder.js";
 import { openLaidOutBytes, parseVaultHeader, readLog } from "./log.js";
 import { parseManifest } from "./manifest.js";
 import { authError, CsfsError, equalCT, formatError, hex, fromHex, readU32, readU64, sha256 } from "./util.js";
@@ -14,7 +14,6 @@ import { authError, CsfsError, equalCT, formatError, hex, fromHex, readU32, read
 const MAX_BLOB_OBJECT = 4 + 2 ** 20 + 96; // 5
 const maxpay = (m) => 32 + padme(m) + 16 * chunkCount(padme(m), 4096); // 5: C = 4096
 const MAX_MANIFEST_OBJECT = 4 + MAX_ENVELOPE + maxpay(32 * 2 ** 20);
-const MAX_MAP = padme(8 + 16 * 2 ** 20) + 16;
 
 export class Vault {
   static async open(store, identity, memory) {
@@ -159,7 +158,7 @@ export class Vault {
    * 5.4: a file's plaintext, piece by piece, each piece after its tag verified.
    * Also checks the unsealed length against the entry's size before any chunk.
    */
-  async *readFile(item) {
+  async *readFile(item, { batch = 16 << 20 } = {}) {
     const e = item.entry;
     if (e.version === 0n) return;
     const v = e.version.toString(16).padStart(16, "0");
@@ -174,6 +173,8 @@ export class Vault {
       signers: item.parent ? this.signersFor(item.parent, item.root) : this.writersOf(item.root),
     });
     if (BigInt(opened.L) !== e.size) throw authError("the file's sealed length differs from its listed size");
-    yield* decryptPayload(opened, src, { batch: 16 << 20 });
+    // 2.6: a delta's sources are earlier payloads of the same file, c/F/<version>.
+    const fetchSource = (vhex, length) => this.store.source(`c/${e.id}/${vhex}`, maxpay(length) + MAX_MAP);
+    yield* decryptPayload(opened, src, { batch, fetchSource });
   }
 }

@@ -1,6 +1,6 @@
 // Runs the decoder over the test vectors of docs/format.md 6 and 6.1.
 
-import { contextBytes, decryptAll } from "./decoder.js";
+import { bytesSource, contextBytes, decryptAll } from "./decoder.js";
 import { loadIdentity } from "./keys.js";
 import { parseManifest } from "./manifest.js";
 import { readLog, resultJson } from "./log.js";
@@ -33,11 +33,21 @@ export async function runFileVector(base, name) {
   const body = bytes.subarray(cut + 2);
   const envLen = Number(fields["envelope-length"]);
   const envelope = body.subarray(0, envLen);
-  const payload = body.subarray(envLen);
+  const payLen = Number(fields["payload-length"]);
+  const payload = body.subarray(envLen, envLen + payLen);
+  // 6: a delta's sources follow the payload, in the order listed.
+  const sources = new Map();
+  let at = envLen + payLen;
+  for (const item of fields.sources ? fields.sources.split(",") : []) {
+    const [v, len] = item.trim().split("=");
+    sources.set(v, body.subarray(at, at + Number(len)));
+    at += Number(len);
+  }
+  const fetchSource = async (v) => (sources.has(v) ? bytesSource(sources.get(v)) : null);
   const expected = fields.context ? fromHex(fields.context) : null;
   try {
     const id = await identity(base, fields.identity);
-    const { plaintext } = await decryptAll({ envelope, identity: id, expected }, payload);
+    const { plaintext } = await decryptAll({ envelope, identity: id, expected }, payload, { fetchSource });
     if (fields.object === "manifest") {
       parseManifest(plaintext, hex(expected.subarray(17, 33)), readU64(expected, 33));
     }

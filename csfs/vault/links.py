@@ -1,0 +1,191 @@
+"""Share links (docs/format.md 7.7): one file, read in a browser by whoever holds
+the link, until it expires or the owner ends it.
+
+A link is a fresh X25519 key pair. Its private key goes only into the URL
+fragment, with presigned GET URLs of one version's two objects; the owner adds
+a stanza for its public key to that version's envelope and records the public
+key in the access log. Each link gets its own self-contained version (a
+re-encryption under a fresh content key), so ending it can delete exactly the
+objects its holder could have read.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+import time
+from dataclasses import dataclass, replace
+from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric import x25519
+
+from csfs.crypto import parse_envelope
+from csfs.crypto.envelope import add_link_stanza
+from csfs.errors import ContentionError, NotFound, UsageError
+from csfs.store.s3 import S3Store
+from csfs.vault.access_records import LinkAdd
+from csfs.vault.access_state import AccessState
+from csfs.vault.layout import new_id
+from csfs.vault.manifest import Entry
+from csfs.vault.manifests import VersionChange
+from csfs.vault.members import require_vault_owner
+from csfs.vault.tree_index import find_paths
+from csfs.vault.vault import Vault
+
+LINK_FORMAT = "csfs-link-1"
+MAX_SECONDS = 7 * 24 * 3600  # SigV4 presigned URLs last at most 7 days
+_DURATION = re.compile(r"([1-9][0-9]*)([smhd])")
+_UNIT = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+@dataclass(frozen=True)
+class LinkInfo:
+    id: str
+    path: str | None  # None: the file was moved out of reach or removed
+    version: int
+    expires: int  # seconds since the epoch
+    url: str = ""  # only when just made: the owner keeps no private key
+
+    @property
+    def expired(self) -> bool:
+        return self.expires <= time.time()
+
+
+def parse_duration(text: str) -> int:
+    """'90s', '30m', '12h', '7d' -> seconds; refuses more than 7 days."""
+    m = _DURATION.fullmatch(text.strip())
+    if not m:
+        raise UsageError(f"invalid expiry {text!r}", hint="a number and s, m, h or d, e.g. 7d")
+    seconds = int(m.group(1)) * _UNIT[m.group(2)]
+    if seconds > MAX_SECONDS:
+        raise UsageError(
+            f"a link can last at most 7 days (presigned S3 URLs expire by then), not {text}"
+        )
+    return seconds
+
+
+def _s3(vault: Vault) -> S3Store:
+    store: Any = vault.store
+    while not isinstance(store, S3Store):
+        store = getattr(store, "inner", None)
+        if store is None:
+            raise UsageError(
+                "share links need an S3 store (the browser reads through presigned URLs)"
+            )
+    return store
+
+
+def _rotate(vault: Vault, path: str, entry: Entry) -> Entry:
+    """A new self-contained version of the file at ``path`` (a re-encryption under a
+    fresh key), switched in if the file did not change meanwhile."""
+    parent_id, name = vault.parent_of(path)
+    parent = vault.load_dir(parent_id, fresh=True)[0]
+    version, length = vault.reencrypt_version(entry, parent)
+    new = replace(entry, version=version, size=length)
+    # Switched only where the name still holds the version re-encrypted (the one
+    # "base unchanged" test of the vault); otherwise ours is dropped.
+    change = VersionChange(name, entry.id, new, entry, restore=False)
+    if vault.commit_versions(parent_id, [change], keep_lost=False):
+        vault.delete_version(entry.id, version)
+        raise ContentionError(f"{path} changed meanwhile; try again")
+    return new
+
+
+def make_link(vault: Vault, path: str, seconds: int, reader: str) -> LinkInfo:
+    """A link to the file at ``path`` as it is now, valid ``seconds`` (7.7)."""
+    require_vault_owner(vault)
+    if not 0 < seconds <= MAX_SECONDS:
+        raise UsageError("a link can last at most 7 days (presigned S3 URLs expire by then)")
+    s3 = _s3(vault)
+    vault.refresh_access(force=True)
+    entry = vault.lookup(path)
+    if entry.type != "f":
+        raise UsageError(f"{path} is not a regular file", hint="folder links are not supported")
+    if not entry.version:
+        raise UsageError(f"{path} is empty: there is nothing to link")
+    new = _rotate(vault, path, entry)
+    secret = x25519.X25519PrivateKey.generate()
+    public = secret.public_key()
+    raw, etag = vault.envelope_with_etag(new.id, new.version)
+    env = parse_envelope(raw)
+    env.verify({vault.header.owner})  # we just wrote it
+    vault.replace_envelope(
+        new.id, new.version, add_link_stanza(env, vault.identity, public, vault.identity).encode(),
+        etag,
+    )
+    expires = int(time.time()) + seconds
+    link = LinkAdd(new_id(), new.id, new.version, public.public_bytes_raw().hex(),
+                   expires * 10**9)
+
+    def make(state: AccessState, seq: int) -> tuple[dict[str, Any], list[Any]]:
+        return {"op": "link-add", "link": link.link, **link.to_json()}, []
+
+    vault.access.append(make)
+    vhex = f"{new.version:016x}"
+    fragment = {
+        "envelope": s3.presigned_get(f"k/{new.id}/{vhex}", seconds),
+        "expires": expires,
+        "format": LINK_FORMAT,
+        "key": secret.private_bytes_raw().hex(),
+        "name": path.rstrip("/").rsplit("/", 1)[-1],
+        "node": new.id,
+        "owner": vault.header.owner.hex(),
+        "payload": s3.presigned_get(f"c/{new.id}/{vhex}", seconds),
+        "size": new.size,
+        "vault_id": vault.header.vault_id,
+        "version": new.version,
+    }
+    text = json.dumps(fragment, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    encoded = base64.urlsafe_b64encode(text.encode()).decode().rstrip("=")
+    url = f"{reader.rstrip('/')}/link.html#{encoded}"
+    return LinkInfo(link.link, path, new.version, expires, url)
+
+
+def list_links(vault: Vault) -> list[LinkInfo]:
+    require_vault_owner(vault)
+    vault.refresh_access(force=True)
+    links = vault.access.current.links
+    paths = find_paths(vault, {x.node for x in links.values()})
+    return sorted(
+        (LinkInfo(k, paths.get(x.node), x.version, x.expires_ns // 10**9)
+         for k, x in links.items()),
+        key=lambda i: (i.path or "", i.id),
+    )
+
+
+def _resolve(links: dict[str, LinkAdd], ref: str) -> str:
+    found = [k for k in links if k.startswith(ref.lower())] if ref else []
+    if len(found) != 1:
+        raise UsageError(
+            f"no link {ref!r}" if not found else f"{ref!r} names more than one link",
+            hint="see `csfs links`",
+        )
+    return found[0]
+
+
+def remove_link(vault: Vault, ref: str) -> LinkInfo:
+    """End a link: the log entry, then its version's objects deleted, after the file
+    moved to a new version if it still used them (7.7)."""
+    require_vault_owner(vault)
+    vault.refresh_access(force=True)
+    links = vault.access.current.links
+    link = links[_resolve(links, ref)]
+
+    def make(state: AccessState, seq: int) -> tuple[dict[str, Any], list[Any]]:
+        return {"op": "link-remove", "link": link.link}, []
+
+    vault.access.append(make)
+    path = find_paths(vault, {link.node}).get(link.node)
+    if path is not None:
+        entry = vault.lookup(path)
+        uses = entry.version == link.version
+        if not uses and entry.version:
+            try:
+                uses = link.version in {s.version for s in vault.open_version(entry)[1].sources}
+            except NotFound:
+                uses = False
+        if uses:
+            _rotate(vault, path, entry)
+    vault.delete_version(link.node, link.version)
+    return LinkInfo(link.link, path, link.version, link.expires_ns // 10**9)
