@@ -1,4 +1,4 @@
-"""Members, share and unshare: the owner's side of format.md 7.5.
+"""Share, unshare, and removing a member (which unshares first): format.md 7.5.
 
 Sharing rewrites metadata only: the manifests of the subtree gain the new
 reader, and each current file version's envelope is re-wrapped to the new
