@@ -68,12 +68,14 @@ def client(m: Mount, who: str, seconds: float, book: Book, seed: int) -> None:
         n += 1
         tag = f"v:{who}:{n}"
         op = rnd.random()
+        kind = ""
         d = rnd.choice(DIRS)
         name = rnd.choice(SHARED)
         path = m.p(d, name)
         try:
             if op < 0.4:  # editor save: read, write a temp file, rename it over
-                book.ops["save"] += 1
+                kind = "save"
+                book.ops[kind] += 1
                 parent = head(path) if os.path.exists(path) else None
                 tmp = m.p(d, f".{name}.{who}.tmp")
                 with open(tmp, "wb") as f:
@@ -86,7 +88,8 @@ def client(m: Mount, who: str, seconds: float, book: Book, seed: int) -> None:
                     with book.lock:
                         book.replaced_seen.add(seen)
             elif op < 0.65:  # rewrite in place
-                book.ops["rewrite"] += 1
+                kind = "rewrite"
+                book.ops[kind] += 1
                 with open(path, "r+b") as f:
                     parent = head(path)
                     f.truncate(0)
@@ -94,12 +97,14 @@ def client(m: Mount, who: str, seconds: float, book: Book, seed: int) -> None:
                 with book.lock:
                     book.acked[tag] = parent
             elif op < 0.8:  # move to the other folder, if the name is free there
-                book.ops["move"] += 1
+                kind = "move"
+                book.ops[kind] += 1
                 other = m.p("sub" if d == "" else "", name)
                 if os.path.exists(path) and not os.path.exists(other):
                     os.rename(path, other)
             else:  # a name only this client touches, rewritten and moved
-                book.ops["own"] += 1
+                kind = "own"
+                book.ops[kind] += 1
                 mine = rnd.choice(own)
                 here = [p for p in (m.p(mine), m.p("sub", mine)) if os.path.exists(p)]
                 if here and rnd.random() < 0.3:
@@ -114,7 +119,8 @@ def client(m: Mount, who: str, seconds: float, book: Book, seed: int) -> None:
                         book.acked[tag] = parent
                         book.own_last[mine] = tag
         except OSError as exc:
-            book.errors[errno.errorcode.get(exc.errno or 0, str(exc.errno))] += 1
+            # Which operation failed: an EIO from a close() would break the durability promise.
+            book.errors[f"{kind}:{errno.errorcode.get(exc.errno or 0, str(exc.errno))}"] += 1
 
 
 def soak_seconds() -> float:
