@@ -60,6 +60,17 @@ class Authority(VaultCore):
         with self._lock:
             self._parents.setdefault(node_id, set()).add(parent_id)
 
+    def _listing_parents(self, node: str) -> set[str]:
+        """The folders known to list ``node``. A node no walk in this process reached
+        (an upload queued before a remount, say) is looked up once."""
+        with self._lock:
+            parents = set(self._parents.get(node, ()))
+        if not parents and not self._discovering:
+            self._discover(node)
+            with self._lock:
+                parents = set(self._parents.get(node, ()))
+        return parents
+
     def share_roots_of(self, node_id: str) -> set[str | None]:
         """The nearest share root at or above ``node_id`` on every path by which this
         client has seen it (None: under no share root, or not found). A node listed
@@ -81,14 +92,7 @@ class Authority(VaultCore):
             if node == self.header.root_id:
                 out.add(None)
                 continue
-            with self._lock:
-                parents = set(self._parents.get(node, ()))
-            if not parents and not self._discovering:
-                # Not reached by a walk in this process (an upload queued before a
-                # remount, say): find where it lives, once.
-                self._discover(node)
-                with self._lock:
-                    parents = set(self._parents.get(node, ()))
+            parents = self._listing_parents(node)
             if not parents:
                 out.add(None)
             todo.extend(parents)
@@ -136,12 +140,7 @@ class Authority(VaultCore):
             if node in memo:
                 return memo[node]
             own = {fp for fp in grants.get(node, {}) if self.access.trusted(fp) is not None}
-            with self._lock:
-                parents = set(self._parents.get(node, ()))
-            if not parents and not self._discovering:
-                self._discover(node)
-                with self._lock:
-                    parents = set(self._parents.get(node, ()))
+            parents = self._listing_parents(node)
             above = [granted(p, seen | {node}) for p in parents if p not in seen]
             known = [a for a in above if a is not None]
             if not known and parents:
