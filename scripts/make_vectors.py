@@ -582,6 +582,18 @@ def vault_vectors() -> None:
     write("vault_manifest_posix", "success",
           "directory manifest with owner, times, xattrs and special files (5.3)",
           "alice", e, p, plain, pctx, "manifest")
+    # A folder an rmdir removed (5.3, 5.5): no entries, and where it was listed.
+    gone_id = seed("removed dir", 16)
+    gone = DirectoryManifest(
+        gone_id.hex(), version=4, mtime_ns=t, readers=[
+            IDENTITIES["alice"].recipient.to_pem().decode()],
+        removed=(dir_id.hex(), "old folder"))
+    plain = gone.encode_plain()
+    gctx = Context(KIND_DIRECTORY, vault_id, gone_id, 4)
+    e, p = encrypt(plain, ["alice"], "removed manifest", shift=16, context=gctx)
+    write("vault_manifest_removed", "success",
+          "directory manifest of a removed folder: removed names its parent and name (5.3)",
+          "alice", e, p, plain, gctx, "manifest")
 
 
 def manifest_rejections(good: dict[str, Any], vault_id: bytes, dir_id: bytes) -> None:
@@ -629,6 +641,13 @@ def manifest_rejections(good: dict[str, Any], vault_id: bytes, dir_id: bytes) ->
         ("unknown_key", "manifest with an extra key", top("comment", "hi")),
         ("entries_not_an_object", "entries is a list", top("entries", [])),
         ("deeply_nested", "an extra key holding arrays nested 100,000 deep", deep),
+        ("removed_not_an_object", "removed is a string", top("removed", "yes")),
+        ("removed_extra_key", "removed with a third key",
+         top("removed", {"parent": "ab" * 16, "name": "x", "when": 1})),
+        ("removed_bad_parent", "removed names a parent that is not an id",
+         top("removed", {"parent": "AB" * 16, "name": "x"})),
+        ("removed_bad_name", "removed names a name holding a slash",
+         top("removed", {"parent": "ab" * 16, "name": "a/b"})),
     ]
     for name, description, edit in cases:
         m = json.loads(json.dumps(good))

@@ -84,6 +84,9 @@ class VaultCore:
     ) -> T:
         raise NotImplementedError
 
+    def relist(self, dir_id: str, mode: int, parent_id: str, name: str) -> None:
+        raise NotImplementedError
+
     # -- Authority (authority.py) ----------------------------------------------------
 
     @property

@@ -137,7 +137,20 @@ def fsck(
         if repair:
             raise AccessDenied("only the vault owner can repair the vault")
         return report
-    for info in vault.store.list(""):
+    listing = list(vault.store.list(""))
+    unlisted = [
+        info.key[2:]
+        for info in listing
+        if info.key.startswith("m/") and info.key not in reachable and _OBJECT.fullmatch(info.key)
+    ]
+    for dir_id in _folders_to_keep(vault, unlisted):
+        n = len(vault.load_dir(dir_id)[0].entries)
+        report.problems.append(
+            f"folder {dir_id} is listed nowhere but holds {n} entr{'y' if n == 1 else 'ies'} "
+            "(kept; it was removed while another client wrote in it)"
+        )
+        visit(f"/(unlisted {dir_id})", Entry(dir_id, "d"))
+    for info in listing:
         if info.key in reachable:
             continue
         if _OBJECT.fullmatch(info.key):
@@ -154,6 +167,34 @@ def fsck(
                 pass
     return report
 
+
+
+def _folders_to_keep(vault: Vault, unlisted: list[str]) -> list[str]:
+    """Of the folders nothing lists, those that hold names and are not inside a tree
+    a recursive removal marked (format.md 5.5): a crash between a writer's switch and
+    its check after a concurrent rmdir leaves one. Their files are someone's data,
+    not garbage. Only the top folder of such a subtree is returned."""
+    loaded = {}
+    for dir_id in unlisted:
+        try:
+            loaded[dir_id] = vault.load_dir(dir_id, fresh=True)[0]
+        except CsfsError:
+            continue  # not ours to read, or damaged: left to the orphan rules
+    removed_tree: set[str] = set()
+    stack = [d for d, m in loaded.items() if m.removed is not None]
+    while stack:
+        dir_id = stack.pop()
+        if dir_id in removed_tree:
+            continue
+        removed_tree.add(dir_id)
+        try:
+            manifest = loaded.get(dir_id) or vault.load_dir(dir_id, fresh=True)[0]
+        except CsfsError:
+            continue
+        stack.extend(e.id for e in manifest.entries.values() if e.type == "d")
+    keep = {d: m for d, m in loaded.items() if d not in removed_tree and m.entries}
+    inner = {e.id for m in keep.values() for e in m.entries.values() if e.type == "d"}
+    return sorted(d for d in keep if d not in inner)
 
 
 def _alias(vault: Vault, first: str | None, second: str | None) -> str:

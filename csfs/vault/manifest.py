@@ -58,7 +58,7 @@ MAX_READER_PEM = 16 << 10
 MTIME_RANGE = (-(1 << 63), (1 << 63) - 1)
 MAX_MANIFEST_OBJECT = max_object_size(MAX_MANIFEST_BYTES)  # what a reader GETs at most
 _MANIFEST_FIELDS = {"format", "dir_id", "mode", "mtime_ns", "readers", "writers", "entries"}
-_MANIFEST_OPTIONAL = {"ctime_ns", "atime_ns", "uid", "gid"}
+_MANIFEST_OPTIONAL = {"ctime_ns", "atime_ns", "uid", "gid", "removed"}
 _ENTRY_FIELDS = {  # required, per type
     "f": {"id", "type", "mode", "mtime_ns", "size", "version"},
     "d": {"id", "type", "mode", "mtime_ns"},
@@ -258,6 +258,22 @@ def check_xattrs(pairs: list[tuple[str, bytes]]) -> tuple[tuple[str, bytes], ...
     return tuple(sorted(pairs))
 
 
+def _removed(body: dict[str, Any]) -> tuple[str, str] | None:
+    """A manifest's "removed" mark (format.md 5.3): (parent id, name), or None."""
+    if "removed" not in body:
+        return None
+    mark = body["removed"]
+    if not isinstance(mark, dict) or set(mark) != {"parent", "name"}:
+        raise FormatError("malformed directory manifest: removed is not {parent, name}")
+    parent, name = mark["parent"], mark["name"]
+    if not isinstance(parent, str) or not isinstance(name, str):
+        raise FormatError("malformed directory manifest: removed holds a non-string")
+    try:
+        return check_id(parent), check_name(name)
+    except (UsageError, FormatError) as exc:
+        raise FormatError(f"malformed directory manifest: removed: {exc}") from None
+
+
 def json_int(value: Any, what: str, low: int, high: int) -> int:
     """A JSON integer in [low, high]: not a bool, not a float (format.md 5.3)."""
     if type(value) is not int:
@@ -283,6 +299,9 @@ class DirectoryManifest:
     # mounting user's.
     uid: int | None = None
     gid: int | None = None
+    # (parent dir id, name): the folder was removed from there, and a writer that adds
+    # a name puts it back (format.md 5.3, 5.5); None: a live folder.
+    removed: tuple[str, str] | None = None
     signer: bytes = b""  # who signed the stored manifest; not part of its plaintext
 
     def copy(self) -> DirectoryManifest:
@@ -309,6 +328,8 @@ class DirectoryManifest:
         for key in ("ctime_ns", "atime_ns", "uid", "gid"):
             if getattr(self, key) is not None:
                 body[key] = getattr(self, key)
+        if self.removed is not None:
+            body["removed"] = {"parent": self.removed[0], "name": self.removed[1]}
         return json.dumps(body, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode(
             "utf-8", "surrogateescape"
         )
@@ -360,6 +381,7 @@ class DirectoryManifest:
             _exact_int(body, "atime_ns", MAX_TIME_NS),
             _exact_int(body, "uid", MAX_ID),
             _exact_int(body, "gid", MAX_ID),
+            _removed(body),
         )
 
     def seal(self, vault_id: bytes, signer: Identity) -> bytes:

@@ -227,6 +227,11 @@ class Manifests(VaultCore):
             manifest, etag = self.load_dir(dir_id, fresh=fresh)
             new = manifest.copy()
             result = change(new)
+            # A name added to (or changed in) a removed folder brings the folder back
+            # (format.md 5.5); a change that clears the mark itself does not.
+            revived = new.removed if manifest.removed and new.removed and new.entries else None
+            if revived is not None:
+                new.removed = None
             if not sets_readers:
                 new.readers = self._log_checked(dir_id, new.readers)
             if not force and new.encode_plain() == manifest.encode_plain():
@@ -251,8 +256,24 @@ class Manifests(VaultCore):
             new.signer = self.identity.recipient.verify_key_bytes
             self._remember(dir_id, new, new_etag)
             self._after_switch(manifest, new)
+            if revived is not None:
+                self.relist(dir_id, new.mode, *revived)
             return result
         raise ContentionError("gave up after repeated concurrent changes to one directory")
+
+    def relist(self, dir_id: str, mode: int, parent_id: str, name: str) -> None:
+        """Make sure ``parent_id`` lists the folder ``dir_id``: back under ``name``, or
+        a conflict name if another node took it (format.md 5.5: a folder an rmdir
+        removed while another client added a name to it)."""
+
+        def add(m: DirectoryManifest) -> None:
+            if any(e.id == dir_id for e in m.entries.values()):
+                return
+            at = name if name not in m.entries else conflict_name(name, m.entries, self.identity)
+            log.warning("a folder removed while another client wrote in it is put back")
+            m.entries[at] = Entry(dir_id, "d", mode=mode, mtime_ns=time.time_ns())
+
+        self.update_dir(parent_id, add)
 
     def commit_versions(
         self,
@@ -359,3 +380,4 @@ def conflict_name(name: str, taken: dict[str, Entry], identity: Identity) -> str
         candidate = f"{stem} (conflict {tag} {when} {n}){ext}"
         n += 1
     return candidate
+

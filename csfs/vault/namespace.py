@@ -6,6 +6,7 @@ crash-safe order (docs/format.md 5.5)."""
 from __future__ import annotations
 
 import contextlib
+import functools
 import posixpath
 import time
 from collections.abc import Callable, Iterator
@@ -224,6 +225,13 @@ class Namespace(VaultCore):
         ``own_versions(id)`` does not name), that is newer than the removal and stays;
         None then."""
         parent_id, name = self.parent_of(path)
+        seen = self.lookup(path)
+        folder = seen.type == "d" and expect_dir is not False
+        folder = folder and (expect is None or seen.id == expect[0])
+        if folder:
+            # Step 1 of a folder's removal (format.md 5.5): its manifest, marked.
+            self._mark_removed(seen.id, parent_id, name, path, empty=not recursive)
+            crash_point("rmdir-marked")
 
         def drop(m: DirectoryManifest) -> Entry | None:
             cur = m.entries.get(name)
@@ -235,13 +243,57 @@ class Namespace(VaultCore):
                 raise NotADirectory(f"not a directory: {path}")
             if expect_dir is False and cur.type == "d":
                 raise IsADirectory(f"is a directory: {path}", hint="use rm -r")
-            if cur.type == "d" and not recursive and self.load_dir(cur.id)[0].entries:
-                raise DirectoryNotEmpty(f"directory not empty: {path}", hint="use rm -r")
+            if cur.type == "d" and not recursive and cur.id != seen.id:
+                # Another folder took the name since it was looked up (not marked).
+                raise ContentionError(f"{path} was replaced meanwhile; try again")
             del m.entries[name]
             return cur
 
         # The objects of what was removed become orphans; `csfs fsck --repair` collects them.
-        return self.update_dir(parent_id, drop)
+        try:
+            removed = self.update_dir(parent_id, drop)
+        except BaseException:
+            if folder:
+                self._unmark_removed(seen.id)
+            raise
+        if folder:
+            crash_point("rmdir-unlisted")
+            self._after_removal(seen.id, removed, parent_id, name)
+        return removed
+
+    def _mark_removed(
+        self, dir_id: str, parent_id: str, name: str, path: str, *, empty: bool = True
+    ) -> None:
+        """Mark a folder's manifest removed, conditional on the version read; with
+        ``empty`` (not rm -r), on its being empty: a name another client added
+        meanwhile makes the rmdir fail."""
+
+        def mark(m: DirectoryManifest) -> None:
+            if empty and m.entries:
+                raise DirectoryNotEmpty(f"directory not empty: {path}", hint="use rm -r")
+            m.removed = (parent_id, name)
+
+        self.update_dir(dir_id, mark)
+
+    def _unmark_removed(self, dir_id: str) -> None:
+        """The folder stays (its removal failed): clear the mark again."""
+
+        def unmark(m: DirectoryManifest) -> None:
+            m.removed = None
+
+        self.update_dir(dir_id, unmark)
+
+    def _after_removal(
+        self, dir_id: str, removed: Entry | None, parent_id: str, name: str
+    ) -> None:
+        """Step 3 (format.md 5.5): read the folder again; a writer that added a name
+        since the mark took the mark off, and the folder goes back into its parent."""
+        if removed is None or removed.id != dir_id:
+            self._unmark_removed(dir_id)  # the name held another node: ours stays
+            return
+        now, _ = self.load_dir(dir_id, fresh=True)
+        if now.removed is None:
+            self.relist(dir_id, now.mode, parent_id, name)
 
     def rename(
         self,
@@ -285,12 +337,30 @@ class Namespace(VaultCore):
                 or not still_holds(cur, expect.id, expect.version, own_versions)
             )
 
+        # A folder replaced by this rename is removed as an rmdir is (format.md 5.5):
+        # marked first, so that a name another client adds to it meanwhile is kept.
+        try:
+            target = self.lookup(dst)
+        except NotFound:
+            target = None
+        doomed = None
+        if (
+            replace_existing
+            and target is not None
+            and target.type == "d"
+            and entry.type == "d"
+            and target.id != entry.id
+        ):
+            dst_parent_id, _ = self.parent_of(dst)
+            self._mark_removed(target.id, dst_parent_id, dst_name, dst)
+            doomed = target.id
+
         def place(m: DirectoryManifest, moving: Entry) -> None:
             cur = m.entries.get(dst_name)
             if cur is not None and cur.id != moving.id:
                 if not replace_existing:
                     raise AlreadyExists(f"already exists: {dst}")
-                if cur.type == "d" and (moving.type != "d" or self.load_dir(cur.id)[0].entries):
+                if cur.type == "d" and (moving.type != "d" or cur.id != doomed):
                     raise DirectoryNotEmpty(f"cannot replace directory {dst}")
                 if cur.type != "d" and moving.type == "d":
                     raise NotADirectory(f"cannot replace non-directory {dst} with a directory")
@@ -311,17 +381,39 @@ class Namespace(VaultCore):
                 place(m, cur)
                 return cur
 
-            return self.update_dir(src_parent, move)
+            switch = functools.partial(self.update_dir, src_parent, move)
+        else:
+            moved = entry
 
-        # Across directories: add first, then remove. A crash in between leaves the
-        # node in both places (fsck reports it), never in neither.
-        moved = entry
+            def add(m: DirectoryManifest) -> Entry:
+                place(m, moved)
+                return moved
 
-        def add(m: DirectoryManifest) -> Entry:
-            place(m, moved)
-            return moved
+            switch = functools.partial(self.update_dir, dst_parent, add)
+        try:
+            placed = switch()
+        except BaseException:
+            if doomed is not None:
+                self._unmark_removed(doomed)
+            raise
+        if doomed is not None:
+            self._after_removal(doomed, Entry(doomed, "d"), dst_parent, dst_name)
+        if src_parent == dst_parent:
+            return placed
+        return self._drop_moved(src_parent, src_name, dst_parent, dst_name, placed, ctime_ns)
 
-        self.update_dir(dst_parent, add)
+    def _drop_moved(
+        self,
+        src_parent: str,
+        src_name: str,
+        dst_parent: str,
+        dst_name: str,
+        moved: Entry,
+        ctime_ns: int | None,
+    ) -> Entry:
+        """The second step of a move across directories: it was added to the target
+        first, so a crash in between leaves the node in both places (fsck reports
+        it), never in neither."""
         crash_point("renamed-across")
 
         def drop(m: DirectoryManifest) -> Entry | None:
@@ -364,17 +456,35 @@ class Namespace(VaultCore):
     ) -> None:
         """Remove ``name`` only if it still holds that node at that version (None:
         any; ``own_versions(id)``: also those): a newer one written meanwhile by
-        another client stays. A folder is removed only while empty."""
+        another client stays. A folder is removed only while empty, in the three
+        steps of format.md 5.5."""
+        seen = self.load_dir(dir_id)[0].entries.get(name)
+        folder = seen is not None and seen.type == "d" and seen.id == node_id
+        if folder:
+            try:
+                self._mark_removed(node_id, dir_id, name, name)
+            except DirectoryNotEmpty:
+                raise DirectoryNotEmpty(
+                    f"another client put files in {name!r} meanwhile"
+                ) from None
 
-        def drop(m: DirectoryManifest) -> None:
+        def drop(m: DirectoryManifest) -> Entry | None:
             cur = m.entries.get(name)
             if cur is None or not still_holds(cur, node_id, version, own_versions):
-                return
-            if cur.type == "d" and self.load_dir(cur.id)[0].entries:
-                raise DirectoryNotEmpty(f"another client put files in {name!r} meanwhile")
+                return None
+            if cur.type == "d" and not folder:
+                raise ContentionError(f"the folder {name!r} changed meanwhile; try again")
             del m.entries[name]
+            return cur
 
-        self.update_dir(dir_id, drop)
+        try:
+            removed = self.update_dir(dir_id, drop)
+        except BaseException:
+            if folder:
+                self._unmark_removed(node_id)
+            raise
+        if folder:
+            self._after_removal(node_id, removed, dir_id, name)
 
     def add_directory(self, dir_id: str, name: str, entry: Entry) -> None:
         """Put a folder made offline (``entry.id``) into ``dir_id`` under ``name``, or,

@@ -508,7 +508,7 @@ ENTRY_KEYS = {
 }
 ENTRY_OPTIONAL = {"uid", "gid", "atime_ns", "ctime_ns", "xattrs"}
 MANIFEST_KEYS = {"format", "dir_id", "mode", "mtime_ns", "readers", "writers", "entries"}
-MANIFEST_OPTIONAL = {"ctime_ns", "atime_ns", "uid", "gid"}
+MANIFEST_OPTIONAL = {"ctime_ns", "atime_ns", "uid", "gid", "removed"}
 
 
 def _int(value: object, low: int, high: int) -> int:
@@ -547,6 +547,16 @@ def parse_manifest(plaintext: bytes, dir_id: str, version: int) -> dict:
             _int(m[key], 0, 2**63 - 1)
     _int(m["mode"], 0, 0o7777)
     _int(m["mtime_ns"], -(2**63), 2**63 - 1)
+    if "removed" in m:  # 5.3: {"name", "parent"} of a folder an rmdir removed
+        mark = m["removed"]
+        if not isinstance(mark, dict) or set(mark) != {"name", "parent"}:
+            raise FormatFailure("removed keys")
+        if not isinstance(mark["parent"], str) or not re.fullmatch("[0-9a-f]{32}", mark["parent"]):
+            raise FormatFailure("removed parent")
+        n = mark["name"]
+        if not isinstance(n, str) or not 0 < len(n.encode("utf-8")) <= 255 \
+                or n in (".", "..") or "/" in n or "\0" in n:
+            raise FormatFailure("removed name")
     readers, entries = m["readers"], m["entries"]
     if not isinstance(readers, list) or not 1 <= len(readers) <= 1024:
         raise FormatFailure("readers")

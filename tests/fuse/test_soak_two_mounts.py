@@ -51,7 +51,11 @@ class Book:
 
 def head(path: str) -> str | None:
     with open(path, "rb") as f:
-        line = f.readline().decode(errors="replace").strip()
+        return tag_of(f.readline())
+
+
+def tag_of(first_line: bytes) -> str | None:
+    line = first_line.decode(errors="replace").strip()
     return line.split(" ")[0] if line.startswith("v:") else None
 
 
@@ -91,7 +95,10 @@ def client(m: Mount, who: str, seconds: float, book: Book, seed: int) -> None:
                 kind = "rewrite"
                 book.ops[kind] += 1
                 with open(path, "r+b") as f:
-                    parent = head(path)
+                    # Through this handle: a second open by path may find another node
+                    # there by now (another client's rename), not the one written here.
+                    parent = tag_of(f.readline())
+                    f.seek(0)
                     f.truncate(0)
                     f.write(content(tag, parent, rnd))
                 with book.lock:

@@ -19,7 +19,7 @@ const ENTRY_KEYS = {
 };
 const ENTRY_OPTIONAL = ["uid", "gid", "atime_ns", "ctime_ns", "xattrs"];
 const MANIFEST_KEYS = ["format", "dir_id", "mode", "mtime_ns", "readers", "writers", "entries"];
-const MANIFEST_OPTIONAL = ["ctime_ns", "atime_ns", "uid", "gid"];
+const MANIFEST_OPTIONAL = ["ctime_ns", "atime_ns", "uid", "gid", "removed"];
 const utf8len = (s) => new TextEncoder().encode(s).length;
 
 function keysExactly(obj, required, optional, what) {
@@ -97,6 +97,13 @@ export function parseManifest(plaintext, dirId, version) {
   int(m.mode, 0n, 0o7777n, "mode");
   int(m.mtime_ns, I64_MIN, I64_MAX, "mtime_ns");
   if (typeof m.dir_id !== "string" || !ID.test(m.dir_id)) throw formatError("dir_id");
+  if ("removed" in m) {
+    // A folder a removal marked (5.3, 5.5): shown as it is.
+    const r = m.removed;
+    if (!isObject(r)) throw formatError("removed is not an object");
+    keysExactly(r, ["name", "parent"], [], "removed");
+    if (typeof r.parent !== "string" || !ID.test(r.parent) || !nameOk(r.name)) throw formatError("removed");
+  }
   if (!Array.isArray(m.readers) || m.readers.length < 1 || m.readers.length > 1024) throw formatError("readers");
   if (!m.readers.every((r) => typeof r === "string" && r.length >= 1 && r.length <= 16384)) throw formatError("reader");
   if (!Array.isArray(m.writers) || m.writers.length !== 0) throw formatError("writers is reserved and must be []");
