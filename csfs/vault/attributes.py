@@ -12,6 +12,7 @@ from typing import Any
 
 from csfs.errors import (
     AlreadyExists,
+    CsfsError,
     NoMatchingKeyError,
     NotFound,
     NotPermitted,
@@ -24,6 +25,12 @@ from csfs.vault.open_file import FileContent, OpenFile
 from csfs.vault.session import committing
 from csfs.vault.upload_queue import NamespaceOp
 from csfs.vault.vault import split_path
+
+# In FileSystem.seen: a program here was told that nothing is at the name (the
+# version slot holds when, in ms of time.monotonic). It counts for a rename over the
+# name for SAW_NOTHING_MS: a program's check-then-rename is quick.
+NOTHING = ""
+SAW_NOTHING_MS = 60_000
 
 
 @dataclass
@@ -73,7 +80,11 @@ class Attributes(FileContent):
             gone = self.hidden.get(path)
         if gone is not None:
             return self._open_attr(gone)
-        e = self.lookup(path)
+        try:
+            e = self.lookup(path)
+        except NotFound:
+            self._saw_nothing(path)
+            raise
         if e.type == "d" and not split_path(path):
             e = self.vault.root_entry()
         if not self.vault.is_owner:
@@ -85,6 +96,16 @@ class Attributes(FileContent):
             except NoMatchingKeyError:
                 pass  # a folder this key cannot open: what its entry says
         return self._attr(e)
+
+    def _saw_nothing(self, path: str) -> None:
+        """A program here was told that ``path`` does not exist: a rename it makes
+        over that name soon after replaces nothing (fs_namespace._seen_at)."""
+        try:
+            parent_id, name, _ = self._raw_entry(path)
+        except CsfsError:
+            return  # no parent folder either: nothing to remember
+        with self.lock:
+            self.seen[(parent_id, name)] = (NOTHING, int(time.monotonic() * 1000))
 
     def fgetattr(self, fh: int) -> Attr:
         """Attributes through an open handle: what it serves, even once unlinked."""

@@ -21,7 +21,7 @@ from csfs.errors import (
     TransientStoreError,
     UsageError,
 )
-from csfs.vault.attributes import Attributes
+from csfs.vault.attributes import NOTHING, SAW_NOTHING_MS, Attributes
 from csfs.vault.crashpoint import crash_point
 from csfs.vault.manifest import DirectoryManifest, Entry
 from csfs.vault.session import committing
@@ -211,7 +211,8 @@ class Namespace(Attributes):
             self.queue.renamed(target_created.id, dst_parent, dst_name, None)
             self._forget_file(target_created)
         elif stored is not None and stored.type == "f":
-            replaces = list(self._seen_at(dst_parent, dst_name, stored))
+            saw = self._seen_at(dst_parent, dst_name, stored)
+            replaces = None if saw is None else list(saw)
         if moving is not None:
             self._drop_replaced(src_parent, src_name, moving.id)
             now = time.time_ns()
@@ -226,8 +227,8 @@ class Namespace(Attributes):
         else:
             expect = stored
             if stored is not None and stored.type == "f":
-                seen_id, seen_version = self._seen_at(dst_parent, dst_name, stored)
-                expect = Entry(seen_id, "f", version=seen_version)
+                saw = self._seen_at(dst_parent, dst_name, stored)
+                expect = None if saw is None else Entry(saw[0], "f", version=saw[1])
             if target_created is not None:
                 expect = None if replaces is None else Entry(replaces[0], "f", version=replaces[1])
             entry = self._move(old, new, src, target, expect, noreplace=noreplace)
@@ -237,7 +238,7 @@ class Namespace(Attributes):
         with self.lock:
             was = self.seen.pop((src_parent, src_name), None)
             self.seen.pop((dst_parent, dst_name), None)
-            if was is not None:
+            if was is not None and was[0] != NOTHING:
                 self.seen[(dst_parent, dst_name)] = was
         parent_id, name = dst_parent, dst_name
         if entry.type == "f":
@@ -299,11 +300,17 @@ class Namespace(Attributes):
             self.vault.note_parent(src.id, dst_parent)
         return moved
 
-    def _seen_at(self, parent_id: str, name: str, stored: Entry) -> tuple[str, int]:
+    def _seen_at(self, parent_id: str, name: str, stored: Entry) -> tuple[str, int] | None:
         """What a rename over ``name`` replaces: the file a program here last opened
-        or wrote there; the stored entry if none did (it was not read, only named)."""
+        or wrote there; None if a program was told just before that nothing is there
+        (what another client made there meanwhile is kept); else the stored entry
+        (it was not read, only named)."""
         with self.lock:
             seen = self.seen.get((parent_id, name))
+        if seen is not None and seen[0] == NOTHING:
+            if time.monotonic() * 1000 - seen[1] < SAW_NOTHING_MS:
+                return None
+            seen = None
         return seen if seen is not None else (stored.id, stored.version)
 
     def _hide(self, old: str, new: str) -> bool:

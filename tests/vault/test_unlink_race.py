@@ -179,3 +179,32 @@ def test_hide_of_a_file_whose_name_another_client_took_keeps_its_queued_version(
     contents = {n: read_bytes(c, "/" + n) for n in c.listdir("/")}
     assert contents.get("doc") == b"saved by A", contents
     assert b"rewritten by A" in contents.values(), contents
+
+
+@pytest.mark.parametrize("committed", [False, True], ids=["queued-tmp", "committed-tmp"])
+def test_rename_over_a_name_this_mount_said_was_empty_keeps_the_other_clients_file(
+    vault: Vault, reopen: Callable[..., Vault], tmp_path: Path, committed: bool
+) -> None:
+    """A program checks that ``doc`` does not exist (stat: ENOENT), writes a temp file
+    and renames it to ``doc``. If another client made ``doc`` meanwhile and this
+    mount's view caught up during the rename, that file was replaced silently (a
+    soak loss under injected faults): it is kept as a conflict copy."""
+    a = reopen(ttl=3600)
+    fs = FileSystem(a, str(tmp_path / "cache"), 64 << 20)
+    try:
+        with pytest.raises(NotFound):
+            fs.getattr("/doc")  # the program sees no doc
+        tmp = fs.create("/doc.tmp-a", 0o644)
+        fs.write(tmp, 0, b"saved by A")
+        fs.release(tmp)
+        if committed:
+            assert fs.sync(timeout=30)
+        write_bytes(reopen(), "/doc", b"made by B")
+        a.load_dir(a.root_id, fresh=True)  # A's view catches up before the rename
+        fs.rename("/doc.tmp-a", "/doc")
+        assert fs.sync(timeout=30)
+    finally:
+        fs.close()
+    c = reopen()
+    contents = {n: read_bytes(c, "/" + n) for n in c.listdir("/")}
+    assert sorted(contents.values()) == [b"made by B", b"saved by A"], contents
