@@ -17,6 +17,7 @@ from csfs.errors import (
     AlreadyExists,
     ContentionError,
     CrossShare,
+    CsfsError,
     DirectoryNotEmpty,
     IntegrityError,
     IsADirectory,
@@ -228,9 +229,17 @@ class Namespace(VaultCore):
         seen = self.lookup(path)
         folder = seen.type == "d" and expect_dir is not False
         folder = folder and (expect is None or seen.id == expect[0])
-        if folder:
+        if folder and recursive:
+            try:
+                self._mark_removed(seen.id, parent_id, name, path, empty=False)
+            except CsfsError:
+                # Unreadable (damaged, forged): rm -r still removes the entry, and
+                # fsck collects what it held.
+                folder = False
+        elif folder:
             # Step 1 of a folder's removal (format.md 5.5): its manifest, marked.
-            self._mark_removed(seen.id, parent_id, name, path, empty=not recursive)
+            self._mark_removed(seen.id, parent_id, name, path)
+        if folder:
             crash_point("rmdir-marked")
 
         def drop(m: DirectoryManifest) -> Entry | None:

@@ -156,11 +156,6 @@ def chaos(proxy: FaultProxy, stop: threading.Event, seed: int) -> Counter[str]:
     return kinds
 
 
-# A known, open loss (issue 10): about 1 acknowledged version in 1,000-3,000 is still
-# lost, cause not found. Not strict, because most short runs lose nothing; the run
-# still prints its counts and the lost tags.
-@pytest.mark.xfail(strict=False, reason="issue 10: a rare silent loss remains "
-                   "(about 1 acknowledged version in 1,000-3,000; cause not found)")
 @pytest.mark.parametrize("faults", [False, True], ids=["clean", "faults"])
 def test_two_mounts_soak(make_vault: Callable[[str], Vault], faults: bool,
                          request: pytest.FixtureRequest) -> None:
