@@ -205,6 +205,19 @@ def quarantine_export(mountpoint: str, qid: str, dest: str, force: bool) -> None
     click.echo(f"wrote {r['size']} bytes to {dest}", err=True)
 
 
+@quarantine.command("drop")
+@click.argument("mountpoint", type=click.Path(file_okay=False))
+@click.argument("qid")
+def quarantine_drop(mountpoint: str, qid: str) -> None:
+    """Discard the quarantined version QID for good (export it first to keep it)."""
+    from csfs.fuse.control import request
+
+    r = request(mountpoint, "quarantine-drop", timeout=60, id=qid)
+    if not r.get("ok"):
+        raise UsageError(f"drop failed: {r.get('error')}", hint=r.get("hint"))
+    click.echo(f"dropped {qid}", err=True)
+
+
 @click.command(cls=CsfsCommand)
 @click.argument("mountpoint", type=click.Path(file_okay=False))
 def status(mountpoint: str) -> None:
@@ -228,6 +241,7 @@ def status(mountpoint: str) -> None:
     for q in held:
         click.echo(f"  {q['id']} {q['path']} ({q['size']} bytes): {q['reason']}")
         click.echo(f"    recover: csfs quarantine export {mountpoint} {q['id']} LOCAL_PATH")
+        click.echo(f"    then discard: csfs quarantine drop {mountpoint} {q['id']}")
     click.echo(f"cache: {r['cache_bytes']} of {r['cache_limit']} bytes")
     click.echo(f"open files: {r['open_files']}")
     errors = r.get("errors") or []

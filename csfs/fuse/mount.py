@@ -258,6 +258,12 @@ def _serve(
             except OSError as exc:
                 return {"ok": False, "error": f"cannot write {req.get('dest')}: {exc.strerror}"}
             return {"ok": True, "size": size}
+        if cmd == "quarantine-drop":
+            try:
+                fs.queue.drop_quarantined(str(req.get("id")))
+            except CsfsError as exc:
+                return {"ok": False, "error": exc.message, "hint": exc.hint}
+            return {"ok": True}
         return {"ok": False, "error": f"unknown command {cmd!r}"}
 
     server = ControlServer(mountpoint, control)

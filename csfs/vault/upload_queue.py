@@ -431,6 +431,17 @@ class UploadQueue(QueuedChanges):
                     os.unlink(self._path(rec))
             self.lock.notify_all()
 
+    def drop_quarantined(self, qid: str) -> None:
+        """Discard a quarantined version for good (the user exported it, or does not
+        want it): its record goes, and its objects become ordinary cache entries."""
+        rec = self.quarantined_record(qid)
+        with self.lock:
+            self.quarantined.pop(qid, None)
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(os.path.join(self.quarantine_dir, qid + ".rec"))
+            for key in rec.keys:
+                self.cache.set_pinned(key, False)
+
     def quarantined_record(self, qid: str) -> Record:
         with self.lock:
             q = self.quarantined.get(qid)

@@ -206,7 +206,16 @@ def test_an_upload_that_cannot_succeed_is_quarantined(moto_vault: Vault, tmp_pat
     out = tmp_path / "rescued.txt"
     m.cli("quarantine", "export", m.path, qid, str(out))
     assert out.read_bytes() == stuck
+    # Once rescued, the user drops it: gone from the list, for good (after a remount).
+    bad = m.cli("quarantine", "drop", m.path, "nosuchid", check=False)
+    assert bad.returncode != 0 and "nothing quarantined under 'nosuchid'" in bad.stderr.decode()
+    assert bad.stderr.decode().count("csfs: error:") == 1 and b"Traceback" not in bad.stderr
+    m.cli("quarantine", "drop", m.path, qid)
+    assert m.cli("quarantine", "ls", m.path).stdout.decode() == ""
     m.umount()  # returns too
+    m.mount()
+    assert m.cli("quarantine", "ls", m.path).stdout.decode() == ""
+    assert "quarantined: 0" in m.status()
 
 
 def test_no_plaintext_name_on_local_disk_while_an_upload_waits(moto_vault: Vault) -> None:
