@@ -16,6 +16,7 @@ from csfs.errors import (
     NoMatchingKeyError,
     NotFound,
     NotPermitted,
+    NotSupported,
     TransientStoreError,
     UsageError,
     XattrMissing,
@@ -25,6 +26,16 @@ from csfs.vault.open_file import FileContent, OpenFile
 from csfs.vault.session import committing
 from csfs.vault.upload_queue import NamespaceOp
 from csfs.vault.vault import split_path
+
+# What a folder's own manifest holds of its attributes (format.md 5.3): times, and the
+# root's mode and owner.
+MANIFEST_FIELDS = {"mode", "mtime_ns", "atime_ns", "ctime_ns", "uid", "gid"}
+
+
+def set_manifest_fields(m: DirectoryManifest, changes: dict[str, Any]) -> None:
+    for key, value in changes.items():
+        setattr(m, key, value)
+
 
 # In FileSystem.seen: a program here was told that nothing is at the name (the
 # version slot holds when, in ms of time.monotonic). It counts for a rename over the
@@ -290,18 +301,23 @@ class Attributes(FileContent):
     def _folder_times(self, path: str, changes: dict[str, Any]) -> None:
         """A folder's times live in its own manifest (every change of its content
         switches that manifest anyway); its entry keeps mode, owner and xattrs."""
-        if not split_path(path):
-            self.vault.setattr(path, **changes)
-            return
         folder = self.vault.lookup(path)
-
-        def change(m: DirectoryManifest) -> None:
-            for key, value in changes.items():
-                setattr(m, key, value)
-
-        self.vault.update_dir(folder.id, change, force=True, touch=False)
         with self.lock:
             self.touched.pop(folder.id, None)
+        self._set_manifest(folder.id, changes)
+
+    def _set_manifest(self, dir_id: str, changes: dict[str, Any]) -> None:
+        """Set fields of a folder's own manifest (its times; the root's mode and
+        owner): one switch, or a queued change while the store is away."""
+        if self._online():
+            try:
+                self.vault.update_dir(
+                    dir_id, lambda m: set_manifest_fields(m, changes), force=True, touch=False
+                )
+                return
+            except TransientStoreError:
+                self.vault.went_offline()
+        self.queue.add_op(NamespaceOp(0, "dirattr", dir_id, "", "", manifest=dict(changes)))
 
     # -- extended attributes (user.* only, in the entry: format.md 5.3) -----------------
 
@@ -361,12 +377,16 @@ class Attributes(FileContent):
         self._update_open(e.id, **changes)
 
     def _set_stored(self, path: str, e: Entry, changes: dict[str, Any]) -> Entry:
-        if self._online() or not split_path(path):  # the root's manifest: online only
+        if not split_path(path):
+            # The root has no entry: its mode, owner and times are in its manifest.
+            if set(changes) - MANIFEST_FIELDS:
+                raise NotSupported("the vault root keeps only its mode, owner and times")
+            self._set_manifest(self.vault.root_id, changes)
+            return self.vault.root_entry()
+        if self._online():
             try:
                 return self.vault.setattr(path, **changes)
             except TransientStoreError:
-                if not split_path(path):
-                    raise
                 self.vault.went_offline()
         parent_id, name = self.vault.parent_of(path)
         new = replace(e, **changes)

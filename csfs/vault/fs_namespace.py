@@ -21,7 +21,7 @@ from csfs.errors import (
     TransientStoreError,
     UsageError,
 )
-from csfs.vault.attributes import NOTHING, SAW_NOTHING_MS, Attributes
+from csfs.vault.attributes import NOTHING, SAW_NOTHING_MS, Attributes, set_manifest_fields
 from csfs.vault.crashpoint import crash_point
 from csfs.vault.manifest import DirectoryManifest, Entry
 from csfs.vault.session import committing
@@ -361,7 +361,7 @@ class Namespace(Attributes):
             op
             for op in self.queue.pending_ops()
             if dir_id in (op.parent_id, op.dst_parent_id)
-            or (op.kind == "mkdir" and op.node_id == dir_id)
+            or (op.kind in ("mkdir", "dirattr") and op.node_id == dir_id)
         ]
         if not ops:
             return None
@@ -374,6 +374,9 @@ class Namespace(Attributes):
         else:
             m = base().copy()
         for op in ops:
+            if op.kind == "dirattr":
+                set_manifest_fields(m, op.manifest)
+                continue
             cur = m.entries.get(op.name) if op.parent_id == dir_id else None
             mine = cur is not None and cur.id == op.node_id
             if op.kind == "mkdir" and op.parent_id == dir_id and op.entry is not None:
@@ -397,6 +400,11 @@ class Namespace(Attributes):
         with v.store_view():
             if op.kind == "mkdir" and op.entry is not None:
                 v.add_directory(op.parent_id, op.name, Entry.from_json(op.entry))
+            elif op.kind == "dirattr":
+                fields = op.manifest
+                v.update_dir(
+                    op.node_id, lambda m: set_manifest_fields(m, fields), force=True, touch=False
+                )
             elif op.kind == "remove":
                 v.remove_if(op.parent_id, op.name, op.node_id, op.version, self.queue.own_versions)
             elif op.kind == "setattr" and op.entry is not None:

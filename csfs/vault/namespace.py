@@ -81,7 +81,7 @@ class Namespace(VaultCore):
     # -- paths --------------------------------------------------------------------
 
     def root_entry(self) -> Entry:
-        manifest, _ = self.load_dir(self.root_id)
+        manifest = self.view_dir(self.root_id)  # with changes queued offline
         return Entry(
             self.root_id,
             "d",

@@ -59,7 +59,7 @@ class NamespaceOp:
     conditional as its online form (format.md 5.5, 8.1)."""
 
     seq: int
-    kind: str  # mkdir | remove | rename | setattr
+    kind: str  # mkdir | remove | rename | setattr | dirattr
     node_id: str
     parent_id: str
     name: str
@@ -72,6 +72,8 @@ class NamespaceOp:
     replaces: list[Any] | None = None  # rename: [node id, version] seen at the target
     readers: list[str] = field(default_factory=list)  # mkdir: the new folder's readers
     fields: list[str] = field(default_factory=list)  # setattr: the entry fields changed
+    # dirattr: fields of the folder's own manifest set (times; the root's mode and owner)
+    manifest: dict[str, Any] = field(default_factory=dict)
 
 
 class RecordSealer:

@@ -7,9 +7,11 @@ mount daemon reaches through AWS_ENDPOINT_URL."""
 from __future__ import annotations
 
 import os
+import subprocess
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 
@@ -303,3 +305,41 @@ def test_namespace_changes_queued_offline_survive_kill_9(make_vault: Callable[[s
     m.sync(timeout=60)
     fresh = vault.mount("fresh", cache_dir=os.path.join(vault.root, "fresh-cache"))
     assert _tree(fresh.path) == want
+
+
+def test_folder_and_root_attributes_set_during_outage_reach_the_store(
+        make_vault: Callable[[str], Vault], fault_proxy: FaultProxy, tmp_path: Path) -> None:
+    """utimens of a folder (tar sets them after extracting) and chmod/utimens of the
+    vault root returned EIO while the store was away; they are queued like the rest."""
+    vault = make_vault("moto")
+    vault.env["AWS_ENDPOINT_URL"] = fault_proxy.endpoint_url
+    m = vault.mount(ttl=1)
+    _stored_before_outage(m)
+    src = tmp_path / "src"
+    (src / "d" / "e").mkdir(parents=True)
+    (src / "d" / "e" / "f.txt").write_bytes(b"inside")
+    os.utime(src / "d" / "e", ns=(1_500_000_000_000_000_000, 1_500_000_000_000_000_000))
+    os.utime(src / "d", ns=(1_400_000_000_000_000_000, 1_400_000_000_000_000_000))
+    archive = tmp_path / "a.tar"
+    subprocess.run(["tar", "-cf", str(archive), "-C", str(src), "d"], check=True)
+    fault_proxy.outage()
+    time.sleep(2)  # past the TTL
+    os.utime(m.p("old"), ns=(3_000_000_000, 4_000_000_000))
+    r = subprocess.run(["tar", "-xf", str(archive), "-C", m.path], capture_output=True)
+    assert r.returncode == 0, r.stderr
+    os.chmod(m.path, 0o750)  # after tar: its new folder changed the root's mtime
+    os.utime(m.path, ns=(5_000_000_000, 6_000_000_000))
+    assert os.stat(m.p("old")).st_mtime_ns == 4_000_000_000  # shown at once
+    assert os.stat(m.p("d")).st_mtime_ns == 1_400_000_000_000_000_000
+    assert os.stat(m.path).st_mode & 0o777 == 0o750
+    assert os.stat(m.path).st_mtime_ns == 6_000_000_000
+    fault_proxy.restore()
+    m.sync(timeout=60)
+    fresh = vault.mount("fresh", cache_dir=os.path.join(vault.root, "fresh-cache"))
+    assert os.stat(fresh.p("old")).st_mtime_ns == 4_000_000_000
+    assert os.stat(fresh.p("old")).st_atime_ns == 3_000_000_000
+    assert os.stat(fresh.p("d")).st_mtime_ns == 1_400_000_000_000_000_000
+    assert os.stat(fresh.p("d", "e")).st_mtime_ns == 1_500_000_000_000_000_000
+    assert open(fresh.p("d", "e", "f.txt"), "rb").read() == b"inside"
+    assert os.stat(fresh.path).st_mode & 0o777 == 0o750
+    assert os.stat(fresh.path).st_mtime_ns == 6_000_000_000
