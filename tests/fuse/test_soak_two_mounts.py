@@ -46,6 +46,7 @@ class Book:
     own_last: dict[str, str] = field(default_factory=dict)  # own name -> last tag
     ops: Counter[str] = field(default_factory=Counter)
     errors: Counter[str] = field(default_factory=Counter)
+    history: list[str] = field(default_factory=list)  # what each step did, for a failure
     lock: threading.Lock = field(default_factory=threading.Lock)
 
 
@@ -72,62 +73,80 @@ def client(m: Mount, who: str, seconds: float, book: Book, seed: int) -> None:
         n += 1
         tag = f"v:{who}:{n}"
         op = rnd.random()
-        kind = ""
+        step = ""
         d = rnd.choice(DIRS)
         name = rnd.choice(SHARED)
         path = m.p(d, name)
         try:
             if op < 0.4:  # editor save: read, write a temp file, rename it over
-                kind = "save"
-                book.ops[kind] += 1
+                book.ops["save"] += 1
+                step = "save:read"
                 parent = head(path) if os.path.exists(path) else None
                 tmp = m.p(d, f".{name}.{who}.tmp")
+                if os.path.exists(tmp):
+                    # Left by a rename that failed: this client overwrites it knowingly.
+                    with book.lock:
+                        book.replaced_seen.add(head(tmp) or "")
+                step = "save:write"
                 with open(tmp, "wb") as f:
                     f.write(content(tag, parent, rnd))
+                    f.flush()
+                    step = "save:close"
                 with book.lock:
                     book.acked[tag] = parent
+                step = "save:rename"
                 seen = head(path) if os.path.exists(path) else None
                 os.rename(tmp, path)
                 if seen:
                     with book.lock:
                         book.replaced_seen.add(seen)
             elif op < 0.65:  # rewrite in place
-                kind = "rewrite"
-                book.ops[kind] += 1
+                book.ops["rewrite"] += 1
+                step = "rewrite:read"
                 with open(path, "r+b") as f:
                     # Through this handle: a second open by path may find another node
                     # there by now (another client's rename), not the one written here.
                     parent = tag_of(f.readline())
+                    step = "rewrite:write"
                     f.seek(0)
                     f.truncate(0)
                     f.write(content(tag, parent, rnd))
+                    f.flush()
+                    step = "rewrite:close"
                 with book.lock:
                     book.acked[tag] = parent
             elif op < 0.8:  # move to the other folder, if the name is free there
-                kind = "move"
-                book.ops[kind] += 1
+                book.ops["move"] += 1
                 other = m.p("sub" if d == "" else "", name)
+                step = "move"
                 if os.path.exists(path) and not os.path.exists(other):
                     os.rename(path, other)
             else:  # a name only this client touches, rewritten and moved
-                kind = "own"
-                book.ops[kind] += 1
+                book.ops["own"] += 1
                 mine = rnd.choice(own)
+                step = "own:read"
                 here = [p for p in (m.p(mine), m.p("sub", mine)) if os.path.exists(p)]
                 if here and rnd.random() < 0.3:
                     dst = m.p("sub", mine) if here[0] == m.p(mine) else m.p(mine)
+                    step = "own:rename"
                     os.rename(here[0], dst)
                 else:
                     target = here[0] if here else m.p(rnd.choice(DIRS), mine)
                     parent = head(target) if here else None
+                    step = "own:write"
                     with open(target, "wb") as f:
                         f.write(content(tag, parent, rnd))
+                        f.flush()
+                        step = "own:close"
                     with book.lock:
                         book.acked[tag] = parent
                         book.own_last[mine] = tag
+            book.history.append(f"{time.time():.3f} {tag} {step} {d}/{name}")
         except OSError as exc:
-            # Which operation failed: an EIO from a close() would break the durability promise.
-            book.errors[f"{kind}:{errno.errorcode.get(exc.errno or 0, str(exc.errno))}"] += 1
+            book.history.append(f"{time.time():.3f} {tag} {step} {d}/{name} failed: {exc.strerror}")
+            # Which step failed: a read may fail while the store is down and the data is
+            # not cached, but a write or a close() must not (the durability promise).
+            book.errors[f"{step}:{errno.errorcode.get(exc.errno or 0, str(exc.errno))}"] += 1
 
 
 def soak_seconds() -> float:
@@ -227,6 +246,13 @@ def test_two_mounts_soak(make_vault: Callable[[str], Vault], faults: bool,
           f"acknowledged versions {len(acked)}, present {len(present)}, "
           f"conflict copies {conflict_copies}, lost {len(lost)}, reverted {len(reverted)}, "
           f"errors {dict(errors)}")
+    if lost:  # what happened around each lost version, for the one who debugs it
+        for book in books.values():
+            for i, line in enumerate(book.history):
+                if any(f" {t} " in line for t in lost):
+                    print("\n".join(book.history[max(0, i - 3):i + 6]))
     assert not lost, lost[:20]
+    failed_closes = {k: v for k, v in errors.items() if k.split(":")[1] in ("write", "close")}
+    assert not failed_closes, failed_closes
     assert not reverted, reverted
     assert len(acked) > 20  # it did run
