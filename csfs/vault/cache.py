@@ -156,6 +156,9 @@ class ObjectCache:
             finally:
                 os.close(fd)
 
+        # Room first: one ranged GET may bring up to FETCH_RUN MiB, and evicting only
+        # after writing it let the cache pass its limit by that much.
+        self._evict(room=len(data))
         self.roomy(store_blocks)
         with self.lock:
             got = -(-len(data) // BLOCK) if data else 0
@@ -381,14 +384,16 @@ class ObjectCache:
         with self.lock:
             return self.total
 
-    def _evict(self) -> None:
+    def _evict(self, room: int = 0) -> None:
+        """Evict clean entries, least recently used first, until ``room`` more bytes
+        fit under the limit (or nothing more can go)."""
         with self.lock:
             total = self.total
-            if total <= self.limit:
+            if total + room <= self.limit:
                 return
             busy = {k for k, _ in self.inflight}
             for key in list(self.entries):
-                if total <= self.limit:
+                if total + room <= self.limit:
                     break
                 e = self.entries[key]
                 if e.pinned or e.readers or key in busy:
