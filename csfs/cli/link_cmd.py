@@ -41,7 +41,8 @@ def links(**kw: Any) -> None:
     """List the share links that have not been ended."""
     with vault_from(pop_store_opts(kw)) as vault:
         for info in vault_links.list_links(vault):
-            state = "expired" if info.expired else f"until {_when(info.expires)}"
+            state = (f"ended: {info.ended}" if info.ended else
+                     "expired" if info.expired else f"until {_when(info.expires)}")
             where = shown(info.path) if info.path else "(file moved or removed)"
             click.echo(f"{info.id[:12]}  {where}  {state}")
 

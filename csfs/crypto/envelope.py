@@ -253,9 +253,14 @@ def seal_envelope(
 
 
 def rewrap_envelope(
-    env: Envelope, identity: Identity, recipients: list[Recipient], signer: Identity
+    env: Envelope,
+    identity: Identity,
+    recipients: list[Recipient],
+    signer: Identity,
+    link_keys: tuple[bytes, ...] = (),
 ) -> Envelope:
-    """The same envelope wrapped to another set of readers (format.md 7.5).
+    """The same envelope wrapped to another set of readers (format.md 7.5), and to
+    the raw X25519 public keys of the share links of this version (7.7), last.
 
     The content key, payload binding, sealed length and commitment are kept:
     the payload is untouched. ``identity`` must be able to open ``env``.
@@ -263,6 +268,9 @@ def rewrap_envelope(
     content_key = env.open(identity)
     unique = list(dict.fromkeys(recipients))
     stanzas = tuple(_wrap(content_key, r, env.context, env.header_hash) for r in unique)
+    stanzas += tuple(
+        _wrap_link(content_key, k, env.context, env.header_hash) for k in dict.fromkeys(link_keys)
+    )
     return seal_envelope_stanzas(
         env.context, env.header_hash, env.sealed_length, env.commitment, stanzas, signer
     )
@@ -273,13 +281,20 @@ def add_link_stanza(
 ) -> Envelope:
     """``env`` with one more stanza wrapping its content key to a bare X25519 key
     (a share link, format.md 7.7), its other stanzas kept, signed by ``signer``."""
-    info = WRAP_INFO + env.context.encode() + env.header_hash
-    kem = KEM_IDS["x25519"]
-    stanza = Stanza(kem, _SUITES[kem].encrypt(env.open(identity), public, info=info))
+    stanza = _wrap_link(env.open(identity), public.public_bytes_raw(), env.context,
+                        env.header_hash)
     return seal_envelope_stanzas(
         env.context, env.header_hash, env.sealed_length, env.commitment,
         (*env.stanzas, stanza), signer,
     )
+
+
+def _wrap_link(content_key: bytes, public: bytes, context: Context, header_hash: bytes) -> Stanza:
+    """A stanza for a share link's bare X25519 public key (3.3, 7.7)."""
+    info = WRAP_INFO + context.encode() + header_hash
+    kem = KEM_IDS["x25519"]
+    key = x25519.X25519PublicKey.from_public_bytes(public)
+    return Stanza(kem, _SUITES[kem].encrypt(content_key, key, info=info))
 
 
 def parse_envelope(data: bytes) -> Envelope:

@@ -19,7 +19,7 @@ from csfs.errors import AccessDenied, CsfsError, NotFound
 from csfs.vault.access import log_key, notice_key
 from csfs.vault.layout import HEADER_KEY, content_key, envelope_key, manifest_key
 from csfs.vault.manifest import Entry
-from csfs.vault.vault import Vault
+from csfs.vault.vault import Vault, store_has
 
 _OBJECT = re.compile(r"(m/[0-9a-f]{32}|[ck]/[0-9a-f]{32}/[0-9a-f]{16}|n/[0-9a-f]{32})")
 
@@ -127,6 +127,20 @@ def fsck(
             )
     except CsfsError as exc:
         report.problems.append(f"access log: {exc.message}")
+    if vault.is_owner:
+        # A live share link names its version (7.7): kept while the link works, even
+        # once the file has moved on. An expired link's version is an orphan.
+        now = time.time_ns()
+        for link in vault.access.current.links.values():
+            if link.expires_ns <= now:
+                continue
+            keys = (content_key(link.node, link.version), envelope_key(link.node, link.version))
+            reachable.update(keys)
+            if not all(store_has(vault.store, k) for k in keys):
+                report.problems.append(
+                    f"share link {link.link[:12]}: its version is gone from the store, so "
+                    f"the link no longer works (`csfs unlink {link.link[:12]}` ends it)"
+                )
     try:
         visit("/", vault.root_entry())
     except CsfsError as exc:

@@ -26,17 +26,18 @@ from csfs.errors import ContentionError, NotFound, UsageError
 from csfs.store.s3 import S3Store
 from csfs.vault.access_records import LinkAdd
 from csfs.vault.access_state import AccessState
-from csfs.vault.layout import new_id
+from csfs.vault.layout import content_key, envelope_key, new_id
 from csfs.vault.manifest import Entry
 from csfs.vault.manifests import VersionChange
 from csfs.vault.members import require_vault_owner
 from csfs.vault.tree_index import find_paths
-from csfs.vault.vault import Vault
+from csfs.vault.vault import Vault, store_has
 
 LINK_FORMAT = "csfs-link-1"
 MAX_SECONDS = 7 * 24 * 3600  # SigV4 presigned URLs last at most 7 days
 _DURATION = re.compile(r"([1-9][0-9]*)([smhd])")
 _UNIT = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+GONE = "its version is gone from the store"
 
 
 @dataclass(frozen=True)
@@ -46,6 +47,7 @@ class LinkInfo:
     version: int
     expires: int  # seconds since the epoch
     url: str = ""  # only when just made: the owner keeps no private key
+    ended: str = ""  # why a link still in the log no longer works ("" if it does)
 
     @property
     def expired(self) -> bool:
@@ -147,8 +149,15 @@ def list_links(vault: Vault) -> list[LinkInfo]:
     vault.refresh_access(force=True)
     links = vault.access.current.links
     paths = find_paths(vault, {x.node for x in links.values()})
+
+    def ended(x: LinkAdd) -> str:
+        # Nothing of csfs deletes a live link's version without ending the link in
+        # the log; something else did (a store, a tool, an older csfs): say so.
+        keys = (content_key(x.node, x.version), envelope_key(x.node, x.version))
+        return "" if all(store_has(vault.store, k) for k in keys) else GONE
+
     return sorted(
-        (LinkInfo(k, paths.get(x.node), x.version, x.expires_ns // 10**9)
+        (LinkInfo(k, paths.get(x.node), x.version, x.expires_ns // 10**9, ended=ended(x))
          for k, x in links.items()),
         key=lambda i: (i.path or "", i.id),
     )

@@ -11,6 +11,7 @@ under a new content key and deletes the old versions.
 from __future__ import annotations
 
 import posixpath
+import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -75,6 +76,8 @@ class ShareReport:
     bytes_rewritten: int = 0  # payload bytes written anew (re-encryption only)
     versions_deleted: int = 0
     problems: list[str] = field(default_factory=list)  # aliases found and left alone
+    # Share links whose version was re-encrypted and deleted, so ended: (id, path).
+    links_ended: list[tuple[str, str]] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -183,7 +186,13 @@ def _rewrap(
                 raise AuthenticationError(f"{path}: key envelope belongs to another file")
             if only_signer is not None and env.signer != only_signer:
                 return 0
-            new = rewrap_envelope(env, vault.identity, to, vault.identity)
+            # A live share link of this version is one of its readers in the log
+            # (7.7): a change of members must not end it, nor extend an expired one.
+            links = vault.access.current.live_links(entry.id, entry.version, time.time_ns())
+            new = rewrap_envelope(
+                env, vault.identity, to, vault.identity,
+                tuple(bytes.fromhex(x.public) for x in links),
+            )
             try:
                 vault.replace_envelope(entry.id, entry.version, new.encode(), etag)
                 return 1
@@ -343,6 +352,7 @@ def _reencrypt(vault: Vault, files: list[tuple[str, Entry]], report: ShareReport
         except CsfsError as exc:
             report.problems.append(f"{path}: not re-encrypted: {exc.message}")
 
+    paths = {entry.id: path for path, entry in files}
     # The earlier versions each old version draws on (a delta, format.md 2.6): they
     # hold its content under keys the revoked reader may have, so they go with it.
     sources: dict[tuple[str, int], list[int]] = {}
@@ -375,9 +385,28 @@ def _reencrypt(vault: Vault, files: list[tuple[str, Entry]], report: ShareReport
                 for v in (old.version, *sources.get((old.id, old.version), []))
             ]
             list(pool.map(lambda e: vault.delete_version(*e), old_versions))
+            _end_links(vault, set(old_versions), paths, report)
             report.files_reencrypted += len(switched)
             report.versions_deleted += len(switched)
             report.bytes_rewritten += sum(payload_size(new.size) for _, new in switched)
+
+
+def _end_links(
+    vault: Vault, deleted: set[tuple[str, int]], paths: dict[str, str], report: ShareReport
+) -> None:
+    """End, in the log, the share links to versions just re-encrypted and deleted
+    (7.7): their URLs name nothing now, so `csfs links` must not list them."""
+    for link in sorted(vault.access.current.links.values(), key=lambda x: x.link):
+        if (link.node, link.version) not in deleted:
+            continue
+
+        def make(
+            state: AccessState, seq: int, link_id: str = link.link
+        ) -> tuple[dict[str, Any], list[Recipient]]:
+            return {"op": "link-remove", "link": link_id}, []
+
+        vault.access.append(make)
+        report.links_ended.append((link.link, paths.get(link.node, link.node)))
 
 
 def remove_member(vault: Vault, name: str) -> list[str]:

@@ -1,0 +1,186 @@
+"""Share links (format.md 7.7) at the library level, on moto over HTTP: what keeps a
+link working (re-wraps by share and unshare, fsck --repair) and what ends it, and
+that an ended link says so. A link is opened as its holder opens it: the presigned
+URLs of its fragment fetched with no credentials, and the objects decrypted by the
+independent decoder (tests/crypto/independent_decoder.py) with the fragment's key."""
+
+from __future__ import annotations
+
+import base64
+import json
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ed25519, x25519
+
+from csfs.crypto import Identity, generate_identity, parse_envelope
+from csfs.crypto.keys import public_key_file
+from csfs.store import Store
+from csfs.vault import Vault, links, sharing
+from csfs.vault.fsck import fsck
+from csfs.vault.layout import content_key, envelope_key
+from tests.crypto import independent_decoder as spec
+from tests.vault.conftest import read_bytes, write_bytes
+
+READER = "http://127.0.0.1:1/"
+BOB = "bob"
+
+
+@dataclass
+class World:
+    store: Store
+    tmp: Path
+    alice: Identity
+    bob: Identity
+    a: Vault
+
+    def open(self, who: str) -> Vault:
+        ident = {"alice": self.alice, "bob": self.bob}[who]
+        return Vault.open(self.store, ident, state_dir=str(self.tmp / who / "state2"),
+                          config_dir=str(self.tmp / who / "config2"), ttl=0.0,
+                          trusted_owners={self.alice.recipient.verify_key_bytes})
+
+
+@pytest.fixture
+def world(moto_store: Store, tmp_path: Path) -> World:
+    alice = generate_identity()
+    a = Vault.create(moto_store, alice, state_dir=str(tmp_path / "alice" / "state"),
+                     config_dir=str(tmp_path / "alice" / "config"), name="alice")
+    a.mkdir("/proj/sub", parents=True)
+    write_bytes(a, "/proj/plan.txt", b"the plan")
+    write_bytes(a, "/proj/sub/deep.txt", b"deep")
+    bob = generate_identity()
+    sharing.add_member(a, public_key_file(bob), BOB)
+    return World(moto_store, tmp_path, alice, bob, a)
+
+
+def fragment(url: str) -> dict[str, Any]:
+    frag = url.split("#", 1)[1]
+    return dict(json.loads(base64.urlsafe_b64decode(frag + "=" * (-len(frag) % 4))))
+
+
+def fetch(url: str) -> bytes:
+    with urllib.request.urlopen(url) as res:  # noqa: S310 - a presigned URL on moto
+        return bytes(res.read())
+
+
+def status_of(url: str) -> int:
+    try:
+        fetch(url)
+    except urllib.error.HTTPError as exc:
+        return exc.code
+    return 200
+
+
+def link_pem(key_hex: str) -> bytes:
+    """The link's X25519 key as a key file the independent decoder reads (1.2; the
+    Ed25519 block is only there to complete the file: a link signs nothing)."""
+    pem, pkcs8 = serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8
+    clear = serialization.NoEncryption()
+    kem = x25519.X25519PrivateKey.from_private_bytes(bytes.fromhex(key_hex))
+    sig = ed25519.Ed25519PrivateKey.generate()
+    return kem.private_bytes(pem, pkcs8, clear) + sig.private_bytes(pem, pkcs8, clear)
+
+
+def open_link(url: str) -> bytes:
+    """What the link's holder reads: 7.7 "Reading a link", from the spec alone."""
+    f = fragment(url)
+    context = spec.context_bytes(2, f["vault_id"], f["node"], f["version"])
+    plain = spec.decrypt(fetch(f["envelope"]), fetch(f["payload"]), link_pem(f["key"]),
+                         context, signers={bytes.fromhex(f["owner"])})
+    assert len(plain) == f["size"]
+    return plain
+
+
+def stanzas(world: World, url: str) -> int:
+    f = fragment(url)
+    return len(parse_envelope(world.store.get(envelope_key(f["node"], f["version"]))).stanzas)
+
+
+# -- a link does not end silently (issue 13) ---------------------------------------------
+
+
+def test_a_share_and_unshare_above_a_linked_file_keep_the_link(world: World) -> None:
+    """A share or unshare re-wraps the current version's envelope to the readers from
+    the log; a live link of that version is in the log too, so it stays a reader."""
+    url = links.make_link(world.a, "/proj/plan.txt", 3600, READER).url
+    assert open_link(url) == b"the plan"
+    sharing.share(world.a, "/proj", BOB)
+    assert open_link(url) == b"the plan"
+    assert read_bytes(world.open("bob"), "/Shared/alice/proj/plan.txt") == b"the plan"
+    assert stanzas(world, url) == 3  # alice, bob, the link
+    # (An unshare re-wraps only what the member signed; still, the link lives on.)
+    sharing.unshare(world.a, "/proj", BOB)
+    assert open_link(url) == b"the plan"
+    [info] = links.list_links(world.a)
+    assert info.path == "/proj/plan.txt" and not info.ended
+
+
+def test_a_file_share_of_a_linked_file_keeps_the_link(world: World) -> None:
+    url = links.make_link(world.a, "/proj/plan.txt", 3600, READER).url
+    sharing.share(world.a, "/proj/plan.txt", BOB)
+    assert open_link(url) == b"the plan"
+    sharing.unshare(world.a, "/proj/plan.txt", BOB)
+    assert open_link(url) == b"the plan"
+
+
+def test_an_expired_link_is_not_wrapped_again(world: World) -> None:
+    """A re-wrap never extends a link: an expired one is left out."""
+    url = links.make_link(world.a, "/proj/plan.txt", 1, READER).url
+    assert stanzas(world, url) == 2
+    time.sleep(1.2)
+    sharing.share(world.a, "/proj", BOB)
+    assert stanzas(world, url) == 2  # alice and bob only
+    with pytest.raises(spec.NoMatch):
+        open_link(url)
+
+
+def test_fsck_repair_keeps_the_version_of_a_live_link(world: World) -> None:
+    """The linked version stops being current when the file changes; the link still
+    names it (7.7), so it is not an orphan."""
+    url = links.make_link(world.a, "/proj/plan.txt", 3600, READER).url
+    f = fragment(url)
+    write_bytes(world.a, "/proj/plan.txt", b"the new plan")
+    report = fsck(world.a, repair=True, grace=0)
+    assert report.ok, report.problems
+    linked = {content_key(f["node"], f["version"]), envelope_key(f["node"], f["version"])}
+    assert not linked & set(report.orphans)
+    assert open_link(url) == b"the plan"
+    assert read_bytes(world.a, "/proj/plan.txt") == b"the new plan"
+
+
+def test_fsck_collects_the_version_of_an_ended_link(world: World) -> None:
+    url = links.make_link(world.a, "/proj/plan.txt", 1, READER).url
+    f = fragment(url)
+    write_bytes(world.a, "/proj/plan.txt", b"the new plan")
+    time.sleep(1.2)  # expired: its URLs no longer work, nothing needs the version
+    report = fsck(world.a, repair=True, grace=0)
+    assert content_key(f["node"], f["version"]) in report.orphans
+    assert status_of(f["envelope"]) == 404
+
+
+def test_unshare_reencrypt_ends_a_link_and_says_why(world: World) -> None:
+    """Re-encryption deletes the version the revoked member could read; a link to it
+    cannot survive that. It is ended in the log and reported, not left listed."""
+    made = links.make_link(world.a, "/proj/plan.txt", 3600, READER)
+    sharing.share(world.a, "/proj", BOB)
+    report = sharing.unshare(world.a, "/proj", BOB, reencrypt=True)
+    assert report.links_ended == [(made.id, "/proj/plan.txt")], report
+    assert links.list_links(world.a) == []
+    assert status_of(fragment(made.url)["payload"]) == 404
+    assert read_bytes(world.a, "/proj/plan.txt") == b"the plan"
+
+
+def test_links_shows_a_link_whose_objects_are_gone_as_ended(world: World) -> None:
+    """Whatever removed them (a store, a tool, an older csfs), `csfs links` says so."""
+    made = links.make_link(world.a, "/proj/plan.txt", 3600, READER)
+    f = fragment(made.url)
+    world.store.delete(content_key(f["node"], f["version"]))
+    [info] = links.list_links(world.a)
+    assert info.ended and "gone" in info.ended
