@@ -52,7 +52,25 @@ def links(**kw: Any) -> None:
 @store_options
 def unlink(link_id: str, **kw: Any) -> None:
     """End the link ID (from `csfs links`): its file's objects are replaced, so the
-    link reads nothing even if its holder kept what it fetched."""
+    link reads nothing even if its holder kept what it fetched. Running it again
+    finishes an unlink that was interrupted."""
     with vault_from(pop_store_opts(kw)) as vault:
-        info = vault_links.remove_link(vault, link_id)
-    click.echo(f"ended link {info.id[:12]}", err=True)
+        done = vault_links.remove_link(vault, link_id)
+    short = done.info.id[:12]
+    where = shown(done.info.path) if done.info.path else "a file moved out of reach or removed"
+    steps = []
+    if done.moved_to is not None:
+        steps.append(f"{where} moved to a new version (re-encrypted)")
+    if done.kept:
+        steps.append("the linked version is kept until `csfs fsck --repair` (an upload in "
+                     "flight draws on it) but no longer opens with the link's key")
+    else:
+        steps.append("the linked version deleted" if done.deleted
+                     else "the linked version was already gone")
+    if done.logged:
+        click.echo(f"ended link {short} to {where}: {'; '.join(steps)}", err=True)
+    elif done.deleted or done.kept or done.moved_to is not None:
+        click.echo(f"link {short} was already ended in the log; finished: {'; '.join(steps)}",
+                   err=True)
+    else:
+        click.echo(f"link {short} was already ended; nothing was left to do", err=True)

@@ -21,6 +21,7 @@ from csfs.vault.layout import HEADER_KEY, content_key, envelope_key, manifest_ke
 from csfs.vault.manifest import Entry
 from csfs.vault.vault import Vault, store_has
 
+_PAYLOAD = re.compile(r"c/([0-9a-f]{32})/([0-9a-f]{16})")
 _OBJECT = re.compile(r"(m/[0-9a-f]{32}|[ck]/[0-9a-f]{32}/[0-9a-f]{16}|n/[0-9a-f]{32})")
 
 
@@ -130,9 +131,9 @@ def fsck(
     if vault.is_owner:
         # A live share link names its version (7.7): kept while the link works, even
         # once the file has moved on. An expired link's version is an orphan.
-        now = time.time_ns()
+        now_ns = time.time_ns()
         for link in vault.access.current.links.values():
-            if link.expires_ns <= now:
+            if link.expires_ns <= now_ns:
                 continue
             keys = (content_key(link.node, link.version), envelope_key(link.node, link.version))
             reachable.update(keys)
@@ -151,11 +152,18 @@ def fsck(
         if repair:
             raise AccessDenied("only the vault owner can repair the vault")
         return report
-    for info in vault.store.list(""):
+    listing = list(vault.store.list(""))
+    now = time.time()
+    reachable |= _drawn_on_in_flight(
+        vault,
+        [i.key for i in listing if i.key not in reachable and i.mtime and now - i.mtime < grace],
+        [i.key for i in listing],
+    )
+    for info in listing:
         if info.key in reachable:
             continue
         if _OBJECT.fullmatch(info.key):
-            young = info.mtime and time.time() - info.mtime < grace
+            young = info.mtime and now - info.mtime < grace
             (report.recent if young else report.orphans).append(info.key)
         else:
             report.unknown.append(info.key)
@@ -168,6 +176,26 @@ def fsck(
                 pass
     return report
 
+
+
+def _drawn_on_in_flight(vault: Vault, young: list[str], every: list[str]) -> set[str]:
+    """The payloads that uploads in flight draw on (format.md 5.5): a version stored
+    within the grace period and named by no manifest may be another client's delta
+    (2.6), about to be committed; its sources are kept with it. A version that cannot
+    be read yet keeps every payload of its file."""
+    by_file: dict[str, list[int]] = {}
+    for key in young:
+        m = _PAYLOAD.fullmatch(key)
+        if m:
+            by_file.setdefault(m[1], []).append(int(m[2], 16))
+    keep: set[str] = set()
+    for file_id, versions in by_file.items():
+        drawn = vault.sources_in_flight(file_id, versions)
+        if drawn is None:
+            keep.update(k for k in every if k.startswith(f"c/{file_id}/"))
+        else:
+            keep.update(content_key(file_id, v) for v in drawn)
+    return keep
 
 
 def _alias(vault: Vault, first: str | None, second: str | None) -> str:

@@ -20,20 +20,21 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric import x25519
 
-from csfs.crypto import parse_envelope
+from csfs.crypto import parse_envelope, rewrap_envelope
 from csfs.crypto.envelope import add_link_stanza
-from csfs.errors import ContentionError, NotFound, UsageError
+from csfs.errors import ContentionError, CsfsError, NotFound, UsageError
 from csfs.store.s3 import S3Store
-from csfs.vault.access_records import LinkAdd
+from csfs.vault.access_records import LinkAdd, parse_op
 from csfs.vault.access_state import AccessState
 from csfs.vault.layout import content_key, envelope_key, new_id
 from csfs.vault.manifest import Entry
 from csfs.vault.manifests import VersionChange
 from csfs.vault.members import require_vault_owner
-from csfs.vault.tree_index import find_paths
+from csfs.vault.tree_index import find_paths, index_tree, log_readers, recipients_of
 from csfs.vault.vault import Vault, store_has
 
 LINK_FORMAT = "csfs-link-1"
+ROTATE_TRIES = 5  # a file rewritten faster than it can be re-encrypted wins, and says so
 MAX_SECONDS = 7 * 24 * 3600  # SigV4 presigned URLs last at most 7 days
 _DURATION = re.compile(r"([1-9][0-9]*)([smhd])")
 _UNIT = {"s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -90,7 +91,7 @@ def _rotate(vault: Vault, path: str, entry: Entry) -> Entry:
     change = VersionChange(name, entry.id, new, entry, restore=False)
     if vault.commit_versions(parent_id, [change], keep_lost=False):
         vault.delete_version(entry.id, version)
-        raise ContentionError(f"{path} changed meanwhile; try again")
+        raise ContentionError(f"{path} changed meanwhile", hint="try again")
     return new
 
 
@@ -163,38 +164,129 @@ def list_links(vault: Vault) -> list[LinkInfo]:
     )
 
 
-def _resolve(links: dict[str, LinkAdd], ref: str) -> str:
+def _resolve(links: dict[str, LinkAdd], ref: str) -> LinkAdd | None:
     found = [k for k in links if k.startswith(ref.lower())] if ref else []
-    if len(found) != 1:
-        raise UsageError(
-            f"no link {ref!r}" if not found else f"{ref!r} names more than one link",
-            hint="see `csfs links`",
-        )
-    return found[0]
+    if len(found) > 1:
+        raise UsageError(f"{ref!r} names more than one link", hint="give more of its id")
+    return links[found[0]] if found else None
 
 
-def remove_link(vault: Vault, ref: str) -> LinkInfo:
-    """End a link: the log entry, then its version's objects deleted, after the file
-    moved to a new version if it still used them (7.7)."""
+def _ended_links(vault: Vault) -> dict[str, LinkAdd]:
+    """The links the log added and then ended (7.2), read from the whole log."""
+    added: dict[str, LinkAdd] = {}
+    for _, body in vault.access.verify_all():
+        if body is not None and body.get("op") == "link-add":
+            op = parse_op(body, vault.header.vault_id, vault.header.owner)
+            if isinstance(op, LinkAdd):
+                added[op.link] = op
+    current = vault.access.current.links
+    return {k: x for k, x in added.items() if k not in current}
+
+
+@dataclass(frozen=True)
+class Unlinked:
+    """What `csfs unlink` did; running it again finishes whatever is left."""
+
+    info: LinkInfo
+    logged: bool  # link-remove appended now (False: the log had it already)
+    moved_to: int | None  # the file's new version, if it still used the linked one
+    deleted: bool  # the linked version's objects were in the store and are deleted now
+    # Kept instead (an upload in flight draws on the version, 5.5): the link's key is
+    # taken out of its envelope, and fsck --repair deletes it once nothing needs it.
+    kept: bool = False
+
+
+def _uses(vault: Vault, entry: Entry, version: int) -> bool:
+    """Whether the file's current version is ``version`` or draws on it (2.6)."""
+    if entry.version == version:
+        return True
+    if not entry.version:
+        return False
+    try:
+        return version in {s.version for s in vault.open_version(entry)[1].sources}
+    except CsfsError:
+        # Unreadable: it cannot be moved to a new version anyway, and ending the link
+        # must not wait for it (fsck reports it).
+        return False
+
+
+def _move_off(vault: Vault, link: LinkAdd) -> tuple[str | None, Entry | None, int | None]:
+    """Where the linked file is, its entry there now, and the version it left if it
+    had to leave one that uses the linked one: looked up afresh after every lost race,
+    so a file that changes meanwhile (another writer, a rename) never stops the unlink
+    half-way."""
+    path = None
+    for _ in range(ROTATE_TRIES):
+        tree = index_tree(vault)
+        path = tree.locations.get(link.node, [None])[0]
+        entry = next((e for p, e in tree.order if p == path), None)
+        if path is None or entry is None or entry.type != "f":
+            return None, None, None
+        if not _uses(vault, entry, link.version):
+            return path, entry, None
+        try:
+            return path, _rotate(vault, path, entry), entry.version
+        except ContentionError:
+            continue
+    raise ContentionError(
+        f"{path} keeps changing; link {link.link[:12]} is not ended yet",
+        hint=f"run `csfs unlink {link.link[:12]}` again",
+    )
+
+
+def _drop_link_key(vault: Vault, link: LinkAdd) -> None:
+    """Wrap the linked version to its readers from the log without this link (7.5),
+    for a version that must stay stored a while: its URLs then open nothing."""
+    try:
+        raw, etag = vault.envelope_with_etag(link.node, link.version)
+    except NotFound:
+        return
+    tree = index_tree(vault)
+    state = vault.access.current
+    readers = log_readers(vault, tree, state).get(link.node)
+    if readers is None:  # the file is gone from the tree: the vault's own readers
+        readers = list(vault.load_dir(vault.header.root_id, fresh=True)[0].readers)
+    others = [x for x in state.live_links(link.node, link.version, time.time_ns())
+              if x.link != link.link]
+    env = parse_envelope(raw)
+    env.verify(vault.signers_for(link.node))
+    new = rewrap_envelope(env, vault.identity, recipients_of(readers), vault.identity,
+                          tuple(bytes.fromhex(x.public) for x in others))
+    vault.replace_envelope(link.node, link.version, new.encode(), etag)
+
+
+def remove_link(vault: Vault, ref: str) -> Unlinked:
+    """End a link (7.7): move the file off the linked version if it still uses it,
+    delete that version's objects, then append `link-remove`. Each step is safe to
+    repeat, so running it again after any failure finishes the job; a link the log
+    has already ended (by a run stopped half-way) is finished the same way."""
     require_vault_owner(vault)
     vault.refresh_access(force=True)
-    links = vault.access.current.links
-    link = links[_resolve(links, ref)]
+    link = _resolve(vault.access.current.links, ref)
+    logged = link is None
+    if link is None:
+        link = _resolve(_ended_links(vault), ref)
+    if link is None:
+        raise UsageError(f"no link {ref!r}", hint="see `csfs links`")
+    path, entry, left = _move_off(vault, link)
+    moved_to = entry.version if entry is not None and left is not None else None
+    keys = (content_key(link.node, link.version), envelope_key(link.node, link.version))
+    stored = any(store_has(vault.store, k) for k in keys)
+    # Versions known to be no upload in flight: the linked one, the file's current
+    # one, and the one it just left.
+    settled = {link.version, *(x for x in (left, entry and entry.version) if x)}
+    drawn = vault.kept_for_uploads(link.node, settled) if stored else set()
+    kept = drawn is None or link.version in drawn
+    if kept:
+        # Another client's upload builds on it (2.6, 5.5): deleting it now would
+        # break that version. Its key no longer opens it for the link.
+        _drop_link_key(vault, link)
+    else:
+        vault.delete_version(link.node, link.version)
+    if not logged:
+        def make(state: AccessState, seq: int) -> tuple[dict[str, Any], list[Any]]:
+            return {"op": "link-remove", "link": link.link}, []
 
-    def make(state: AccessState, seq: int) -> tuple[dict[str, Any], list[Any]]:
-        return {"op": "link-remove", "link": link.link}, []
-
-    vault.access.append(make)
-    path = find_paths(vault, {link.node}).get(link.node)
-    if path is not None:
-        entry = vault.lookup(path)
-        uses = entry.version == link.version
-        if not uses and entry.version:
-            try:
-                uses = link.version in {s.version for s in vault.open_version(entry)[1].sources}
-            except NotFound:
-                uses = False
-        if uses:
-            _rotate(vault, path, entry)
-    vault.delete_version(link.node, link.version)
-    return LinkInfo(link.link, path, link.version, link.expires_ns // 10**9)
+        vault.access.append(make)
+    info = LinkInfo(link.link, path, link.version, link.expires_ns // 10**9)
+    return Unlinked(info, not logged, moved_to, stored and not kept, kept)

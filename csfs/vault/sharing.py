@@ -379,11 +379,19 @@ def _reencrypt(vault: Vault, files: list[tuple[str, Entry]], report: ShareReport
             ]
             lost = {name for name, _ in vault.commit_versions(dir_id, changes, keep_lost=False)}
             switched = [(old, new) for name, old, new in done if name not in lost]
-            old_versions = [
-                (old.id, v)
-                for old, _ in switched
-                for v in (old.version, *sources.get((old.id, old.version), []))
-            ]
+            old_versions = []
+            for old, new in switched:
+                gone = {old.version, *sources.get((old.id, old.version), [])}
+                # Another client's upload in flight may draw on them (2.6, 5.5):
+                # those are left to fsck, which keeps them as long as it does.
+                drawn = vault.kept_for_uploads(old.id, gone | {new.version})
+                kept = gone if drawn is None else gone & drawn
+                if kept:
+                    report.problems.append(
+                        f"{paths[old.id]}: {len(kept)} old version(s) kept until "
+                        "`csfs fsck --repair` deletes them: an upload in flight draws on them"
+                    )
+                old_versions += [(old.id, v) for v in sorted(gone - kept)]
             list(pool.map(lambda e: vault.delete_version(*e), old_versions))
             _end_links(vault, set(old_versions), paths, report)
             report.files_reencrypted += len(switched)

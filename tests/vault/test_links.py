@@ -184,3 +184,72 @@ def test_links_shows_a_link_whose_objects_are_gone_as_ended(world: World) -> Non
     world.store.delete(content_key(f["node"], f["version"]))
     [info] = links.list_links(world.a)
     assert info.ended and "gone" in info.ended
+
+
+# -- `csfs unlink` finishes what it starts ----------------------------------------------
+
+
+def linked_objects(url: str) -> tuple[str, str]:
+    f = fragment(url)
+    return f["envelope"], f["payload"]
+
+
+def test_unlink_finishes_when_the_file_changes_while_it_rotates(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another client writes the file while unlink moves it to a new version: the
+    switch is refused (the other version wins), and unlink looks again: the file no
+    longer uses the linked version, so it only has to delete it."""
+    from csfs.vault import versions
+
+    made = links.make_link(world.a, "/proj/plan.txt", 3600, READER)
+    other = world.open("alice")
+    calls: list[Any] = []
+
+    def racing(entry: Any, parent: Any, node_id: str | None = None) -> tuple[int, int]:
+        out = versions.reencrypt_version(world.a, entry, parent, node_id)
+        if not calls:  # once: the other client's write lands before our switch
+            write_bytes(other, "/proj/plan.txt", b"written meanwhile")
+        calls.append(entry)
+        return out
+
+    monkeypatch.setattr(world.a, "reencrypt_version", racing)
+    done = links.remove_link(world.a, made.id[:8])
+    assert calls, "the rotation ran"
+    assert done.logged and done.deleted and done.moved_to is None
+    assert links.list_links(world.a) == []
+    assert [status_of(u) for u in linked_objects(made.url)] == [404, 404]
+    assert read_bytes(world.a, "/proj/plan.txt") == b"written meanwhile"
+
+
+def test_unlink_moves_the_file_off_the_linked_version(world: World) -> None:
+    made = links.make_link(world.a, "/proj/plan.txt", 3600, READER)
+    done = links.remove_link(world.a, made.id)
+    assert done.logged and done.deleted and done.moved_to not in (None, made.version)
+    assert world.a.lookup("/proj/plan.txt").version == done.moved_to
+    assert [status_of(u) for u in linked_objects(made.url)] == [404, 404]
+    assert read_bytes(world.a, "/proj/plan.txt") == b"the plan"
+
+
+def test_unlink_again_finishes_an_unlink_stopped_after_its_log_entry(world: World) -> None:
+    """What an earlier csfs left when it stopped half-way: `link-remove` in the log,
+    the file still on the linked version. Running unlink again finishes the job."""
+    made = links.make_link(world.a, "/proj/plan.txt", 3600, READER)
+    world.a.access.append(lambda state, seq: ({"op": "link-remove", "link": made.id}, []))
+    assert links.list_links(world.a) == []
+    assert open_link(made.url) == b"the plan"  # ended in the log, not in fact
+    done = links.remove_link(world.a, made.id[:10])
+    assert not done.logged and done.deleted and done.moved_to is not None
+    assert [status_of(u) for u in linked_objects(made.url)] == [404, 404]
+    assert read_bytes(world.a, "/proj/plan.txt") == b"the plan"
+    again = links.remove_link(world.a, made.id[:10])
+    assert not again.logged and not again.deleted and again.moved_to is None
+
+
+def test_unlink_again_logs_an_unlink_stopped_before_its_log_entry(world: World) -> None:
+    made = links.make_link(world.a, "/proj/plan.txt", 3600, READER)
+    write_bytes(world.a, "/proj/plan.txt", b"moved on")
+    world.a.delete_version(fragment(made.url)["node"], made.version)
+    done = links.remove_link(world.a, made.id)
+    assert done.logged and not done.deleted and done.moved_to is None
+    assert links.list_links(world.a) == []
