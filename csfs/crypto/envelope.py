@@ -35,7 +35,8 @@ SIGNATURE_DOMAIN = b"csfs v1 envelope\0"
 WRAP_INFO = b"csfs v1 wrap\0"
 
 KIND_OFFLINE, KIND_FILE, KIND_DIRECTORY, KIND_LOG, KIND_NOTICE = 1, 2, 3, 4, 5
-KINDS = (KIND_OFFLINE, KIND_FILE, KIND_DIRECTORY, KIND_LOG, KIND_NOTICE)
+KIND_LISTING = 6  # a folder link's listing (format.md 7.8)
+KINDS = (KIND_OFFLINE, KIND_FILE, KIND_DIRECTORY, KIND_LOG, KIND_NOTICE, KIND_LISTING)
 _SUITES = {
     kem_id: hpke.Suite(kem, hpke.KDF.HKDF_SHA256, hpke.AEAD.AES_256_GCM)
     for kem_id, kem in HPKE_KEMS.items()
@@ -276,13 +277,16 @@ def rewrap_envelope(
     )
 
 
-def add_link_stanza(
-    env: Envelope, identity: Identity, public: x25519.X25519PublicKey, signer: Identity
-) -> Envelope:
+def new_link_key() -> tuple[bytes, bytes]:
+    """A share link's key pair (format.md 7.7): raw X25519 private and public keys."""
+    secret = x25519.X25519PrivateKey.generate()
+    return secret.private_bytes_raw(), secret.public_key().public_bytes_raw()
+
+
+def add_link_stanza(env: Envelope, identity: Identity, public: bytes, signer: Identity) -> Envelope:
     """``env`` with one more stanza wrapping its content key to a bare X25519 key
     (a share link, format.md 7.7), its other stanzas kept, signed by ``signer``."""
-    stanza = _wrap_link(env.open(identity), public.public_bytes_raw(), env.context,
-                        env.header_hash)
+    stanza = _wrap_link(env.open(identity), public, env.context, env.header_hash)
     return seal_envelope_stanzas(
         env.context, env.header_hash, env.sealed_length, env.commitment,
         (*env.stanzas, stanza), signer,

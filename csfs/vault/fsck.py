@@ -5,7 +5,10 @@ so a flipped bit anywhere is found. Objects that nothing references are
 orphans: old versions, removed files, uploads a crash cut short. `--repair`
 deletes them, but only those older than a grace period: an upload another
 client has in flight looks like an orphan until its manifest switch lands,
-and deleting it would break that file.
+and deleting it would break that file; so would deleting a version such an
+upload draws on (a delta's source), which is kept with it. What a live share
+link reads (its version, a folder link's listing and the versions it names)
+is referenced too.
 """
 
 from __future__ import annotations
@@ -18,8 +21,9 @@ from dataclasses import dataclass, field
 from csfs.errors import AccessDenied, CsfsError, NotFound
 from csfs.vault.access import log_key, notice_key
 from csfs.vault.layout import HEADER_KEY, content_key, envelope_key, manifest_key
+from csfs.vault.links import live_link_objects
 from csfs.vault.manifest import Entry
-from csfs.vault.vault import Vault, store_has
+from csfs.vault.vault import Vault
 
 _PAYLOAD = re.compile(r"c/([0-9a-f]{32})/([0-9a-f]{16})")
 _OBJECT = re.compile(r"(m/[0-9a-f]{32}|[ck]/[0-9a-f]{32}/[0-9a-f]{16}|n/[0-9a-f]{32})")
@@ -129,19 +133,14 @@ def fsck(
     except CsfsError as exc:
         report.problems.append(f"access log: {exc.message}")
     if vault.is_owner:
-        # A live share link names its version (7.7): kept while the link works, even
-        # once the file has moved on. An expired link's version is an orphan.
-        now_ns = time.time_ns()
-        for link in vault.access.current.links.values():
-            if link.expires_ns <= now_ns:
-                continue
-            keys = (content_key(link.node, link.version), envelope_key(link.node, link.version))
-            reachable.update(keys)
-            if not all(store_has(vault.store, k) for k in keys):
-                report.problems.append(
-                    f"share link {link.link[:12]}: its version is gone from the store, so "
-                    f"the link no longer works (`csfs unlink {link.link[:12]}` ends it)"
-                )
+        # A live share link names what it reads (7.7, 7.8): kept while the link works,
+        # even once the files have moved on. An expired link's versions are orphans.
+        try:
+            linked, problems = live_link_objects(vault)
+            reachable |= linked
+            report.problems += problems
+        except CsfsError as exc:
+            report.problems.append(f"share links: {exc.message}")
     try:
         visit("/", vault.root_entry())
     except CsfsError as exc:

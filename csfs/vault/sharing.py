@@ -11,7 +11,6 @@ under a new content key and deletes the old versions.
 from __future__ import annotations
 
 import posixpath
-import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -34,6 +33,7 @@ from csfs.vault.access import (
 from csfs.vault.layout import (
     new_id,
 )
+from csfs.vault.links import linked_keys
 from csfs.vault.manifest import DirectoryManifest, Entry
 from csfs.vault.manifests import VersionChange
 from csfs.vault.members import (
@@ -187,11 +187,10 @@ def _rewrap(
             if only_signer is not None and env.signer != only_signer:
                 return 0
             # A live share link of this version is one of its readers in the log
-            # (7.7): a change of members must not end it, nor extend an expired one.
-            links = vault.access.current.live_links(entry.id, entry.version, time.time_ns())
+            # (7.7, 7.8): a change of members must not end it, nor extend an expired one.
             new = rewrap_envelope(
                 env, vault.identity, to, vault.identity,
-                tuple(bytes.fromhex(x.public) for x in links),
+                tuple(links.get((entry.id, entry.version), ())),
             )
             try:
                 vault.replace_envelope(entry.id, entry.version, new.encode(), etag)
@@ -201,6 +200,7 @@ def _rewrap(
         raise ContentionError(f"{path}: its envelope keeps changing; try again")
 
     unique = {e.id: (p, e) for p, e in files if e.type == "f" and e.version}
+    links = linked_keys(vault) if unique else {}
     with ThreadPoolExecutor(max_workers=WORKERS) as pool:
         return sum(pool.map(one, unique.values()))
 

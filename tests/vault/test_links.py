@@ -216,7 +216,7 @@ def test_unlink_finishes_when_the_file_changes_while_it_rotates(
     monkeypatch.setattr(world.a, "reencrypt_version", racing)
     done = links.remove_link(world.a, made.id[:8])
     assert calls, "the rotation ran"
-    assert done.logged and done.deleted and done.moved_to is None
+    assert done.logged and done.deleted == 1 and done.moved == []
     assert links.list_links(world.a) == []
     assert [status_of(u) for u in linked_objects(made.url)] == [404, 404]
     assert read_bytes(world.a, "/proj/plan.txt") == b"written meanwhile"
@@ -225,8 +225,8 @@ def test_unlink_finishes_when_the_file_changes_while_it_rotates(
 def test_unlink_moves_the_file_off_the_linked_version(world: World) -> None:
     made = links.make_link(world.a, "/proj/plan.txt", 3600, READER)
     done = links.remove_link(world.a, made.id)
-    assert done.logged and done.deleted and done.moved_to not in (None, made.version)
-    assert world.a.lookup("/proj/plan.txt").version == done.moved_to
+    assert done.logged and done.deleted == 1 and done.moved == ["/proj/plan.txt"]
+    assert world.a.lookup("/proj/plan.txt").version != made.version
     assert [status_of(u) for u in linked_objects(made.url)] == [404, 404]
     assert read_bytes(world.a, "/proj/plan.txt") == b"the plan"
 
@@ -239,11 +239,11 @@ def test_unlink_again_finishes_an_unlink_stopped_after_its_log_entry(world: Worl
     assert links.list_links(world.a) == []
     assert open_link(made.url) == b"the plan"  # ended in the log, not in fact
     done = links.remove_link(world.a, made.id[:10])
-    assert not done.logged and done.deleted and done.moved_to is not None
+    assert not done.logged and done.deleted == 1 and done.moved == ["/proj/plan.txt"]
     assert [status_of(u) for u in linked_objects(made.url)] == [404, 404]
     assert read_bytes(world.a, "/proj/plan.txt") == b"the plan"
     again = links.remove_link(world.a, made.id[:10])
-    assert not again.logged and not again.deleted and again.moved_to is None
+    assert not again.logged and not again.deleted and not again.moved
 
 
 def test_unlink_again_logs_an_unlink_stopped_before_its_log_entry(world: World) -> None:
@@ -251,5 +251,125 @@ def test_unlink_again_logs_an_unlink_stopped_before_its_log_entry(world: World) 
     write_bytes(world.a, "/proj/plan.txt", b"moved on")
     world.a.delete_version(fragment(made.url)["node"], made.version)
     done = links.remove_link(world.a, made.id)
-    assert done.logged and not done.deleted and done.moved_to is None
+    assert done.logged and not done.deleted and not done.moved
     assert links.list_links(world.a) == []
+
+
+# -- folder links (7.8) -----------------------------------------------------------------
+
+
+def open_folder_link(url: str) -> dict[str, bytes | None]:
+    """What a folder link's holder reads, from the spec alone: path -> the file's
+    bytes, or None for a folder."""
+    f = fragment(url)
+    assert f["format"] == "csfs-folder-link-1"
+    owner = bytes.fromhex(f["owner"])
+    _, items = spec.read_folder_listing(fetch(f["listing"]), f["vault_id"], f["link"],
+                                        link_pem(f["key"]), owner)
+    out: dict[str, bytes | None] = {}
+    for path, item in items.items():
+        if item["type"] == "d":
+            out[path] = None
+        elif not item["version"]:
+            out[path] = b""
+        else:
+            context = spec.context_bytes(2, f["vault_id"], item["node"], item["version"])
+            plain = spec.decrypt(fetch(item["envelope"]), fetch(item["payload"]),
+                                 link_pem(f["key"]), context, signers={owner})
+            assert len(plain) == item["size"]
+            out[path] = plain
+    return out
+
+
+PROJ = {"plan.txt": b"the plan", "sub": None, "sub/deep.txt": b"deep"}
+
+
+def listed_urls(url: str) -> dict[str, dict[str, Any]]:
+    f = fragment(url)
+    return dict(spec.read_folder_listing(fetch(f["listing"]), f["vault_id"], f["link"],
+                                         link_pem(f["key"]), bytes.fromhex(f["owner"]))[1])
+
+
+def test_a_folder_link_reads_the_folder_and_nothing_else(world: World) -> None:
+    write_bytes(world.a, "/elsewhere.txt", b"not linked")
+    write_bytes(world.a, "/proj/empty", b"")
+    world.a.symlink("plan.txt", "/proj/alias")  # not listed: a link holder reads files
+    made = links.make_folder_link(world.a, "/proj", 3600, READER)
+    assert made.folder and made.files == 3
+    assert open_folder_link(made.url) == {**PROJ, "empty": b""}
+    f = fragment(made.url)
+    assert set(f) == {"expires", "format", "key", "link", "listing", "name", "owner",
+                      "vault_id"}
+    assert f["name"] == "proj"
+    [info] = links.list_links(world.a)
+    assert info.folder and info.path == "/proj" and info.files == 3 and not info.ended
+    # The link's key opens nothing outside the folder.
+    other = world.a.lookup("/elsewhere.txt")
+    env = parse_envelope(world.store.get(envelope_key(other.id, other.version)))
+    assert len(env.stanzas) == 1
+
+
+def test_a_folder_link_shows_later_changes_once_refreshed(world: World) -> None:
+    made = links.make_folder_link(world.a, "/proj", 3600, READER)
+    before = listed_urls(made.url)["plan.txt"]
+    write_bytes(world.a, "/proj/plan.txt", b"the new plan")
+    write_bytes(world.a, "/proj/sub/new.txt", b"new")
+    world.a.remove("/proj/sub/deep.txt")
+    assert open_folder_link(made.url) == PROJ  # a snapshot until refreshed
+    [r] = links.refresh_folder_links(world.a)
+    assert not r.problem and (r.added, r.dropped) == (2, 2), r
+    assert open_folder_link(made.url) == {"plan.txt": b"the new plan", "sub": None,
+                                          "sub/new.txt": b"new"}
+    # What left the listing no longer opens with the link's key, even through the
+    # URLs a holder kept.
+    context = spec.context_bytes(2, fragment(made.url)["vault_id"], before["node"],
+                                 before["version"])
+    with pytest.raises(spec.NoMatch):
+        spec.decrypt(fetch(before["envelope"]), fetch(before["payload"]),
+                     link_pem(fragment(made.url)["key"]), context)
+
+
+def test_a_share_above_a_folder_link_keeps_it(world: World) -> None:
+    made = links.make_folder_link(world.a, "/proj", 3600, READER)
+    sharing.share(world.a, "/proj", BOB)
+    assert open_folder_link(made.url) == PROJ
+    assert read_bytes(world.open("bob"), "/Shared/alice/proj/plan.txt") == b"the plan"
+
+
+def test_fsck_repair_keeps_what_a_folder_link_reads(world: World) -> None:
+    made = links.make_folder_link(world.a, "/proj", 3600, READER)
+    write_bytes(world.a, "/proj/plan.txt", b"the new plan")
+    report = fsck(world.a, repair=True, grace=0)
+    assert report.ok, report.problems
+    assert open_folder_link(made.url) == PROJ
+    world.store.delete(f"l/{made.id}")
+    report = fsck(world.a, repair=False, grace=0)
+    assert any(made.id[:12] in p and "listing is gone" in p for p in report.problems)
+    [info] = links.list_links(world.a)
+    assert info.ended == "its listing is gone from the store"
+
+
+def test_unlink_of_a_folder_link_ends_everything_it_read(world: World) -> None:
+    made = links.make_folder_link(world.a, "/proj", 3600, READER)
+    urls = listed_urls(made.url)
+    done = links.remove_link(world.a, made.id)
+    assert done.logged and done.listing_deleted and done.deleted == 2
+    assert sorted(done.moved) == ["/proj/plan.txt", "/proj/sub/deep.txt"]
+    assert status_of(fragment(made.url)["listing"]) == 404
+    for item in urls.values():
+        if item["type"] == "f":
+            assert [status_of(item["envelope"]), status_of(item["payload"])] == [404, 404]
+    assert links.list_links(world.a) == []
+    assert read_bytes(world.a, "/proj/plan.txt") == b"the plan"
+    assert read_bytes(world.a, "/proj/sub/deep.txt") == b"deep"
+
+
+def test_folder_links_refuse_what_they_cannot_do(world: World) -> None:
+    from csfs.errors import UsageError
+
+    with pytest.raises(UsageError, match="not a folder"):
+        links.make_folder_link(world.a, "/proj/plan.txt", 3600, READER)
+    with pytest.raises(UsageError, match="vault root"):
+        links.make_folder_link(world.a, "/", 3600, READER)
+    with pytest.raises(UsageError, match="is a folder"):
+        links.make_link(world.a, "/proj", 3600, READER)
