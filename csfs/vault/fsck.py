@@ -26,7 +26,7 @@ from csfs.vault.manifest import Entry
 from csfs.vault.vault import Vault
 
 _PAYLOAD = re.compile(r"c/([0-9a-f]{32})/([0-9a-f]{16})")
-_OBJECT = re.compile(r"(m/[0-9a-f]{32}|[ck]/[0-9a-f]{32}/[0-9a-f]{16}|n/[0-9a-f]{32})")
+_OBJECT = re.compile(r"([mnl]/[0-9a-f]{32}|[ck]/[0-9a-f]{32}/[0-9a-f]{16})")
 
 
 class _Discard:
