@@ -187,7 +187,8 @@ def test_an_envelope_signed_by_a_member_is_refused(page: Any, reader_url: str, w
         world.s3.put_object(Bucket=world.bucket, Key=key, Body=original)
 
 
-def test_cli_refuses_more_than_7_days_and_a_folder_without_folder(world: World, reader_url: str) -> None:
+def test_cli_refuses_more_than_7_days_and_a_folder_without_folder(world: World,
+                                                                   reader_url: str) -> None:
     alice = world.people["alice"]
     r = run_csfs("link", "/projects/one.txt", "--expires", "8d", env=alice.env)
     assert_one_line_error(r)
