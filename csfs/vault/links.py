@@ -106,6 +106,15 @@ def _check_seconds(seconds: int) -> None:
         raise UsageError("a link can last at most 7 days (presigned S3 URLs expire by then)")
 
 
+def _left(expires: int) -> int:
+    """Seconds from now to ``expires``: every URL of a link expires with it, never
+    later (7.7, 7.8), however long making the link took."""
+    seconds = expires - int(time.time())
+    if seconds <= 0:
+        raise UsageError("the link has expired meanwhile")
+    return seconds
+
+
 def _url(reader: str, fragment: dict[str, Any]) -> str:
     text = json.dumps(fragment, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     encoded = base64.urlsafe_b64encode(text.encode()).decode().rstrip("=")
@@ -197,22 +206,22 @@ def make_link(vault: Vault, path: str, seconds: int, reader: str) -> LinkInfo:
         raise UsageError(f"{path} is not a regular file")
     if not entry.version:
         raise UsageError(f"{path} is empty: there is nothing to link")
+    expires = int(time.time()) + seconds
     new = _rotate(vault, path, entry)
     secret, public = new_link_key()
     _add_stanza(vault, new.id, new.version, public)
-    expires = int(time.time()) + seconds
     link = LinkAdd(new_id(), new.id, new.version, public.hex(), expires * 10**9)
     _append_link(vault, link)
     vhex = f"{new.version:016x}"
     fragment = {
-        "envelope": s3.presigned_get(f"k/{new.id}/{vhex}", seconds),
+        "envelope": s3.presigned_get(f"k/{new.id}/{vhex}", _left(expires)),
         "expires": expires,
         "format": LINK_FORMAT,
         "key": secret.hex(),
         "name": posixpath.basename(path.rstrip("/")),
         "node": new.id,
         "owner": vault.header.owner.hex(),
-        "payload": s3.presigned_get(f"c/{new.id}/{vhex}", seconds),
+        "payload": s3.presigned_get(f"c/{new.id}/{vhex}", _left(expires)),
         "size": new.size,
         "vault_id": vault.header.vault_id,
         "version": new.version,
@@ -227,7 +236,6 @@ def _listed(
     vault: Vault,
     tree: Tree,
     path: str,
-    link: str,
     public: bytes,
     expires: int,
     before: set[tuple[str, int]],
@@ -258,14 +266,11 @@ def _listed(
         cur = _self_contained(vault, p, e)
         if (cur.id, cur.version) not in before:
             _add_stanza(vault, cur.id, cur.version, public)
-        seconds = expires - int(time.time())
-        if seconds <= 0:
-            raise UsageError("the link has expired meanwhile")
         vhex = f"{cur.version:016x}"
         out[rel] = ListedFile(
             cur.id, cur.version, cur.size, cur.mtime_ns,
-            s3.presigned_get(f"k/{cur.id}/{vhex}", seconds),
-            s3.presigned_get(f"c/{cur.id}/{vhex}", seconds),
+            s3.presigned_get(f"k/{cur.id}/{vhex}", _left(expires)),
+            s3.presigned_get(f"c/{cur.id}/{vhex}", _left(expires)),
         )
     return out
 
@@ -285,7 +290,7 @@ def make_folder_link(vault: Vault, path: str, seconds: int, reader: str) -> Link
     secret, public = new_link_key()
     expires = int(time.time()) + seconds
     link_id = new_id()
-    items = _listed(vault, index_tree(vault), path, link_id, public, expires, set())
+    items = _listed(vault, index_tree(vault), path, public, expires, set())
     listing = Listing(link_id, 1, time.time_ns(), items)
     vault.store.put(listing_key(link_id), listing.seal(vault.vault_id, vault.identity, public),
                     if_none_match=True)
@@ -297,7 +302,7 @@ def make_folder_link(vault: Vault, path: str, seconds: int, reader: str) -> Link
         "format": FOLDER_LINK_FORMAT,
         "key": secret.hex(),
         "link": link_id,
-        "listing": s3.presigned_get(listing_key(link_id), seconds),
+        "listing": s3.presigned_get(listing_key(link_id), _left(expires)),
         "name": posixpath.basename(path.rstrip("/")),
         "owner": vault.header.owner.hex(),
         "vault_id": vault.header.vault_id,
@@ -353,7 +358,7 @@ def refresh_folder_links(vault: Vault) -> list[Refreshed]:
             old, etag = read_listing(vault, link)
             public = bytes.fromhex(link.public)
             items = ({} if path is None else
-                     _listed(vault, tree, path, link.link, public, link.expires_ns // 10**9,
+                     _listed(vault, tree, path, public, link.expires_ns // 10**9,
                              old.versions()))
             new = Listing(link.link, old.version + 1, time.time_ns(), items)
             vault.store.put(listing_key(link.link),
