@@ -56,13 +56,17 @@ def build(tmp: str) -> tuple[bytes, dict[int, bytes], dict[str, bytes], str]:
     sharing.share(v, "/proj/plan.txt", "dave")  # a file share (7.6)
     entries = {int(i.key[2:], 16): store.get(i.key) for i in store.list("a/")}
     notices = {i.key[2:]: store.get(i.key) for i in store.list("n/")}
-    # Then two share links (7.7) to plan.txt's version, and the first one ended:
-    # entries 9 to 11, in vectors of their own (the 8 above stay as they were).
+    # Then two share links (7.7) to plan.txt's version, and the first one ended, and
+    # a folder link (7.8) to /proj: entries 9 to 12, in vectors of their own (the 8
+    # above stay as they were).
     plan = v.lookup("/proj/plan.txt")
     for body in (_link_add(plan.id, plan.version), _link_add(plan.id, plan.version)):
         v.access.append(lambda state, seq, body=body: (body, []))
         LINKS.append(body["link"])
     v.access.append(lambda state, seq: ({"op": "link-remove", "link": LINKS[0]}, []))
+    folder = {**_link_add(v.lookup("/proj").id, 0), "type": "d"}
+    del folder["version"]
+    v.access.append(lambda state, seq: (folder, []))
     LINKED.update({int(i.key[2:], 16): store.get(i.key) for i in store.list("a/")})
     return store.get("csfs-vault"), entries, notices, v.lookup("/proj").id
 
@@ -132,7 +136,8 @@ def replay(header_raw: bytes, entries: dict[int, bytes], notices: dict[str, byte
                 ({"node": n.node, "name": n.name, "owner": n.owner, "write": n.write}
                  for n in log.notices.values()), key=lambda n: n["node"]),
             "readable": readable,
-            "links": {k: f"{x.node}/{x.version:016x}" for k, x in log.current.links.items()},
+            "links": {k: f"{x.node}/{x.version:016x}" if x.kind == "f" else f"{x.node}/folder"
+                      for k, x in log.current.links.items()},
         }
 
 
@@ -242,11 +247,20 @@ def main() -> None:
 
 
 def link_vectors(header_raw: bytes, header: VaultHeader, notices: dict[str, bytes]) -> None:
-    """7.3, 7.7: link-add (entries 9, 10) and link-remove (entry 11)."""
+    """7.3, 7.7, 7.8: link-add (entries 9, 10), link-remove (entry 11) and a folder
+    link's link-add (entry 12)."""
     for who in ("alice", "bob"):
         write(f"success_links_{who}", "success",
-              f"two links added, the first removed, read by {who}", who, header_raw, LINKED,
-              notices)
+              f"two links added, the first removed, a folder link added, read by {who}", who,
+              header_raw, LINKED, notices)
+    write("link_folder_with_version", "format",
+          "entry 12 (a folder link) re-sealed with a version", "bob", header_raw,
+          {**LINKED, 12: reseal_body(LINKED[12], header, lambda b: {**b, "version": 1})},
+          notices)
+    write("link_unknown_type", "format", "entry 12 re-sealed with type \"f\"", "bob",
+          header_raw,
+          {**LINKED, 12: reseal_body(LINKED[12], header, lambda b: {**b, "type": "f"})},
+          notices)
     upto10 = {s: r for s, r in LINKED.items() if s <= 10}
     write("link_added_twice", "format", "entry 10 re-sealed adding the link id of entry 9",
           "bob", header_raw,
@@ -262,7 +276,8 @@ def link_vectors(header_raw: bytes, header: VaultHeader, notices: dict[str, byte
           notices)
     write("link_remove_without_link", "format", "entry 11 re-sealed without its link id",
           "bob", header_raw,
-          {**LINKED, 11: reseal_body(LINKED[11], header, lambda b: {"op": "link-remove"})},
+          {**{s: r for s, r in LINKED.items() if s <= 11},
+           11: reseal_body(LINKED[11], header, lambda b: {"op": "link-remove"})},
           notices)
 
 

@@ -24,6 +24,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, mlkem, x25519
 from csfs.crypto.envelope import (
     KIND_DIRECTORY,
     KIND_FILE,
+    KIND_LISTING,
     Context,
     Stanza,
     parse_envelope,
@@ -292,6 +293,7 @@ def main() -> None:
     sparse_vectors()
     delta_vectors()
     vault_vectors()
+    folder_listing_vectors()
     print(f"wrote {len([n for n in os.listdir(OUT) if n.endswith('.vec')])} vectors to {OUT}",
           file=sys.stderr)
 
@@ -662,6 +664,100 @@ def manifest_rejections(good: dict[str, Any], vault_id: bytes, dir_id: bytes) ->
     e, p = encrypt(text, ["alice"], "manifest version zero", shift=16, context=version_zero)
     write("manifest_version_zero", "format", "manifest version 0 (the first is 1)", "alice", e, p,
           None, version_zero, "manifest")
+
+
+def folder_listing_vectors() -> None:
+    """Folder-link listings (format.md 7.8): one that parses, and listings the owner
+    signed that break a rule each (format errors) or name another link."""
+    vault_id, link = seed("vault id", 16), seed("folder link", 16)
+    t = 1_700_000_000_000_000_000
+
+    def file(label: str, size: int, version: int) -> dict[str, Any]:
+        node = seed(label, 16).hex()
+        vhex = f"{version:016x}"
+        return {"envelope": f"https://s3.example.org/vault/k/{node}/{vhex}?X-Amz-Signature=1",
+                "mtime_ns": t, "node": node,
+                "payload": f"https://s3.example.org/vault/c/{node}/{vhex}?X-Amz-Signature=2",
+                "size": size, "type": "f", "version": version}
+
+    good: dict[str, Any] = {
+        "entries": {
+            "notes.txt": file("listed notes", 70_000, 0x1234_5678_9ABC_DEF0),
+            "sub": {"type": "d"},
+            "sub/deep.txt": file("listed deep", 4, 7),
+            "sub/empty": {"mtime_ns": t, "node": seed("listed empty", 16).hex(), "size": 0,
+                          "type": "f", "version": 0},
+            "sub/ünïcode ✓": {"type": "d"},
+        },
+        "format": "csfs-folder-1", "link": link.hex(), "made_ns": t,
+    }
+
+    def text(obj: dict[str, Any]) -> bytes:
+        return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+    ctx = Context(KIND_LISTING, vault_id, link, 3)
+    plain = text(good)
+    e, p = encrypt(plain, ["alice"], "folder listing", shift=16, context=ctx)
+    write("folder_listing", "success", "a folder link's listing, context kind 6 (7.8)",
+          "alice", e, p, plain, ctx, "folder-listing")
+    other = text({**good, "link": seed("another link", 16).hex()})
+    e, p = encrypt(other, ["alice"], "folder listing other link", shift=16, context=ctx)
+    write("folder_listing_other_link", "authentication",
+          "a listing whose link is not its context's node id", "alice", e, p, None, ctx,
+          "folder-listing")
+
+    def entries(edit: Callable[[dict[str, Any]], None]) -> Callable[[dict[str, Any]], None]:
+        return lambda m: edit(m["entries"])
+
+    def drop_key(path: str, key: str) -> Callable[[dict[str, Any]], None]:
+        return entries(lambda es: es[path].pop(key))
+
+    def set_key(path: str, key: str, value: Any) -> Callable[[dict[str, Any]], None]:
+        return entries(lambda es: es[path].__setitem__(key, value))
+
+    def add(path: str, item: Any) -> Callable[[dict[str, Any]], None]:
+        return entries(lambda es: es.__setitem__(path, item))
+
+    def deep_path(m: dict[str, Any]) -> None:
+        for n in range(1, 66):
+            m["entries"]["/".join(["d"] * n)] = {"type": "d"}
+
+    cases: list[tuple[str, str, Callable[[dict[str, Any]], None]]] = [
+        ("missing_parent", "an item whose folder is not listed", add("gone/x", {"type": "d"})),
+        ("parent_is_a_file", "an item below a file", add("notes.txt/x", {"type": "d"})),
+        ("dot_dot", "a path with ..", add("sub/../x", {"type": "d"})),
+        ("empty_name", "a path with an empty name", add("sub//x", {"type": "d"})),
+        ("absolute_path", "a path starting with /", add("/x", {"type": "d"})),
+        ("file_twice", "one node listed at two paths",
+         add("sub/again.txt", file("listed deep", 4, 7))),
+        ("folder_with_keys", "a folder item with a node", set_key("sub", "node", "00" * 16)),
+        ("file_without_payload", "a file without its payload URL",
+         drop_key("notes.txt", "payload")),
+        ("empty_file_with_urls", "a version-0 file with URLs",
+         set_key("sub/empty", "envelope", "https://s3.example.org/x")),
+        ("empty_file_with_size", "a version-0 file of size 1", set_key("sub/empty", "size", 1)),
+        ("url_not_http", "a URL that is not http(s)",
+         set_key("notes.txt", "payload", "ftp://s3.example.org/x")),
+        ("string_version", 'version "7" (a string)', set_key("sub/deep.txt", "version", "7")),
+        ("float_size", "size 4.0 (a float)", set_key("sub/deep.txt", "size", 4.0)),
+        ("unknown_type", 'an item of type "l"', set_key("sub", "type", "l")),
+        ("unknown_key", "a listing with an extra key", lambda m: m.__setitem__("name", "x")),
+        ("other_format", "format csfs-folder-2",
+         lambda m: m.__setitem__("format", "csfs-folder-2")),
+        ("entries_not_an_object", "entries is a list", lambda m: m.__setitem__("entries", [])),
+        ("path_too_deep", "a path of 65 names (every folder above it listed)", deep_path),
+    ]
+    for name, description, edit in cases:
+        m = json.loads(json.dumps(good))
+        edit(m)
+        e, p = encrypt(text(m), ["alice"], "folder listing " + name, shift=16, context=ctx)
+        write("folder_listing_" + name, "format", description, "alice", e, p, None, ctx,
+              "folder-listing")
+    version_zero = Context(KIND_LISTING, vault_id, link, 0)
+    e, p = encrypt(plain, ["alice"], "folder listing version zero", shift=16,
+                   context=version_zero)
+    write("folder_listing_version_zero", "format", "listing version 0 (the first is 1)",
+          "alice", e, p, None, version_zero, "folder-listing")
 
 
 if __name__ == "__main__":

@@ -129,6 +129,11 @@ def unshare(path: str, name: str, reencrypt: bool, **kw: Any) -> None:
         r = sharing.unshare(vault, path, name, reencrypt=reencrypt)
     for problem in r.problems:
         click.echo(f"csfs: warning: {shown_message(problem)}; run `csfs fsck`", err=True)
+    for link_id, where in r.links_ended:
+        click.echo(
+            f"ended share link {link_id[:12]} to {shown(where)}: its version was re-encrypted",
+            err=True,
+        )
     extra = (
         f"; {r.files_reencrypted} files re-encrypted, {r.bytes_rewritten} bytes rewritten, "
         f"{r.versions_deleted} old versions deleted"

@@ -35,7 +35,8 @@ SIGNATURE_DOMAIN = b"csfs v1 envelope\0"
 WRAP_INFO = b"csfs v1 wrap\0"
 
 KIND_OFFLINE, KIND_FILE, KIND_DIRECTORY, KIND_LOG, KIND_NOTICE = 1, 2, 3, 4, 5
-KINDS = (KIND_OFFLINE, KIND_FILE, KIND_DIRECTORY, KIND_LOG, KIND_NOTICE)
+KIND_LISTING = 6  # a folder link's listing (format.md 7.8)
+KINDS = (KIND_OFFLINE, KIND_FILE, KIND_DIRECTORY, KIND_LOG, KIND_NOTICE, KIND_LISTING)
 _SUITES = {
     kem_id: hpke.Suite(kem, hpke.KDF.HKDF_SHA256, hpke.AEAD.AES_256_GCM)
     for kem_id, kem in HPKE_KEMS.items()
@@ -253,9 +254,14 @@ def seal_envelope(
 
 
 def rewrap_envelope(
-    env: Envelope, identity: Identity, recipients: list[Recipient], signer: Identity
+    env: Envelope,
+    identity: Identity,
+    recipients: list[Recipient],
+    signer: Identity,
+    link_keys: tuple[bytes, ...] = (),
 ) -> Envelope:
-    """The same envelope wrapped to another set of readers (format.md 7.5).
+    """The same envelope wrapped to another set of readers (format.md 7.5), and to
+    the raw X25519 public keys of the share links of this version (7.7), last.
 
     The content key, payload binding, sealed length and commitment are kept:
     the payload is untouched. ``identity`` must be able to open ``env``.
@@ -263,23 +269,36 @@ def rewrap_envelope(
     content_key = env.open(identity)
     unique = list(dict.fromkeys(recipients))
     stanzas = tuple(_wrap(content_key, r, env.context, env.header_hash) for r in unique)
+    stanzas += tuple(
+        _wrap_link(content_key, k, env.context, env.header_hash) for k in dict.fromkeys(link_keys)
+    )
     return seal_envelope_stanzas(
         env.context, env.header_hash, env.sealed_length, env.commitment, stanzas, signer
     )
 
 
-def add_link_stanza(
-    env: Envelope, identity: Identity, public: x25519.X25519PublicKey, signer: Identity
-) -> Envelope:
+def new_link_key() -> tuple[bytes, bytes]:
+    """A share link's key pair (format.md 7.7): raw X25519 private and public keys."""
+    secret = x25519.X25519PrivateKey.generate()
+    return secret.private_bytes_raw(), secret.public_key().public_bytes_raw()
+
+
+def add_link_stanza(env: Envelope, identity: Identity, public: bytes, signer: Identity) -> Envelope:
     """``env`` with one more stanza wrapping its content key to a bare X25519 key
     (a share link, format.md 7.7), its other stanzas kept, signed by ``signer``."""
-    info = WRAP_INFO + env.context.encode() + env.header_hash
-    kem = KEM_IDS["x25519"]
-    stanza = Stanza(kem, _SUITES[kem].encrypt(env.open(identity), public, info=info))
+    stanza = _wrap_link(env.open(identity), public, env.context, env.header_hash)
     return seal_envelope_stanzas(
         env.context, env.header_hash, env.sealed_length, env.commitment,
         (*env.stanzas, stanza), signer,
     )
+
+
+def _wrap_link(content_key: bytes, public: bytes, context: Context, header_hash: bytes) -> Stanza:
+    """A stanza for a share link's bare X25519 public key (3.3, 7.7)."""
+    info = WRAP_INFO + context.encode() + header_hash
+    kem = KEM_IDS["x25519"]
+    key = x25519.X25519PublicKey.from_public_bytes(public)
+    return Stanza(kem, _SUITES[kem].encrypt(content_key, key, info=info))
 
 
 def parse_envelope(data: bytes) -> Envelope:

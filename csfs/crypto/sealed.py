@@ -23,6 +23,7 @@ from csfs.crypto.envelope import (
     Envelope,
     new_content_key,
     parse_envelope,
+    rewrap_envelope,
     seal_envelope,
 )
 from csfs.crypto.keys import Identity, Recipient
@@ -282,12 +283,20 @@ def _seal_sparse(
 
 
 def seal_object(
-    data: bytes, recipients: list[Recipient], signer: Identity, context: Context
+    data: bytes,
+    recipients: list[Recipient],
+    signer: Identity,
+    context: Context,
+    link_keys: tuple[bytes, ...] = (),
 ) -> bytes:
-    """``env_len || envelope || payload``: the layout of manifests, log bodies and
-    notices (format.md 5.3), for small metadata held in memory."""
+    """``env_len || envelope || payload``: the layout of manifests, log bodies,
+    notices and folder-link listings (format.md 5.3), for small metadata held in
+    memory; ``link_keys``: share links' raw X25519 keys wrapped to as well (7.8),
+    which needs ``signer`` among ``recipients``."""
     payload = io.BytesIO()
     env = encrypt_stream(io.BytesIO(data), payload, recipients, signer, context=context)
+    if link_keys:
+        env = rewrap_envelope(env, signer, recipients, signer, link_keys)
     env_bytes = env.encode()
     return len(env_bytes).to_bytes(4, "big") + env_bytes + payload.getvalue()
 

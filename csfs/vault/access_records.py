@@ -280,17 +280,24 @@ class Unshare:
 
 @dataclass(frozen=True)
 class LinkAdd:
-    """A share link (format.md 7.7) to one version of a file."""
+    """A share link (format.md 7.7) to one version of a file, or a folder link (7.8)
+    to a folder (``kind`` "d", ``version`` 0: its listing names the versions)."""
 
     link: str
     node: str
     version: int
     public: str  # the link's X25519 public key, 64 hex digits
     expires_ns: int
+    kind: str = "f"
 
     def to_json(self) -> dict[str, Any]:
-        return {"expires_ns": self.expires_ns, "node": self.node, "public": self.public,
-                "version": self.version}
+        out: dict[str, Any] = {"expires_ns": self.expires_ns, "node": self.node,
+                               "public": self.public}
+        if self.kind == "d":
+            out["type"] = "d"
+        else:
+            out["version"] = self.version
+        return out
 
 
 @dataclass(frozen=True)
@@ -303,14 +310,23 @@ LogOp = MemberAdd | MemberRemove | Share | Unshare | LinkAdd | LinkRemove
 
 def parse_link(link: str, value: dict[str, Any]) -> LinkAdd:
     """The fields of a `link-add` (and of a link in a state), checked as 7.3 says."""
-    version, expires, public = value["version"], value["expires_ns"], value["public"]
-    if type(version) is not int or not 1 <= version < 2**63:
-        raise FormatError("a link's version is not an integer in [1, 2^63 - 1]")
+    expires, public = value["expires_ns"], value["public"]
+    kind = value.get("type", "f")
+    if "type" in value and kind != "d":
+        raise FormatError("a link of an unknown type")
+    if kind == "d":
+        if "version" in value:
+            raise FormatError("a folder link with a version")
+        version = 0
+    else:
+        version = value["version"]
+        if type(version) is not int or not 1 <= version < 2**63:
+            raise FormatError("a link's version is not an integer in [1, 2^63 - 1]")
     if type(expires) is not int or not 0 <= expires < 2**63:
         raise FormatError("a link's expires_ns is not an integer in [0, 2^63 - 1]")
     if not isinstance(public, str) or not _HEX32.fullmatch(public):
         raise FormatError("a link's public key is not 64 lowercase hex digits")
-    return LinkAdd(check_id(link), check_id(value["node"]), version, public, expires)
+    return LinkAdd(check_id(link), check_id(value["node"]), version, public, expires, kind)
 
 
 def parse_op(body: dict[str, Any], vault_id: str, owner: bytes) -> LogOp:

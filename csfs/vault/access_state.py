@@ -77,6 +77,16 @@ class AccessState:
             dict(self.links),
         )
 
+    def live_links(self, node: str, version: int, now_ns: int) -> list[LinkAdd]:
+        """The file links to version ``version`` of file ``node`` that have not
+        expired (7.7): readers of that version, as the log says, like its members.
+        (Folder links name their versions in their listings, 7.8.)"""
+        return [
+            x for _, x in sorted(self.links.items())
+            if x.kind == "f" and x.node == node and x.version == version
+            and x.expires_ns > now_ns
+        ]
+
     def by_name(self, name: str) -> Member:
         for m in self.members.values():
             if m.name == name:

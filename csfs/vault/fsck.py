@@ -5,7 +5,10 @@ so a flipped bit anywhere is found. Objects that nothing references are
 orphans: old versions, removed files, uploads a crash cut short. `--repair`
 deletes them, but only those older than a grace period: an upload another
 client has in flight looks like an orphan until its manifest switch lands,
-and deleting it would break that file.
+and deleting it would break that file; so would deleting a version such an
+upload draws on (a delta's source), which is kept with it. What a live share
+link reads (its version, a folder link's listing and the versions it names)
+is referenced too.
 """
 
 from __future__ import annotations
@@ -18,10 +21,12 @@ from dataclasses import dataclass, field
 from csfs.errors import AccessDenied, CsfsError, NotFound
 from csfs.vault.access import log_key, notice_key
 from csfs.vault.layout import HEADER_KEY, content_key, envelope_key, manifest_key
+from csfs.vault.links import live_link_objects
 from csfs.vault.manifest import Entry
 from csfs.vault.vault import Vault
 
-_OBJECT = re.compile(r"(m/[0-9a-f]{32}|[ck]/[0-9a-f]{32}/[0-9a-f]{16}|n/[0-9a-f]{32})")
+_PAYLOAD = re.compile(r"c/([0-9a-f]{32})/([0-9a-f]{16})")
+_OBJECT = re.compile(r"([mnl]/[0-9a-f]{32}|[ck]/[0-9a-f]{32}/[0-9a-f]{16})")
 
 
 class _Discard:
@@ -127,6 +132,15 @@ def fsck(
             )
     except CsfsError as exc:
         report.problems.append(f"access log: {exc.message}")
+    if vault.is_owner:
+        # A live share link names what it reads (7.7, 7.8): kept while the link works,
+        # even once the files have moved on. An expired link's versions are orphans.
+        try:
+            linked, problems = live_link_objects(vault)
+            reachable |= linked
+            report.problems += problems
+        except CsfsError as exc:
+            report.problems.append(f"share links: {exc.message}")
     try:
         visit("/", vault.root_entry())
     except CsfsError as exc:
@@ -150,11 +164,17 @@ def fsck(
             "(kept; it was removed while another client wrote in it)"
         )
         visit(f"/(unlisted {dir_id})", Entry(dir_id, "d"))
+    now = time.time()
+    reachable |= _drawn_on_in_flight(
+        vault,
+        [i.key for i in listing if i.key not in reachable and i.mtime and now - i.mtime < grace],
+        [i.key for i in listing],
+    )
     for info in listing:
         if info.key in reachable:
             continue
         if _OBJECT.fullmatch(info.key):
-            young = info.mtime and time.time() - info.mtime < grace
+            young = info.mtime and now - info.mtime < grace
             (report.recent if young else report.orphans).append(info.key)
         else:
             report.unknown.append(info.key)
@@ -195,6 +215,24 @@ def _folders_to_keep(vault: Vault, unlisted: list[str]) -> list[str]:
     keep = {d: m for d, m in loaded.items() if d not in removed_tree and m.entries}
     inner = {e.id for m in keep.values() for e in m.entries.values() if e.type == "d"}
     return sorted(d for d in keep if d not in inner)
+def _drawn_on_in_flight(vault: Vault, young: list[str], every: list[str]) -> set[str]:
+    """The payloads that uploads in flight draw on (format.md 5.5): a version stored
+    within the grace period and named by no manifest may be another client's delta
+    (2.6), about to be committed; its sources are kept with it. A version that cannot
+    be read yet keeps every payload of its file."""
+    by_file: dict[str, list[int]] = {}
+    for key in young:
+        m = _PAYLOAD.fullmatch(key)
+        if m:
+            by_file.setdefault(m[1], []).append(int(m[2], 16))
+    keep: set[str] = set()
+    for file_id, versions in by_file.items():
+        drawn = vault.sources_in_flight(file_id, versions)
+        if drawn is None:
+            keep.update(k for k in every if k.startswith(f"c/{file_id}/"))
+        else:
+            keep.update(content_key(file_id, v) for v in drawn)
+    return keep
 
 
 def _alias(vault: Vault, first: str | None, second: str | None) -> str:

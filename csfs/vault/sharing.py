@@ -33,6 +33,7 @@ from csfs.vault.access import (
 from csfs.vault.layout import (
     new_id,
 )
+from csfs.vault.links import linked_keys
 from csfs.vault.manifest import DirectoryManifest, Entry
 from csfs.vault.manifests import VersionChange
 from csfs.vault.members import (
@@ -75,6 +76,8 @@ class ShareReport:
     bytes_rewritten: int = 0  # payload bytes written anew (re-encryption only)
     versions_deleted: int = 0
     problems: list[str] = field(default_factory=list)  # aliases found and left alone
+    # Share links whose version was re-encrypted and deleted, so ended: (id, path).
+    links_ended: list[tuple[str, str]] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -183,7 +186,12 @@ def _rewrap(
                 raise AuthenticationError(f"{path}: key envelope belongs to another file")
             if only_signer is not None and env.signer != only_signer:
                 return 0
-            new = rewrap_envelope(env, vault.identity, to, vault.identity)
+            # A live share link of this version is one of its readers in the log
+            # (7.7, 7.8): a change of members must not end it, nor extend an expired one.
+            new = rewrap_envelope(
+                env, vault.identity, to, vault.identity,
+                tuple(links.get((entry.id, entry.version), ())),
+            )
             try:
                 vault.replace_envelope(entry.id, entry.version, new.encode(), etag)
                 return 1
@@ -192,6 +200,7 @@ def _rewrap(
         raise ContentionError(f"{path}: its envelope keeps changing; try again")
 
     unique = {e.id: (p, e) for p, e in files if e.type == "f" and e.version}
+    links = linked_keys(vault) if unique else {}
     with ThreadPoolExecutor(max_workers=WORKERS) as pool:
         return sum(pool.map(one, unique.values()))
 
@@ -343,6 +352,7 @@ def _reencrypt(vault: Vault, files: list[tuple[str, Entry]], report: ShareReport
         except CsfsError as exc:
             report.problems.append(f"{path}: not re-encrypted: {exc.message}")
 
+    paths = {entry.id: path for path, entry in files}
     # The earlier versions each old version draws on (a delta, format.md 2.6): they
     # hold its content under keys the revoked reader may have, so they go with it.
     sources: dict[tuple[str, int], list[int]] = {}
@@ -369,15 +379,42 @@ def _reencrypt(vault: Vault, files: list[tuple[str, Entry]], report: ShareReport
             ]
             lost = {name for name, _ in vault.commit_versions(dir_id, changes, keep_lost=False)}
             switched = [(old, new) for name, old, new in done if name not in lost]
-            old_versions = [
-                (old.id, v)
-                for old, _ in switched
-                for v in (old.version, *sources.get((old.id, old.version), []))
-            ]
+            old_versions = []
+            for old, new in switched:
+                gone = {old.version, *sources.get((old.id, old.version), [])}
+                # Another client's upload in flight may draw on them (2.6, 5.5):
+                # those are left to fsck, which keeps them as long as it does.
+                drawn = vault.kept_for_uploads(old.id, gone | {new.version})
+                kept = gone if drawn is None else gone & drawn
+                if kept:
+                    report.problems.append(
+                        f"{paths[old.id]}: {len(kept)} old version(s) kept until "
+                        "`csfs fsck --repair` deletes them: an upload in flight draws on them"
+                    )
+                old_versions += [(old.id, v) for v in sorted(gone - kept)]
             list(pool.map(lambda e: vault.delete_version(*e), old_versions))
+            _end_links(vault, set(old_versions), paths, report)
             report.files_reencrypted += len(switched)
             report.versions_deleted += len(switched)
             report.bytes_rewritten += sum(payload_size(new.size) for _, new in switched)
+
+
+def _end_links(
+    vault: Vault, deleted: set[tuple[str, int]], paths: dict[str, str], report: ShareReport
+) -> None:
+    """End, in the log, the share links to versions just re-encrypted and deleted
+    (7.7): their URLs name nothing now, so `csfs links` must not list them."""
+    for link in sorted(vault.access.current.links.values(), key=lambda x: x.link):
+        if (link.node, link.version) not in deleted:
+            continue
+
+        def make(
+            state: AccessState, seq: int, link_id: str = link.link
+        ) -> tuple[dict[str, Any], list[Recipient]]:
+            return {"op": "link-remove", "link": link_id}, []
+
+        vault.access.append(make)
+        report.links_ended.append((link.link, paths.get(link.node, link.node)))
 
 
 def remove_member(vault: Vault, name: str) -> list[str]:

@@ -260,6 +260,8 @@ class Vault(Namespace, Authority, SharedView, Manifests):
     upload_version = versions.upload_version
     reencrypt_version = versions.reencrypt_version
     conflict_copy = versions.conflict_copy
+    kept_for_uploads = versions.kept_for_uploads
+    sources_in_flight = versions.sources_in_flight
     write_file = versions.write_file
 
     def commit_file(self, parent_id: str, name: str, new: Entry, base: Entry | None) -> Entry:

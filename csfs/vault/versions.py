@@ -15,6 +15,7 @@ import contextlib
 import io
 import os
 import queue
+import re
 import tempfile
 import threading
 import time
@@ -42,8 +43,10 @@ from csfs.crypto import (
 )
 from csfs.errors import (
     AuthenticationError,
+    FormatError,
     IntegrityError,
     IsADirectory,
+    NoMatchingKeyError,
     NotFound,
     UsageError,
 )
@@ -144,6 +147,61 @@ def open_version(
             source.read(entry.id, entry.version, HEADER_SIZE, HEADER_SIZE + cipher.map_size, None)
         )
     return env, cipher
+
+
+# An upload another client has in flight (objects stored, its manifest switch still to
+# come) looks like an orphan for this long (format.md 5.5).
+IN_FLIGHT_SECONDS = 3600.0
+_VERSION_HEX = re.compile(r"[0-9a-f]{16}")
+
+
+def stored_sources(vault: Vault, file_id: str, version: int) -> list[int]:
+    """The versions that a stored version of ``file_id`` names as its sources (2.6),
+    whether or not a manifest names it yet; checked as any version is, but against
+    the length its own envelope seals (no entry gives one)."""
+    src = StoreSource(vault.store)
+    _, cipher = open_envelope(
+        src.envelope(file_id, version),
+        src.read(file_id, version, 0, HEADER_SIZE, None),
+        vault.identity,
+        context=file_context(vault, file_id, version),
+        allowed_signers=vault.signers_for(file_id),
+    )
+    if not cipher.needs_map:
+        return []
+    cipher.load_map(src.read(file_id, version, HEADER_SIZE, HEADER_SIZE + cipher.map_size, None))
+    return [s.version for s in cipher.sources]
+
+
+def sources_in_flight(vault: Vault, file_id: str, versions: list[int]) -> set[int] | None:
+    """The versions that ``versions`` of ``file_id`` (uploads in flight: stored, named
+    by no manifest yet) draw on, which must be kept (5.5). None if one of them cannot
+    be read yet (its envelope still on its way): then any version may be a source."""
+    out: set[int] = set()
+    for version in versions:
+        try:
+            out.update(stored_sources(vault, file_id, version))
+        except (IntegrityError, NoMatchingKeyError):
+            return None  # not whole yet, or not ours to read: assume the worst
+        except (AuthenticationError, FormatError):
+            continue  # not signed by a writer of the file: it vouches for nothing
+    return out
+
+
+def kept_for_uploads(vault: Vault, file_id: str, settled: set[int]) -> set[int] | None:
+    """Of the versions of ``file_id``, those an upload in flight draws on: the sources
+    of every version stored less than IN_FLIGHT_SECONDS ago that is not in ``settled``
+    (versions known to be committed, or being deleted). None: keep them all."""
+    now = time.time()
+    young = []
+    for info in vault.store.list(f"c/{file_id}/"):
+        tail = info.key.rsplit("/", 1)[1]
+        if not _VERSION_HEX.fullmatch(tail):
+            continue  # not a csfs object (fsck reports it)
+        version = int(tail, 16)
+        if version not in settled and info.mtime and now - info.mtime < IN_FLIGHT_SECONDS:
+            young.append(version)
+    return sources_in_flight(vault, file_id, young)
 
 
 def sources(

@@ -101,7 +101,7 @@ def parse_envelope(env: bytes) -> dict:
     sealed_length = env[81:105]
     commitment = env[105:137]
     (count,) = struct.unpack(">H", env[137:139])
-    if context[0] not in (1, 2, 3, 4, 5):  # 3.2: kinds 4 and 5 are used by 7.2 and 7.4
+    if context[0] not in (1, 2, 3, 4, 5, 6):  # 3.2: kinds 4 to 6 are used by 7.2, 7.4, 7.8
         raise FormatFailure("unknown context kind")
     if int.from_bytes(context[33:41], "big") >= 2**63:  # 3.2
         raise FormatFailure("context version 2^63 or more")
@@ -590,6 +590,90 @@ def parse_manifest(plaintext: bytes, dir_id: str, version: int) -> dict:
     if m["dir_id"] != dir_id:
         raise AuthFailure("manifest dir_id differs from its key")
     return m
+
+
+def read_folder_listing(obj: bytes, vault_id: str, link: str, identity_pem: bytes,
+                        owner: bytes) -> tuple[int, dict]:
+    """7.8 -> (listing version, its items by path): a laid-out object (5.3) with
+    context kind 6, node_id the link id, the version from the envelope itself."""
+    if len(obj) < 4:
+        raise FormatFailure("short listing object")
+    (env_len,) = struct.unpack(">I", obj[:4])
+    if env_len > MAX_ENVELOPE or 4 + env_len > len(obj):
+        raise FormatFailure("listing env_len out of range")
+    envelope, payload = obj[4 : 4 + env_len], obj[4 + env_len :]
+    version = int.from_bytes(envelope[41:49], "big") if len(envelope) >= 49 else 0
+    expected = context_bytes(6, vault_id, link, version)
+    plaintext = decrypt(envelope, payload, identity_pem, expected, signers={owner})
+    return version, parse_folder_listing(plaintext, link, version)
+
+
+LISTED_FILE_KEYS = {"envelope", "mtime_ns", "node", "payload", "size", "type", "version"}
+
+
+def _listed_url(value: object) -> None:
+    if not isinstance(value, str) or not 1 <= len(value) <= 4096 \
+            or not (value.startswith("https://") or value.startswith("http://")):
+        raise FormatFailure("listing URL")
+
+
+def parse_folder_listing(plaintext: bytes, link: str, version: int) -> dict:
+    """7.8, strictly: every rule of the listing, then `link` against the context."""
+    import json
+
+    if len(plaintext) > 32 * 2**20:
+        raise FormatFailure("listing above 32 MiB")
+    if not 1 <= version < 2**63:
+        raise FormatFailure("listing version out of range")
+    try:
+        body = json.loads(plaintext.decode("utf-8"), object_pairs_hook=_unique)
+    except (ValueError, RecursionError) as exc:
+        raise FormatFailure("listing is not JSON (or nested too deeply)") from exc
+    if not isinstance(body, dict) or body.get("format") != "csfs-folder-1" \
+            or set(body) != {"entries", "format", "link", "made_ns"}:
+        raise FormatFailure("listing keys")
+    _int(body["made_ns"], 0, 2**63 - 1)
+    if not isinstance(body["link"], str):
+        raise FormatFailure("listing link")
+    entries = body["entries"]
+    if not isinstance(entries, dict) or len(entries) > 10_000:
+        raise FormatFailure("listing entries")
+    nodes = set()
+    for path, item in entries.items():
+        names = path.split("/")
+        if len(path.encode("utf-8")) > 4096 or len(names) > 64:
+            raise FormatFailure("listing path too long or deep")
+        for name in names:
+            raw = name.encode("utf-8")
+            if not raw or len(raw) > 255 or name in (".", "..") or "\0" in name:
+                raise FormatFailure("bad name in a listing path")
+        if not isinstance(item, dict) or item.get("type") not in ("d", "f"):
+            raise FormatFailure("listing item type")
+        if item["type"] == "d":
+            if set(item) != {"type"}:
+                raise FormatFailure("listing folder keys")
+            continue
+        ver = _int(item.get("version"), 0, 2**63 - 1)
+        if set(item) != (LISTED_FILE_KEYS if ver else LISTED_FILE_KEYS - {"envelope", "payload"}):
+            raise FormatFailure("listing file keys")
+        if _int(item["size"], 0, 2**48) and not ver:
+            raise FormatFailure("empty listed file with a size")
+        _int(item["mtime_ns"], -(2**63), 2**63 - 1)
+        if not isinstance(item["node"], str) or not re.fullmatch("[0-9a-f]{32}", item["node"]):
+            raise FormatFailure("listing node id")
+        if item["node"] in nodes:
+            raise FormatFailure("a file listed twice")
+        nodes.add(item["node"])
+        if ver:
+            _listed_url(item["envelope"])
+            _listed_url(item["payload"])
+    for path in entries:
+        parent = path.rpartition("/")[0]
+        if parent and entries.get(parent, {}).get("type") != "d":
+            raise FormatFailure("a listed item whose folder is not listed")
+    if body["link"] != link:
+        raise AuthFailure("listing link differs from its context")
+    return entries
 
 
 def read_file_version(get, vault: dict, entry: dict, identity_pem: bytes) -> bytes:

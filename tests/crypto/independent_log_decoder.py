@@ -280,7 +280,8 @@ class State:
         self.members: dict[str, tuple[str, Member]] = {}  # fp -> (base64 record, parsed)
         self.grants: dict[str, dict[str, str]] = {}
         self.writers: dict[str, list[str]] = {}
-        # 7.3, 7.7: link id -> (node, version, public, expires_ns)
+        # 7.3, 7.7, 7.8: link id -> (node, version, public, expires_ns); version 0
+        # for a folder link (`"type":"d"`, which has none)
         self.links: dict[str, tuple[str, int, str, int]] = {}
 
     def as_json(self) -> dict[str, Any]:
@@ -291,13 +292,15 @@ class State:
             "members": {fp: rec for fp, (rec, _) in self.members.items()},
             "writers": self.writers,
             "links": {
-                k: {"expires_ns": e, "node": n, "public": p, "version": v}
+                k: {"expires_ns": e, "node": n, "public": p,
+                    **({"version": v} if v else {"type": "d"})}
                 for k, (n, v, p, e) in self.links.items()
             },
         }
 
     def add_link(self, link: Any, fields: dict[str, Any]) -> None:
-        """7.3 link-add: the id, then version in [1, 2^63 - 1], expires_ns in
+        """7.3 link-add: the id, then version in [1, 2^63 - 1] (a folder link, with
+        `"type":"d"`, has none; any other type is an error), expires_ns in
         [0, 2^63 - 1] and 64 lowercase hex digits of public key."""
         if not isinstance(link, str) or not ID.fullmatch(link):
             raise FormatFailure("a link id is not an id")
@@ -305,7 +308,13 @@ class State:
             raise FormatFailure("a link already in links")
         node = _id_field(fields, "node")
         version, expires, public = (fields.get(k) for k in ("version", "expires_ns", "public"))
-        if type(version) is not int or not 1 <= version <= 2**63 - 1:
+        if "type" in fields:
+            if fields["type"] != "d":
+                raise FormatFailure("a link of another type than d")
+            if "version" in fields:
+                raise FormatFailure("a folder link with a version")
+            version = 0
+        elif type(version) is not int or not 1 <= version <= 2**63 - 1:
             raise FormatFailure("a link's version is out of range")
         if type(expires) is not int or not 0 <= expires <= 2**63 - 1:
             raise FormatFailure("a link's expires_ns is out of range")
@@ -604,7 +613,8 @@ def read_log(
         "notices": result_notices,
         "readable": [bodies[seq] is not None for seq in verified],
         # 6.1: {<link id>: "<node>/<version as 16 hex digits>"}
-        "links": {k: f"{n}/{v:016x}" for k, (n, v, _, _) in state.links.items()},
+        "links": {k: f"{n}/{v:016x}" if v else f"{n}/folder"
+                  for k, (n, v, _, _) in state.links.items()},
         "writers": state.writers,
     }
 

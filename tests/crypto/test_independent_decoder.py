@@ -26,6 +26,7 @@ from tests.crypto.independent_decoder import (
     chunk_count,
     decrypt,
     padme,
+    parse_folder_listing,
     parse_manifest,
     parse_signed_blob,
     payload_size,
@@ -72,6 +73,10 @@ def test_vector(path: Path) -> None:
         if fields.get("object") == "manifest":  # section 6: parse it as 5.3 says
             assert context is not None
             parse_manifest(plaintext, context[17:33].hex(), int.from_bytes(context[33:], "big"))
+        if fields.get("object") == "folder-listing":  # section 6: parse it as 7.8 says
+            assert context is not None
+            parse_folder_listing(plaintext, context[17:33].hex(),
+                                 int.from_bytes(context[33:], "big"))
         return plaintext
 
     if expect == "success":

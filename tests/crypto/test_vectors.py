@@ -13,6 +13,7 @@ import pytest
 
 from csfs.crypto.envelope import Context
 from csfs.crypto.keys import load_identity_pem
+from csfs.vault.folder_listing import Listing
 from csfs.vault.manifest import DirectoryManifest, Entry
 from csfs.crypto.sealed import decrypt_stream
 from csfs.crypto.stream import ChunkCipher, SourceOpener, SourceSet
@@ -101,6 +102,8 @@ def read_object(vec: Vector, src: io.BufferedReader, out: io.BytesIO) -> None:
     if vec.object == "manifest":
         DirectoryManifest.decode_plain(out.getvalue(), env.context.node_id.hex(),
                                        env.context.version)
+    if vec.object == "folder-listing":
+        Listing.decode_plain(out.getvalue(), env.context.node_id.hex(), env.context.version)
 
 
 @pytest.mark.parametrize("vec", VECTORS, ids=lambda v: v.name)
@@ -124,6 +127,25 @@ def test_manifest_rejections_covered() -> None:
     """Each way a writer's manifest can break 5.3 has a vector (format.md 6)."""
     names = {v.name for v in VECTORS if v.object == "manifest" and v.expect == "format"}
     assert len(names) >= 18, sorted(names)
+
+
+def test_folder_listing_rejections_covered() -> None:
+    """Each way an owner's listing can break 7.8 has a vector (format.md 6)."""
+    names = {v.name for v in VECTORS if v.object == "folder-listing" and v.expect == "format"}
+    assert len(names) >= 19, sorted(names)
+
+
+def test_folder_listing_vector_decodes_as_a_listing() -> None:
+    vec = next(v for v in VECTORS if v.name == "folder_listing")
+    out = io.BytesIO()
+    ctx = context_of(vec)
+    assert ctx is not None
+    decrypt_stream(io.BytesIO(vec.payload), vec.envelope, out,
+                   load_identity_pem(vec.identity_pem, None), context=ctx)
+    listing = Listing.decode_plain(out.getvalue(), ctx.node_id.hex(), ctx.version)
+    assert sorted(listing.entries) == ["notes.txt", "sub", "sub/deep.txt", "sub/empty",
+                                       "sub/ünïcode ✓"]
+    assert listing.version == 3 and len(listing.versions()) == 2
 
 
 def test_manifest_vector_decodes_as_a_manifest() -> None:

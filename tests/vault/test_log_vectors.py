@@ -62,7 +62,8 @@ def test_log_vector(name: str, tmp_path: Path) -> None:
     assert {fp: m.name for fp, m in log.current.members.items()} == want["members"]
     assert log.current.grants == want["grants"]
     assert log.current.writers == want["writers"]
-    assert {k: f"{x.node}/{x.version:016x}" for k, x in log.current.links.items()} == \
+    assert {k: f"{x.node}/{x.version:016x}" if x.kind == "f" else f"{x.node}/folder"
+            for k, x in log.current.links.items()} == \
         want["links"]
     got = sorted(({"node": n.node, "name": n.name, "owner": n.owner, "write": n.write}
                   for n in log.notices.values()), key=lambda n: n["node"])

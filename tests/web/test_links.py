@@ -187,14 +187,14 @@ def test_an_envelope_signed_by_a_member_is_refused(page: Any, reader_url: str, w
         world.s3.put_object(Bucket=world.bucket, Key=key, Body=original)
 
 
-def test_cli_refuses_more_than_7_days_and_folders(world: World, reader_url: str) -> None:
+def test_cli_refuses_more_than_7_days_and_a_folder_without_folder(world: World,
+                                                                   reader_url: str) -> None:
     alice = world.people["alice"]
     r = run_csfs("link", "/projects/one.txt", "--expires", "8d", env=alice.env)
     assert_one_line_error(r)
     assert "at most 7 days" in r.stderr
     r = run_csfs("link", "/projects", env=alice.env)
-    assert_one_line_error(r)
-    assert "not a regular file" in r.stderr
+    assert "is a folder" in r.stderr and "--folder" in r.stderr and r.returncode == 2
     bob = world.people["bob"]
     r = run_csfs("link", "/Shared/alice/projects/one.txt", env=bob.env)
     assert_one_line_error(r)
@@ -214,3 +214,131 @@ def test_the_reader_opens_a_vault_whose_log_has_links(page: Any, reader_url: str
         listed = names(page)
         assert page.locator("#error").is_hidden(), page.inner_text("#error")
         assert ("logged.txt" in listed) == (who == "alice"), listed
+
+
+# -- folder links (7.8) -----------------------------------------------------------------
+
+FOLDER = {
+    "readme.txt": "Read me first\nünïcode ✓\n".encode(),
+    "empty.txt": b"",
+    "sub/data.bin": bytes(range(256)) * 1200 + b"tail",
+    "sub/deeper/x.txt": b"deep down\n",
+}
+
+
+def make_folder_link(world: World, reader_url: str, tmp: Path, top: str) -> tuple[str, str]:
+    alice = world.people["alice"]
+    for rel, data in FOLDER.items():
+        src = tmp / "src.bin"
+        src.write_bytes(data)
+        parent = f"{top}/{rel}".rsplit("/", 1)[0]
+        _ok(alice, "mkdir", "-p", parent)
+        _ok(alice, "put", str(src), f"{top}/{rel}")
+    r = run_csfs("link", "--folder", top, "--expires", "1h", "--reader", reader_url,
+                 env=alice.env)
+    assert r.returncode == 0, r.stderr
+    assert "(4 files)" in r.stderr, r.stderr
+    return r.stdout.strip(), r.stderr.split()[1]
+
+
+def rows(page: Any) -> list[str]:
+    page.wait_for_selector("#listing li")
+    return [n.strip() for n in page.locator("#listing li .name, #listing li.empty")
+            .all_inner_texts()]
+
+
+def save_shown(page: Any) -> bytes:
+    page.wait_for_selector("#save:not([disabled])", timeout=60_000)
+    with page.expect_download(timeout=60_000) as dl:
+        page.click("#save")
+    return Path(dl.value.path()).read_bytes()
+
+
+def test_a_folder_link_opens_on_a_phone_lists_and_saves(browser: Any, reader_url: str,
+                                                         world: World, tmp_path: Path) -> None:
+    url, _ = make_folder_link(world, reader_url, tmp_path, "/handout")
+    f = fragment(url)
+    assert set(f) == {"expires", "format", "key", "link", "listing", "name", "owner",
+                      "vault_id"}
+    context = phone(browser)
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    try:
+        open_link(page, url)
+        assert page.locator("#error").is_hidden(), page.inner_text("#error")
+        assert "#" not in page.url
+        assert page.inner_text("#title") == "Shared folder"
+        assert rows(page) == ["sub", "empty.txt", "readme.txt"]
+        assert page.evaluate("document.documentElement.scrollWidth") <= 390
+        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(SCREENSHOTS / "link-folder-phone.png"), full_page=True)
+        page.click("#listing button[data-name='readme.txt']")
+        page.wait_for_selector("#preview:not([hidden])", timeout=60_000)
+        assert page.eval_on_selector("#preview", "e => e.textContent") == \
+            FOLDER["readme.txt"].decode()
+        assert save_shown(page) == FOLDER["readme.txt"]
+        page.click("#crumbs button:text-is('handout')")
+        page.click("#listing button[data-name='empty.txt']")
+        assert save_shown(page) == b""
+        page.click("#crumbs button:text-is('handout')")
+        page.click("#listing button[data-name='sub']")
+        assert rows(page) == ["deeper", "data.bin"]
+        page.click("#listing button[data-name='data.bin']")
+        assert save_shown(page) == FOLDER["sub/data.bin"]
+        page.click("#crumbs button:text-is('sub')")
+        page.click("#listing button[data-name='deeper']")
+        page.click("#listing button[data-name='x.txt']")
+        assert save_shown(page) == FOLDER["sub/deeper/x.txt"]
+        assert page.locator("#error").is_hidden(), page.inner_text("#error")
+    finally:
+        context.close()
+    assert not errors, errors
+
+
+def test_a_folder_link_shows_a_refresh(page: Any, reader_url: str, world: World,
+                                       tmp_path: Path) -> None:
+    alice = world.people["alice"]
+    url, _ = make_folder_link(world, reader_url, tmp_path, "/growing")
+    src = tmp_path / "later.txt"
+    src.write_bytes(b"added later\n")
+    _ok(alice, "put", str(src), "/growing/later.txt")
+    open_link(page, url)
+    assert "later.txt" not in rows(page)  # a snapshot until the owner refreshes
+    out = run_csfs("links", "--refresh", env=alice.env)
+    assert out.returncode == 0 and "1 new versions in" in out.stderr, out.stderr
+    page.goto("about:blank")  # the same URL again would only change the fragment
+    open_link(page, url)
+    page.click("#listing button[data-name='later.txt']")
+    assert save_shown(page) == b"added later\n"
+
+
+def test_an_ended_folder_link_says_so(page: Any, reader_url: str, world: World,
+                                      tmp_path: Path) -> None:
+    alice = world.people["alice"]
+    url, link_id = make_folder_link(world, reader_url, tmp_path, "/withdrawn")
+    r = run_csfs("unlink", link_id, env=alice.env)
+    assert r.returncode == 0 and "its listing deleted" in r.stderr, r.stderr
+    open_link(page, url)
+    assert page.inner_text("#error") == (
+        "This link was ended by its owner (or its folder is gone); ask for a new link.")
+    assert page.locator("#listing li").count() == 0
+    assert run_csfs("cat", "/withdrawn/readme.txt", env=alice.env).stdout.encode() == \
+        FOLDER["readme.txt"]
+
+
+def test_a_tampered_folder_listing_is_refused(page: Any, reader_url: str, world: World,
+                                              tmp_path: Path) -> None:
+    url, _ = make_folder_link(world, reader_url, tmp_path, "/tampered")
+    key = f"{PREFIX}/l/{fragment(url)['link']}"
+    original = world.s3.get_object(Bucket=world.bucket, Key=key)["Body"].read()
+    flipped = bytearray(original)
+    flipped[-20] ^= 1
+    world.s3.put_object(Bucket=world.bucket, Key=key, Body=bytes(flipped))
+    try:
+        open_link(page, url)
+        text = page.inner_text("#error")
+        assert text.startswith("Refused: chunk 0 does not authenticate"), text
+        assert page.locator("#listing li").count() == 0
+    finally:
+        world.s3.put_object(Bucket=world.bucket, Key=key, Body=original)

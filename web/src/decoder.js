@@ -37,7 +37,7 @@ export function parseEnvelope(env) {
   if (env.length < STANZAS_AT + 96) throw formatError("short envelope");
   if (String.fromCharCode(...env.subarray(0, 8)) !== "csfs-ev1") throw formatError("bad envelope magic");
   const context = env.subarray(8, 49);
-  if (context[0] < 1 || context[0] > 5) throw formatError("unknown context kind");
+  if (context[0] < 1 || context[0] > 6) throw formatError("unknown context kind"); // 3.2: 6 is 7.8's
   if (readU64(context, 33) >= 2n ** 63n) throw formatError("context version 2^63 or more");
   const count = readU16(env, 137);
   if (count < 1 || count > 1024) throw formatError("stanza count out of range");

@@ -1,22 +1,28 @@
-// The share-link page (docs/format.md 7.7): one file, read with the key in the
-// URL fragment (never sent to a server) through two presigned GET URLs. A link
-// holder cannot read the access log, so only the owner's signature counts.
+// The share-link page (docs/format.md 7.7, 7.8): one file, read with the key in
+// the URL fragment (never sent to a server) through two presigned GET URLs; or a
+// folder, whose listing (one more presigned URL) names each file's two URLs. A
+// link holder cannot read the access log, so only the owner's signature counts.
 
 import { contextBytes, decryptPayload, MAX_ENVELOPE, MAX_MAP, openEnvelope, padme, chunkCount } from "./decoder.js";
 import { int, isObject, parseStrict } from "./json.js";
 import { linkIdentity } from "./keys.js";
+import { children, MAX_LISTING, parseListing } from "./listing.js";
+import { openLaidOutBytes } from "./log.js";
 import { nameOk } from "./manifest.js";
 import { readBounded } from "./s3.js";
 import { blobSink, coalesced, opfsSink, pickerSink, saveMode } from "./sinks.js";
-import { authError, CsfsError, formatError, fromHex, strictUtf8 } from "./util.js";
+import { authError, CsfsError, formatError, fromHex, readU32, readU64, strictUtf8 } from "./util.js";
 
 const $ = (id) => document.getElementById(id);
 const KEYS = ["envelope", "expires", "format", "key", "name", "node", "owner", "payload", "size", "vault_id", "version"];
+const FOLDER_KEYS = ["expires", "format", "key", "link", "listing", "name", "owner", "vault_id"];
 const ID = /^[0-9a-f]{32}$/;
 const HEX32 = /^[0-9a-f]{64}$/;
 const PREVIEW_MAX = 1 << 20;
 const maxpay = (m) => 32 + padme(m) + 16 * chunkCount(padme(m), 4096); // 5
+const MAX_LISTING_OBJECT = 4 + MAX_ENVELOPE + maxpay(MAX_LISTING); // 5: l/<link_id>
 const linkError = (m) => new CsfsError("link", m);
+const exactly = (obj, keys) => Object.keys(obj).length === keys.length && keys.every((k) => k in obj);
 
 // 7.7: the fragment, every field checked before use.
 export function parseLink(hash) {
@@ -28,9 +34,9 @@ export function parseLink(hash) {
   } catch {
     throw formatError("this link is damaged or incomplete");
   }
+  if (isObject(link) && link.format === "csfs-folder-link-1") return parseFolderLink(link);
   if (!isObject(link) || link.format !== "csfs-link-1") throw formatError("this is not a csfs link");
-  const keys = Object.keys(link);
-  if (keys.length !== KEYS.length || !KEYS.every((k) => k in link)) throw formatError("this link is damaged or incomplete");
+  if (!exactly(link, KEYS)) throw formatError("this link is damaged or incomplete");
   for (const k of ["envelope", "payload"]) {
     if (typeof link[k] !== "string" || !/^https?:\/\//.test(link[k])) throw formatError("this link's addresses are damaged");
   }
@@ -47,12 +53,29 @@ export function parseLink(hash) {
   };
 }
 
+// 7.8: a folder link's fragment, every field checked before use.
+function parseFolderLink(link) {
+  if (!exactly(link, FOLDER_KEYS)) throw formatError("this link is damaged or incomplete");
+  if (typeof link.listing !== "string" || !/^https?:\/\//.test(link.listing)) throw formatError("this link's addresses are damaged");
+  if (![link.key, link.owner].every((x) => typeof x === "string" && HEX32.test(x))) throw formatError("this link's keys are damaged");
+  if (![link.link, link.vault_id].every((x) => typeof x === "string" && ID.test(x))) throw formatError("this link's ids are damaged");
+  if (!nameOk(link.name)) throw formatError("this link's folder name is damaged");
+  return {
+    ...link,
+    folder: true,
+    expires: Number(int(link.expires, 0n, 2n ** 53n, "expires")),
+    key: fromHex(link.key),
+    owner: fromHex(link.owner),
+  };
+}
+
 const expired = (link) => Date.now() >= link.expires * 1000;
 
 // A presigned URL's answer -> the message a person can act on.
 async function refused(res, link) {
   const text = await res.text().catch(() => "");
-  if (res.status === 404 || /NoSuchKey/.test(text)) return linkError("this link was ended by its owner (or its file is gone); ask for a new link");
+  const what = link.folder ? "folder" : "file";
+  if (res.status === 404 || /NoSuchKey/.test(text)) return linkError(`this link was ended by its owner (or its ${what} is gone); ask for a new link`);
   if (expired(link) || /expired/i.test(text)) return linkError("this link has expired; ask for a new link");
   const code = /<Code>([^<]+)<\/Code>/.exec(text)?.[1] ?? `HTTP ${res.status}`;
   return new CsfsError("store", `the store refused this link (${code})`);
@@ -133,25 +156,117 @@ function humanSize(n) {
   return u ? `${v.toFixed(v < 10 ? 1 : 0)} ${units[u]}` : `${n} B`;
 }
 
-let link = null;
+let link = null; // the fragment
+let current = null; // the file shown: the link's own, or one of a folder link's
 
-async function main() {
-  link = parseLink(location.hash);
-  // The key leaves the address bar (and the history entry) once read.
-  history.replaceState(null, "", location.pathname + location.search);
-  $("name").textContent = link.name;
-  $("size").textContent = humanSize(link.size);
-  $("expires").textContent = new Date(link.expires * 1000).toLocaleString();
+// 7.8 "Reading one": the listing through its URL, opened with the link's key,
+// signed by the owner, parsed strictly.
+async function openListing(folder) {
+  if (expired(folder)) throw linkError("this link has expired; ask for a new link");
+  const obj = await readBounded(await get(folder.listing, folder, { Range: `bytes=0-${MAX_LISTING_OBJECT}` }), MAX_LISTING_OBJECT + 1);
+  if (obj.length > MAX_LISTING_OBJECT) throw formatError("the folder's listing is larger than any valid one");
+  if (obj.length < 4) throw formatError("the folder's listing is truncated");
+  const envLen = readU32(obj, 0);
+  const version = envLen >= 49 && obj.length >= 4 + 49 ? readU64(obj, 4 + 41) : 0n;
+  if (version < 1n || version >= 2n ** 63n) throw formatError("the listing's version is out of range");
+  const got = await openLaidOutBytes(obj, await linkIdentity(folder.key), contextBytes(6, folder.vault_id, folder.link, version),
+    [folder.owner], { maxLength: MAX_LISTING, what: "the folder's listing" });
+  if (!got) throw new CsfsError("no match", "this link's key does not open the folder's listing");
+  return parseListing(got.plaintext, folder.link, version);
+}
+
+let listing = null;
+let here = ""; // the folder shown, as a path below the linked one
+
+function showFolder(dir) {
+  here = dir;
+  current = null;
+  $("file").hidden = true;
+  $("preview").hidden = true;
+  $("folder").hidden = false;
+  crumbs(dir, null);
+  const list = $("listing");
+  list.replaceChildren();
+  const items = children(listing, dir);
+  if (!items.length) list.append(Object.assign(document.createElement("li"), { className: "empty", textContent: "This folder is empty." }));
+  for (const it of items) {
+    const li = document.createElement("li");
+    const b = Object.assign(document.createElement("button"), { type: "button" });
+    b.dataset.name = it.name;
+    const name = Object.assign(document.createElement("span"), { className: "name", textContent: it.name });
+    const meta = Object.assign(document.createElement("span"), { className: "meta" });
+    if (it.item === null) {
+      li.className = "dir";
+      meta.textContent = "folder";
+      b.addEventListener("click", () => showFolder(it.path));
+    } else {
+      li.className = "file";
+      meta.textContent = humanSize(it.item.size);
+      b.addEventListener("click", () => showFile(it).catch(fail));
+    }
+    b.append(name, meta);
+    li.append(b);
+    list.append(li);
+  }
+  $("status").textContent = `Verified: listed by the vault's owner (${listing.entries.size} items).`;
+}
+
+function crumbs(dir, file) {
+  const nav = $("crumbs");
+  nav.replaceChildren();
+  const parts = dir ? dir.split("/") : [];
+  const add = (label, path) => {
+    if (nav.childElementCount) nav.append(Object.assign(document.createElement("span"), { textContent: "/" }));
+    const b = Object.assign(document.createElement("button"), { type: "button", textContent: label });
+    b.addEventListener("click", () => {
+      $("error").hidden = true;
+      delete document.body.dataset.failed;
+      showFolder(path);
+    });
+    nav.append(b);
+  };
+  add(link.name, "");
+  parts.forEach((p, i) => add(p, parts.slice(0, i + 1).join("/")));
+  if (file) nav.append(Object.assign(document.createElement("span"), { textContent: `/ ${file}` }));
+}
+
+// A file of a folder link, shown as a file link's: the same checks (7.7), its URLs.
+async function showFile(it) {
+  const f = it.item;
+  current = {
+    name: it.name, size: f.size, node: f.node, version: f.version, envelope: f.envelope, payload: f.payload,
+    vault_id: link.vault_id, owner: link.owner, key: link.key, expires: link.expires, folder: true,
+  };
+  $("folder").hidden = true;
+  crumbs(here, it.name);
+  await showCurrent();
+}
+
+async function showCurrent() {
+  const file = current;
+  $("name").textContent = file.name;
+  $("size").textContent = humanSize(current.size);
+  $("expires").textContent = new Date(current.expires * 1000).toLocaleString();
+  $("preview").hidden = true;
+  $("save").disabled = true;
   $("file").hidden = false;
+  if (!current.version) {
+    // 7.8: an empty file has no objects; there is nothing to verify.
+    $("save").disabled = false;
+    $("status").textContent = "An empty file.";
+    return;
+  }
   $("status").textContent = "Verifying the file…";
-  const { opened, src } = await openLink(link);
+  const { opened, src } = await openLink(file);
+  if (current !== file) return; // the person went back meanwhile
   $("save").disabled = false;
   $("status").textContent = "Verified: signed by the vault's owner.";
   // A small file that is UTF-8 text is shown here; anything else is saved.
-  if (link.size <= PREVIEW_MAX) {
+  if (file.size <= PREVIEW_MAX) {
     const parts = [];
     for await (const p of decryptPayload(opened, src)) parts.push(p.slice());
     const bytes = new Uint8Array(await new Blob(parts).arrayBuffer());
+    if (current !== file) return;
     let text = null;
     try {
       text = strictUtf8.decode(bytes);
@@ -166,9 +281,27 @@ async function main() {
   }
 }
 
+async function main() {
+  link = parseLink(location.hash);
+  // The key leaves the address bar (and the history entry) once read.
+  history.replaceState(null, "", location.pathname + location.search);
+  if (link.folder) {
+    document.title = "csfs shared folder";
+    $("title").textContent = "Shared folder";
+    $("status").textContent = "Verifying the folder's listing…";
+    listing = await openListing(link);
+    $("expires-folder").textContent = new Date(link.expires * 1000).toLocaleString();
+    showFolder("");
+    return;
+  }
+  current = link;
+  await showCurrent();
+}
+
 $("save").addEventListener("click", () => {
   const usePicker = "showSaveFilePicker" in window && !saveMode;
-  const picked = usePicker ? window.showSaveFilePicker({ suggestedName: link.name }).catch(() => null) : null;
+  const file = current;
+  const picked = usePicker ? window.showSaveFilePicker({ suggestedName: file.name }).catch(() => null) : null;
   $("save").disabled = true;
   (async () => {
     let sink;
@@ -177,13 +310,18 @@ $("save").addEventListener("click", () => {
       if (!handle) return ($("status").textContent = "Not saved.");
       sink = await pickerSink(handle);
     } else if (saveMode !== "blob" && navigator.storage?.getDirectory) {
-      sink = await opfsSink(link.name).catch(() => blobSink(link.name));
+      sink = await opfsSink(file.name).catch(() => blobSink(file.name));
     } else {
-      sink = blobSink(link.name);
+      sink = blobSink(file.name);
     }
     sink = coalesced(sink);
     try {
-      const { opened, src } = await openLink(link);
+      if (!file.version) {
+        await sink.finish();
+        $("status").textContent = `Saved ${file.name} (empty).`;
+        return;
+      }
+      const { opened, src } = await openLink(file);
       let done = 0;
       let shown = 0;
       for await (const piece of decryptPayload(opened, src, { batch: 16 << 20 })) {
@@ -191,7 +329,7 @@ $("save").addEventListener("click", () => {
         done += piece.length;
         if (performance.now() - shown > 250) {
           shown = performance.now();
-          $("status").textContent = `Decrypting: ${humanSize(done)} of ${humanSize(link.size)}…`;
+          $("status").textContent = `Decrypting: ${humanSize(done)} of ${humanSize(file.size)}…`;
         }
       }
     } catch (e) {
@@ -199,7 +337,7 @@ $("save").addEventListener("click", () => {
       throw e;
     }
     await sink.finish();
-    $("status").textContent = `Saved ${link.name} (verified).`;
+    $("status").textContent = `Saved ${file.name} (verified).`;
   })().catch(fail).finally(() => {
     if (!document.body.dataset.failed) $("save").disabled = false;
   });

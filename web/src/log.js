@@ -102,7 +102,7 @@ class State {
     this.members = new Map(); // fp -> {record (base64), member}
     this.grants = {};
     this.writers = {};
-    this.links = {}; // 7.7: link id -> {expires_ns, node, public, version}
+    this.links = {}; // 7.7, 7.8: link id -> {expires_ns, node, public, version (0: a folder link)}
   }
 
   // 7.3: a link-add's fields (also a link in a state).
@@ -110,7 +110,13 @@ class State {
     if (typeof id !== "string" || !ID.test(id)) throw formatError("a link id is not an id");
     if (id in this.links) throw formatError("a link id added twice");
     if (!isObject(v)) throw formatError("a link is not an object");
-    const version = int(v.version, 1n, 2n ** 63n - 1n, "a link's version");
+    let version = 0n; // 7.8: a folder link ("type":"d") has no version
+    if ("type" in v) {
+      if (v.type !== "d") throw formatError("a link of an unknown type");
+      if ("version" in v) throw formatError("a folder link with a version");
+    } else {
+      version = int(v.version, 1n, 2n ** 63n - 1n, "a link's version");
+    }
     const expires = int(v.expires_ns, 0n, 2n ** 63n - 1n, "a link's expires_ns");
     if (typeof v.public !== "string" || !/^[0-9a-f]{64}$/.test(v.public)) throw formatError("a link's public key is not 64 hex digits");
     this.links[id] = { expires_ns: expires, node: idField(v, "node"), public: v.public, version };
@@ -323,7 +329,7 @@ export function resultJson(r) {
   for (const [fp, { member }] of r.state.members) members[fp] = member.name;
   return {
     grants: r.state.grants,
-    links: Object.fromEntries(Object.entries(r.state.links).map(([k, v]) => [k, `${v.node}/${v.version.toString(16).padStart(16, "0")}`])),
+    links: Object.fromEntries(Object.entries(r.state.links).map(([k, v]) => [k, v.version ? `${v.node}/${v.version.toString(16).padStart(16, "0")}` : `${v.node}/folder`])),
     members,
     notices: r.notices.map(({ name, node, owner, write }) => ({ name, node, owner, write })),
     readable: r.readable,

@@ -2,6 +2,7 @@
 
 import { bytesSource, contextBytes, decryptAll } from "./decoder.js";
 import { loadIdentity } from "./keys.js";
+import { parseListing } from "./listing.js";
 import { parseManifest } from "./manifest.js";
 import { readLog, resultJson } from "./log.js";
 import { CsfsError, fromHex, hex, readU64, sha256 } from "./util.js";
@@ -50,6 +51,9 @@ export async function runFileVector(base, name) {
     const { plaintext } = await decryptAll({ envelope, identity: id, expected }, payload, { fetchSource });
     if (fields.object === "manifest") {
       parseManifest(plaintext, hex(expected.subarray(17, 33)), readU64(expected, 33));
+    }
+    if (fields.object === "folder-listing") {
+      parseListing(plaintext, hex(expected.subarray(17, 33)), readU64(expected, 33));
     }
     return { expect: fields.expect, got: "success", sha256: hex(await sha256(plaintext)), want: fields["plaintext-sha256"] };
   } catch (e) {
