@@ -21,7 +21,7 @@ from csfs.errors import NotFound, UsageError
 from csfs.store import open_store
 from csfs.vault import Entry, Vault, transfer
 from csfs.vault.fsck import fsck
-from csfs.vault.namespace import split_path
+from csfs.vault.paths import split_path
 from csfs.vault.state import forget_store_state
 
 PROGRESS_MIN = 4 << 20

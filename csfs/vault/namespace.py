@@ -1,15 +1,14 @@
-"""Paths and names: resolving paths, and the namespace changes (mkdir, symlink and
-nodes, setattr, remove, rename, and their conditional forms the upload queue
-applies), each one conditional manifest switch or, across folders, two in a
-crash-safe order (docs/format.md 5.5)."""
+"""The namespace changes (mkdir, symlink and nodes, setattr, remove, rename, and
+their conditional forms the upload queue applies), each one conditional manifest
+switch or, across folders, two in a crash-safe order (docs/format.md 5.5). Paths
+are resolved in paths.py."""
 
 from __future__ import annotations
 
 import contextlib
 import functools
-import posixpath
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
@@ -19,7 +18,6 @@ from csfs.errors import (
     CrossShare,
     CsfsError,
     DirectoryNotEmpty,
-    IntegrityError,
     IsADirectory,
     NotADirectory,
     NotFound,
@@ -27,11 +25,11 @@ from csfs.errors import (
     PreconditionFailed,
     UsageError,
 )
-from csfs.vault.core import VaultCore
 from csfs.vault.crashpoint import crash_point
 from csfs.vault.layout import manifest_key, new_id
-from csfs.vault.manifest import DirectoryManifest, Entry, check_name
+from csfs.vault.manifest import DirectoryManifest, Entry
 from csfs.vault.manifests import MAX_RETRIES, conflict_name, still_holds
+from csfs.vault.paths import Paths, split_path
 
 
 class Unset:
@@ -41,13 +39,7 @@ class Unset:
 UNSET = Unset()
 
 
-def split_path(path: str) -> list[str]:
-    """'/a/b' -> ['a', 'b']; the vault path syntax is POSIX, always absolute."""
-    norm = posixpath.normpath("/" + path.strip())
-    return [check_name(p) for p in norm.split("/") if p]
-
-
-class Namespace(VaultCore):
+class Namespace(Paths):
     """Path lookup and the namespace changes, each a conditional manifest switch.
 
     Never replaces what another writer put at a name since the caller looked
@@ -77,62 +69,6 @@ class Namespace(VaultCore):
                     if_none_match=True,
                 )
         return child
-
-    # -- paths --------------------------------------------------------------------
-
-    def root_entry(self) -> Entry:
-        manifest = self.view_dir(self.root_id)  # with changes queued offline
-        return Entry(
-            self.root_id,
-            "d",
-            mode=manifest.mode,
-            mtime_ns=manifest.mtime_ns,
-            ctime_ns=manifest.ctime_ns,
-            atime_ns=manifest.atime_ns,
-            uid=manifest.uid,
-            gid=manifest.gid,
-        )
-
-    def lookup(self, path: str) -> Entry:
-        parts = split_path(path)
-        entry = self.root_entry()
-        above = {entry.id}  # the folders on this path: one met again is a cycle
-        for i, name in enumerate(parts):
-            if entry.type != "d":
-                raise NotADirectory(f"not a directory: /{'/'.join(parts[:i])}")
-            manifest = self.view_dir(entry.id)
-            found = manifest.entries.get(name)
-            if found is None:
-                raise NotFound(f"no such file or directory: /{'/'.join(parts[: i + 1])}")
-            if found.type == "d":
-                if found.id in above:
-                    raise IntegrityError(cycle_message("/" + "/".join(parts[: i + 1])))
-                above.add(found.id)
-            entry = found
-        return entry
-
-    def parent_of(self, path: str) -> tuple[str, str]:
-        """(directory id of the parent, final name) for a path that is not the root."""
-        parts = split_path(path)
-        if not parts:
-            raise UsageError("the vault root cannot be changed this way")
-        parent = self.lookup("/" + "/".join(parts[:-1]))
-        if parent.type != "d":
-            raise NotADirectory(f"not a directory: /{'/'.join(parts[:-1])}")
-        return parent.id, parts[-1]
-
-    def listdir(self, path: str = "/") -> dict[str, Entry]:
-        entry = self.lookup(path)
-        if entry.type != "d":
-            raise NotADirectory(f"not a directory: {path}")
-        return dict(self.view_dir(entry.id).entries)
-
-    def exists(self, path: str) -> bool:
-        try:
-            self.lookup(path)
-        except NotFound:
-            return False
-        return True
 
     # -- directories and links ----------------------------------------------------------
 
@@ -518,48 +454,3 @@ class Namespace(VaultCore):
                 m.entries[name] = replace(cur, **changes)
 
         self.update_dir(dir_id, change, touch=False)
-
-    def path_of(self, dir_id: str) -> str | None:
-        """The path of a directory as this client knows it (for messages); None if unknown."""
-        parts: list[str] = []
-        node = dir_id
-        for _ in range(256):
-            if node in (self.root_id, self.header.root_id):
-                return "/" + "/".join(reversed(parts))
-            with self._lock:
-                parents = sorted(self._parents.get(node, ()))
-            if not parents:
-                self._discover(node)
-                with self._lock:
-                    parents = sorted(self._parents.get(node, ()))
-            if not parents:
-                return None
-            listing = self.load_dir(parents[0])[0].entries
-            names = [n for n, e in listing.items() if e.id == node]
-            if not names:
-                return None
-            parts.append(names[0])
-            node = parents[0]
-        return None
-
-    # -- trees ------------------------------------------------------------------------
-
-    def walk(
-        self, path: str = "/", entry: Entry | None = None, *, fresh: bool = False
-    ) -> Iterator[tuple[str, Entry]]:
-        """Every (path, entry) under ``path``, depth first, parents before children;
-        ``fresh`` re-reads every manifest instead of trusting the TTL cache."""
-        stack = [(path, entry or self.lookup(path))]
-        expanded: set[str] = set()  # a node listed twice, or a cycle, is entered once
-        while stack:
-            path, entry = stack.pop()
-            yield path, entry
-            if entry.type == "d" and entry.id not in expanded:
-                expanded.add(entry.id)
-                manifest = self.load_dir(entry.id, fresh=fresh)[0]
-                for name, child in sorted(manifest.entries.items(), reverse=True):
-                    stack.append((posixpath.join(path, name), child))
-
-
-def cycle_message(path: str) -> str:
-    return f"directory cycle in the vault: {path} leads back to a folder above it"

@@ -42,7 +42,7 @@ from csfs.vault.members import (
     require_vault_owner,
     trust_member,
 )
-from csfs.vault.namespace import split_path
+from csfs.vault.paths import split_path
 from csfs.vault.tree_index import (
     Tree,
     find_paths,

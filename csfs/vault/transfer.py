@@ -23,7 +23,7 @@ from csfs.vault.localfs import (
 )
 from csfs.vault.manifest import DirectoryManifest, Entry
 from csfs.vault.manifests import VersionChange
-from csfs.vault.namespace import cycle_message, split_path
+from csfs.vault.paths import cycle_message, split_path
 from csfs.vault.vault import Vault
 
 

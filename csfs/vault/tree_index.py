@@ -15,7 +15,7 @@ from csfs.crypto.keys import load_recipient_pem
 from csfs.errors import CsfsError
 from csfs.vault.access import AccessState
 from csfs.vault.manifest import Entry
-from csfs.vault.namespace import split_path
+from csfs.vault.paths import split_path
 from csfs.vault.vault import Vault
 
 

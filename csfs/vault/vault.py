@@ -58,7 +58,8 @@ from csfs.vault.manifests import (
     Manifests,
     VersionChange,
 )
-from csfs.vault.namespace import Namespace, split_path
+from csfs.vault.namespace import Namespace
+from csfs.vault.paths import split_path
 from csfs.vault.shared_view import SharedView
 from csfs.vault.state import VaultState, default_state_dir
 
