@@ -55,6 +55,7 @@ from csfs.vault.manifest import XATTR_PREFIX
 
 log = logging.getLogger("csfs.fuse")
 RENAME_NOREPLACE = 1  # <linux/fs.h>
+RENAME_EXCHANGE = 2
 
 F = TypeVar("F", bound=Callable[..., Any])
 UTIME_NOW = (1 << 30) - 1
@@ -275,11 +276,16 @@ class CsfsOperations(fuse.Operations):
     @translated
     def rename(self, old: str, new: str, flags: int = 0) -> int:
         # renameat2 flags (FlagPassingFUSE hands them on; plain mfusepy drops them).
-        # RENAME_EXCHANGE and RENAME_WHITEOUT are refused, never turned into a plain
-        # rename that would replace the target.
-        if flags & ~RENAME_NOREPLACE:
+        # RENAME_WHITEOUT, and both flags at once, are refused, never turned into a
+        # plain rename that would replace the target.
+        if flags & ~(RENAME_NOREPLACE | RENAME_EXCHANGE) or flags == (
+            RENAME_NOREPLACE | RENAME_EXCHANGE
+        ):
             raise OSError(errno.EINVAL, "renameat2 flag not supported")
-        self.fs.rename(old, new, noreplace=bool(flags & RENAME_NOREPLACE))
+        if flags & RENAME_EXCHANGE:
+            self.fs.exchange(old, new)
+        else:
+            self.fs.rename(old, new, noreplace=bool(flags & RENAME_NOREPLACE))
         return 0
 
     @translated

@@ -28,6 +28,8 @@ from csfs.vault.session import committing
 from csfs.vault.upload_queue import NamespaceOp
 from csfs.vault.vault import split_path
 
+EXCHANGE_WAIT = 60.0  # seconds an exchange waits for the files' queued versions
+
 
 class Namespace(Attributes):
     """Folders, links, unlink and rename, online or queued."""
@@ -248,6 +250,44 @@ class Namespace(Attributes):
                 of = self.open_files.get(entry.id)
                 if of is not None:
                     of.parent_id, of.name, of.ctime_ns = parent_id, name, now
+
+    def exchange(self, old: str, new: str) -> None:
+        """renameat2(RENAME_EXCHANGE) within one folder: one switch of names the store
+        holds, so versions of either file still queued here are committed first."""
+        self._writable()
+        if self.vault.parent_of(old)[0] != self.vault.parent_of(new)[0]:
+            raise UsageError("names are exchanged only within one folder")  # EINVAL
+        for path in (old, new):
+            _, _, e = self._raw_entry(path)
+            if e is None:
+                raise NotFound(f"no such file or directory: {path}")
+            if e.type == "f" and not self.queue.wait(e.id, timeout=EXCHANGE_WAIT):
+                raise TransientStoreError("a file being exchanged could not be stored yet")
+        with self.vault.commit_lock:
+            parent_id, name_a, a = self._raw_entry(old)
+            _, name_b, b = self._raw_entry(new)
+            with self.lock:
+                made_here = {(parent_id, name_a), (parent_id, name_b)} & set(self.created)
+            if made_here or self.queue.pending_ops() or not self._online():
+                raise TransientStoreError("names are exchanged only while the store answers")
+            self.vault.exchange(old, new)
+            with self.lock:
+                seen_a = self.seen.pop((parent_id, name_a), None)
+                seen_b = self.seen.pop((parent_id, name_b), None)
+                if seen_a is not None:
+                    self.seen[(parent_id, name_b)] = seen_a
+                if seen_b is not None:
+                    self.seen[(parent_id, name_a)] = seen_b
+            now = time.time_ns()
+            for e, name in ((a, name_b), (b, name_a)):
+                if e is None or e.type != "f":
+                    continue
+                self.queue.update(e.id, name=name, ctime_ns=now)  # a version sealed since
+                with self.lock:
+                    of = self.open_files.get(e.id)
+                if of is not None:
+                    with of.lock:
+                        of.name, of.ctime_ns = name, now
 
     def _move(
         self,

@@ -347,6 +347,31 @@ class Namespace(Paths):
             return placed
         return self._drop_moved(src_parent, src_name, dst_parent, dst_name, placed, ctime_ns)
 
+    def exchange(self, path_a: str, path_b: str) -> None:
+        """Swap the entries of two names in one folder (renameat2's RENAME_EXCHANGE):
+        one manifest switch, made only while the names still hold the nodes looked up
+        (another client's change meanwhile makes it fail, and nothing moves)."""
+        parent_a, name_a = self.parent_of(path_a)
+        parent_b, name_b = self.parent_of(path_b)
+        if parent_a != parent_b:
+            # Two manifests cannot switch at once: a crash between would lose a name.
+            raise UsageError("names are exchanged only within one folder")
+        a, b = self.lookup(path_a), self.lookup(path_b)
+        if a.id == b.id:
+            return
+
+        def swap(m: DirectoryManifest) -> None:
+            cur_a, cur_b = m.entries.get(name_a), m.entries.get(name_b)
+            if cur_a is None or cur_b is None:
+                raise NotFound(f"no such file or directory: {path_a if cur_a is None else path_b}")
+            if cur_a.id != a.id or cur_b.id != b.id:
+                raise ContentionError("another client changed a name being exchanged; try again")
+            now = time.time_ns()
+            m.entries[name_a] = replace(cur_b, ctime_ns=now)
+            m.entries[name_b] = replace(cur_a, ctime_ns=now)
+
+        self.update_dir(parent_a, swap)
+
     def _drop_moved(
         self,
         src_parent: str,

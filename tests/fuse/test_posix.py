@@ -52,8 +52,6 @@ pytestmark = [
 ]
 
 # Why the csfs run differs from the kernel today (issue 11).
-_EXCHANGE = ("issue 11: csfs refuses RENAME_EXCHANGE with EINVAL (not atomic across folders "
-             "in the store yet); {}")
 _XATTR_NS = ("csfs stores user.* xattrs only (README, 'what is different'); {}.* is refused "
              "ENOTSUP by design, where tmpfs stores it")
 
@@ -67,8 +65,6 @@ CSFS_XFAIL: dict[str, str] = {
         "csfs keeps atime noatime-like (README): a read never writes a manifest; only "
         "utimensat sets atime",
     # rename
-    "test_renameat2_exchange_files": _EXCHANGE.format("tmpfs swaps the files"),
-    "test_renameat2_exchange_file_and_dir": _EXCHANGE.format("tmpfs swaps the file and folder"),
     # xattrs
     "test_xattr_trusted_roundtrip_as_root": _XATTR_NS.format("trusted"),
     "test_xattr_trusted_hidden_from_non_root": _XATTR_NS.format("trusted"),
@@ -1054,6 +1050,21 @@ def test_renameat2_exchange_swaps_or_refuses(d: str) -> None:
         assert (read(f"{d}/a"), read(f"{d}/b")) == (b"content a", b"content b")
     else:
         assert (read(f"{d}/a"), read(f"{d}/b")) == (b"content b", b"content a")
+
+
+def test_renameat2_exchange_across_folders_swaps_or_refuses(d: str) -> None:
+    """csfs swaps two names in one manifest switch, so only within one folder; across
+    folders it refuses with EINVAL and nothing moves (tmpfs swaps)."""
+    os.mkdir(f"{d}/x")
+    write(f"{d}/a", b"content a")
+    write(f"{d}/x/b", b"content b")
+    try:
+        renameat2(f"{d}/a", f"{d}/x/b", RENAME_EXCHANGE)
+    except OSError as exc:
+        assert exc.errno == errno.EINVAL
+        assert (read(f"{d}/a"), read(f"{d}/x/b")) == (b"content a", b"content b")
+    else:
+        assert (read(f"{d}/a"), read(f"{d}/x/b")) == (b"content b", b"content a")
 
 
 def test_renameat2_exchange_missing_enoent(d: str) -> None:

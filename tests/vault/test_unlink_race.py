@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from csfs.errors import NotFound
+from csfs.errors import ContentionError, NotFound, UsageError
 from csfs.vault import Vault
 from csfs.vault.filesystem import FileSystem
 from tests.vault.conftest import read_bytes, write_bytes
@@ -208,3 +208,26 @@ def test_rename_over_a_name_this_mount_said_was_empty_keeps_the_other_clients_fi
     c = reopen()
     contents = {n: read_bytes(c, "/" + n) for n in c.listdir("/")}
     assert sorted(contents.values()) == [b"made by B", b"saved by A"], contents
+
+
+def test_exchange_swaps_two_names_or_nothing(
+    vault: Vault, reopen: Callable[..., Vault]
+) -> None:
+    """renameat2(RENAME_EXCHANGE): one switch; if another client put a new file at one
+    of the names since the caller looked, nothing moves (that file is not swapped away)."""
+    write_bytes(vault, "/a", b"A")
+    write_bytes(vault, "/b", b"B")
+    vault.exchange("/a", "/b")
+    assert (read_bytes(reopen(), "/a"), read_bytes(reopen(), "/b")) == (b"B", b"A")
+    stale = reopen(ttl=3600)
+    stale.lookup("/a")
+    replace_by_other_client(reopen(), "/a", b"new from C")
+    with pytest.raises(ContentionError):
+        stale.exchange("/a", "/b")
+    c = reopen()
+    assert (read_bytes(c, "/a"), read_bytes(c, "/b")) == (b"new from C", b"A")
+    vault.mkdir("/sub")
+    write_bytes(vault, "/sub/x", b"x")
+    with pytest.raises(UsageError):
+        vault.exchange("/a", "/sub/x")  # two folders: refused, nothing moves
+    assert read_bytes(reopen(), "/sub/x") == b"x"
