@@ -11,6 +11,8 @@ from csfs.cli.group import CsfsCommand
 from csfs.cli.options import pop_store_opts, store_options, vault_from
 from csfs.cli.render import shown
 from csfs.vault import links as vault_links
+from csfs.vault.folder_links import make_folder_link
+from csfs.vault.link_common import parse_duration
 
 
 def _when(seconds: int) -> str:
@@ -32,8 +34,8 @@ def link(path: str, expires: str, folder: bool, reader: str, **kw: Any) -> None:
 
     Whoever has the link can read the file (or, with --folder, the folder) as it is
     now. `csfs unlink` ends it."""
-    seconds = vault_links.parse_duration(expires)
-    make = vault_links.make_folder_link if folder else vault_links.make_link
+    seconds = parse_duration(expires)
+    make = make_folder_link if folder else vault_links.make_link
     with vault_from(pop_store_opts(kw)) as vault:
         info = make(vault, path, seconds, reader)
     click.echo(info.url)

@@ -14,190 +14,54 @@ still stored. Every step of an unlink is safe to repeat.
 
 from __future__ import annotations
 
-import base64
-import json
 import posixpath
-import re
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 from csfs.crypto import parse_envelope, rewrap_envelope
-from csfs.crypto.envelope import add_link_stanza, new_link_key
+from csfs.crypto.envelope import new_link_key
 from csfs.errors import (
-    AuthenticationError,
     ContentionError,
     CsfsError,
-    IntegrityError,
     NotFound,
     PreconditionFailed,
     UsageError,
 )
-from csfs.store.s3 import S3Store
 from csfs.vault.access_records import LinkAdd, parse_op
 from csfs.vault.access_state import AccessState
+from csfs.vault.folder_links import listed_items, listing_or_none, read_listing
 from csfs.vault.folder_listing import (
-    MAX_ITEMS,
-    MAX_LISTING_OBJECT,
-    ListedFile,
     Listing,
     listing_key,
 )
-from csfs.vault.layout import content_key, envelope_key, new_id, read_limited_with_etag
+from csfs.vault.layout import content_key, envelope_key, new_id
+from csfs.vault.link_common import (
+    GONE,
+    LINK_FORMAT,
+    LISTING_GONE,
+    ROTATE_TRIES,
+    LinkInfo,
+    add_stanza,
+    append_link,
+    check_seconds,
+    link_url,
+    rotate,
+    s3_of,
+    seconds_left,
+)
 from csfs.vault.manifest import Entry
-from csfs.vault.manifests import VersionChange
 from csfs.vault.members import require_vault_owner
 from csfs.vault.tree_index import Tree, find_paths, index_tree, log_readers, recipients_of
 from csfs.vault.vault import Vault, store_has
-
-LINK_FORMAT = "csfs-link-1"
-FOLDER_LINK_FORMAT = "csfs-folder-link-1"
-ROTATE_TRIES = 5  # a file rewritten faster than it can be re-encrypted wins, and says so
-MAX_SECONDS = 7 * 24 * 3600  # SigV4 presigned URLs last at most 7 days
-_DURATION = re.compile(r"([1-9][0-9]*)([smhd])")
-_UNIT = {"s": 1, "m": 60, "h": 3600, "d": 86400}
-GONE = "its version is gone from the store"
-LISTING_GONE = "its listing is gone from the store"
-
-
-@dataclass(frozen=True)
-class LinkInfo:
-    id: str
-    path: str | None  # None: the file or folder was moved out of reach or removed
-    version: int  # a file link's version; 0 for a folder link
-    expires: int  # seconds since the epoch
-    url: str = ""  # only when just made: the owner keeps no private key
-    ended: str = ""  # why a link still in the log no longer works ("" if it does)
-    folder: bool = False
-    files: int = 0  # a folder link: the files its listing names
-
-    @property
-    def expired(self) -> bool:
-        return self.expires <= time.time()
-
-
-def parse_duration(text: str) -> int:
-    """'90s', '30m', '12h', '7d' -> seconds; refuses more than 7 days."""
-    m = _DURATION.fullmatch(text.strip())
-    if not m:
-        raise UsageError(f"invalid expiry {text!r}", hint="a number and s, m, h or d, e.g. 7d")
-    seconds = int(m.group(1)) * _UNIT[m.group(2)]
-    if seconds > MAX_SECONDS:
-        raise UsageError(
-            f"a link can last at most 7 days (presigned S3 URLs expire by then), not {text}"
-        )
-    return seconds
-
-
-def _s3(vault: Vault) -> S3Store:
-    store: Any = vault.store
-    while not isinstance(store, S3Store):
-        store = getattr(store, "inner", None)
-        if store is None:
-            raise UsageError(
-                "share links need an S3 store (the browser reads through presigned URLs)"
-            )
-    return store
-
-
-def _check_seconds(seconds: int) -> None:
-    if not 0 < seconds <= MAX_SECONDS:
-        raise UsageError("a link can last at most 7 days (presigned S3 URLs expire by then)")
-
-
-def _left(expires: int) -> int:
-    """Seconds from now to ``expires``: every URL of a link expires with it, never
-    later (7.7, 7.8), however long making the link took."""
-    seconds = expires - int(time.time())
-    if seconds <= 0:
-        raise UsageError("the link has expired meanwhile")
-    return seconds
-
-
-def _url(reader: str, fragment: dict[str, Any]) -> str:
-    text = json.dumps(fragment, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    encoded = base64.urlsafe_b64encode(text.encode()).decode().rstrip("=")
-    return f"{reader.rstrip('/')}/link.html#{encoded}"
-
-
-def _append_link(vault: Vault, link: LinkAdd) -> None:
-    def make(state: AccessState, seq: int) -> tuple[dict[str, Any], list[Any]]:
-        return {"op": "link-add", "link": link.link, **link.to_json()}, []
-
-    vault.access.append(make)
-
-
-# -- versions a link reads -------------------------------------------------------------
-
-
-def _rotate(vault: Vault, path: str, entry: Entry) -> Entry:
-    """A new self-contained version of the file at ``path`` (a re-encryption under a
-    fresh key), switched in if the file did not change meanwhile."""
-    parent_id, name = vault.parent_of(path)
-    parent = vault.load_dir(parent_id, fresh=True)[0]
-    version, length = vault.reencrypt_version(entry, parent)
-    new = replace(entry, version=version, size=length)
-    # Switched only where the name still holds the version re-encrypted (the one
-    # "base unchanged" test of the vault); otherwise ours is dropped.
-    change = VersionChange(name, entry.id, new, entry, restore=False)
-    if vault.commit_versions(parent_id, [change], keep_lost=False):
-        vault.delete_version(entry.id, version)
-        raise ContentionError(f"{path} changed meanwhile", hint="try again")
-    return new
-
-
-def _fresh_entry(vault: Vault, path: str, node: str) -> Entry | None:
-    """The entry of ``node`` at ``path`` as the store has it now (None: not there)."""
-    try:
-        parent_id, name = vault.parent_of(path)
-        entry = vault.load_dir(parent_id, fresh=True)[0].entries.get(name)
-    except CsfsError:
-        return None
-    return entry if entry is not None and entry.id == node and entry.type == "f" else None
-
-
-def _self_contained(vault: Vault, path: str, entry: Entry) -> Entry:
-    """``entry``, or the file moved to a self-contained version if it is a delta (2.6:
-    a link must not read earlier versions through a delta's sources)."""
-    for _ in range(ROTATE_TRIES):
-        if not vault.open_version(entry)[1].delta:
-            return entry
-        try:
-            return _rotate(vault, path, entry)
-        except ContentionError:
-            fresh = _fresh_entry(vault, path, entry.id)
-            if fresh is None or not fresh.version:
-                raise
-            entry = fresh
-    raise ContentionError(f"{path} keeps changing", hint="try again")
-
-
-def _add_stanza(vault: Vault, node: str, version: int, public: bytes) -> None:
-    """The version's envelope with one more stanza, for the link's key (7.7 step 2)."""
-    for _ in range(ROTATE_TRIES):
-        raw, etag = vault.envelope_with_etag(node, version)
-        env = parse_envelope(raw)
-        env.verify(vault.signers_for(node))
-        if env.context != vault.file_context(node, version):
-            raise AuthenticationError("a key envelope belongs to another file")
-        new = add_link_stanza(env, vault.identity, public, vault.identity)
-        try:
-            vault.replace_envelope(node, version, new.encode(), etag)
-            return
-        except PreconditionFailed:
-            continue
-    raise ContentionError("a key envelope keeps changing", hint="try again")
-
-
-# -- file links (7.7) ------------------------------------------------------------------
 
 
 def make_link(vault: Vault, path: str, seconds: int, reader: str) -> LinkInfo:
     """A link to the file at ``path`` as it is now, valid ``seconds`` (7.7)."""
     require_vault_owner(vault)
-    _check_seconds(seconds)
-    s3 = _s3(vault)
+    check_seconds(seconds)
+    s3 = s3_of(vault)
     vault.refresh_access(force=True)
     entry = vault.lookup(path)
     if entry.type == "d":
@@ -207,127 +71,26 @@ def make_link(vault: Vault, path: str, seconds: int, reader: str) -> LinkInfo:
     if not entry.version:
         raise UsageError(f"{path} is empty: there is nothing to link")
     expires = int(time.time()) + seconds
-    new = _rotate(vault, path, entry)
+    new = rotate(vault, path, entry)
     secret, public = new_link_key()
-    _add_stanza(vault, new.id, new.version, public)
+    add_stanza(vault, new.id, new.version, public)
     link = LinkAdd(new_id(), new.id, new.version, public.hex(), expires * 10**9)
-    _append_link(vault, link)
+    append_link(vault, link)
     vhex = f"{new.version:016x}"
     fragment = {
-        "envelope": s3.presigned_get(f"k/{new.id}/{vhex}", _left(expires)),
+        "envelope": s3.presigned_get(f"k/{new.id}/{vhex}", seconds_left(expires)),
         "expires": expires,
         "format": LINK_FORMAT,
         "key": secret.hex(),
         "name": posixpath.basename(path.rstrip("/")),
         "node": new.id,
         "owner": vault.header.owner.hex(),
-        "payload": s3.presigned_get(f"c/{new.id}/{vhex}", _left(expires)),
+        "payload": s3.presigned_get(f"c/{new.id}/{vhex}", seconds_left(expires)),
         "size": new.size,
         "vault_id": vault.header.vault_id,
         "version": new.version,
     }
-    return LinkInfo(link.link, path, new.version, expires, _url(reader, fragment))
-
-
-# -- folder links (7.8) ----------------------------------------------------------------
-
-
-def _listed(
-    vault: Vault,
-    tree: Tree,
-    path: str,
-    public: bytes,
-    expires: int,
-    before: set[tuple[str, int]],
-) -> dict[str, ListedFile | None]:
-    """The items of a listing of the folder at ``path``: each file at a
-    self-contained version that the link's key opens (a stanza added unless it is in
-    ``before``), with URLs presigned until ``expires``."""
-    s3 = _s3(vault)
-    top = path.rstrip("/")
-    items = tree.under(path)
-    for where, other in tree.aliased(items)[:1]:
-        raise IntegrityError(
-            f"cannot link {path}: {where} is the same node as {other} (planted by a writer?)",
-            hint=f"remove the wrong entry with `csfs rm -r {where}`, then run `csfs fsck`",
-        )
-    below = [(p, e) for p, e in items if p != path and e.type in ("d", "f")]
-    if len(below) > MAX_ITEMS:
-        raise UsageError(f"a folder link lists at most {MAX_ITEMS} files and folders")
-    out: dict[str, ListedFile | None] = {}
-    for p, e in below:
-        rel = p[len(top) + 1:]
-        if e.type == "d":
-            out[rel] = None
-            continue
-        if not e.version:
-            out[rel] = ListedFile(e.id, 0, 0, e.mtime_ns)
-            continue
-        cur = _self_contained(vault, p, e)
-        if (cur.id, cur.version) not in before:
-            _add_stanza(vault, cur.id, cur.version, public)
-        vhex = f"{cur.version:016x}"
-        out[rel] = ListedFile(
-            cur.id, cur.version, cur.size, cur.mtime_ns,
-            s3.presigned_get(f"k/{cur.id}/{vhex}", _left(expires)),
-            s3.presigned_get(f"c/{cur.id}/{vhex}", _left(expires)),
-        )
-    return out
-
-
-def make_folder_link(vault: Vault, path: str, seconds: int, reader: str) -> LinkInfo:
-    """A read-only link to the folder at ``path`` and everything below it, as it is
-    now (7.8); `refresh_folder_links` shows later changes."""
-    require_vault_owner(vault)
-    _check_seconds(seconds)
-    s3 = _s3(vault)
-    vault.refresh_access(force=True)
-    entry = vault.lookup(path)
-    if entry.type != "d":
-        raise UsageError(f"{path} is not a folder", hint="link a file without --folder")
-    if entry.id == vault.header.root_id:
-        raise UsageError("the vault root cannot be linked", hint="link a folder inside it")
-    secret, public = new_link_key()
-    expires = int(time.time()) + seconds
-    link_id = new_id()
-    items = _listed(vault, index_tree(vault), path, public, expires, set())
-    listing = Listing(link_id, 1, time.time_ns(), items)
-    vault.store.put(listing_key(link_id), listing.seal(vault.vault_id, vault.identity, public),
-                    if_none_match=True)
-    vault.state.observe(listing_key(link_id), 1)
-    link = LinkAdd(link_id, entry.id, 0, public.hex(), expires * 10**9, "d")
-    _append_link(vault, link)  # last: before it, nothing refers to the listing
-    fragment = {
-        "expires": expires,
-        "format": FOLDER_LINK_FORMAT,
-        "key": secret.hex(),
-        "link": link_id,
-        "listing": s3.presigned_get(listing_key(link_id), _left(expires)),
-        "name": posixpath.basename(path.rstrip("/")),
-        "owner": vault.header.owner.hex(),
-        "vault_id": vault.header.vault_id,
-    }
-    return LinkInfo(link_id, path, 0, expires, _url(reader, fragment), folder=True,
-                    files=len(listing.files()))
-
-
-def read_listing(vault: Vault, link: LinkAdd) -> tuple[Listing, str]:
-    """A folder link's listing and its ETag, checked (7.8) and held to the highest
-    version this client has seen. NotFound if it is not in the store."""
-    key = listing_key(link.link)
-    raw, etag = read_limited_with_etag(vault.store, key, MAX_LISTING_OBJECT, "folder listing")
-    listing = Listing.open(raw, vault.vault_id, link.link, vault.identity, vault.header.owner)
-    if listing.version < vault.state.floor(key):
-        raise AuthenticationError("a folder link's listing was rolled back")
-    vault.state.observe(key, listing.version)
-    return listing, etag
-
-
-def _listing_or_none(vault: Vault, link: LinkAdd) -> Listing | None:
-    try:
-        return read_listing(vault, link)[0]
-    except (NotFound, CsfsError):
-        return None
+    return LinkInfo(link.link, path, new.version, expires, link_url(reader, fragment))
 
 
 @dataclass
@@ -358,7 +121,7 @@ def refresh_folder_links(vault: Vault) -> list[Refreshed]:
             old, etag = read_listing(vault, link)
             public = bytes.fromhex(link.public)
             items = ({} if path is None else
-                     _listed(vault, tree, path, public, link.expires_ns // 10**9,
+                     listed_items(vault, tree, path, public, link.expires_ns // 10**9,
                              old.versions()))
             new = Listing(link.link, old.version + 1, time.time_ns(), items)
             vault.store.put(listing_key(link.link),
@@ -393,7 +156,7 @@ def linked_keys(vault: Vault) -> dict[tuple[str, int], list[bytes]]:
         if x.kind == "f":
             out.setdefault((x.node, x.version), []).append(public)
             continue
-        listing = _listing_or_none(vault, x)
+        listing = listing_or_none(vault, x)
         for nv in sorted(listing.versions() if listing is not None else ()):
             out.setdefault(nv, []).append(public)
     return out
@@ -564,7 +327,7 @@ def _move_off(
         if not _uses(vault, entry, version):
             return path, entry, None
         try:
-            return path, _rotate(vault, path, entry), entry.version
+            return path, rotate(vault, path, entry), entry.version
         except ContentionError:
             continue
     raise ContentionError(

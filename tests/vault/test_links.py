@@ -22,7 +22,7 @@ from cryptography.hazmat.primitives.asymmetric import ed25519, x25519
 from csfs.crypto import Identity, generate_identity, parse_envelope
 from csfs.crypto.keys import public_key_file
 from csfs.store import Store
-from csfs.vault import Vault, links, sharing
+from csfs.vault import Vault, folder_links, links, sharing
 from csfs.vault.fsck import fsck
 from csfs.vault.layout import content_key, envelope_key
 from tests.crypto import independent_decoder as spec
@@ -294,7 +294,7 @@ def test_a_folder_link_reads_the_folder_and_nothing_else(world: World) -> None:
     write_bytes(world.a, "/elsewhere.txt", b"not linked")
     write_bytes(world.a, "/proj/empty", b"")
     world.a.symlink("plan.txt", "/proj/alias")  # not listed: a link holder reads files
-    made = links.make_folder_link(world.a, "/proj", 3600, READER)
+    made = folder_links.make_folder_link(world.a, "/proj", 3600, READER)
     assert made.folder and made.files == 3
     assert open_folder_link(made.url) == {**PROJ, "empty": b""}
     f = fragment(made.url)
@@ -310,7 +310,7 @@ def test_a_folder_link_reads_the_folder_and_nothing_else(world: World) -> None:
 
 
 def test_a_folder_link_shows_later_changes_once_refreshed(world: World) -> None:
-    made = links.make_folder_link(world.a, "/proj", 3600, READER)
+    made = folder_links.make_folder_link(world.a, "/proj", 3600, READER)
     before = listed_urls(made.url)["plan.txt"]
     write_bytes(world.a, "/proj/plan.txt", b"the new plan")
     write_bytes(world.a, "/proj/sub/new.txt", b"new")
@@ -330,14 +330,14 @@ def test_a_folder_link_shows_later_changes_once_refreshed(world: World) -> None:
 
 
 def test_a_share_above_a_folder_link_keeps_it(world: World) -> None:
-    made = links.make_folder_link(world.a, "/proj", 3600, READER)
+    made = folder_links.make_folder_link(world.a, "/proj", 3600, READER)
     sharing.share(world.a, "/proj", BOB)
     assert open_folder_link(made.url) == PROJ
     assert read_bytes(world.open("bob"), "/Shared/alice/proj/plan.txt") == b"the plan"
 
 
 def test_fsck_repair_keeps_what_a_folder_link_reads(world: World) -> None:
-    made = links.make_folder_link(world.a, "/proj", 3600, READER)
+    made = folder_links.make_folder_link(world.a, "/proj", 3600, READER)
     write_bytes(world.a, "/proj/plan.txt", b"the new plan")
     report = fsck(world.a, repair=True, grace=0)
     assert report.ok, report.problems
@@ -350,7 +350,7 @@ def test_fsck_repair_keeps_what_a_folder_link_reads(world: World) -> None:
 
 
 def test_unlink_of_a_folder_link_ends_everything_it_read(world: World) -> None:
-    made = links.make_folder_link(world.a, "/proj", 3600, READER)
+    made = folder_links.make_folder_link(world.a, "/proj", 3600, READER)
     urls = listed_urls(made.url)
     done = links.remove_link(world.a, made.id)
     assert done.logged and done.listing_deleted and done.deleted == 2
@@ -368,8 +368,8 @@ def test_folder_links_refuse_what_they_cannot_do(world: World) -> None:
     from csfs.errors import UsageError
 
     with pytest.raises(UsageError, match="not a folder"):
-        links.make_folder_link(world.a, "/proj/plan.txt", 3600, READER)
+        folder_links.make_folder_link(world.a, "/proj/plan.txt", 3600, READER)
     with pytest.raises(UsageError, match="vault root"):
-        links.make_folder_link(world.a, "/", 3600, READER)
+        folder_links.make_folder_link(world.a, "/", 3600, READER)
     with pytest.raises(UsageError, match="is a folder"):
         links.make_link(world.a, "/proj", 3600, READER)
