@@ -23,6 +23,7 @@ import boto3
 import pytest
 
 from csfs.web import make_server
+from tests.faultproxy import FaultProxy
 from tests.servers import DUMMY_ENV, MotoServer, make_bucket
 from tests.vault.conftest import run_csfs
 from tests.web.conftest import SCREENSHOTS
@@ -310,6 +311,68 @@ def test_the_blob_fallback_saves_the_same_bytes(page: Any, reader_url: str,
     _folder(page, "alice")
     for name in ("empty.bin", "many.bin"):
         assert save(page, name) == FILES[name]
+
+
+# Records, during a save, the Range of every payload request and the largest
+# ArrayBuffer the page's script allocates (the page's own read buffers).
+_WATCH_READS = """
+(() => {
+  const seen = { ranges: [], largest: 0, on: false };
+  window.__reads = seen;
+  const fetch0 = window.fetch;
+  window.fetch = (url, init) => {
+    const range = init?.headers?.Range;
+    if (seen.on && range && /\\/c\\//.test(String(url))) seen.ranges.push(range);
+    return fetch0(url, init);
+  };
+  window.ArrayBuffer = new Proxy(ArrayBuffer, {
+    construct(target, args, newTarget) {
+      if (seen.on) seen.largest = Math.max(seen.largest, Number(args[0]) || 0);
+      return Reflect.construct(target, args, newTarget);
+    },
+  });
+})();
+"""
+
+
+def test_a_save_streams_in_bounded_ranged_reads(page: Any, reader_url: str,
+                                                world: World) -> None:
+    """Page memory while saving stays bounded whatever the file's size: the
+    browser reads each response ahead of the page (up to its whole body), so a
+    payload is fetched in ranges of at most 8 MiB, each streamed through one
+    window-sized buffer (16 chunks, about 1 MiB), never read whole."""
+    page.add_init_script(_WATCH_READS)
+    open_vault(page, reader_url, world, "alice")
+    _folder(page, "alice")
+    page.evaluate("window.__reads.on = true")
+    assert save(page, "many.bin") == FILES["many.bin"]
+    seen = page.evaluate("window.__reads")
+    spans = []
+    for r in seen["ranges"]:
+        first, last = r.removeprefix("bytes=").split("-")
+        spans.append(int(last) - int(first) + 1)
+    # many.bin is 9 MiB: two reads of its chunks (after the header's 32 bytes).
+    assert len([n for n in spans if n > 32]) == 2, seen["ranges"]
+    assert max(spans) <= 8 * 2**20, seen["ranges"]
+    assert 0 < seen["largest"] <= 2 * 2**20, seen["largest"]
+
+
+def test_a_connection_that_breaks_mid_file_says_so(page: Any, reader_url: str, world: World,
+                                                  fault_proxy: FaultProxy) -> None:
+    """A ranged read cut half-way (tests/faultproxy.py resets the connection):
+    one sentence naming the store, and no download."""
+    downloads: list[Any] = []
+    page.on("download", lambda d: downloads.append(d))
+    open_vault(page, reader_url, world, "alice", endpoint=fault_proxy.endpoint_url)
+    _folder(page, "alice")
+    fault_proxy.cuts(1, larger_than=2**20)
+    page.click("#listing button[data-name='many.bin']")
+    page.wait_for_selector("#error:not([hidden])", timeout=120_000)
+    assert page.inner_text("#error") == (
+        "The connection to the store broke while reading the file; try again.")
+    assert fault_proxy.counts["faults"] == 1
+    page.wait_for_timeout(500)
+    assert downloads == []
 
 
 def test_a_swapped_envelope_is_refused(page: Any, reader_url: str, world: World) -> None:

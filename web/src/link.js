@@ -9,7 +9,7 @@ import { linkIdentity } from "./keys.js";
 import { children, MAX_LISTING, parseListing } from "./listing.js";
 import { openLaidOutBytes } from "./log.js";
 import { nameOk } from "./manifest.js";
-import { readBounded } from "./s3.js";
+import { rangeReader, readBounded } from "./s3.js";
 import { blobSink, coalesced, opfsSink, pickerSink, saveMode } from "./sinks.js";
 import { authError, CsfsError, formatError, fromHex, readU32, readU64, strictUtf8 } from "./util.js";
 
@@ -104,7 +104,8 @@ async function urlSource(url, max, link) {
     if (end <= start) return new Uint8Array(0);
     return readBounded(await get(url, link, { Range: `bytes=${start}-${end - 1}` }), end - start);
   };
-  return { size, read };
+  const open = async (start, end) => rangeReader(await get(url, link, { Range: `bytes=${start}-${end - 1}` }), end - start);
+  return { size, read, open };
 }
 
 // 7.7 "Reading a link": the version opened, checked against the fragment.
@@ -324,7 +325,7 @@ $("save").addEventListener("click", () => {
       const { opened, src } = await openLink(file);
       let done = 0;
       let shown = 0;
-      for await (const piece of decryptPayload(opened, src, { batch: 16 << 20 })) {
+      for await (const piece of decryptPayload(opened, src)) {
         await sink.write(piece);
         done += piece.length;
         if (performance.now() - shown > 250) {
