@@ -143,7 +143,7 @@ def test_an_expired_link_says_so(page: Any, reader_url: str, world: World,
     code = status_of(f["envelope"])
     if code == 200:
         pytest.skip("moto serves presigned URLs after their expiry; the page's own check "
-                    "was tested above, the store's cannot be here")
+                    "was tested above, the store's is tested on Ceph RGW (tests/web/test_rgw.py)")
     assert code == 403
 
 

@@ -21,6 +21,7 @@ from typing import Any
 
 import boto3
 import pytest
+from botocore.config import Config
 
 from csfs.web import make_server
 from tests.faultproxy import FaultProxy
@@ -59,10 +60,12 @@ class Person:
 
 @dataclass
 class World:
-    server: MotoServer
+    server: Any  # MotoServer, or anything with its endpoint_url and env (RGW)
     bucket: str
     people: dict[str, Person]
     s3: Any
+    access_key: str = DUMMY_ENV["AWS_ACCESS_KEY_ID"]
+    secret_key: str = DUMMY_ENV["AWS_SECRET_ACCESS_KEY"]
 
 
 def _ok(person: Person, *args: str) -> str:
@@ -77,13 +80,17 @@ def world(moto_server: MotoServer, reader_url: str,
     return build_world(moto_server, reader_url, tmp_path_factory)
 
 
-def build_world(moto_server: MotoServer, reader_url: str,
-                tmp_path_factory: pytest.TempPathFactory) -> World:
+def build_world(moto_server: Any, reader_url: str, tmp_path_factory: pytest.TempPathFactory,
+                access_key: str = DUMMY_ENV["AWS_ACCESS_KEY_ID"],
+                secret_key: str = DUMMY_ENV["AWS_SECRET_ACCESS_KEY"]) -> World:
+    """The vault on `moto_server` (or any S3 server with an endpoint_url and an env for
+    the CLI), with the reader's CORS rule on its bucket."""
     tmp = tmp_path_factory.mktemp("web-vault")
-    bucket = make_bucket(moto_server.endpoint_url, f"csfs-web-{uuid.uuid4().hex[:12]}")
+    bucket = make_bucket(moto_server.endpoint_url, f"csfs-web-{uuid.uuid4().hex[:12]}",
+                         access_key=access_key, secret_key=secret_key)
     s3 = boto3.client("s3", endpoint_url=moto_server.endpoint_url, region_name="us-east-1",
-                      aws_access_key_id=DUMMY_ENV["AWS_ACCESS_KEY_ID"],
-                      aws_secret_access_key=DUMMY_ENV["AWS_SECRET_ACCESS_KEY"])
+                      aws_access_key_id=access_key, aws_secret_access_key=secret_key,
+                      config=Config(s3={"addressing_style": "path"}))
     s3.put_bucket_cors(Bucket=bucket, CORSConfiguration={"CORSRules": [cors_rule(reader_url)]})
     people = {}
     for name, kind in (("alice", ()), ("bob", ("--curve", "p256")), ("dave", ("--pq",))):
@@ -109,7 +116,7 @@ def build_world(moto_server: MotoServer, reader_url: str,
         _ok(alice, "member", "add", pub, "--name", member)
         _ok(alice, "share", "/projects", "--with", member)
     _ok(alice, "share", "/private.txt", "--with", "dave")  # a file share (7.6)
-    return World(moto_server, bucket, people, s3)
+    return World(moto_server, bucket, people, s3, access_key, secret_key)
 
 
 def open_vault(page: Any, url: str, world: World, who: str, passphrase: str | None = None,
@@ -122,8 +129,8 @@ def open_vault(page: Any, url: str, world: World, who: str, passphrase: str | No
     page.fill("#endpoint", endpoint or world.server.endpoint_url)
     page.fill("#bucket", world.bucket)
     page.fill("#prefix", PREFIX)
-    page.fill("#akid", DUMMY_ENV["AWS_ACCESS_KEY_ID"])
-    page.fill("#secret", DUMMY_ENV["AWS_SECRET_ACCESS_KEY"])
+    page.fill("#akid", world.access_key)
+    page.fill("#secret", world.secret_key)
     page.click("#open-button")
 
 
