@@ -120,7 +120,8 @@ def build_world(moto_server: Any, reader_url: str, tmp_path_factory: pytest.Temp
 
 
 def open_vault(page: Any, url: str, world: World, who: str, passphrase: str | None = None,
-               endpoint: str | None = None, save: str = "download") -> None:
+               endpoint: str | None = None, save: str = "download",
+               secret: str | None = None) -> None:
     p = world.people[who]
     page.goto(f"{url}/index.html?save={save}")
     page.wait_for_selector("body[data-ready='1']")
@@ -130,7 +131,7 @@ def open_vault(page: Any, url: str, world: World, who: str, passphrase: str | No
     page.fill("#bucket", world.bucket)
     page.fill("#prefix", PREFIX)
     page.fill("#akid", world.access_key)
-    page.fill("#secret", world.secret_key)
+    page.fill("#secret", world.secret_key if secret is None else secret)
     page.click("#open-button")
 
 

@@ -94,6 +94,17 @@ def test_without_the_cors_rule_the_page_says_so(page: Any, reader_url: str,
         world.s3.put_bucket_cors(Bucket=world.bucket, CORSConfiguration={"CORSRules": rule})
 
 
+def test_refused_credentials_are_told_from_a_missing_cors_rule(page: Any, reader_url: str,
+                                                                world: World) -> None:
+    """RGW refuses a wrong signature without CORS headers, as if the rule were
+    missing; the page tells the two apart and names the credentials."""
+    open_vault(page, reader_url, world, "alice", secret="not the secret")  # noqa: S106
+    page.wait_for_selector("#error:not([hidden])", timeout=60_000)
+    assert page.inner_text("#error") == (
+        f"The store at {world.server.endpoint_url} refused this page's signed request: "
+        "check the access key, the secret and the session token.")
+
+
 # The device's clock an hour slow: the page's own expiry check passes, so only
 # the store can tell that the link has expired.
 SLOW_CLOCK = "(() => { const now = Date.now; Date.now = () => now() - 3600 * 1000; })();"

@@ -32,9 +32,20 @@ export class S3Store {
     try {
       return await fetch(await this.signed(url), { ...init, cache: "no-store" });
     } catch {
-      throw storeError(
-        `cannot reach ${this.endpoint}: the server is down or the bucket's CORS rule does not allow ${location.origin}`,
-      );
+      throw storeError(await this.unreadable());
+    }
+  }
+
+  // Why a signed request's answer could not be read: the store is down, its
+  // CORS rule does not allow this page, or it refused the signature without
+  // CORS headers (Ceph RGW does). An unsigned request tells the last apart:
+  // where the rule allows this page, even its refusal is readable.
+  async unreadable() {
+    try {
+      await fetch(`${this.endpoint}/${encodeURIComponent(this.bucket)}?list-type=2&max-keys=0`, { cache: "no-store" });
+      return `the store at ${this.endpoint} refused this page's signed request: check the access key, the secret and the session token`;
+    } catch {
+      return `cannot reach ${this.endpoint}: the server is down or the bucket's CORS rule does not allow ${location.origin}`;
     }
   }
 
