@@ -9,6 +9,7 @@ every file; bytes are compared.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import random
 import shutil
@@ -80,6 +81,26 @@ def world(moto_server: MotoServer, reader_url: str,
     return build_world(moto_server, reader_url, tmp_path_factory)
 
 
+def fixed_p256_key(directory: Path, name: str, passphrase: str) -> None:
+    """A P-256 key pair from a fixed seed, written as `csfs keygen --curve p256`
+    writes one (the library's save_identity). The reader's screenshots show the
+    fingerprint of the key that opened the vault: a fresh key each run changed
+    them every run."""
+    from cryptography.hazmat.primitives.asymmetric import ec, ed25519
+
+    from csfs.crypto import save_identity
+    from csfs.crypto.keys import Identity
+
+    def seed(label: str) -> bytes:
+        return hashlib.sha256(f"csfs web screenshots {name} {label}".encode()).digest()
+
+    identity = Identity(
+        "p256",
+        (ec.derive_private_key(int.from_bytes(seed("kem"), "big") % 2**255, ec.SECP256R1()),),
+        ed25519.Ed25519PrivateKey.from_private_bytes(seed("sig")))
+    save_identity(identity, str(directory), name, passphrase.encode())
+
+
 def build_world(moto_server: Any, reader_url: str, tmp_path_factory: pytest.TempPathFactory,
                 access_key: str = DUMMY_ENV["AWS_ACCESS_KEY_ID"],
                 secret_key: str = DUMMY_ENV["AWS_SECRET_ACCESS_KEY"]) -> World:
@@ -101,7 +122,10 @@ def build_world(moto_server: Any, reader_url: str, tmp_path_factory: pytest.Temp
                "XDG_STATE_HOME": str(home / "state"), "XDG_CONFIG_HOME": str(home / "config"),
                "XDG_DATA_HOME": str(home / "data")}
         people[name] = p = Person(name, Path(env["CSFS_KEY"]), env["CSFS_PASSPHRASE"], env)
-        _ok(p, "keygen", "--dir", str(home / "keys"), "--name", name, *kind)
+        if name == "bob":
+            fixed_p256_key(home / "keys", name, p.passphrase)
+        else:
+            _ok(p, "keygen", "--dir", str(home / "keys"), "--name", name, *kind)
         assert b"ENCRYPTED PRIVATE KEY" in p.key.read_bytes()
     alice = people["alice"]
     _ok(alice, "init", "--name", "alice")
