@@ -163,7 +163,7 @@ async function show() {
 // (decryptPayload's default is 8 MiB).
 const readOptions = (() => {
   const mib = Number(new URLSearchParams(location.search).get("batch"));
-  return mib > 0 ? { batch: mib << 20 } : {};
+  return mib > 0 && mib <= 64 ? { batch: mib << 20 } : {};
 })();
 
 function save(it) {
