@@ -8,6 +8,9 @@ behaviour from its own process while they run:
 - ``resets(n)``: reset the connection of the next ``n`` requests, forwarding nothing;
 - ``drops(n)``: forward the next ``n`` requests, then reset instead of replying
   (the store did the work, the client never hears of it);
+- ``cuts(n, larger_than)``: of the next ``n`` answers with a body of more than
+  ``larger_than`` bytes, send the headers and half the body, then reset (a
+  connection that breaks mid-download);
 - ``outage(seconds)``: reset every connection for that long (``None``: until ``restore()``);
 - ``slow(delay)``: wait ``delay`` seconds before each answer.
 
@@ -43,6 +46,8 @@ class FaultProxy:
         self._errors = 0
         self._resets = 0
         self._drops = 0
+        self._cuts = 0
+        self._cut_over = 0
         self._outage_until: float | None = None  # monotonic; inf: until restore()
         self._delay = 0.0
         self.requests = 0
@@ -108,6 +113,11 @@ class FaultProxy:
                     if not head:
                         self.send_header("Content-Length", str(len(data)))
                     self.end_headers()
+                    if not head and len(data) > proxy._cut_over and proxy._take("cut"):
+                        self.wfile.write(data[: len(data) // 2])
+                        self.wfile.flush()
+                        self._reset()
+                        return
                     if not head:
                         self.wfile.write(data)
                 finally:
@@ -152,6 +162,11 @@ class FaultProxy:
         with self.lock:
             self._drops = n
 
+    def cuts(self, n: int, larger_than: int = 0) -> None:
+        with self.lock:
+            self._cuts = n
+            self._cut_over = larger_than
+
     def outage(self, seconds: float | None = None) -> None:
         with self.lock:
             self._outage_until = time.monotonic() + (
@@ -165,7 +180,7 @@ class FaultProxy:
     def restore(self) -> None:
         """Back to a healthy store: no pending faults, no outage, no delay."""
         with self.lock:
-            self._errors = self._resets = self._drops = 0
+            self._errors = self._resets = self._drops = self._cuts = 0
             self._outage_until = None
             self._delay = 0.0
 

@@ -9,6 +9,7 @@ every file; bytes are compared.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import random
 import shutil
@@ -21,8 +22,10 @@ from typing import Any
 
 import boto3
 import pytest
+from botocore.config import Config
 
 from csfs.web import make_server
+from tests.faultproxy import FaultProxy
 from tests.servers import DUMMY_ENV, MotoServer, make_bucket
 from tests.vault.conftest import run_csfs
 from tests.web.conftest import SCREENSHOTS
@@ -58,10 +61,12 @@ class Person:
 
 @dataclass
 class World:
-    server: MotoServer
+    server: Any  # MotoServer, or anything with its endpoint_url and env (RGW)
     bucket: str
     people: dict[str, Person]
     s3: Any
+    access_key: str = DUMMY_ENV["AWS_ACCESS_KEY_ID"]
+    secret_key: str = DUMMY_ENV["AWS_SECRET_ACCESS_KEY"]
 
 
 def _ok(person: Person, *args: str) -> str:
@@ -76,13 +81,37 @@ def world(moto_server: MotoServer, reader_url: str,
     return build_world(moto_server, reader_url, tmp_path_factory)
 
 
-def build_world(moto_server: MotoServer, reader_url: str,
-                tmp_path_factory: pytest.TempPathFactory) -> World:
+def fixed_p256_key(directory: Path, name: str, passphrase: str) -> None:
+    """A P-256 key pair from a fixed seed, written as `csfs keygen --curve p256`
+    writes one (the library's save_identity). The reader's screenshots show the
+    fingerprint of the key that opened the vault: a fresh key each run changed
+    them every run."""
+    from cryptography.hazmat.primitives.asymmetric import ec, ed25519
+
+    from csfs.crypto import save_identity
+    from csfs.crypto.keys import Identity
+
+    def seed(label: str) -> bytes:
+        return hashlib.sha256(f"csfs web screenshots {name} {label}".encode()).digest()
+
+    identity = Identity(
+        "p256",
+        (ec.derive_private_key(int.from_bytes(seed("kem"), "big") % 2**255, ec.SECP256R1()),),
+        ed25519.Ed25519PrivateKey.from_private_bytes(seed("sig")))
+    save_identity(identity, str(directory), name, passphrase.encode())
+
+
+def build_world(moto_server: Any, reader_url: str, tmp_path_factory: pytest.TempPathFactory,
+                access_key: str = DUMMY_ENV["AWS_ACCESS_KEY_ID"],
+                secret_key: str = DUMMY_ENV["AWS_SECRET_ACCESS_KEY"]) -> World:
+    """The vault on `moto_server` (or any S3 server with an endpoint_url and an env for
+    the CLI), with the reader's CORS rule on its bucket."""
     tmp = tmp_path_factory.mktemp("web-vault")
-    bucket = make_bucket(moto_server.endpoint_url, f"csfs-web-{uuid.uuid4().hex[:12]}")
+    bucket = make_bucket(moto_server.endpoint_url, f"csfs-web-{uuid.uuid4().hex[:12]}",
+                         access_key=access_key, secret_key=secret_key)
     s3 = boto3.client("s3", endpoint_url=moto_server.endpoint_url, region_name="us-east-1",
-                      aws_access_key_id=DUMMY_ENV["AWS_ACCESS_KEY_ID"],
-                      aws_secret_access_key=DUMMY_ENV["AWS_SECRET_ACCESS_KEY"])
+                      aws_access_key_id=access_key, aws_secret_access_key=secret_key,
+                      config=Config(s3={"addressing_style": "path"}))
     s3.put_bucket_cors(Bucket=bucket, CORSConfiguration={"CORSRules": [cors_rule(reader_url)]})
     people = {}
     for name, kind in (("alice", ()), ("bob", ("--curve", "p256")), ("dave", ("--pq",))):
@@ -93,7 +122,10 @@ def build_world(moto_server: MotoServer, reader_url: str,
                "XDG_STATE_HOME": str(home / "state"), "XDG_CONFIG_HOME": str(home / "config"),
                "XDG_DATA_HOME": str(home / "data")}
         people[name] = p = Person(name, Path(env["CSFS_KEY"]), env["CSFS_PASSPHRASE"], env)
-        _ok(p, "keygen", "--dir", str(home / "keys"), "--name", name, *kind)
+        if name == "bob":
+            fixed_p256_key(home / "keys", name, p.passphrase)
+        else:
+            _ok(p, "keygen", "--dir", str(home / "keys"), "--name", name, *kind)
         assert b"ENCRYPTED PRIVATE KEY" in p.key.read_bytes()
     alice = people["alice"]
     _ok(alice, "init", "--name", "alice")
@@ -108,11 +140,12 @@ def build_world(moto_server: MotoServer, reader_url: str,
         _ok(alice, "member", "add", pub, "--name", member)
         _ok(alice, "share", "/projects", "--with", member)
     _ok(alice, "share", "/private.txt", "--with", "dave")  # a file share (7.6)
-    return World(moto_server, bucket, people, s3)
+    return World(moto_server, bucket, people, s3, access_key, secret_key)
 
 
 def open_vault(page: Any, url: str, world: World, who: str, passphrase: str | None = None,
-               endpoint: str | None = None, save: str = "download") -> None:
+               endpoint: str | None = None, save: str = "download",
+               secret: str | None = None) -> None:
     p = world.people[who]
     page.goto(f"{url}/index.html?save={save}")
     page.wait_for_selector("body[data-ready='1']")
@@ -121,8 +154,8 @@ def open_vault(page: Any, url: str, world: World, who: str, passphrase: str | No
     page.fill("#endpoint", endpoint or world.server.endpoint_url)
     page.fill("#bucket", world.bucket)
     page.fill("#prefix", PREFIX)
-    page.fill("#akid", DUMMY_ENV["AWS_ACCESS_KEY_ID"])
-    page.fill("#secret", DUMMY_ENV["AWS_SECRET_ACCESS_KEY"])
+    page.fill("#akid", world.access_key)
+    page.fill("#secret", world.secret_key if secret is None else secret)
     page.click("#open-button")
 
 
@@ -310,6 +343,68 @@ def test_the_blob_fallback_saves_the_same_bytes(page: Any, reader_url: str,
     _folder(page, "alice")
     for name in ("empty.bin", "many.bin"):
         assert save(page, name) == FILES[name]
+
+
+# Records, during a save, the Range of every payload request and the largest
+# ArrayBuffer the page's script allocates (the page's own read buffers).
+_WATCH_READS = """
+(() => {
+  const seen = { ranges: [], largest: 0, on: false };
+  window.__reads = seen;
+  const fetch0 = window.fetch;
+  window.fetch = (url, init) => {
+    const range = init?.headers?.Range;
+    if (seen.on && range && /\\/c\\//.test(String(url))) seen.ranges.push(range);
+    return fetch0(url, init);
+  };
+  window.ArrayBuffer = new Proxy(ArrayBuffer, {
+    construct(target, args, newTarget) {
+      if (seen.on) seen.largest = Math.max(seen.largest, Number(args[0]) || 0);
+      return Reflect.construct(target, args, newTarget);
+    },
+  });
+})();
+"""
+
+
+def test_a_save_streams_in_bounded_ranged_reads(page: Any, reader_url: str,
+                                                world: World) -> None:
+    """Page memory while saving stays bounded whatever the file's size: the
+    browser reads each response ahead of the page (up to its whole body), so a
+    payload is fetched in ranges of at most 8 MiB, each streamed through one
+    window-sized buffer (16 chunks, about 1 MiB), never read whole."""
+    page.add_init_script(_WATCH_READS)
+    open_vault(page, reader_url, world, "alice")
+    _folder(page, "alice")
+    page.evaluate("window.__reads.on = true")
+    assert save(page, "many.bin") == FILES["many.bin"]
+    seen = page.evaluate("window.__reads")
+    spans = []
+    for r in seen["ranges"]:
+        first, last = r.removeprefix("bytes=").split("-")
+        spans.append(int(last) - int(first) + 1)
+    # many.bin is 9 MiB: two reads of its chunks (after the header's 32 bytes).
+    assert len([n for n in spans if n > 32]) == 2, seen["ranges"]
+    assert max(spans) <= 8 * 2**20, seen["ranges"]
+    assert 0 < seen["largest"] <= 2 * 2**20, seen["largest"]
+
+
+def test_a_connection_that_breaks_mid_file_says_so(page: Any, reader_url: str, world: World,
+                                                  fault_proxy: FaultProxy) -> None:
+    """A ranged read cut half-way (tests/faultproxy.py resets the connection):
+    one sentence naming the store, and no download."""
+    downloads: list[Any] = []
+    page.on("download", lambda d: downloads.append(d))
+    open_vault(page, reader_url, world, "alice", endpoint=fault_proxy.endpoint_url)
+    _folder(page, "alice")
+    fault_proxy.cuts(1, larger_than=2**20)
+    page.click("#listing button[data-name='many.bin']")
+    page.wait_for_selector("#error:not([hidden])", timeout=120_000)
+    assert page.inner_text("#error") == (
+        "The connection to the store broke while reading the file; try again.")
+    assert fault_proxy.counts["faults"] == 1
+    page.wait_for_timeout(500)
+    assert downloads == []
 
 
 def test_a_swapped_envelope_is_refused(page: Any, reader_url: str, world: World) -> None:

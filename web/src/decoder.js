@@ -341,10 +341,14 @@ export async function chunkLocations(opened, source, fetchSource = null) {
 }
 
 // 2.4: the plaintext, chunk by chunk, each piece yielded only after its tag
-// verified. Consecutive chunks of one object are fetched in ranged reads of
-// about `batch` bytes; the next read is in flight while a batch is decrypted,
-// and the chunks of a batch are decrypted concurrently, then yielded in order.
-export async function* decryptPayload(opened, source, { batch = 1 << 20, fetchSource = null, window = 16 } = {}) {
+// verified; a piece is valid until the next one is asked for. Consecutive
+// chunks of one object are read in ranged requests of at most `batch` bytes,
+// each streamed: `window` chunks at a time are taken from the response into
+// one reused buffer. WebCrypto copies its input when called, so the next
+// window is read while the previous one decrypts, and the next request is sent
+// while one is consumed. The browser reads a response ahead of the page, up to
+// its whole body, so `batch` bounds that memory (two requests' worth).
+export async function* decryptPayload(opened, source, { batch = 8 << 20, fetchSource = null, window = 16 } = {}) {
   const { C, L } = opened;
   const { locs } = await chunkLocations(opened, source, fetchSource);
   // Group the locations: a hole alone, or a run of adjacent chunks of one object.
@@ -359,36 +363,52 @@ export async function* decryptPayload(opened, source, { batch = 1 << 20, fetchSo
     groups.push(locs.slice(k, j + 1));
     k = j + 1;
   }
-  const fetchGroup = (g) => (g[0].hole ? Promise.resolve(null) : g[0].src.read(g[0].start, g[g.length - 1].end));
-  let inflight = groups.length ? fetchGroup(groups[0]) : null;
-  for (let gi = 0; gi < groups.length; gi++) {
-    const g = groups[gi];
-    const data = await inflight;
-    inflight = gi + 1 < groups.length ? fetchGroup(groups[gi + 1]) : null;
-    inflight?.catch(() => {}); // reported when awaited
-    if (g[0].hole) {
-      yield* emit(g[0].i, new Uint8Array(g[0].len));
-      continue;
-    }
-    const base = g[0].start;
-    if (data.length !== g[g.length - 1].end - base) throw authError("a chunk is short");
-    // `window` chunks decrypt at once: WebCrypto copies each input and returns a
-    // new buffer, so a whole batch at once would hold three copies of it.
-    for (let w = 0; w < g.length; w += window) {
-      const part = g.slice(w, w + window);
-      const plains = await Promise.all(part.map(({ i, start, end, key, aad, last }) => {
-        const nonce = new Uint8Array(12);
-        new DataView(nonce.buffer).setBigUint64(3, BigInt(i));
-        nonce[11] = last ? 1 : 0;
-        return aesOpen(key, nonce, data.subarray(start - base, end - base), aad);
-      }));
-      for (let m = 0; m < part.length; m++) {
-        if (!plains[m]) throw authError(`chunk ${part[m].i} does not authenticate`);
-        // 2.6 step 4: an inherited chunk's bytes past its source's length are zero.
-        if (plains[m].subarray(Math.max(0, part[m].padFrom)).some((x) => x)) throw authError("non-zero padding in an earlier version");
+  const openGroup = (g) => (g[0].hole ? Promise.resolve(null) : openRange(g[0].src, g[0].start, g[g.length - 1].end));
+  let upcoming = groups.length ? openGroup(groups[0]) : null;
+  let range = null;
+  try {
+    for (let gi = 0; gi < groups.length; gi++) {
+      const g = groups[gi];
+      range = await upcoming;
+      upcoming = gi + 1 < groups.length ? openGroup(groups[gi + 1]) : null;
+      upcoming?.catch(() => {}); // reported when awaited
+      if (g[0].hole) {
+        yield* emit(g[0].i, new Uint8Array(g[0].len));
+        continue;
       }
-      for (let m = 0; m < part.length; m++) yield* emit(part[m].i, plains[m]);
+      let pending = null; // the window being decrypted while the next one is read
+      for (let w = 0; w < g.length; w += window) {
+        const part = g.slice(w, w + window);
+        const base = part[0].start;
+        const want = part[part.length - 1].end - base;
+        const data = await range.take(want);
+        if (data.length !== want) throw authError("a chunk is short");
+        const opening = Promise.all(part.map(({ i, start, end, key, aad, last }) => {
+          const nonce = new Uint8Array(12);
+          new DataView(nonce.buffer).setBigUint64(3, BigInt(i));
+          nonce[11] = last ? 1 : 0;
+          return aesOpen(key, nonce, data.subarray(start - base, end - base), aad);
+        }));
+        if (pending) yield* release(pending);
+        pending = { part, opening };
+      }
+      if (pending) yield* release(pending);
+      await range.cancel();
+      range = null;
     }
+  } finally {
+    // Stopped early (a failed check, or the consumer quit): no download goes on.
+    await range?.cancel();
+    upcoming?.then((r) => r?.cancel(), () => {});
+  }
+  async function* release({ part, opening }) {
+    const plains = await opening;
+    for (let m = 0; m < part.length; m++) {
+      if (!plains[m]) throw authError(`chunk ${part[m].i} does not authenticate`);
+      // 2.6 step 4: an inherited chunk's bytes past its source's length are zero.
+      if (plains[m].subarray(Math.max(0, part[m].padFrom)).some((x) => x)) throw authError("non-zero padding in an earlier version");
+    }
+    for (let m = 0; m < part.length; m++) yield* emit(part[m].i, plains[m]);
   }
   // 2.3: bytes at L and beyond are padding and must be zero.
   function* emit(i, plain) {
@@ -396,6 +416,22 @@ export async function* decryptPayload(opened, source, { batch = 1 << 20, fetchSo
     if (plain.subarray(keep).some((x) => x)) throw authError("non-zero padding");
     if (keep) yield plain.subarray(0, keep);
   }
+}
+
+// Bytes [start, end) of a source, taken in consecutive pieces: `take(n)` gives
+// the next n bytes (fewer at the end), valid until the next take. A source with
+// `open` streams them; any other is read whole.
+async function openRange(source, start, end) {
+  if (source.open) return source.open(start, end);
+  let data = await source.read(start, end);
+  return {
+    take: async (n) => {
+      const piece = data.subarray(0, n);
+      data = data.subarray(piece.length);
+      return piece;
+    },
+    cancel: async () => {},
+  };
 }
 
 export function bytesSource(bytes) {

@@ -9,7 +9,7 @@ import { linkIdentity } from "./keys.js";
 import { children, MAX_LISTING, parseListing } from "./listing.js";
 import { openLaidOutBytes } from "./log.js";
 import { nameOk } from "./manifest.js";
-import { readBounded } from "./s3.js";
+import { rangeReader, readBounded } from "./s3.js";
 import { blobSink, coalesced, opfsSink, pickerSink, saveMode } from "./sinks.js";
 import { authError, CsfsError, formatError, fromHex, readU32, readU64, strictUtf8 } from "./util.js";
 
@@ -70,13 +70,29 @@ function parseFolderLink(link) {
 }
 
 const expired = (link) => Date.now() >= link.expires * 1000;
+const EXPIRED = "this link has expired; ask for a new link";
+
+// Whether the link has expired by this device's clock or, when that is slow,
+// by the clock of the server that sent this page (its Date header; same-origin,
+// so readable). Asked when the store refuses: a store that enforces expiry may
+// answer without CORS headers (Ceph RGW does), which the page sees only as a
+// failed fetch, not as "expired".
+async function expiredNow(link) {
+  if (expired(link)) return true;
+  try {
+    const res = await fetch(location.pathname, { method: "HEAD", cache: "no-store" });
+    return Date.parse(res.headers.get("Date") ?? "") >= link.expires * 1000;
+  } catch {
+    return false;
+  }
+}
 
 // A presigned URL's answer -> the message a person can act on.
 async function refused(res, link) {
   const text = await res.text().catch(() => "");
   const what = link.folder ? "folder" : "file";
   if (res.status === 404 || /NoSuchKey/.test(text)) return linkError(`this link was ended by its owner (or its ${what} is gone); ask for a new link`);
-  if (expired(link) || /expired/i.test(text)) return linkError("this link has expired; ask for a new link");
+  if (/expired/i.test(text) || (await expiredNow(link))) return linkError(EXPIRED);
   const code = /<Code>([^<]+)<\/Code>/.exec(text)?.[1] ?? `HTTP ${res.status}`;
   return new CsfsError("store", `the store refused this link (${code})`);
 }
@@ -86,6 +102,7 @@ async function get(url, link, headers) {
   try {
     res = await fetch(url, { headers, cache: "no-store", referrerPolicy: "no-referrer" });
   } catch {
+    if (await expiredNow(link)) throw linkError(EXPIRED);
     throw new CsfsError("store", "cannot reach the store that holds this file");
   }
   if (!res.ok) throw await refused(res, link);
@@ -104,12 +121,13 @@ async function urlSource(url, max, link) {
     if (end <= start) return new Uint8Array(0);
     return readBounded(await get(url, link, { Range: `bytes=${start}-${end - 1}` }), end - start);
   };
-  return { size, read };
+  const open = async (start, end) => rangeReader(await get(url, link, { Range: `bytes=${start}-${end - 1}` }), end - start);
+  return { size, read, open };
 }
 
 // 7.7 "Reading a link": the version opened, checked against the fragment.
 async function openLink(link) {
-  if (expired(link)) throw linkError("this link has expired; ask for a new link");
+  if (expired(link)) throw linkError(EXPIRED);
   const envelope = await readBounded(await get(link.envelope, link, { Range: `bytes=0-${MAX_ENVELOPE}` }), MAX_ENVELOPE + 1);
   if (envelope.length > MAX_ENVELOPE) throw formatError("the key envelope is larger than 2 MiB");
   const src = await urlSource(link.payload, maxpay(link.size) + MAX_MAP, link);
@@ -162,7 +180,7 @@ let current = null; // the file shown: the link's own, or one of a folder link's
 // 7.8 "Reading one": the listing through its URL, opened with the link's key,
 // signed by the owner, parsed strictly.
 async function openListing(folder) {
-  if (expired(folder)) throw linkError("this link has expired; ask for a new link");
+  if (expired(folder)) throw linkError(EXPIRED);
   const obj = await readBounded(await get(folder.listing, folder, { Range: `bytes=0-${MAX_LISTING_OBJECT}` }), MAX_LISTING_OBJECT + 1);
   if (obj.length > MAX_LISTING_OBJECT) throw formatError("the folder's listing is larger than any valid one");
   if (obj.length < 4) throw formatError("the folder's listing is truncated");
@@ -324,7 +342,7 @@ $("save").addEventListener("click", () => {
       const { opened, src } = await openLink(file);
       let done = 0;
       let shown = 0;
-      for await (const piece of decryptPayload(opened, src, { batch: 16 << 20 })) {
+      for await (const piece of decryptPayload(opened, src)) {
         await sink.write(piece);
         done += piece.length;
         if (performance.now() - shown > 250) {

@@ -159,7 +159,8 @@ async function show() {
   }
 }
 
-// Benchmarks only (scripts/bench web): ?batch=<MiB> sets the ranged-read size.
+// Benchmarks only (scripts/bench web): ?batch=<MiB> sets the largest ranged read
+// (decryptPayload's default is 8 MiB).
 const readOptions = (() => {
   const mib = Number(new URLSearchParams(location.search).get("batch"));
   return mib > 0 && mib <= 64 ? { batch: mib << 20 } : {};

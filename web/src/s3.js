@@ -32,9 +32,20 @@ export class S3Store {
     try {
       return await fetch(await this.signed(url), { ...init, cache: "no-store" });
     } catch {
-      throw storeError(
-        `cannot reach ${this.endpoint}: the server is down or the bucket's CORS rule does not allow ${location.origin}`,
-      );
+      throw storeError(await this.unreadable());
+    }
+  }
+
+  // Why a signed request's answer could not be read: the store is down, its
+  // CORS rule does not allow this page, or it refused the signature without
+  // CORS headers (Ceph RGW does). An unsigned request tells the last apart:
+  // where the rule allows this page, even its refusal is readable.
+  async unreadable() {
+    try {
+      await fetch(`${this.endpoint}/${encodeURIComponent(this.bucket)}?list-type=2&max-keys=0`, { cache: "no-store" });
+      return `the store at ${this.endpoint} refused this page's signed request: check the access key, the secret and the session token`;
+    } catch {
+      return `cannot reach ${this.endpoint}: the server is down or the bucket's CORS rule does not allow ${location.origin}`;
     }
   }
 
@@ -76,7 +87,12 @@ export class S3Store {
       if (!r.ok) throw await S3Store.failure(r, key);
       return readBounded(r, end - start);
     };
-    return { size, read };
+    const open = async (start, end) => {
+      const r = await this.fetch(this.objectUrl(key), { headers: { Range: `bytes=${start}-${end - 1}` } });
+      if (!r.ok) throw await S3Store.failure(r, key);
+      return rangeReader(r, end - start);
+    };
+    return { size, read, open };
   }
 
   // Keys under `sub` (relative to the vault prefix), by ListObjectsV2.
@@ -103,9 +119,10 @@ export class S3Store {
 
 // A response body, stopping after `limit` bytes (a server that ignores the
 // Range header, or an encoding that inflates, costs no more memory than the
-// range). Read straight into place where the body is a byte stream (BYOB): no
-// per-chunk buffers to copy and collect, which was most of the page's memory
-// while saving a large file; chunk by chunk, copied once, elsewhere.
+// range). Read straight into place where the body is a byte stream (BYOB), into
+// a buffer of the declared length, grown only if the body runs past it (so a
+// 2 MiB limit on a small envelope allocates the envelope's size); chunk by
+// chunk, copied once, elsewhere.
 export async function readBounded(res, limit) {
   let byob = null;
   try {
@@ -114,10 +131,21 @@ export async function readBounded(res, limit) {
     // not a byte stream here
   }
   if (byob) {
-    let buf = new ArrayBuffer(limit);
+    const declared = res.headers.get("Content-Length");
+    let buf = new ArrayBuffer(Math.max(1, Math.min(limit, declared === null ? 1 << 16 : Number(declared) || 0)));
     let n = 0;
     while (n < limit) {
-      const { done, value } = await byob.read(new Uint8Array(buf, n, limit - n));
+      if (n === buf.byteLength) {
+        // Full: grow only if the body has more (a one-byte read tells).
+        const probe = await byob.read(new Uint8Array(1));
+        if (probe.done) break;
+        const grown = new Uint8Array(Math.min(limit, 2 * n));
+        grown.set(new Uint8Array(buf));
+        grown[n++] = probe.value[0];
+        buf = grown.buffer;
+        continue;
+      }
+      const { done, value } = await byob.read(new Uint8Array(buf, n, buf.byteLength - n));
       if (value) {
         buf = value.buffer; // the view's buffer comes back, transferred
         n += value.byteLength;
@@ -126,7 +154,7 @@ export async function readBounded(res, limit) {
     }
     if (n >= limit) await byob.cancel();
     const out = new Uint8Array(buf, 0, n);
-    return n === limit ? out : out.slice();
+    return n === buf.byteLength ? out : out.slice();
   }
   const reader = res.body.getReader();
   const out = new Uint8Array(limit);
@@ -143,4 +171,71 @@ export async function readBounded(res, limit) {
     }
   }
   return n === limit ? out : out.slice(0, n);
+}
+
+// A ranged response taken in consecutive pieces (decryptPayload's openRange):
+// `take(n)` reads the next n bytes of at most `length` into one buffer that is
+// reused, so the page holds one piece however long the range. (Chromium still
+// reads the body ahead of the page, up to all of it: decryptPayload keeps
+// ranges small for that.) Read in place where the body is a byte stream
+// (BYOB: no buffer per network read either), copied chunk by chunk elsewhere.
+export function rangeReader(res, length) {
+  let byob = null;
+  try {
+    byob = res.body.getReader({ mode: "byob" });
+  } catch {
+    // not a byte stream here
+  }
+  const reader = byob ?? res.body.getReader();
+  let buf = new ArrayBuffer(0);
+  let left = length;
+  let rest = new Uint8Array(0); // the default reader: what the last chunk had beyond a piece
+  const cancel = async () => {
+    left = 0;
+    await reader.cancel().catch(() => {});
+  };
+  const fill = async (n) => {
+    if (buf.byteLength < n) buf = new ArrayBuffer(n);
+    let got = 0;
+    if (byob) {
+      while (got < n) {
+        const { done, value } = await byob.read(new Uint8Array(buf, got, n - got));
+        if (value) {
+          buf = value.buffer; // the view's buffer comes back, transferred
+          got += value.byteLength;
+        }
+        if (done) break;
+      }
+      return got;
+    }
+    const out = new Uint8Array(buf, 0, n);
+    while (got < n) {
+      if (!rest.length) {
+        const { done, value } = await reader.read();
+        if (done) break;
+        rest = value;
+      }
+      const k = Math.min(rest.length, n - got);
+      out.set(rest.subarray(0, k), got);
+      rest = rest.subarray(k);
+      got += k;
+    }
+    return got;
+  };
+  const take = async (want) => {
+    const n = Math.min(want, left);
+    let got;
+    try {
+      got = await fill(n);
+    } catch {
+      await cancel();
+      throw storeError("the connection to the store broke while reading the file; try again");
+    }
+    left -= got;
+    // The whole range is taken, or the body ended short: a server that
+    // ignores Range sends no more than this.
+    if (!left || got < n) await cancel();
+    return new Uint8Array(buf, 0, got);
+  };
+  return { take, cancel };
 }

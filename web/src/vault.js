@@ -2,7 +2,7 @@
 // the owner (or a key named as a reader) from the root, a member through
 // Shared/<owner>/<share name>.
 //
-// `store`: {get(key, max) -> bytes|null, source(key, max) -> {size, read}|null,
+// `store`: {get(key, max) -> bytes|null, source(key, max) -> {size, read, open}|null,
 // list(prefix) -> keys}. `memory`: {get(name), set(name, value)} for what a
 // client must remember between runs (header hash, log head, manifest versions).
 
@@ -158,7 +158,7 @@ export class Vault {
    * 5.4: a file's plaintext, piece by piece, each piece after its tag verified.
    * Also checks the unsealed length against the entry's size before any chunk.
    */
-  async *readFile(item, { batch = 16 << 20 } = {}) {
+  async *readFile(item, options = {}) {
     const e = item.entry;
     if (e.version === 0n) return;
     const v = e.version.toString(16).padStart(16, "0");
@@ -175,6 +175,6 @@ export class Vault {
     if (BigInt(opened.L) !== e.size) throw authError("the file's sealed length differs from its listed size");
     // 2.6: a delta's sources are earlier payloads of the same file, c/F/<version>.
     const fetchSource = (vhex, length) => this.store.source(`c/${e.id}/${vhex}`, maxpay(length) + MAX_MAP);
-    yield* decryptPayload(opened, src, { batch, fetchSource });
+    yield* decryptPayload(opened, src, { ...options, fetchSource });
   }
 }
