@@ -6,6 +6,7 @@ where it takes two), with kill -9 where the story has a crash in it.
 
 from __future__ import annotations
 
+import errno
 import os
 import time
 
@@ -266,3 +267,24 @@ def test_move_to_another_folder_carries_the_other_clients_newer_version(
     a.sync()
     assert moto_vault.cat("sub/f") == b"SECOND"
     assert "f" not in moto_vault.cli("ls", "/").stdout.decode().split()
+
+
+def test_rmdir_on_one_mount_keeps_a_file_another_mount_wrote_in_the_folder(
+    moto_vault: Vault,
+) -> None:
+    """Mount B still sees the folder empty (its TTL) when it runs rmdir, after A wrote
+    a file into it: B's rmdir fails ENOTEMPTY and the file stays, where it used to be
+    left in a folder nothing listed (and `fsck --repair` deleted it)."""
+    a = moto_vault.mount("a", ttl=1)
+    os.mkdir(a.p("box"))
+    a.sync()
+    b = moto_vault.mount("b", ttl=600)  # B keeps its view of the folder
+    assert os.listdir(b.p("box")) == []
+    write(a.p("box", "f"), b"from A", fsync=True)
+    with pytest.raises(OSError) as err:
+        os.rmdir(b.p("box"))
+    assert err.value.errno == errno.ENOTEMPTY
+    assert moto_vault.cat("box/f") == b"from A"
+    r = moto_vault.cli("fsck", "--repair", "--grace", "0", check=False)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert moto_vault.cat("box/f") == b"from A"
