@@ -358,7 +358,12 @@ def _raw_read(env: Env, bucket: str, url: str, size: int, want: str,
     finally:
         c.p.kill()
         c.p.wait()
-        shutil.rmtree(prof, ignore_errors=True)
+        # Chromium's network process may still write to the profile for a moment.
+        for _ in range(20):
+            shutil.rmtree(prof, ignore_errors=True)
+            if not os.path.exists(prof):
+                break
+            time.sleep(0.25)
         shutil.rmtree(dl, ignore_errors=True)
 
 
