@@ -10,11 +10,15 @@ Page memory as a person's browser has it is measured once more with Chromium
 driven over a bare DevTools pipe (no Network domain, which would keep response
 bodies in the renderer): the renderer's RSS, which counts about 100 MiB of
 Chromium's code pages shared with its other processes, and its private part
-(RssAnon, the memory footprint of Chromium's task manager).
+(RssAnon, the memory footprint of Chromium's task manager). A second such run
+serves the page cross-origin isolated (COOP and COEP, this server only) and
+samples the page's own count, performance.measureUserAgentSpecificMemory(),
+made eager with Blink's ForceEagerMeasureMemory feature.
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -86,6 +90,14 @@ def _chromium_pids() -> dict[str, list[int]]:
         role = "browser" if not kinds else "renderer" if kinds[0] == b"--type=renderer" else "other"
         out[role].append(int(d))
     return out
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(MiB):
+            h.update(block)
+    return h.hexdigest()
 
 
 class PeakSampler(threading.Thread):
@@ -203,13 +215,76 @@ class _CdpPipe:
         return dict(json.loads(line))
 
 
-def _raw_read(env: Env, bucket: str, url: str) -> dict[str, int]:
+def _page_server(isolated: bool = False) -> tuple[Any, str]:
+    """The reader's files on a loopback port, running; `isolated` adds the
+    COOP and COEP headers that make the page cross-origin isolated, which
+    performance.measureUserAgentSpecificMemory needs. Only this benchmark's
+    server sends them (`csfs web` does not): the S3 reads are CORS requests,
+    which require-corp lets through, and the run compares the saved bytes."""
+    from csfs.web import dist_dir, make_server
+
+    server = make_server(dist_dir(), 0)
+    if isolated:
+        made = server.RequestHandlerClass  # functools.partial(handler, directory=...)
+
+        class Isolated(made.func):  # type: ignore[name-defined,misc]
+            def end_headers(self) -> None:
+                self.send_header("Cross-Origin-Opener-Policy", "same-origin")
+                self.send_header("Cross-Origin-Embedder-Policy", "require-corp")
+                super().end_headers()
+
+        server.RequestHandlerClass = functools.partial(Isolated, *made.args, **made.keywords)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server, f"http://127.0.0.1:{server.server_address[1]}"
+
+
+# Samples performance.measureUserAgentSpecificMemory() one after the other
+# until window.__memStop; each result's `bytes` (the JS heaps and DOM memory
+# the page and its workers can reach, as the API counts them) goes to
+# window.__mem. The first sample comes before the click (the idle page).
+MEM_SAMPLER = """(() => {
+  const m = window.__mem = {peak: 0, idle: 0, n: 0, ms: [], kinds: {}, stopped: null, error: null};
+  (async () => {
+    try {
+      while (!window.__memStop) {
+        const t = performance.now();
+        const r = await performance.measureUserAgentSpecificMemory();
+        m.ms.push(performance.now() - t);
+        if (!m.n++) m.idle = r.bytes;
+        if (r.bytes > m.peak) {
+          m.peak = r.bytes;
+          m.kinds = {};  // the peak's bytes by type (JavaScript, DOM, Shared)
+          for (const b of r.breakdown) {
+            const k = b.types.join("+") || "other";
+            m.kinds[k] = (m.kinds[k] || 0) + b.bytes;
+          }
+        }
+        await new Promise((res) => setTimeout(res, 100));
+      }
+    } catch (e) {
+      m.error = String(e);
+    }
+    m.stopped = true;
+  })();
+  return true;
+})()"""
+
+
+def _raw_read(env: Env, bucket: str, url: str, size: int, want: str,
+              measure: bool = False) -> dict[str, Any]:
     """Peak RSS saving big.bin with Chromium driven over a raw DevTools pipe, not
     Playwright: Playwright enables the DevTools Network domain, which keeps the
-    response bodies in the renderer (most of the renderer's peak it reports)."""
+    response bodies in the renderer (most of the renderer's peak it reports).
+    With `measure` (a cross-origin isolated page at `url`), the page also
+    samples performance.measureUserAgentSpecificMemory() while it saves, with
+    Blink's ForceEagerMeasureMemory feature: each call then runs its own
+    garbage collection and answers at once, instead of at the next scheduled
+    one (up to ~20 s later). The saved file is compared with the input."""
     prof = tempfile.mkdtemp(prefix="csfs-bench-chromium-", dir="/var/tmp")
     dl = tempfile.mkdtemp(prefix="csfs-bench-dl-", dir="/var/tmp")
-    c = _CdpPipe(["/usr/bin/chromium", *CHROMIUM_ARGS, f"--user-data-dir={prof}", "about:blank"])
+    eager = ["--enable-blink-features=ForceEagerMeasureMemory"] if measure else []
+    c = _CdpPipe(["/usr/bin/chromium", *CHROMIUM_ARGS, *eager, f"--user-data-dir={prof}",
+                  "about:blank"])
     try:
         c.send("Browser.setDownloadBehavior", {"behavior": "allow", "downloadPath": dl})
         tid = c.send("Target.createTarget", {"url": f"{url}/index.html?save=download"})["targetId"]
@@ -221,11 +296,20 @@ def _raw_read(env: Env, bucket: str, url: str) -> dict[str, int]:
 
         def until(expr: str) -> Any:
             deadline = time.monotonic() + 1800
-            while not (got := ev(expr)):
+            while True:
+                try:
+                    got = ev(expr)
+                except BenchError as e:
+                    # A cross-origin isolated page replaces the first document's
+                    # process: no context to evaluate in for a moment.
+                    if "execution context" not in str(e):
+                        raise
+                    got = None
+                if got:
+                    return got
                 if time.monotonic() > deadline:
                     raise BenchError(f"the page never got {expr}")
                 time.sleep(0.2)
-            return got
 
         until("document.body && document.body.dataset.ready")
         doc = c.send("DOM.getDocument", {}, sid)["root"]["nodeId"]
@@ -241,20 +325,45 @@ def _raw_read(env: Env, bucket: str, url: str) -> dict[str, int]:
         renderers = _chromium_pids()["renderer"]
         idle = {"idle_renderer": max([0, *(_rss_kib(p) for p in renderers)]),
                 "idle_private": max([0, *(_rss_kib(p, "RssAnon") for p in renderers)])}
+        if measure:
+            if not ev("self.crossOriginIsolated"):
+                raise BenchError("the page is not cross-origin isolated")
+            ev(MEM_SAMPLER)
+            until("window.__mem.n > 0 || window.__mem.error")
         sampler = PeakSampler()
         sampler.start()
         ev(f"{button}.click()")
         until("document.body.dataset.lastSave || document.querySelector('#error:not([hidden])')")
         sampler.stop.set()
         sampler.join()
+        mem: dict[str, Any] = {}
+        if measure:
+            ev("window.__memStop = true")
+            mem = until("window.__mem.stopped && window.__mem")
+            if mem["error"]:
+                raise BenchError(f"measureUserAgentSpecificMemory: {mem['error']}")
         if not ev("document.body.dataset.lastSave"):
             error = ev("document.getElementById('error').textContent")
             raise BenchError(f"the page failed: {error}")
-        return {**sampler.peak, **idle}
+        saved = Path(dl) / "big.bin"
+        deadline = time.monotonic() + 600
+        while not (saved.is_file() and saved.stat().st_size == size
+                   and not list(Path(dl).glob("*.crdownload"))):
+            if time.monotonic() > deadline:
+                raise BenchError("the download never landed")
+            time.sleep(0.2)
+        if _sha256(saved) != want:
+            raise BenchError("the page saved other bytes")
+        return {**sampler.peak, **idle, "mem": mem}
     finally:
         c.p.kill()
         c.p.wait()
-        shutil.rmtree(prof, ignore_errors=True)
+        # Chromium's network process may still write to the profile for a moment.
+        for _ in range(20):
+            shutil.rmtree(prof, ignore_errors=True)
+            if not os.path.exists(prof):
+                break
+            time.sleep(0.25)
         shutil.rmtree(dl, ignore_errors=True)
 
 
@@ -343,24 +452,35 @@ def cmd_web(args: Any) -> int:
                   f"(idle {peak['idle_renderer'] // 1024}), browser process "
                   f"{peak['browser'] // 1024} MiB (idle {peak['idle_browser'] // 1024})",
                   flush=True)
-        from csfs.web import dist_dir, make_server
-
-        server = make_server(dist_dir(), 0)
-        threading.Thread(target=server.serve_forever, daemon=True).start()
-        url = f"http://127.0.0.1:{server.server_address[1]}"
+        server, url = _page_server()
+        iso_server, iso_url = _page_server(isolated=True)
         env.s3.put_bucket_cors(Bucket=bucket, CORSConfiguration={"CORSRules": [{
-            "AllowedOrigins": [url], "AllowedMethods": ["GET", "HEAD"], "AllowedHeaders": ["*"],
+            "AllowedOrigins": [url, iso_url], "AllowedMethods": ["GET", "HEAD"],
+            "AllowedHeaders": ["*"],
             "ExposeHeaders": ["Content-Range", "Content-Length", "ETag"]}]})
         try:
-            peak = _raw_read(env, bucket, url)
+            peak = _raw_read(env, bucket, url, args.size, want)
+            # A second run for the page's own count: its measurements each run a
+            # garbage collection, which would lower the RSS seen by the first.
+            iso = _raw_read(env, bucket, iso_url, args.size, want, measure=True)
         finally:
-            server.shutdown()
-            server.server_close()
+            for s in (server, iso_server):
+                s.shutdown()
+                s.server_close()
         # What a person's browser holds: no DevTools client keeps response bodies.
         print(f"browser (download, no DevTools network domain): peak RSS renderer "
               f"{peak['renderer'] // 1024} MiB (idle {peak['idle_renderer'] // 1024}), private "
               f"{peak['renderer_private'] // 1024} MiB (idle {peak['idle_private'] // 1024}), "
-              f"browser process {peak['browser'] // 1024} MiB", flush=True)
+              f"browser process {peak['browser'] // 1024} MiB; bytes compared", flush=True)
+        mem = iso["mem"]
+        print(f"browser (download, cross-origin isolated page, same): peak "
+              f"performance.measureUserAgentSpecificMemory() {mem['peak'] / MiB:.1f} MiB "
+              f"(idle {mem['idle'] / MiB:.1f}; at the peak "
+              f"{', '.join(f'{k} {v / MiB:.1f}' for k, v in sorted(mem['kinds'].items()))}; "
+              f"{mem['n']} samples, each "
+              f"{min(mem['ms']):.0f}-{max(mem['ms']):.0f} ms, eager: Blink feature "
+              f"ForceEagerMeasureMemory); peak RSS renderer {iso['renderer'] // 1024} MiB, "
+              f"private {iso['renderer_private'] // 1024} MiB; bytes compared", flush=True)
         ms = _link_first_byte(env, store, bucket, args.repeat)
         print(f"share link, 1 MiB text: {min(ms):.0f} ms from opening the link to the first "
               f"byte on screen (best of {len(ms)}; all: {', '.join(f'{m:.0f}' for m in ms)})",
