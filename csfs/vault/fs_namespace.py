@@ -214,6 +214,12 @@ class Namespace(Attributes):
             self._forget_file(target_created)
         elif stored is not None and stored.type == "f":
             saw = self._seen_at(dst_parent, dst_name, stored)
+            if saw is not None and saw[0] == stored.id and (
+                stored.version in self.queue.own_versions(stored.id)
+            ):
+                # What was seen there is a version of ours still queued, which this
+                # rename drops (below): it replaces what the store holds of that file.
+                saw = (stored.id, stored.version)
             replaces = None if saw is None else list(saw)
         if moving is not None:
             self._drop_replaced(src_parent, src_name, moving.id)

@@ -11,8 +11,10 @@ target, which became an unlink of B's new file).
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -231,3 +233,41 @@ def test_exchange_swaps_two_names_or_nothing(
     with pytest.raises(UsageError):
         vault.exchange("/a", "/sub/x")  # two folders: refused, nothing moves
     assert read_bytes(reopen(), "/sub/x") == b"x"
+
+
+def test_saving_over_a_file_whose_new_version_is_still_queued_makes_no_conflict(
+    vault: Vault, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One writer: x has a version still queued (the uploader is slow) when an editor
+    renames its new temp file over x. The rename replaces what the store holds of x
+    (its earlier version); it used to expect the queued one, which never reaches the
+    store, and kept the earlier version as a conflict copy (seen under CI load)."""
+    fs = FileSystem(vault, str(tmp_path / "cache"), 64 << 20)
+    gate = threading.Event()
+    try:
+        fh = fs.create("/x", 0o644)
+        fs.write(fh, 0, b"v1")
+        fs.release(fh)
+        assert fs.sync(timeout=30)
+        upload = fs.queue._upload_objects
+
+        def slow_upload(rec: Any) -> None:
+            assert gate.wait(30)
+            upload(rec)
+
+        monkeypatch.setattr(fs.queue, "_upload_objects", slow_upload)
+        fh = fs.open("/x", os.O_RDWR)
+        fs.truncate(None, 0, fh=fh)
+        fs.write(fh, 0, b"v2")
+        fs.release(fh)  # v2 sealed and queued, not uploaded
+        tmp = fs.create("/x.tmp", 0o644)
+        fs.write(tmp, 0, b"new")
+        fs.release(tmp)
+        fs.rename("/x.tmp", "/x")
+        gate.set()
+        assert fs.sync(timeout=30)
+    finally:
+        gate.set()
+        fs.close()
+    assert sorted(vault.listdir("/")) == ["x"]
+    assert read_bytes(vault, "/x") == b"new"
