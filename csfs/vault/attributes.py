@@ -32,11 +32,6 @@ from csfs.vault.vault import split_path
 MANIFEST_FIELDS = {"mode", "mtime_ns", "atime_ns", "ctime_ns", "uid", "gid"}
 
 
-def set_manifest_fields(m: DirectoryManifest, changes: dict[str, Any]) -> None:
-    for key, value in changes.items():
-        setattr(m, key, value)
-
-
 # In FileSystem.seen: a program here was told that nothing is at the name (the
 # version slot holds when, in ms of time.monotonic). It counts for a rename over the
 # name for SAW_NOTHING_MS: a program's check-then-rename is quick.
@@ -312,7 +307,7 @@ class Attributes(FileContent):
         if self._online():
             try:
                 self.vault.update_dir(
-                    dir_id, lambda m: set_manifest_fields(m, changes), force=True, touch=False
+                    dir_id, lambda m: m.set_fields(changes), force=True, touch=False
                 )
                 return
             except TransientStoreError:

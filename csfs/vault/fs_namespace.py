@@ -21,7 +21,7 @@ from csfs.errors import (
     TransientStoreError,
     UsageError,
 )
-from csfs.vault.attributes import NOTHING, SAW_NOTHING_MS, Attributes, set_manifest_fields
+from csfs.vault.attributes import NOTHING, SAW_NOTHING_MS, Attributes
 from csfs.vault.crashpoint import crash_point
 from csfs.vault.manifest import DirectoryManifest, Entry
 from csfs.vault.session import committing
@@ -421,7 +421,7 @@ class Namespace(Attributes):
             m = base().copy()
         for op in ops:
             if op.kind == "dirattr":
-                set_manifest_fields(m, op.manifest)
+                m.set_fields(op.manifest)
                 continue
             cur = m.entries.get(op.name) if op.parent_id == dir_id else None
             mine = cur is not None and cur.id == op.node_id
@@ -449,7 +449,7 @@ class Namespace(Attributes):
             elif op.kind == "dirattr":
                 fields = op.manifest
                 v.update_dir(
-                    op.node_id, lambda m: set_manifest_fields(m, fields), force=True, touch=False
+                    op.node_id, lambda m: m.set_fields(fields), force=True, touch=False
                 )
             elif op.kind == "remove":
                 v.remove_if(op.parent_id, op.name, op.node_id, op.version, self.queue.own_versions)

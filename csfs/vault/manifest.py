@@ -304,6 +304,11 @@ class DirectoryManifest:
     removed: tuple[str, str] | None = None
     signer: bytes = b""  # who signed the stored manifest; not part of its plaintext
 
+    def set_fields(self, changes: dict[str, Any]) -> None:
+        """Set the folder's own fields (its times; the root's mode and owner)."""
+        for key, value in changes.items():
+            setattr(self, key, value)
+
     def copy(self) -> DirectoryManifest:
         return replace(
             self, entries=dict(self.entries), readers=list(self.readers), writers=list(self.writers)

@@ -128,11 +128,7 @@ class Namespace(Paths):
             if set(changes) - {"mode", "mtime_ns", "atime_ns", "ctime_ns", "uid", "gid"}:
                 raise NotSupported("the vault root keeps only its mode, owner and times")
 
-            def change_root(m: DirectoryManifest) -> None:
-                for key, value in changes.items():
-                    setattr(m, key, value)
-
-            self.update_dir(self.root_id, change_root, touch=False)
+            self.update_dir(self.root_id, lambda m: m.set_fields(changes), touch=False)
             return self.root_entry()
         parent_id, name = self.parent_of(path)
 
